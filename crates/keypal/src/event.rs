@@ -1,0 +1,284 @@
+//! Events: the audit log and analytics hooks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::record::KeyId;
+use crate::verification::Code;
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Action {
+    /// A key was created.
+    Created,
+    /// A key issued elsewhere was imported.
+    Imported,
+    /// A key was presented (sent to event sinks only, not written to the audit log).
+    Verified,
+    /// A key was revoked.
+    Revoked,
+    /// A key was rotated (the event is about the old key; `details.new_key_id` names the new one).
+    Rotated,
+    /// A key was enabled.
+    Enabled,
+    /// A key was disabled.
+    Disabled,
+    /// Some fields of a key changed.
+    Updated,
+    /// A key was deleted.
+    Deleted,
+}
+
+impl Action {
+    /// The stable text: `created`, `revoked`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Imported => "imported",
+            Action::Verified => "verified",
+            Action::Revoked => "revoked",
+            Action::Rotated => "rotated",
+            Action::Enabled => "enabled",
+            Action::Disabled => "disabled",
+            Action::Updated => "updated",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An action name that keypal does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action {0:?}")]
+pub struct UnknownAction(pub String);
+
+impl FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Action::Created,
+            Action::Imported,
+            Action::Verified,
+            Action::Revoked,
+            Action::Rotated,
+            Action::Enabled,
+            Action::Disabled,
+            Action::Updated,
+            Action::Deleted,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| UnknownAction(s.to_owned()))
+    }
+}
+
+/// Who did it, and from where. Set on a manager with [`crate::KeyManager::with_context`].
+///
+/// ```
+/// use keypal::AuditContext;
+/// let ctx = AuditContext::new("admin").ip("203.0.113.7").user_agent("curl/8");
+/// assert_eq!(ctx.actor, "admin");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditContext {
+    /// Who: `system` (the default), `admin`, `service`, `app:<id>`, `owner:<id>` or any label.
+    pub actor: String,
+    /// The client address.
+    pub ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+}
+
+impl Default for AuditContext {
+    fn default() -> Self {
+        Self::new("system")
+    }
+}
+
+impl AuditContext {
+    /// A context for `actor`.
+    pub fn new(actor: impl Into<String>) -> Self {
+        Self { actor: actor.into(), ip: None, user_agent: None }
+    }
+    /// Sets the client address.
+    pub fn ip(mut self, ip: impl Into<String>) -> Self {
+        self.ip = Some(ip.into());
+        self
+    }
+    /// Sets the user agent.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = Some(agent.into());
+        self
+    }
+}
+
+/// One event: who did what to which key, when and from where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// The event's id (UUID v7: sorts by time).
+    pub id: Uuid,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What.
+    pub action: Action,
+    /// Which key.
+    pub key_id: Option<KeyId>,
+    /// The key's namespace (application).
+    pub namespace: Option<String>,
+    /// The key's owner.
+    pub owner_id: Option<String>,
+    /// For `verified` events: the result.
+    pub code: Option<Code>,
+    /// Who, and from where.
+    pub context: AuditContext,
+    /// Anything else worth keeping (never key material).
+    pub details: Option<Value>,
+}
+
+impl Event {
+    /// A new event.
+    pub fn new(action: Action, at: OffsetDateTime, context: AuditContext) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            at,
+            action,
+            key_id: None,
+            namespace: None,
+            owner_id: None,
+            code: None,
+            context,
+            details: None,
+        }
+    }
+}
+
+/// Receives events as they happen: created, verified (with its code), revoked,
+/// rotated, enabled, disabled, updated, deleted, imported.
+///
+/// Called inline: keep it fast and never block (hand the event to a channel or a counter).
+///
+/// ```
+/// use keypal::{Event, EventSink};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// #[derive(Default)]
+/// struct Counter(AtomicU64);
+/// impl EventSink for Counter {
+///     fn record(&self, _event: &Event) { self.0.fetch_add(1, Ordering::Relaxed); }
+/// }
+/// ```
+pub trait EventSink: Send + Sync + 'static {
+    /// Receives one event.
+    fn record(&self, event: &Event);
+}
+
+/// Filters for reading the audit log. Newest first.
+///
+/// ```
+/// use keypal::{Action, AuditQuery};
+/// let q = AuditQuery::new().owner_id("user_1").action(Action::Revoked).limit(20);
+/// assert_eq!(q.limit, 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditQuery {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this key.
+    pub key_id: Option<KeyId>,
+    /// Only this owner.
+    pub owner_id: Option<String>,
+    /// Only this action.
+    pub action: Option<Action>,
+    /// At or after.
+    pub since: Option<OffsetDateTime>,
+    /// Before.
+    pub until: Option<OffsetDateTime>,
+    /// Page size (1..=1000).
+    pub limit: u32,
+    /// Continue after this event (the previous page's `next_cursor`).
+    pub cursor: Option<Uuid>,
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            key_id: None,
+            owner_id: None,
+            action: None,
+            since: None,
+            until: None,
+            limit: 100,
+            cursor: None,
+        }
+    }
+}
+
+impl AuditQuery {
+    /// All events, 100 per page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only this namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+    /// Only this key.
+    pub fn key_id(mut self, id: KeyId) -> Self {
+        self.key_id = Some(id);
+        self
+    }
+    /// Only this owner.
+    pub fn owner_id(mut self, owner: impl Into<String>) -> Self {
+        self.owner_id = Some(owner.into());
+        self
+    }
+    /// Only this action.
+    pub fn action(mut self, action: Action) -> Self {
+        self.action = Some(action);
+        self
+    }
+    /// At or after `since`, before `until`.
+    pub fn between(mut self, since: OffsetDateTime, until: OffsetDateTime) -> Self {
+        self.since = Some(since);
+        self.until = Some(until);
+        self
+    }
+    /// Page size (clamped to 1..=1000).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit.clamp(1, 1000);
+        self
+    }
+    /// Continue after this event.
+    pub fn cursor(mut self, cursor: Uuid) -> Self {
+        self.cursor = Some(cursor);
+        self
+    }
+
+    /// Whether `event` passes the filters (cursor and limit aside).
+    pub fn matches(&self, event: &Event) -> bool {
+        self.namespace.as_ref().is_none_or(|n| event.namespace.as_ref() == Some(n))
+            && self.key_id.is_none_or(|k| event.key_id == Some(k))
+            && self.owner_id.as_ref().is_none_or(|o| event.owner_id.as_ref() == Some(o))
+            && self.action.is_none_or(|a| event.action == a)
+            && self.since.is_none_or(|s| event.at >= s)
+            && self.until.is_none_or(|u| event.at < u)
+    }
+}

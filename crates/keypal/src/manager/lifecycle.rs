@@ -1,0 +1,547 @@
+//! Creating, reading, changing and retiring keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::{Format, KeyManager, LookupStrategy};
+use crate::clock::truncate_to_micros;
+use crate::event::{Action, AuditQuery, Event};
+use crate::hash::{Hashing, sha256};
+use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey};
+use crate::scope;
+use crate::store::{ListQuery, NamespaceFilter, Page, Store, StoreError};
+use crate::{Error, PlainKey};
+
+/// How many times a create or rotate draws a new key after a lookup collision.
+const ATTEMPTS: u32 = 3;
+
+/// The result of a rotation: the new key (shown once), its record, and the old record.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The new plaintext key.
+    pub key: PlainKey,
+    /// The new key's record.
+    pub record: KeyRecord,
+    /// The old key's record: `rotated_to` names the new key, `revoked_at` ends its grace window.
+    pub previous: KeyRecord,
+}
+
+/// A state change of one key.
+enum Change {
+    Update(KeyPatch),
+    Enable(bool),
+    Revoke,
+}
+
+/// The checked fields of a new key.
+struct Fields {
+    name: Option<String>,
+    owner_id: Option<String>,
+    scopes: Vec<String>,
+    metadata: Option<serde_json::Value>,
+    tier: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    remaining: Option<u64>,
+    rate_limit: Option<crate::RateLimit>,
+}
+
+impl<S: Store> KeyManager<S> {
+    /// Creates a key: checks the request against the policies, generates the key,
+    /// stores its hash and returns the plaintext once.
+    ///
+    /// A generated id or digest that collides with an existing key is drawn again
+    /// (3 attempts). Owner limits are enforced by the store in the same atomic unit
+    /// as the insert.
+    pub async fn create(&self, request: NewKey) -> Result<Created, Error> {
+        let now = self.inner.clock.now();
+        let fields = self.check_new(request, now)?;
+        let format = self.inner.current();
+        for _ in 0..ATTEMPTS {
+            let key = format.formatter.generate(fields.tier.as_deref())?;
+            let record = self.new_record(&key, format, &fields, now)?;
+            let event = self.event(Action::Created, now);
+            match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
+                Ok(record) => {
+                    self.emit_about(event, &record);
+                    return Ok(Created { key, record: KeyRecord::clone(&record) });
+                }
+                Err(StoreError::Duplicate) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Collision { attempts: ATTEMPTS })
+    }
+
+    /// The key with this id (in this manager's namespace).
+    pub async fn get(&self, id: &KeyId) -> Result<KeyRecord, Error> {
+        Ok(KeyRecord::clone(&*self.owned(*id).await?))
+    }
+
+    /// A page of this manager's keys, newest first. The query's namespace is set to
+    /// the manager's.
+    ///
+    /// ```
+    /// use keypal::{KeyManager, ListQuery, MemoryStore, NewKey};
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder().store(MemoryStore::new()).build()?;
+    /// for _ in 0..3 { keys.create(NewKey::new().owner_id("u1")).await?; }
+    /// let first = keys.list(ListQuery::new().owner_id("u1").limit(2)).await?;
+    /// assert_eq!(first.items.len(), 2);
+    /// let rest = keys.list(ListQuery::new().owner_id("u1").limit(2).cursor(first.next_cursor.unwrap())).await?;
+    /// assert_eq!(rest.items.len(), 1);
+    /// assert!(rest.next_cursor.is_none());
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn list(&self, query: ListQuery) -> Result<Page<KeyRecord>, Error> {
+        let query = self.scoped(query);
+        let page = self.inner.store.list(&query).await?;
+        Ok(Page { items: page.items.iter().map(|r| KeyRecord::clone(r)).collect(), next_cursor: page.next_cursor })
+    }
+
+    /// Counts this manager's keys matching the query (owner, revoked included or not).
+    pub async fn count(&self, query: ListQuery) -> Result<u64, Error> {
+        Ok(self.inner.store.count(&self.scoped(query)).await?)
+    }
+
+    /// Changes some fields of a key, each an atomic column update.
+    pub async fn update(&self, id: &KeyId, patch: KeyPatch) -> Result<KeyRecord, Error> {
+        let patch = self.check_patch(patch)?;
+        self.change(*id, Change::Update(patch)).await
+    }
+
+    /// Enables a disabled key.
+    pub async fn enable(&self, id: &KeyId) -> Result<KeyRecord, Error> {
+        self.change(*id, Change::Enable(true)).await
+    }
+
+    /// Disables a key: it is refused with `DISABLED` until enabled again.
+    pub async fn disable(&self, id: &KeyId) -> Result<KeyRecord, Error> {
+        self.change(*id, Change::Enable(false)).await
+    }
+
+    /// Revokes a key for good. The record stays for audit. A second revoke is
+    /// [`Error::AlreadyRevoked`]; revoking a rotated key inside its grace window ends the window now.
+    pub async fn revoke(&self, id: &KeyId) -> Result<KeyRecord, Error> {
+        self.change(*id, Change::Revoke).await
+    }
+
+    /// Revokes every active key of an owner (in this manager's namespace). Returns the revoked keys.
+    pub async fn revoke_all(&self, owner_id: &str) -> Result<Vec<KeyRecord>, Error> {
+        let now = self.inner.clock.now();
+        let event = self.event(Action::Revoked, now);
+        let revoked =
+            self.inner.store.revoke_owner(self.inner.namespace.as_deref(), owner_id, now, event.clone()).await?;
+        for record in &revoked {
+            self.invalidate(&record.id);
+            self.emit_about(event.clone(), record);
+        }
+        Ok(revoked.iter().map(|r| KeyRecord::clone(r)).collect())
+    }
+
+    /// Replaces a key with a new secret, keeping its name, owner, scopes, metadata,
+    /// tier, expiry, credits and rate limit. The old key stays valid for `grace`
+    /// (never beyond its own expiry); with a zero grace it is refused at once.
+    ///
+    /// ```
+    /// use keypal::{Code, KeyManager, MemoryStore, NewKey};
+    /// use std::time::Duration;
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder().store(MemoryStore::new()).build()?;
+    /// let old = keys.create(NewKey::new().owner_id("u1")).await?;
+    /// let new = keys.rotate(&old.record.id, Duration::ZERO).await?;
+    /// assert_eq!(keys.verify(old.key.expose()).await?.code(), Code::Revoked);
+    /// assert!(keys.verify(new.key.expose()).await?.is_valid());
+    /// assert_eq!(new.record.rotated_from, Some(old.record.id));
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotated, Error> {
+        let now = self.inner.clock.now();
+        let old = self.owned(*id).await?;
+        if old.is_revoked_at(now) {
+            return Err(Error::AlreadyRevoked(*id));
+        }
+        let grace_end = truncate_to_micros(now + grace);
+        let old_revoked_at = old.expires_at.map_or(grace_end, |exp| grace_end.min(exp.max(now)));
+        let fields = Fields {
+            name: old.name.clone(),
+            owner_id: old.owner_id.clone(),
+            scopes: old.scopes.clone(),
+            metadata: old.metadata.clone(),
+            tier: old.tier.clone(),
+            expires_at: old.expires_at,
+            remaining: old.remaining,
+            rate_limit: old.rate_limit,
+        };
+        let format = self.inner.current();
+        for _ in 0..ATTEMPTS {
+            let key = format.formatter.generate(fields.tier.as_deref().or(self.inner.default_tier.as_deref()))?;
+            let mut record = self.new_record(&key, format, &fields, now)?;
+            record.rotated_from = Some(*id);
+            let mut event = self.event(Action::Rotated, now);
+            event.details =
+                Some(serde_json::json!({ "new_key_id": record.id, "grace_until": old_revoked_at.unix_timestamp() }));
+            match self.inner.store.rotate(*id, record, old_revoked_at, event.clone()).await {
+                Ok((previous, record)) => {
+                    self.invalidate(id);
+                    self.emit_about(event, &previous);
+                    return Ok(Rotated {
+                        key,
+                        record: KeyRecord::clone(&record),
+                        previous: KeyRecord::clone(&previous),
+                    });
+                }
+                Err(StoreError::Duplicate) => continue,
+                Err(e) => return Err(Error::from_store(e, *id)),
+            }
+        }
+        Err(Error::Collision { attempts: ATTEMPTS })
+    }
+
+    /// Deletes a key and its record for good (the audit log keeps the deletion).
+    pub async fn delete(&self, id: &KeyId) -> Result<KeyRecord, Error> {
+        self.owned(*id).await?;
+        let now = self.inner.clock.now();
+        let event = self.event(Action::Deleted, now);
+        let deleted = self.inner.store.delete(*id, event.clone()).await?.ok_or(Error::NotFound(*id))?;
+        self.invalidate(id);
+        self.emit_about(event, &deleted);
+        Ok(KeyRecord::clone(&deleted))
+    }
+
+    /// Imports a key issued elsewhere so it keeps working: its plaintext (which must
+    /// parse under an accepted format), its SHA-256 hex digest, or its bcrypt hash.
+    ///
+    /// ```
+    /// use keypal::{ImportKey, KeyManager, MemoryStore, NewKey};
+    /// # pollster::block_on(async {
+    /// // Keys issued before a prefix existed: bare 43-character base64url.
+    /// let keys = KeyManager::builder()
+    ///     .template("sprint_{secret:43:base64url}")
+    ///     .legacy_template("{secret:43:base64url}")
+    ///     .store(MemoryStore::new())
+    ///     .build()?;
+    /// let old_key = "fqz9XjX6ytY0jAqZDjR1OeL12rbmZrF6P0pB5oU3qZ0";
+    /// keys.import(ImportKey::plaintext(old_key).with(NewKey::new().owner_id("u1"))).await?;
+    /// assert!(keys.verify(old_key).await?.is_valid());
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn import(&self, import: ImportKey) -> Result<KeyRecord, Error> {
+        let now = self.inner.clock.now();
+        let created_at = import.created_at.map_or(now, truncate_to_micros);
+        let mut fields = self.check_new(import.details.clone(), now)?;
+        let (lookup, hash, start, last4) = match &import.source {
+            ImportSource::Plaintext(key) => {
+                let Some((format, _)) = self.parse(key.expose()) else {
+                    return Err(Error::invalid("key", "does not parse under any accepted format"));
+                };
+                if fields.tier.is_none() {
+                    fields.tier = format.formatter.parse(key.expose()).and_then(|p| p.tier.map(str::to_owned));
+                }
+                let lookup = self.lookup_of(key, format)?;
+                (lookup, self.inner.hashing.hash(key.expose().as_bytes()), self.start_of(key), key.end(4).to_owned())
+            }
+            ImportSource::Sha256Hex(hex) => {
+                let stored = Hashing::import_sha256_hex(hex)?;
+                let lookup = match self.hash_import_lookup(&import)? {
+                    Some(lookup) => lookup,
+                    None => Lookup::from_parts("digest", &stored["$sha256$".len()..])
+                        .ok_or_else(|| Error::invalid("sha256", "is not 64 hex characters"))?,
+                };
+                (lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default())
+            }
+            ImportSource::Bcrypt(mcf) => {
+                let stored = Hashing::import_bcrypt(mcf)?;
+                let lookup = self.hash_import_lookup(&import)?.ok_or_else(|| {
+                    Error::invalid("hint", "a bcrypt import needs the key's first characters (hint) or its id")
+                })?;
+                (lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default())
+            }
+        };
+        let record = self.record_from(KeyId::new(), lookup, hash, start, last4, &fields, created_at);
+        let event = self.event(Action::Imported, now);
+        match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
+            Ok(record) => {
+                self.emit_about(event, &record);
+                Ok(KeyRecord::clone(&record))
+            }
+            Err(StoreError::Duplicate) => Err(Error::invalid("key", "this key is already stored")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads this manager's audit log, newest first.
+    pub async fn audit(&self, query: AuditQuery) -> Result<Page<Event>, Error> {
+        let mut query = query;
+        query.namespace.clone_from(&self.inner.namespace);
+        Ok(self.inner.store.audit(&query).await?)
+    }
+
+    // ---- helpers ----
+
+    /// The record, if it exists in this manager's namespace.
+    async fn owned(&self, id: KeyId) -> Result<Arc<KeyRecord>, Error> {
+        match self.inner.store.get(id).await? {
+            Some(record) if self.owns_record(&record) => Ok(record),
+            _ => Err(Error::NotFound(id)),
+        }
+    }
+
+    fn owns_record(&self, record: &KeyRecord) -> bool {
+        record.namespace == self.inner.namespace
+    }
+
+    fn scoped(&self, query: ListQuery) -> ListQuery {
+        let mut query = query;
+        query.namespace = NamespaceFilter::exactly(self.inner.namespace.as_deref());
+        query.at = Some(query.at.unwrap_or_else(|| self.inner.clock.now()));
+        query
+    }
+
+    /// Runs a state change on a key of this namespace, then drops its cache entry and emits the event.
+    async fn change(&self, id: KeyId, change: Change) -> Result<KeyRecord, Error> {
+        self.owned(id).await?;
+        let now = self.inner.clock.now();
+        let store = &self.inner.store;
+        let (action, result) = match change {
+            Change::Update(patch) => {
+                let event = self.event(Action::Updated, now);
+                (event.clone(), store.update(id, &patch, event).await)
+            }
+            Change::Enable(enabled) => {
+                let event = self.event(if enabled { Action::Enabled } else { Action::Disabled }, now);
+                (event.clone(), store.set_enabled(id, enabled, event).await)
+            }
+            Change::Revoke => {
+                let event = self.event(Action::Revoked, now);
+                (event.clone(), store.revoke(id, now, event).await)
+            }
+        };
+        let event = action;
+        let record = result.map_err(|e| Error::from_store(e, id))?;
+        self.invalidate(&id);
+        self.emit_about(event, &record);
+        Ok(KeyRecord::clone(&record))
+    }
+
+    fn event(&self, action: Action, at: OffsetDateTime) -> Event {
+        Event::new(action, at, (*self.context).clone())
+    }
+
+    fn emit_about(&self, mut event: Event, record: &KeyRecord) {
+        if self.inner.sinks.is_empty() {
+            return;
+        }
+        event.key_id = Some(record.id);
+        event.namespace.clone_from(&record.namespace);
+        event.owner_id.clone_from(&record.owner_id);
+        self.emit(&event);
+    }
+
+    fn start_of(&self, key: &PlainKey) -> String {
+        key.start(self.inner.hint_len).to_owned()
+    }
+
+    fn lookup_of(&self, key: &PlainKey, format: &Format) -> Result<Lookup, Error> {
+        let text = key.expose();
+        Ok(match format.strategy {
+            LookupStrategy::Digest => Lookup::Digest(sha256(text.as_bytes())),
+            LookupStrategy::Hint => Lookup::Hint(self.start_of(key)),
+            LookupStrategy::Id => {
+                let id =
+                    format.formatter.parse(text).and_then(|p| p.id).ok_or_else(|| {
+                        Error::invalid("key", "the format promised an id segment but the key has none")
+                    })?;
+                Lookup::Id(id.to_owned())
+            }
+        })
+    }
+
+    /// The lookup of a hash import from its `id` or `hint`, when given.
+    fn hash_import_lookup(&self, import: &ImportKey) -> Result<Option<Lookup>, Error> {
+        match (&import.id, &import.hint) {
+            (Some(id), _) => Ok(Some(Lookup::Id(id.clone()))),
+            (None, Some(hint)) if hint.chars().count() == self.inner.hint_len => Ok(Some(Lookup::Hint(hint.clone()))),
+            (None, Some(_)) => {
+                Err(Error::invalid("hint", format!("must be the key's first {} characters", self.inner.hint_len)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn new_record(
+        &self,
+        key: &PlainKey,
+        format: &Format,
+        fields: &Fields,
+        now: OffsetDateTime,
+    ) -> Result<KeyRecord, Error> {
+        let lookup = self.lookup_of(key, format)?;
+        let hash = self.inner.hashing.hash(key.expose().as_bytes());
+        Ok(self.record_from(KeyId::new(), lookup, hash, self.start_of(key), key.end(4).to_owned(), fields, now))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_from(
+        &self,
+        id: KeyId,
+        lookup: Lookup,
+        hash: String,
+        start: String,
+        last4: String,
+        fields: &Fields,
+        created_at: OffsetDateTime,
+    ) -> KeyRecord {
+        KeyRecord {
+            id,
+            namespace: self.inner.namespace.clone(),
+            lookup,
+            hash,
+            start,
+            last4,
+            name: fields.name.clone(),
+            owner_id: fields.owner_id.clone(),
+            tier: fields.tier.clone(),
+            scopes: fields.scopes.clone(),
+            metadata: fields.metadata.clone(),
+            created_at,
+            expires_at: fields.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            enabled: true,
+            rotated_from: None,
+            rotated_to: None,
+            remaining: fields.remaining,
+            rate_limit: fields.rate_limit,
+            encrypted_key: None,
+            version: 1,
+        }
+    }
+
+    /// Checks a create request against the policies.
+    fn check_new(&self, request: NewKey, now: OffsetDateTime) -> Result<Fields, Error> {
+        let policy = &self.inner.policy;
+        let name = self.check_name(request.name)?;
+        if policy.name.required && name.is_none() {
+            return Err(Error::invalid("name", "is required"));
+        }
+        let owner_id = match request.owner_id {
+            Some(owner) if owner.is_empty() || owner.len() > 256 => {
+                return Err(Error::invalid("owner_id", "must be 1 to 256 characters"));
+            }
+            other => other,
+        };
+        let scopes = self.check_scopes(request.scopes)?;
+        let tier = request.tier.or_else(|| self.inner.default_tier.clone());
+        self.check_tier(tier.as_deref())?;
+        let expiry = &policy.expiry;
+        let expires_at = match request.expiry {
+            Some(Expiry::In(after)) => Some(now + after),
+            Some(Expiry::At(at)) => Some(at),
+            Some(Expiry::Never) => None,
+            None => expiry.default.map(|d| now + d.0),
+        }
+        .map(truncate_to_micros);
+        match expires_at {
+            Some(at) if at <= now => return Err(Error::invalid("expires_at", "is in the past")),
+            Some(at) => {
+                let lifetime = at - now;
+                if let Some(min) = expiry.min
+                    && lifetime < min.0
+                {
+                    return Err(Error::invalid(
+                        "expires_at",
+                        format!("keys live at least {}", humantime::format_duration(min.0)),
+                    ));
+                }
+                if let Some(max) = expiry.max
+                    && lifetime > max.0
+                {
+                    return Err(Error::invalid(
+                        "expires_at",
+                        format!("keys live at most {}", humantime::format_duration(max.0)),
+                    ));
+                }
+            }
+            None if expiry.max.is_some() => {
+                return Err(Error::invalid("expires_at", "keys must expire"));
+            }
+            None => {}
+        }
+        Ok(Fields {
+            name,
+            owner_id,
+            scopes,
+            metadata: request.metadata,
+            tier,
+            expires_at,
+            remaining: request.remaining,
+            rate_limit: request.rate_limit,
+        })
+    }
+
+    fn check_patch(&self, patch: KeyPatch) -> Result<KeyPatch, Error> {
+        let mut patch = patch;
+        if let Some(name) = patch.name.take() {
+            let name = self.check_name(name)?;
+            if self.inner.policy.name.required && name.is_none() {
+                return Err(Error::invalid("name", "is required"));
+            }
+            patch.name = Some(name);
+        }
+        if let Some(scopes) = patch.scopes.take() {
+            patch.scopes = Some(self.check_scopes(scopes)?);
+        }
+        if let Some(tier) = &patch.tier {
+            self.check_tier(tier.as_deref())?;
+        }
+        if let Some(Some(at)) = patch.expires_at {
+            patch.expires_at = Some(Some(truncate_to_micros(at)));
+        }
+        Ok(patch)
+    }
+
+    fn check_name(&self, name: Option<String>) -> Result<Option<String>, Error> {
+        let Some(name) = name else { return Ok(None) };
+        let rules = &self.inner.policy.name;
+        let trimmed = name.trim();
+        let length = trimmed.chars().count();
+        if length < rules.min_length.max(1) || length > rules.max_length {
+            return Err(Error::invalid(
+                "name",
+                format!("must be {} to {} characters after trimming", rules.min_length.max(1), rules.max_length),
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(Error::invalid("name", "must not contain control characters"));
+        }
+        Ok(Some(trimmed.to_owned()))
+    }
+
+    fn check_scopes(&self, scopes: Vec<String>) -> Result<Vec<String>, Error> {
+        if scopes.len() > 256 {
+            return Err(Error::invalid("scopes", "at most 256 scopes"));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(scopes.len());
+        for (i, s) in scopes.into_iter().enumerate() {
+            scope::validate(&s).map_err(|message| Error::invalid(format!("scopes[{i}]"), message))?;
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_tier(&self, tier: Option<&str>) -> Result<(), Error> {
+        match tier {
+            Some(t) if !self.inner.tiers.contains_key(t) => {
+                Err(Error::invalid("tier", format!("{t:?} is not a configured tier")))
+            }
+            _ => Ok(()),
+        }
+    }
+}

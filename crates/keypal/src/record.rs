@@ -1,0 +1,542 @@
+//! What keypal stores about a key, and the requests that create or change it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::PlainKey;
+use crate::tier::RateLimit;
+
+/// A key's id: a UUID v7, so ids sort by creation time. Safe to log and show.
+///
+/// ```
+/// use keypal::KeyId;
+/// let id = KeyId::new();
+/// let parsed: KeyId = id.to_string().parse()?;
+/// assert_eq!(id, parsed);
+/// assert!("not-a-uuid".parse::<KeyId>().is_err());
+/// # Ok::<(), keypal::InvalidKeyId>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(pub Uuid);
+
+impl KeyId {
+    /// A new time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for KeyId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A key id that is not a UUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a key id is a UUID like 0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71")]
+pub struct InvalidKeyId;
+
+impl FromStr for KeyId {
+    type Err = InvalidKeyId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| InvalidKeyId)
+    }
+}
+
+/// How a presented key finds its record without a scan (see DESIGN "Stored hashes and lookup").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Lookup {
+    /// The public `{id}` segment of the key. Unique.
+    Id(String),
+    /// SHA-256 of the whole key. Unique.
+    Digest(#[serde(with = "hex_digest")] [u8; 32]),
+    /// The first characters of the key: several keys may share one, each candidate is verified.
+    Hint(String),
+}
+
+impl Lookup {
+    /// The kind as stored in a column: `id`, `digest` or `hint`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Lookup::Id(_) => "id",
+            Lookup::Digest(_) => "digest",
+            Lookup::Hint(_) => "hint",
+        }
+    }
+
+    /// The value as text: the id, the lowercase hex digest, or the hint.
+    ///
+    /// ```
+    /// use keypal::Lookup;
+    /// assert_eq!(Lookup::Digest([0xab; 32]).value().len(), 64);
+    /// assert_eq!(Lookup::Id("abc".into()).value(), "abc");
+    /// ```
+    pub fn value(&self) -> String {
+        match self {
+            Lookup::Id(v) | Lookup::Hint(v) => v.clone(),
+            Lookup::Digest(d) => hex_digest::encode(d),
+        }
+    }
+
+    /// Rebuilds a lookup from its stored kind and text; `None` when they do not fit together.
+    ///
+    /// ```
+    /// use keypal::Lookup;
+    /// let l = Lookup::Digest([7; 32]);
+    /// assert_eq!(Lookup::from_parts(l.kind(), &l.value()), Some(l));
+    /// assert_eq!(Lookup::from_parts("digest", "zz"), None);
+    /// ```
+    pub fn from_parts(kind: &str, value: &str) -> Option<Self> {
+        match kind {
+            "id" => Some(Lookup::Id(value.to_owned())),
+            "hint" => Some(Lookup::Hint(value.to_owned())),
+            "digest" => hex_digest::decode(value).map(Lookup::Digest),
+            _ => None,
+        }
+    }
+
+    /// Whether no two records may share this lookup (ids and digests).
+    pub fn is_unique(&self) -> bool {
+        !matches!(self, Lookup::Hint(_))
+    }
+}
+
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn encode(bytes: &[u8; 32]) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in bytes {
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+        out
+    }
+
+    pub fn decode(text: &str) -> Option<[u8; 32]> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(out)
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        decode(&text).ok_or_else(|| serde::de::Error::custom("a digest is 64 hex characters"))
+    }
+}
+
+/// Everything keypal stores about one key. Never the plaintext: only its hash,
+/// the first characters (`start`) and the last four (`last4`) for display.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The key's id.
+    pub id: KeyId,
+    /// The namespace (application) the key belongs to, if any.
+    pub namespace: Option<String>,
+    /// How the key is found when presented.
+    pub lookup: Lookup,
+    /// The self-describing stored hash.
+    pub hash: String,
+    /// The first characters of the key, for display.
+    pub start: String,
+    /// The last four characters of the key, for display.
+    pub last4: String,
+    /// A human name.
+    pub name: Option<String>,
+    /// Who owns the key.
+    pub owner_id: Option<String>,
+    /// The tier name.
+    pub tier: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Any JSON value, a plain string included.
+    pub metadata: Option<Value>,
+    /// When the key was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the key stops working.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the key last verified (coalesced: may lag by the flush interval).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When the key was (or, for a rotated key in its grace window, will be) revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Disabled keys are refused until enabled again.
+    pub enabled: bool,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one by rotation.
+    pub rotated_to: Option<KeyId>,
+    /// Usage credits left; `None` is unlimited.
+    pub remaining: Option<u64>,
+    /// A per-key rate limit overriding the tier's.
+    pub rate_limit: Option<RateLimit>,
+    /// An encrypted copy of the key, for recoverable keys only (opaque to keypal's core).
+    pub encrypted_key: Option<String>,
+    /// Incremented by every change of the record except `last_used_at`.
+    pub version: u64,
+}
+
+impl KeyRecord {
+    /// Whether the key is revoked at `now` (a rotated key is revoked once its grace window ends).
+    pub fn is_revoked_at(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether the key has expired at `now`.
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Whether the key counts against its owner's limit of active keys:
+    /// not revoked (nor scheduled to be) and not expired.
+    pub fn is_active_at(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && !self.is_expired_at(now)
+    }
+
+    /// `start…last4`, the form keys are shown in lists.
+    pub fn masked(&self) -> String {
+        format!("{}…{}", self.start, self.last4)
+    }
+}
+
+/// A request to create a key: everything optional.
+///
+/// ```
+/// use keypal::NewKey;
+/// use std::time::Duration;
+/// let request = NewKey::new()
+///     .owner_id("user_123")
+///     .name("CI deploys")
+///     .scopes(["read", "write"])
+///     .metadata(serde_json::json!({"team": "infra"}))
+///     .expires_in(Duration::from_secs(3600));
+/// assert_eq!(request.scopes.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NewKey {
+    /// A human name (trimmed; checked against the name policy).
+    pub name: Option<String>,
+    /// Who owns the key.
+    pub owner_id: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Any JSON value.
+    pub metadata: Option<Value>,
+    /// The tier name (must be configured).
+    pub tier: Option<String>,
+    /// Expiry: a duration from now or an instant.
+    pub expiry: Option<Expiry>,
+    /// Usage credits; `None` is unlimited.
+    pub remaining: Option<u64>,
+    /// A per-key rate limit overriding the tier's.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// When a new key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Expiry {
+    /// This long after creation.
+    In(Duration),
+    /// At this instant.
+    At(OffsetDateTime),
+    /// Never, even when the policy has a default expiry (refused when the policy has a maximum).
+    Never,
+}
+
+impl NewKey {
+    /// An empty request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Sets the owner.
+    pub fn owner_id(mut self, owner: impl Into<String>) -> Self {
+        self.owner_id = Some(owner.into());
+        self
+    }
+    /// Sets the granted scopes.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+    /// Sets the tier.
+    pub fn tier(mut self, tier: impl Into<String>) -> Self {
+        self.tier = Some(tier.into());
+        self
+    }
+    /// Expires this long after creation.
+    pub fn expires_in(mut self, after: Duration) -> Self {
+        self.expiry = Some(Expiry::In(after));
+        self
+    }
+    /// Expires at an instant.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expiry = Some(Expiry::At(at));
+        self
+    }
+    /// Never expires, overriding a default expiry.
+    pub fn never_expires(mut self) -> Self {
+        self.expiry = Some(Expiry::Never);
+        self
+    }
+    /// Sets usage credits.
+    pub fn remaining(mut self, credits: u64) -> Self {
+        self.remaining = Some(credits);
+        self
+    }
+    /// Sets a per-key rate limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+}
+
+/// A change to some fields of a key. Each set field is one atomic column update;
+/// unset fields are left alone. `Some(None)` clears a field.
+///
+/// ```
+/// use keypal::KeyPatch;
+/// let patch = KeyPatch::new().name("renamed").scopes(["read"]).clear_expiry();
+/// assert!(!patch.is_empty());
+/// assert!(KeyPatch::new().is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct KeyPatch {
+    /// New name.
+    pub name: Option<Option<String>>,
+    /// New metadata.
+    pub metadata: Option<Option<Value>>,
+    /// New scopes.
+    pub scopes: Option<Vec<String>>,
+    /// New expiry.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// New tier.
+    pub tier: Option<Option<String>>,
+    /// New credits.
+    pub remaining: Option<Option<u64>>,
+    /// New per-key rate limit.
+    pub rate_limit: Option<Option<RateLimit>>,
+}
+
+impl KeyPatch {
+    /// A patch that changes nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+    /// Renames the key.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Some(name.into()));
+        self
+    }
+    /// Replaces the metadata (`None` clears it).
+    pub fn metadata(mut self, metadata: Option<Value>) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+    /// Replaces the scopes.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Sets the expiry.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(Some(at));
+        self
+    }
+    /// Removes the expiry.
+    pub fn clear_expiry(mut self) -> Self {
+        self.expires_at = Some(None);
+        self
+    }
+    /// Sets the tier (`None` clears it).
+    pub fn tier(mut self, tier: Option<String>) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+    /// Sets the credits (`None`: unlimited).
+    pub fn remaining(mut self, credits: Option<u64>) -> Self {
+        self.remaining = Some(credits);
+        self
+    }
+    /// Sets the per-key rate limit (`None`: the tier's).
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Applies the patch to a record in memory (what a store does column by column).
+    pub fn apply_to(&self, record: &mut KeyRecord) {
+        if let Some(v) = &self.name {
+            record.name.clone_from(v);
+        }
+        if let Some(v) = &self.metadata {
+            record.metadata.clone_from(v);
+        }
+        if let Some(v) = &self.scopes {
+            record.scopes.clone_from(v);
+        }
+        if let Some(v) = self.expires_at {
+            record.expires_at = v;
+        }
+        if let Some(v) = &self.tier {
+            record.tier.clone_from(v);
+        }
+        if let Some(v) = self.remaining {
+            record.remaining = v;
+        }
+        if let Some(v) = self.rate_limit {
+            record.rate_limit = v;
+        }
+    }
+}
+
+/// A key just created: the plaintext, shown once, and its record.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The plaintext key. Show it to its owner once; keypal keeps only its hash.
+    pub key: PlainKey,
+    /// The stored record.
+    pub record: KeyRecord,
+}
+
+/// A key issued elsewhere, to be imported so it keeps working.
+///
+/// ```
+/// use keypal::{ImportKey, NewKey};
+/// // A plaintext key from an older system:
+/// let plain = ImportKey::plaintext("sk_live_legacyKEY1234567890abcdefghijkl");
+/// // Only its SHA-256 hex is known:
+/// let digest = ImportKey::sha256_hex("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+/// // A bcrypt hash, with the first characters stored next to it as a lookup hint:
+/// let bcrypt = ImportKey::bcrypt("$2b$10$abcdefghijklmnopqrstuuJ0S3r6Tp2kq7L1c0fUo0mE0tGvLZcVK")
+///     .hint("brdnv_sk_a7b")
+///     .with(NewKey::new().owner_id("user_1"));
+/// # let _ = (plain, digest, bcrypt);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ImportKey {
+    /// What is known of the key.
+    pub source: ImportSource,
+    /// The first characters of the key (required for hash imports under the hint strategy).
+    pub hint: Option<String>,
+    /// The public id segment (required for hash imports under the id strategy).
+    pub id: Option<String>,
+    /// The last four characters, for display, when known.
+    pub last4: Option<String>,
+    /// When the key was created in the old system (defaults to now).
+    pub created_at: Option<OffsetDateTime>,
+    /// Owner, name, scopes, metadata, tier, expiry, credits.
+    pub details: NewKey,
+}
+
+/// What an import knows of the key.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ImportSource {
+    /// The plaintext key.
+    Plaintext(PlainKey),
+    /// A SHA-256 hex digest of the key.
+    Sha256Hex(String),
+    /// A bcrypt hash of the key (`$2a$`, `$2b$`, `$2y$`).
+    Bcrypt(String),
+}
+
+impl ImportKey {
+    fn from_source(source: ImportSource) -> Self {
+        Self { source, hint: None, id: None, last4: None, created_at: None, details: NewKey::new() }
+    }
+    /// Imports a plaintext key.
+    pub fn plaintext(key: impl Into<PlainKey>) -> Self {
+        Self::from_source(ImportSource::Plaintext(key.into()))
+    }
+    /// Imports a key known by its SHA-256 hex digest.
+    pub fn sha256_hex(digest: impl Into<String>) -> Self {
+        Self::from_source(ImportSource::Sha256Hex(digest.into()))
+    }
+    /// Imports a key known by its bcrypt hash.
+    pub fn bcrypt(hash: impl Into<String>) -> Self {
+        Self::from_source(ImportSource::Bcrypt(hash.into()))
+    }
+    /// Sets the lookup hint (the key's first characters).
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    /// Sets the public id segment.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets the last four characters shown in lists.
+    pub fn last4(mut self, last4: impl Into<String>) -> Self {
+        self.last4 = Some(last4.into());
+        self
+    }
+    /// Keeps the original creation time.
+    pub fn created_at(mut self, at: OffsetDateTime) -> Self {
+        self.created_at = Some(at);
+        self
+    }
+    /// Sets owner, name, scopes and the other details.
+    pub fn with(mut self, details: NewKey) -> Self {
+        self.details = details;
+        self
+    }
+}

@@ -1,0 +1,301 @@
+//! Storage: the [`Store`] trait every backend implements, and [`MemoryStore`].
+//!
+//! Every operation is atomic by design: an insert counts the owner's active keys in
+//! the same critical section (transaction) as it inserts, state changes are
+//! conditional column updates, rotation is one unit, credits are spent with a
+//! guarded decrement, and `last_used_at` writes touch that column only. A store is
+//! correct when it passes the shared conformance suite (`keypal-conformance`).
+
+mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+
+use crate::event::{AuditQuery, Event};
+use crate::record::{KeyId, KeyPatch, KeyRecord, Lookup};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No record with that id.
+    #[error("no such key")]
+    NotFound,
+    /// Another record already has this unique lookup value (id or digest).
+    #[error("another key already has this lookup value")]
+    Duplicate,
+    /// The owner already has `limit` active keys.
+    #[error("the owner already has the maximum of {limit} active keys")]
+    LimitReached {
+        /// The limit in force.
+        limit: u32,
+    },
+    /// The key is already revoked.
+    #[error("the key is already revoked")]
+    AlreadyRevoked,
+    /// The backend failed (connection, I/O, corrupt row).
+    #[error("storage backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+/// What a guarded credit decrement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credits {
+    /// The key has no credit limit.
+    Unlimited,
+    /// Spent; this many are left.
+    Spent {
+        /// Credits left.
+        remaining: u64,
+    },
+    /// Not enough credits: nothing was spent.
+    Exhausted {
+        /// Credits left (fewer than the cost).
+        remaining: u64,
+    },
+}
+
+/// A page of results, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass this back as the cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Which keys to list. Newest first; ids are UUID v7, so "newest first" is "highest id first".
+///
+/// ```
+/// use keypal::ListQuery;
+/// let q = ListQuery::new().owner_id("user_1").include_revoked(true).limit(50);
+/// assert_eq!(q.limit, 50);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Which namespaces (default: every namespace).
+    pub namespace: NamespaceFilter,
+    /// Only this owner.
+    pub owner_id: Option<String>,
+    /// Include revoked keys (revoked at or before `at`).
+    pub include_revoked: bool,
+    /// Page size (1..=1000).
+    pub limit: u32,
+    /// Continue after this key id (the previous page's `next_cursor`).
+    pub cursor: Option<Uuid>,
+    /// The time "revoked" is judged at (a rotated key in its grace window is not yet revoked).
+    pub at: Option<OffsetDateTime>,
+}
+
+/// Which namespaces a listing covers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NamespaceFilter {
+    /// Every namespace.
+    #[default]
+    Any,
+    /// Keys with no namespace.
+    None,
+    /// Keys of this namespace.
+    Is(String),
+}
+
+impl NamespaceFilter {
+    /// Whether a record's namespace passes.
+    pub fn matches(&self, namespace: Option<&str>) -> bool {
+        match self {
+            NamespaceFilter::Any => true,
+            NamespaceFilter::None => namespace.is_none(),
+            NamespaceFilter::Is(n) => namespace == Some(n.as_str()),
+        }
+    }
+
+    /// The filter that selects exactly `namespace`.
+    pub fn exactly(namespace: Option<&str>) -> Self {
+        namespace.map_or(NamespaceFilter::None, |n| NamespaceFilter::Is(n.to_owned()))
+    }
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            namespace: NamespaceFilter::Any,
+            owner_id: None,
+            include_revoked: false,
+            limit: 100,
+            cursor: None,
+            at: None,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Active keys of every owner, 100 per page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only this owner.
+    pub fn owner_id(mut self, owner: impl Into<String>) -> Self {
+        self.owner_id = Some(owner.into());
+        self
+    }
+    /// Only this namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = NamespaceFilter::Is(namespace.into());
+        self
+    }
+    /// Every namespace.
+    pub fn any_namespace(mut self) -> Self {
+        self.namespace = NamespaceFilter::Any;
+        self
+    }
+    /// Include revoked keys.
+    pub fn include_revoked(mut self, include: bool) -> Self {
+        self.include_revoked = include;
+        self
+    }
+    /// Page size (clamped to 1..=1000).
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit.clamp(1, 1000);
+        self
+    }
+    /// Continue after this key.
+    pub fn cursor(mut self, cursor: Uuid) -> Self {
+        self.cursor = Some(cursor);
+        self
+    }
+    /// Judge "revoked" at this time (default: now).
+    pub fn at(mut self, at: OffsetDateTime) -> Self {
+        self.at = Some(at);
+        self
+    }
+
+    /// Whether a record passes the filters (cursor and limit aside), judged at `now`.
+    pub fn matches(&self, record: &KeyRecord, now: OffsetDateTime) -> bool {
+        self.namespace.matches(record.namespace.as_deref())
+            && self.owner_id.as_ref().is_none_or(|o| record.owner_id.as_ref() == Some(o))
+            && (self.include_revoked || !record.is_revoked_at(now))
+            && self.cursor.is_none_or(|c| record.id.0 < c)
+    }
+}
+
+/// Where keys live. Implementations must be atomic as described on each method and
+/// pass the conformance suite. Futures are `Send` so managers work on any runtime.
+///
+/// Mutating operations receive the audit [`Event`] to append, and append it in the
+/// same unit (transaction) as the change, only when the change happens.
+pub trait Store: Send + Sync + 'static {
+    /// Whether reads are in-process memory reads: a manager then skips its
+    /// verified-result cache for fast hashes, which would only add work.
+    const IN_MEMORY: bool = false;
+
+    /// Inserts a new record. With `max_active_per_owner`, counts the owner's active
+    /// keys (same namespace, [`KeyRecord::is_active_at`] the record's `created_at`)
+    /// in the same atomic unit and refuses with [`StoreError::LimitReached`] at the
+    /// limit. A unique lookup already taken is [`StoreError::Duplicate`].
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active_per_owner: Option<u32>,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
+
+    /// The record with this unique lookup value (id or digest).
+    fn find(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// The records whose hint lookup is `hint` (any namespace).
+    fn find_by_hint(&self, hint: &str) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// The record with this id.
+    fn get(&self, id: KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// A page of records, newest first.
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// Counts records matching the query's namespace, owner and revoked filters (no paging).
+    fn count(&self, query: &ListQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Sets the patch's fields (and only those), bumping `version`.
+    fn update(
+        &self,
+        id: KeyId,
+        patch: &KeyPatch,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
+
+    /// Sets `enabled`, bumping `version`. A no-op change still succeeds.
+    fn set_enabled(
+        &self,
+        id: KeyId,
+        enabled: bool,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
+
+    /// Revokes at `at`, only if not revoked yet (a key revoked in the future, i.e. a
+    /// rotated key in its grace window, is revoked now). [`StoreError::AlreadyRevoked`] otherwise.
+    fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
+
+    /// Revokes every not-yet-revoked key of `owner` in `namespace`; appends `event`
+    /// once per key with its `key_id` set. Returns the revoked records.
+    fn revoke_owner(
+        &self,
+        namespace: Option<&str>,
+        owner: &str,
+        at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// In one unit: inserts `replacement` (its `rotated_from` names `old`), sets the
+    /// old record's `rotated_to` and `revoked_at = old_revoked_at`, only if the old
+    /// record is not revoked ([`StoreError::AlreadyRevoked`] otherwise). Returns (old, new).
+    fn rotate(
+        &self,
+        old: KeyId,
+        replacement: KeyRecord,
+        old_revoked_at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<(Arc<KeyRecord>, Arc<KeyRecord>), StoreError>> + Send;
+
+    /// Deletes the record; returns it, or `None` when there was none.
+    fn delete(
+        &self,
+        id: KeyId,
+        event: Event,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
+
+    /// Spends `cost` credits if at least that many are left (guarded decrement).
+    fn consume(&self, id: KeyId, cost: u64) -> impl Future<Output = Result<Credits, StoreError>> + Send;
+
+    /// Records `last_used_at` for many keys: sets only that column, only forward in
+    /// time, and never on a record changed otherwise. Unknown ids are ignored.
+    fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the stored hash if it is still `expected` (compare-and-swap). Returns
+    /// whether it was replaced.
+    fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Reads the audit log, newest first.
+    fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Page<Event>, StoreError>> + Send;
+}
