@@ -187,6 +187,12 @@ pub trait EventSink: Send + Sync + 'static {
     fn record(&self, event: &Event);
 }
 
+impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
+    fn record(&self, event: &Event) {
+        T::record(self, event);
+    }
+}
+
 /// Filters for reading the audit log. Newest first.
 ///
 /// ```

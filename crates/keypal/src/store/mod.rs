@@ -299,3 +299,98 @@ pub trait Store: Send + Sync + 'static {
     /// Reads the audit log, newest first.
     fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Page<Event>, StoreError>> + Send;
 }
+
+/// A shared store is a store: several managers (one per namespace) can use one.
+impl<T: Store> Store for Arc<T> {
+    const IN_MEMORY: bool = T::IN_MEMORY;
+
+    fn insert(
+        &self,
+        record: KeyRecord,
+        max_active_per_owner: Option<u32>,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        T::insert(self, record, max_active_per_owner, event)
+    }
+    fn find(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        T::find(self, lookup)
+    }
+    fn find_by_hint(&self, hint: &str) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        T::find_by_hint(self, hint)
+    }
+    fn get(&self, id: KeyId) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        T::get(self, id)
+    }
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<Page<Arc<KeyRecord>>, StoreError>> + Send {
+        T::list(self, query)
+    }
+    fn count(&self, query: &ListQuery) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        T::count(self, query)
+    }
+    fn update(
+        &self,
+        id: KeyId,
+        patch: &KeyPatch,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        T::update(self, id, patch, event)
+    }
+    fn set_enabled(
+        &self,
+        id: KeyId,
+        enabled: bool,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        T::set_enabled(self, id, enabled, event)
+    }
+    fn revoke(
+        &self,
+        id: KeyId,
+        at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        T::revoke(self, id, at, event)
+    }
+    fn revoke_owner(
+        &self,
+        namespace: Option<&str>,
+        owner: &str,
+        at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<Vec<Arc<KeyRecord>>, StoreError>> + Send {
+        T::revoke_owner(self, namespace, owner, at, event)
+    }
+    fn rotate(
+        &self,
+        old: KeyId,
+        replacement: KeyRecord,
+        old_revoked_at: OffsetDateTime,
+        event: Event,
+    ) -> impl Future<Output = Result<(Arc<KeyRecord>, Arc<KeyRecord>), StoreError>> + Send {
+        T::rotate(self, old, replacement, old_revoked_at, event)
+    }
+    fn delete(
+        &self,
+        id: KeyId,
+        event: Event,
+    ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
+        T::delete(self, id, event)
+    }
+    fn consume(&self, id: KeyId, cost: u64) -> impl Future<Output = Result<Credits, StoreError>> + Send {
+        T::consume(self, id, cost)
+    }
+    fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        T::touch(self, used)
+    }
+    fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        T::replace_hash(self, id, expected, new_hash)
+    }
+    fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Page<Event>, StoreError>> + Send {
+        T::audit(self, query)
+    }
+}
