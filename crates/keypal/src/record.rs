@@ -210,6 +210,47 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A record with only its id, lookup, stored hash and creation time: enabled,
+    /// at version 1, with empty `start`, `last4` and scopes and every optional field
+    /// `None`. For stores, importers and tests that build records outside this crate;
+    /// set the other fields on the returned value.
+    ///
+    /// ```
+    /// use keypal::{KeyId, KeyRecord, Lookup};
+    /// let at = keypal::clock::truncate_to_micros(time::OffsetDateTime::now_utc());
+    /// let mut record = KeyRecord::new(KeyId::new(), Lookup::Hint("sk_live_abcd".into()), "$sha256$00", at);
+    /// record.owner_id = Some("user_1".into());
+    /// assert!(record.enabled && record.revoked_at.is_none());
+    /// assert_eq!(record.version, 1);
+    /// assert_eq!(record.created_at, at);
+    /// ```
+    pub fn new(id: KeyId, lookup: Lookup, hash: impl Into<String>, created_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            namespace: None,
+            lookup,
+            hash: hash.into(),
+            start: String::new(),
+            last4: String::new(),
+            name: None,
+            owner_id: None,
+            tier: None,
+            scopes: Vec::new(),
+            metadata: None,
+            created_at,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+            enabled: true,
+            rotated_from: None,
+            rotated_to: None,
+            remaining: None,
+            rate_limit: None,
+            encrypted_key: None,
+            version: 1,
+        }
+    }
+
     /// Whether the key is revoked at `now` (a rotated key is revoked once its grace window ends).
     pub fn is_revoked_at(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_some_and(|at| at <= now)
