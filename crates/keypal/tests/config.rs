@@ -117,3 +117,14 @@ fn the_builder_reports_problems_like_the_config() {
     let paths: Vec<&str> = error.problems().iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["length", "lookup.hint_length"]);
 }
+
+#[test]
+fn bcrypt_is_refused_for_keys_longer_than_it_reads() {
+    let error = KeyManager::builder()
+        .template("long_{secret:80:hex}")
+        .hash(keypal::HashAlgorithm::Bcrypt)
+        .store(MemoryStore::new())
+        .build();
+    let Err(Error::Config(error)) = error else { panic!("bcrypt must refuse 85-character keys") };
+    assert_eq!(error.problems().iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), ["hash.algorithm"]);
+}

@@ -328,6 +328,10 @@ impl<S: Store> KeyManagerBuilder<S> {
                 "lookup.hint_length",
                 format!("keys are {} characters: a hint of {hint_len} would reveal too much", sample.expose().len()),
             ),
+            Ok(sample) if hashing.current().algorithm() == "bcrypt" && sample.expose().len() > 72 => problems.add(
+                "hash.algorithm",
+                format!("bcrypt reads only 72 bytes and keys are {}: choose a shorter format", sample.expose().len()),
+            ),
             Ok(_) => {}
             Err(e) => problems.add("template", e),
         }
