@@ -103,9 +103,13 @@ fn every_problem_is_reported_at_once_with_its_path() {
 
 #[test]
 fn unknown_fields_and_bad_values_are_syntax_errors() {
-    for bad in [r#"prefx = "typo""#, r#"[tiers.free]
-rate_limit = "100/fortnight""#, r#"[cache]
-ttl = "soon""#] {
+    for bad in [
+        r#"prefx = "typo""#,
+        r#"[tiers.free]
+rate_limit = "100/fortnight""#,
+        r#"[cache]
+ttl = "soon""#,
+    ] {
         assert!(matches!(Config::from_toml(bad), Err(ConfigError::Syntax(_))), "{bad}");
     }
 }

@@ -1,6 +1,8 @@
 //! Property tests of the whole manager: whatever a client sends, verify answers
 //! with a code and never panics; a stored key verifies and any change to it does not.
 
+#![allow(clippy::panic)] // test helpers: a panic is a failed test
+
 use keypal::{Code, KeyManager, MemoryStore, NewKey};
 use proptest::prelude::*;
 
