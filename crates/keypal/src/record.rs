@@ -205,7 +205,7 @@ pub struct KeyRecord {
     pub rate_limit: Option<RateLimit>,
     /// An encrypted copy of the key, for recoverable keys only (opaque to keypal's core).
     pub encrypted_key: Option<String>,
-    /// Incremented by every change of the record except `last_used_at`.
+    /// Incremented by every change of the record except `last_used_at` and credit spending.
     pub version: u64,
 }
 

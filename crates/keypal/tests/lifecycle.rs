@@ -74,6 +74,8 @@ async fn revoking_inside_the_grace_window_ends_it() -> Result {
     let old = keys.create(NewKey::new()).await?;
     keys.rotate(&old.record.id, Duration::from_secs(3600)).await?;
     assert!(keys.verify(old.key.expose()).await?.is_valid());
+    // It already has its replacement: no second one.
+    assert!(matches!(keys.rotate(&old.record.id, Duration::ZERO).await, Err(Error::AlreadyRevoked(_))));
     keys.revoke(&old.record.id).await?;
     assert_eq!(keys.verify(old.key.expose()).await?.code(), Code::Revoked);
     assert!(matches!(keys.revoke(&old.record.id).await, Err(Error::AlreadyRevoked(_))));

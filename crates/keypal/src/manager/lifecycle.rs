@@ -161,7 +161,8 @@ impl<S: Store> KeyManager<S> {
     pub async fn rotate(&self, id: &KeyId, grace: Duration) -> Result<Rotated, Error> {
         let now = self.inner.clock.now();
         let old = self.owned(*id).await?;
-        if old.is_revoked_at(now) {
+        // Revoked, or already rotated and in its grace window: one replacement only.
+        if old.revoked_at.is_some() {
             return Err(Error::AlreadyRevoked(*id));
         }
         let grace_end = truncate_to_micros(now + grace);

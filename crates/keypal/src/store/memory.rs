@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::{Credits, ListQuery, Page, Store, StoreError};
 use crate::event::{AuditQuery, Event};
@@ -37,7 +38,8 @@ struct Inner {
     ids: BTreeSet<KeyId>,
     /// Ids per owner, in creation order.
     by_owner: HashMap<String, BTreeSet<KeyId>>,
-    /// Append-only, oldest first.
+    /// The audit log, sorted by event id (oldest first): reads page by id, so the
+    /// order must be the id order even when events are appended out of order.
     audit: Vec<Event>,
 }
 
@@ -117,7 +119,10 @@ impl Inner {
         event.key_id = Some(record.id);
         event.namespace.clone_from(&record.namespace);
         event.owner_id.clone_from(&record.owner_id);
-        self.audit.push(event);
+        // Ids are UUID v7, created by callers before they take the lock: nearly always
+        // the newest, so this is nearly always a push.
+        let at = self.audit.partition_point(|e| e.id <= event.id);
+        self.audit.insert(at, event);
     }
 }
 
@@ -250,7 +255,12 @@ impl Store for MemoryStore {
         let mut revoked = Vec::with_capacity(ids.len());
         for id in ids {
             let record = inner.modify(id, |r| r.revoked_at = Some(at))?;
-            inner.log(event.clone(), &record);
+            // One event per key, each with its own id (audit pages by event id).
+            let mut copy = event.clone();
+            if !revoked.is_empty() {
+                copy.id = Uuid::now_v7();
+            }
+            inner.log(copy, &record);
             revoked.push(record);
         }
         Ok(revoked)
@@ -265,7 +275,7 @@ impl Store for MemoryStore {
     ) -> Result<(Arc<KeyRecord>, Arc<KeyRecord>), StoreError> {
         let mut inner = self.write();
         let current = inner.records.get(&old).ok_or(StoreError::NotFound)?;
-        if current.is_revoked_at(replacement.created_at) {
+        if current.revoked_at.is_some() {
             return Err(StoreError::AlreadyRevoked);
         }
         if (replacement.lookup.is_unique() && inner.unique.contains_key(&replacement.lookup))

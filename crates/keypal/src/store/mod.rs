@@ -195,7 +195,14 @@ impl ListQuery {
 /// pass the conformance suite. Futures are `Send` so managers work on any runtime.
 ///
 /// Mutating operations receive the audit [`Event`] to append, and append it in the
-/// same unit (transaction) as the change, only when the change happens.
+/// same unit (transaction) as the change, only when the change happens. The store
+/// fills in the event's `key_id`, `namespace` and `owner_id` from the record it
+/// changed; an operation that changes several records appends one event per record,
+/// each with its own id (the first keeps the given id, the others get new UUID v7s).
+/// The audit log is ordered by event id.
+///
+/// Every change bumps the record's `version` by one (a no-op `set_enabled` too),
+/// except `touch` (`last_used_at`) and `consume` (credits), which are counters.
 pub trait Store: Send + Sync + 'static {
     /// Whether reads are in-process memory reads: a manager then skips its
     /// verified-result cache for fast hashes, which would only add work.
@@ -264,7 +271,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// In one unit: inserts `replacement` (its `rotated_from` names `old`), sets the
     /// old record's `rotated_to` and `revoked_at = old_revoked_at`, only if the old
-    /// record is not revoked ([`StoreError::AlreadyRevoked`] otherwise). Returns (old, new).
+    /// record has no `revoked_at` at all: a revoked key, or a rotated key in its grace
+    /// window, is [`StoreError::AlreadyRevoked`] and nothing is inserted. Returns (old, new).
     fn rotate(
         &self,
         old: KeyId,
