@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::random_bits::RandomBits;
 use crate::record::{KeyId, KeyRecord};
 
 #[derive(Debug)]
@@ -17,13 +18,13 @@ pub(crate) struct LastUsed {
 
 #[derive(Debug)]
 struct State {
-    pending: HashMap<KeyId, OffsetDateTime>,
+    pending: HashMap<KeyId, OffsetDateTime, RandomBits>,
     last_flush: Option<OffsetDateTime>,
 }
 
 impl LastUsed {
     pub(crate) fn new(interval: Duration) -> Self {
-        Self { interval, state: Mutex::new(State { pending: HashMap::new(), last_flush: None }) }
+        Self { interval, state: Mutex::new(State { pending: HashMap::default(), last_flush: None }) }
     }
 
     /// Notes a use of `record` at `now`. Returns the batch to write when a flush is due.

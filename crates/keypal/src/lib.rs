@@ -47,6 +47,7 @@ pub mod format;
 pub mod hash;
 mod last_used;
 mod manager;
+mod random_bits;
 pub mod ratelimit;
 mod record;
 pub mod scope;

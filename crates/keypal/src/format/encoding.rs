@@ -49,12 +49,13 @@ impl Encoding {
 
     /// Whether byte `b` is a character of this encoding.
     pub fn contains(self, b: u8) -> bool {
-        match self {
-            Encoding::Base62 | Encoding::Alnum => b.is_ascii_alphanumeric(),
-            Encoding::Base64Url => b.is_ascii_alphanumeric() || b == b'-' || b == b'_',
-            Encoding::Base32 => b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b),
-            Encoding::Hex => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        }
+        let table = match self {
+            Encoding::Base62 | Encoding::Alnum => &BASE62_SET,
+            Encoding::Base64Url => &BASE64URL_SET,
+            Encoding::Base32 => &BASE32_SET,
+            Encoding::Hex => &HEX_SET,
+        };
+        table[usize::from(b)]
     }
 
     /// The lowercase name used in templates and configuration (`"base64url"`, ...).
@@ -189,3 +190,19 @@ mod tests {
         }
     }
 }
+
+/// Membership tables, one lookup per character on the parse path.
+const fn set_of(alphabet: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < alphabet.len() {
+        set[alphabet[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+static BASE62_SET: [bool; 256] = set_of(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+static BASE64URL_SET: [bool; 256] = set_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+static BASE32_SET: [bool; 256] = set_of(b"abcdefghijklmnopqrstuvwxyz234567");
+static HEX_SET: [bool; 256] = set_of(b"0123456789abcdef");

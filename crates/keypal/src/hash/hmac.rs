@@ -5,7 +5,6 @@ use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{HashError, Hasher, hex_decode, hex_encode};
@@ -114,7 +113,7 @@ impl Hasher for HmacSha256Hasher {
         let (Some(block), Some(expected)) = (self.peppers.get(kid), hex_decode::<32>(hex)) else {
             return false;
         };
-        expected.ct_eq(&Self::mac(block, key)).into()
+        super::ct_eq(&expected, &Self::mac(block, key))
     }
 
     fn needs_rehash(&self, stored: &str) -> bool {

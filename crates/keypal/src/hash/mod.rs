@@ -179,10 +179,12 @@ impl Hashing {
     /// `stored` is `$sha256$...` (the caller computed it for lookup), so the hot path
     /// hashes once.
     pub fn verify_with_sha256(&self, key: &[u8], key_sha256: &[u8; 32], stored: &str) -> bool {
-        if Sha256Hasher.recognizes(stored) {
-            return sha::parse_sha256(stored).is_some_and(|expected| bool::from(expected.ct_eq(key_sha256)));
+        match stored.strip_prefix(sha::SHA256_PREFIX) {
+            // Stored hex is lowercase (imports are normalized), so comparing the texts
+            // is comparing the digests, without decoding.
+            Some(hex) => ct_eq(&hex_encode_array(key_sha256), hex.as_bytes()),
+            None => self.verify(key, stored),
         }
-        self.verify(key, stored)
     }
 
     /// True when `stored` is not of the current hasher, or the current hasher would make
@@ -294,6 +296,28 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 /// Exactly `N` bytes from `2 * N` hex digits of either case; `None` otherwise.
+/// Lowercase hex of 32 bytes, on the stack.
+fn hex_encode_array(bytes: &[u8; 32]) -> [u8; 64] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+    out
+}
+
+/// Constant-time equality of two byte strings whose lengths are public: every byte
+/// is read, differences are accumulated without branching, and only the final
+/// result goes through `subtle`'s optimization barrier.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    bool::from(diff.ct_eq(&0))
+}
+
 fn hex_decode<const N: usize>(hex: &str) -> Option<[u8; N]> {
     fn nibble(c: u8) -> Option<u8> {
         match c {

@@ -1,11 +1,10 @@
 //! Plain SHA-256 and SHA-512: fast, deterministic, for random keys of 128+ bits.
 
 use sha2::{Digest, Sha512};
-use subtle::ConstantTimeEq;
 
 use super::{Hasher, hex_decode, hex_encode};
 
-const SHA256_PREFIX: &str = "$sha256$";
+pub(super) const SHA256_PREFIX: &str = "$sha256$";
 const SHA512_PREFIX: &str = "$sha512$";
 
 /// SHA-256 of the whole key, stored as `$sha256$<64 lowercase hex>`.
@@ -55,7 +54,7 @@ impl Hasher for Sha256Hasher {
     }
 
     fn verify(&self, key: &[u8], stored: &str) -> bool {
-        parse_sha256(stored).is_some_and(|expected| bool::from(expected.ct_eq(&super::sha256(key))))
+        parse_sha256(stored).is_some_and(|expected| super::ct_eq(&expected, &super::sha256(key)))
     }
 
     fn needs_rehash(&self, _stored: &str) -> bool {
@@ -88,7 +87,7 @@ impl Hasher for Sha512Hasher {
         stored
             .strip_prefix(SHA512_PREFIX)
             .and_then(hex_decode::<64>)
-            .is_some_and(|expected| bool::from(expected.ct_eq(&sha512(key))))
+            .is_some_and(|expected| super::ct_eq(&expected, &sha512(key)))
     }
 
     fn needs_rehash(&self, _stored: &str) -> bool {

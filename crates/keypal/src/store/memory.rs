@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{Credits, ListQuery, Page, Store, StoreError};
 use crate::event::{AuditQuery, Event};
+use crate::random_bits::RandomBits;
 use crate::record::{KeyId, KeyPatch, KeyRecord, Lookup};
 
 /// A store in process memory: for tests, examples and single-process services that
@@ -29,9 +30,11 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: HashMap<KeyId, Arc<KeyRecord>>,
-    /// Id and digest lookups: unique.
-    unique: HashMap<Lookup, Arc<KeyRecord>>,
+    records: HashMap<KeyId, Arc<KeyRecord>, RandomBits>,
+    /// Digest lookups: unique. Digests are random, so they hash by their own bits.
+    by_digest: HashMap<[u8; 32], Arc<KeyRecord>, RandomBits>,
+    /// Id lookups: unique.
+    by_id: HashMap<String, Arc<KeyRecord>>,
     /// Hint lookups: several keys per hint.
     hints: HashMap<String, BTreeSet<KeyId>>,
     /// Every id, in creation order (UUID v7).
@@ -46,10 +49,29 @@ struct Inner {
 impl Inner {
     /// Stores a new version of a record everywhere it is indexed.
     fn put(&mut self, record: Arc<KeyRecord>) {
-        if record.lookup.is_unique() {
-            self.unique.insert(record.lookup.clone(), record.clone());
+        match &record.lookup {
+            Lookup::Digest(digest) => {
+                self.by_digest.insert(*digest, record.clone());
+            }
+            Lookup::Id(id) => {
+                self.by_id.insert(id.clone(), record.clone());
+            }
+            Lookup::Hint(_) => {}
         }
         self.records.insert(record.id, record);
+    }
+
+    fn find_unique(&self, lookup: &Lookup) -> Option<&Arc<KeyRecord>> {
+        match lookup {
+            Lookup::Digest(digest) => self.by_digest.get(digest),
+            Lookup::Id(id) => self.by_id.get(id),
+            Lookup::Hint(_) => None,
+        }
+    }
+
+    /// Whether a new record would collide with a stored one (unique lookup or id).
+    fn taken(&self, record: &KeyRecord) -> bool {
+        self.find_unique(&record.lookup).is_some() || self.records.contains_key(&record.id)
     }
 
     fn add(&mut self, record: Arc<KeyRecord>) {
@@ -74,8 +96,11 @@ impl Inner {
                     }
                 }
             }
-            unique => {
-                self.unique.remove(unique);
+            Lookup::Digest(digest) => {
+                self.by_digest.remove(digest);
+            }
+            Lookup::Id(id) => {
+                self.by_id.remove(id);
             }
         }
         if let Some(owner) = &record.owner_id
@@ -155,10 +180,7 @@ impl Store for MemoryStore {
         event: Event,
     ) -> Result<Arc<KeyRecord>, StoreError> {
         let mut inner = self.write();
-        if record.lookup.is_unique() && inner.unique.contains_key(&record.lookup) {
-            return Err(StoreError::Duplicate);
-        }
-        if inner.records.contains_key(&record.id) {
+        if inner.taken(&record) {
             return Err(StoreError::Duplicate);
         }
         if let (Some(limit), Some(owner)) = (max_active_per_owner, &record.owner_id) {
@@ -179,7 +201,7 @@ impl Store for MemoryStore {
     }
 
     async fn find(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        Ok(self.read().unique.get(lookup).cloned())
+        Ok(self.read().find_unique(lookup).cloned())
     }
 
     async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
@@ -278,9 +300,7 @@ impl Store for MemoryStore {
         if current.revoked_at.is_some() {
             return Err(StoreError::AlreadyRevoked);
         }
-        if (replacement.lookup.is_unique() && inner.unique.contains_key(&replacement.lookup))
-            || inner.records.contains_key(&replacement.id)
-        {
+        if inner.taken(&replacement) {
             return Err(StoreError::Duplicate);
         }
         let new_id = replacement.id;
