@@ -339,7 +339,7 @@ impl Formatter for Template {
             let part = bytes.get(pos..end)?;
             match segment {
                 Segment::Literal(text) => {
-                    if part != text.as_bytes() {
+                    if !same_bytes(part, text.as_bytes()) {
                         return None;
                     }
                 }
@@ -554,4 +554,10 @@ fn sized(
         encoding: encoding.to_owned(),
     })?;
     Ok((len, encoding))
+}
+
+/// Byte equality for the short literals of a template, inline: a call to the C
+/// library's `memcmp` costs more than comparing a few bytes.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(true, |same, (x, y)| same & (x == y))
 }

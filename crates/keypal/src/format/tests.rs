@@ -406,7 +406,11 @@ proptest! {
         // Anything appended or removed breaks it.
         let appended = format!("{}a", key.expose());
         prop_assert!(format.parse(&appended).is_none());
-        prop_assert!(format.parse(&key.expose()[1..]).is_none());
+        // A shorter string can only be a key of another tier, when one tier's text
+        // ends another's (`ll` and `l` before a secret that may hold `l`).
+        if let Some(shorter) = format.parse(&key.expose()[1..]) {
+            prop_assert_ne!(shorter.tier, tier);
+        }
     }
 
     #[test]

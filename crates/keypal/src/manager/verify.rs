@@ -41,10 +41,9 @@ impl<S: Store> KeyManager<S> {
     /// # }).unwrap();
     /// ```
     pub async fn verify_with(&self, key: &str, options: &VerifyOptions) -> Result<Verification, Error> {
-        let now = self.inner.clock.now();
-        let verification = self.check(key, options, now).await?;
+        let verification = self.check(key, options).await?;
         if !self.inner.sinks.is_empty() {
-            let mut event = Event::new(Action::Verified, now, (*self.context).clone());
+            let mut event = Event::new(Action::Verified, self.inner.clock.now(), (*self.context).clone());
             event.code = Some(verification.code());
             if let Some(record) = verification.record() {
                 event.key_id = Some(record.id);
@@ -56,13 +55,15 @@ impl<S: Store> KeyManager<S> {
         Ok(verification)
     }
 
-    async fn check(&self, key: &str, options: &VerifyOptions, now: OffsetDateTime) -> Result<Verification, Error> {
+    async fn check(&self, key: &str, options: &VerifyOptions) -> Result<Verification, Error> {
         let Some((format, parsed)) = self.parse(key) else {
             return Ok(Verification::rejected(Code::Malformed));
         };
         let Some(record) = self.find_verified(key, format, parsed).await? else {
             return Ok(Verification::rejected(Code::NotFound));
         };
+        // Read after the lookup: a state change that completed before the store answered is judged as done.
+        let now = self.inner.clock.now();
         self.judge(record, options, now).await
     }
 
