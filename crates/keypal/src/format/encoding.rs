@@ -120,6 +120,22 @@ pub(crate) fn push_random(out: &mut String, encoding: Encoding, len: usize) -> R
     result
 }
 
+/// Membership tables, one lookup per character on the parse path.
+const fn set_of(alphabet: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < alphabet.len() {
+        set[alphabet[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+static BASE62_SET: [bool; 256] = set_of(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+static BASE64URL_SET: [bool; 256] = set_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+static BASE32_SET: [bool; 256] = set_of(b"abcdefghijklmnopqrstuvwxyz234567");
+static HEX_SET: [bool; 256] = set_of(b"0123456789abcdef");
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -190,19 +206,3 @@ mod tests {
         }
     }
 }
-
-/// Membership tables, one lookup per character on the parse path.
-const fn set_of(alphabet: &[u8]) -> [bool; 256] {
-    let mut set = [false; 256];
-    let mut i = 0;
-    while i < alphabet.len() {
-        set[alphabet[i] as usize] = true;
-        i += 1;
-    }
-    set
-}
-
-static BASE62_SET: [bool; 256] = set_of(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
-static BASE64URL_SET: [bool; 256] = set_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
-static BASE32_SET: [bool; 256] = set_of(b"abcdefghijklmnopqrstuvwxyz234567");
-static HEX_SET: [bool; 256] = set_of(b"0123456789abcdef");
