@@ -149,16 +149,19 @@ impl<S: Store> KeyManager<S> {
 
     /// A new random key in the current format (of the default tier, if the format has tiers).
     /// Nothing is stored: use [`KeyManager::create`] to issue a key.
+    ///
+    /// # Panics
+    /// Only if the operating system's random source fails (the builder already
+    /// generated a key with this format and tier). [`KeyManager::try_generate_key`]
+    /// reports that as an error instead.
+    #[allow(clippy::panic)] // a machine without randomness cannot make keys; std and rand panic alike
     pub fn generate_key(&self) -> PlainKey {
-        let tier = self.inner.default_tier.as_deref();
-        match self.inner.current().formatter.generate(tier) {
-            Ok(key) => key,
-            // The builder generated a key with this same format and tier, so this
-            // happens only if the OS random source fails; fall back to the simple form.
-            Err(_) => {
-                PlainKey::new(crate::format::random_string(crate::format::Encoding::Base62, 43).unwrap_or_default())
-            }
-        }
+        self.try_generate_key().unwrap_or_else(|e| panic!("cannot generate a key: {e}"))
+    }
+
+    /// [`KeyManager::generate_key`], with a failing random source as an error.
+    pub fn try_generate_key(&self) -> Result<PlainKey, crate::Error> {
+        Ok(self.inner.current().formatter.generate(self.inner.default_tier.as_deref())?)
     }
 
     /// Hashes a key under the current hash policy into a self-describing string.
