@@ -49,13 +49,22 @@ impl Encoding {
 
     /// Whether byte `b` is a character of this encoding.
     pub fn contains(self, b: u8) -> bool {
-        let table = match self {
+        self.set()[usize::from(b)]
+    }
+
+    /// Whether every byte of `text` is in the alphabet (one table lookup per byte).
+    pub fn contains_all(self, text: &[u8]) -> bool {
+        let set = self.set();
+        text.iter().fold(true, |all, &b| all & set[usize::from(b)])
+    }
+
+    fn set(self) -> &'static [bool; 256] {
+        match self {
             Encoding::Base62 | Encoding::Alnum => &BASE62_SET,
             Encoding::Base64Url => &BASE64URL_SET,
             Encoding::Base32 => &BASE32_SET,
             Encoding::Hex => &HEX_SET,
-        };
-        table[usize::from(b)]
+        }
     }
 
     /// The lowercase name used in templates and configuration (`"base64url"`, ...).

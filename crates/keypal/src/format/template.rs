@@ -345,13 +345,13 @@ impl Formatter for Template {
                 }
                 Segment::Tier => parsed.tier = Some(self.tier_named(part)?),
                 Segment::Id { encoding, .. } => {
-                    if !part.iter().all(|&b| encoding.contains(b)) {
+                    if !encoding.contains_all(part) {
                         return None;
                     }
                     parsed.id = key.get(pos..end);
                 }
                 Segment::Secret { encoding, .. } => {
-                    if !part.iter().all(|&b| encoding.contains(b)) {
+                    if !encoding.contains_all(part) {
                         return None;
                     }
                 }
