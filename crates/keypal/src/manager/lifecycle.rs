@@ -308,21 +308,18 @@ impl<S: Store> KeyManager<S> {
         self.owned(id).await?;
         let now = self.inner.clock.now();
         let store = &self.inner.store;
-        let (action, result) = match change {
-            Change::Update(patch) => {
-                let event = self.event(Action::Updated, now);
-                (event.clone(), store.update(id, &patch, event).await)
-            }
-            Change::Enable(enabled) => {
-                let event = self.event(if enabled { Action::Enabled } else { Action::Disabled }, now);
-                (event.clone(), store.set_enabled(id, enabled, event).await)
-            }
-            Change::Revoke => {
-                let event = self.event(Action::Revoked, now);
-                (event.clone(), store.revoke(id, now, event).await)
-            }
+        let action = match change {
+            Change::Update(_) => Action::Updated,
+            Change::Enable(true) => Action::Enabled,
+            Change::Enable(false) => Action::Disabled,
+            Change::Revoke => Action::Revoked,
         };
-        let event = action;
+        let event = self.event(action, now);
+        let result = match change {
+            Change::Update(patch) => store.update(id, &patch, event.clone()).await,
+            Change::Enable(enabled) => store.set_enabled(id, enabled, event.clone()).await,
+            Change::Revoke => store.revoke(id, now, event.clone()).await,
+        };
         let record = result.map_err(|e| Error::from_store(e, id))?;
         self.invalidate(&id);
         self.emit_about(event, &record);
