@@ -1,0 +1,77 @@
+//! Conversions between keypal's types and column values, shared by both dialects.
+
+use keypal::{Action, Code, Lookup, RateLimit, StoreError};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{CorruptRow, OutOfRange};
+
+/// A backend error from sqlx.
+pub(crate) fn backend(error: sqlx::Error) -> StoreError {
+    StoreError::backend(error)
+}
+
+/// Unique violations (a taken id or lookup value) are [`StoreError::Duplicate`].
+pub(crate) fn duplicate_or_backend(error: sqlx::Error) -> StoreError {
+    match error.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::Duplicate,
+        _ => backend(error),
+    }
+}
+
+pub(crate) fn corrupt(column: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::backend(CorruptRow { column, reason: reason.to_string() })
+}
+
+/// Credits and counters are unsigned in keypal, signed 64-bit in SQL.
+pub(crate) fn to_i64(column: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::backend(OutOfRange { column, value }))
+}
+
+pub(crate) fn to_u64(column: &'static str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(column, format!("negative value {value}")))
+}
+
+pub(crate) fn lookup(kind: &str, value: &str) -> Result<Lookup, StoreError> {
+    Lookup::from_parts(kind, value).ok_or_else(|| corrupt("lookup_value", format!("not a valid {kind} lookup")))
+}
+
+pub(crate) fn rate_limit(text: Option<String>) -> Result<Option<RateLimit>, StoreError> {
+    text.map(|t| t.parse().map_err(|e| corrupt("rate_limit", e))).transpose()
+}
+
+pub(crate) fn action(text: &str) -> Result<Action, StoreError> {
+    text.parse().map_err(|e| corrupt("action", e))
+}
+
+pub(crate) fn code(text: Option<String>) -> Result<Option<Code>, StoreError> {
+    text.map(|t| Code::ALL.into_iter().find(|c| c.as_str() == t).ok_or_else(|| corrupt("code", format!("{t:?}"))))
+        .transpose()
+}
+
+/// JSON text (SQLite keeps JSON as text).
+pub(crate) fn json_text(value: &Value) -> String {
+    value.to_string()
+}
+
+pub(crate) fn parse_json(column: &'static str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(column, e))).transpose()
+}
+
+pub(crate) fn parse_scopes(text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt("scopes", e))
+}
+
+/// SQLite keeps timestamps as integer microseconds since the Unix epoch.
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    // Every representable OffsetDateTime fits: i64 microseconds span ±292 000 years.
+    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(if at.year() < 0 { i64::MIN } else { i64::MAX })
+}
+
+pub(crate) fn from_micros(column: &'static str, micros: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).map_err(|e| corrupt(column, e))
+}
+
+pub(crate) fn from_micros_opt(column: &'static str, micros: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
+    micros.map(|m| from_micros(column, m)).transpose()
+}

@@ -1,0 +1,73 @@
+//! # keypal-sql
+//!
+//! Durable stores for keypal on real databases, through sqlx: [`SqliteStore`] (an
+//! embedded file, the default of `keypal serve`) and [`PostgresStore`]. Both implement
+//! [`keypal::Store`] and pass the shared conformance suite.
+//!
+//! - **Migrations** are embedded, one set per dialect, applied on connect (or by an
+//!   explicit `migrate()`), and recorded in keypal's own `keypal_migrations` table,
+//!   apart from the host application's.
+//! - **Atomicity is the database's**: per-owner limits are counted in the insert's
+//!   transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory
+//!   lock per owner), state changes are conditional column updates, rotation is one
+//!   transaction, credits are spent with a guarded `UPDATE ... RETURNING`.
+//! - **Audit and usage**: the audit log is its own append-only table; verification
+//!   counts are aggregated per key per minute ([`UsageCounter`], `record_usage`, `usage`).
+//!
+//! [`SqlStore::connect`] picks the store from the URL:
+//!
+//! ```
+//! use keypal::{KeyManager, NewKey};
+//! use keypal_sql::SqlStore;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = SqlStore::connect("sqlite::memory:").await?; // or "postgres://user@host/db"
+//! let keys = KeyManager::builder().store(store).build()?;
+//! let created = keys.create(NewKey::new()).await?;
+//! assert!(keys.verify(created.key.expose()).await?.is_valid());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod codec;
+mod error;
+mod migrate;
+mod options;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod store;
+mod usage;
+
+pub use error::{CorruptRow, OutOfRange, SqlError};
+pub use migrate::MIGRATIONS_TABLE;
+pub use options::SqlOptions;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+pub use store::SqlStore;
+pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
+
+/// Re-exported for callers that build pools themselves.
+pub use sqlx;
+
+/// Test support: keypal's migrations up to a version, to build databases as older
+/// versions of keypal left them. Not for production use.
+#[doc(hidden)]
+pub mod testing {
+    /// Applies only the first `count` SQLite migrations.
+    #[cfg(feature = "sqlite")]
+    pub async fn migrate_sqlite_to(pool: &sqlx::SqlitePool, count: usize) -> Result<(), crate::SqlError> {
+        let sources = &crate::sqlite::MIGRATIONS[..count.min(crate::sqlite::MIGRATIONS.len())];
+        crate::migrate::migrator(sources).run(pool).await.map_err(crate::SqlError::Migration)
+    }
+
+    /// Applies only the first `count` PostgreSQL migrations.
+    #[cfg(feature = "postgres")]
+    pub async fn migrate_postgres_to(pool: &sqlx::PgPool, count: usize) -> Result<(), crate::SqlError> {
+        let sources = &crate::postgres::MIGRATIONS[..count.min(crate::postgres::MIGRATIONS.len())];
+        crate::migrate::migrator(sources).run(pool).await.map_err(crate::SqlError::Migration)
+    }
+}

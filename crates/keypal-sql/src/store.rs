@@ -1,0 +1,178 @@
+//! [`SqlStore`]: the store a database URL names.
+
+use std::sync::Arc;
+
+use keypal::{AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store, StoreError};
+use time::OffsetDateTime;
+
+#[cfg(feature = "postgres")]
+use crate::PostgresStore;
+#[cfg(feature = "sqlite")]
+use crate::SqliteStore;
+use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta};
+use crate::{SqlError, SqlOptions};
+
+/// SQLite or PostgreSQL, chosen by the URL's scheme (`sqlite:` or `postgres:`/`postgresql:`).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = keypal_sql::SqlStore::connect("sqlite::memory:").await?;
+/// assert_eq!(store.dialect(), "sqlite");
+/// # Ok::<(), keypal_sql::SqlError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SqlStore {
+    /// An SQLite database.
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresStore),
+}
+
+/// Runs the same expression on whichever store this is.
+macro_rules! dispatch {
+    ($self:expr, $store:ident => $body:expr) => {
+        match $self {
+            #[cfg(feature = "sqlite")]
+            SqlStore::Sqlite($store) => $body,
+            #[cfg(feature = "postgres")]
+            SqlStore::Postgres($store) => $body,
+        }
+    };
+}
+
+impl SqlStore {
+    /// Connects to `url` with default options, and migrates.
+    pub async fn connect(url: &str) -> Result<Self, SqlError> {
+        Self::connect_with(url, &SqlOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`, and migrates unless told not to.
+    pub async fn connect_with(url: &str, options: &SqlOptions) -> Result<Self, SqlError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            #[cfg(feature = "sqlite")]
+            "sqlite" => Ok(SqlStore::Sqlite(SqliteStore::connect_with(url, options).await?)),
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => Ok(SqlStore::Postgres(PostgresStore::connect_with(url, options).await?)),
+            _ => Err(SqlError::UnsupportedUrl { scheme: scheme.chars().take(32).collect() }),
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            SqlStore::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            SqlStore::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies keypal's pending migrations.
+    pub async fn migrate(&self) -> Result<(), SqlError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+
+    /// Adds counted verifications: one upsert per key per minute.
+    pub async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_usage(deltas).await)
+    }
+
+    /// A key's verification counts in `[since, until)`, per minute or hour, oldest first.
+    pub async fn usage(
+        &self,
+        key: KeyId,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        per: Granularity,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        dispatch!(self, s => s.usage(key, since, until, per).await)
+    }
+
+    /// The verification counts of every key of `namespace` in `[since, until)`, by code.
+    pub async fn usage_totals(
+        &self,
+        namespace: Option<&str>,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<UsageCounts, StoreError> {
+        dispatch!(self, s => s.usage_totals(namespace, since, until).await)
+    }
+}
+
+impl Store for SqlStore {
+    async fn insert(
+        &self,
+        record: KeyRecord,
+        max_active_per_owner: Option<u32>,
+        event: Event,
+    ) -> Result<Arc<KeyRecord>, StoreError> {
+        dispatch!(self, s => s.insert(record, max_active_per_owner, event).await)
+    }
+    async fn find(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.find(lookup).await)
+    }
+    async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.find_by_hint(hint).await)
+    }
+    async fn get(&self, id: KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.get(id).await)
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.list(query).await)
+    }
+    async fn count(&self, query: &ListQuery) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count(query).await)
+    }
+    async fn update(&self, id: KeyId, patch: &KeyPatch, event: Event) -> Result<Arc<KeyRecord>, StoreError> {
+        dispatch!(self, s => s.update(id, patch, event).await)
+    }
+    async fn set_enabled(&self, id: KeyId, enabled: bool, event: Event) -> Result<Arc<KeyRecord>, StoreError> {
+        dispatch!(self, s => s.set_enabled(id, enabled, event).await)
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime, event: Event) -> Result<Arc<KeyRecord>, StoreError> {
+        dispatch!(self, s => s.revoke(id, at, event).await)
+    }
+    async fn revoke_owner(
+        &self,
+        namespace: Option<&str>,
+        owner: &str,
+        at: OffsetDateTime,
+        event: Event,
+    ) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.revoke_owner(namespace, owner, at, event).await)
+    }
+    async fn rotate(
+        &self,
+        old: KeyId,
+        replacement: KeyRecord,
+        old_revoked_at: OffsetDateTime,
+        event: Event,
+    ) -> Result<(Arc<KeyRecord>, Arc<KeyRecord>), StoreError> {
+        dispatch!(self, s => s.rotate(old, replacement, old_revoked_at, event).await)
+    }
+    async fn delete(&self, id: KeyId, event: Event) -> Result<Option<Arc<KeyRecord>>, StoreError> {
+        dispatch!(self, s => s.delete(id, event).await)
+    }
+    async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
+        dispatch!(self, s => s.consume(id, cost).await)
+    }
+    async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.touch(used).await)
+    }
+    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.replace_hash(id, expected, new_hash).await)
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Page<Event>, StoreError> {
+        dispatch!(self, s => s.audit(query).await)
+    }
+}

@@ -1,0 +1,224 @@
+//! Usage: verification counts per key per minute, aggregated in memory and written
+//! as one row per key per minute (never one row per request).
+//!
+//! A [`UsageCounter`] is an [`EventSink`]: give it to a manager, and flush what it
+//! counted to the store now and then (the server does every few seconds, and on shutdown).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use keypal::{KeyManager, NewKey};
+//! use keypal_sql::{Granularity, SqliteStore, UsageCounter};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = Arc::new(SqliteStore::connect("sqlite::memory:").await?);
+//! let counter = Arc::new(UsageCounter::new());
+//! let keys = KeyManager::builder().store(store.clone()).event_sink(counter.clone()).build()?;
+//! let created = keys.create(NewKey::new()).await?;
+//! keys.verify(created.key.expose()).await?;
+//! keys.verify(created.key.expose()).await?;
+//!
+//! store.record_usage(&counter.take()).await?;
+//! let now = OffsetDateTime::now_utc();
+//! let hours = store.usage(created.record.id, now - Duration::hours(24), now + Duration::minutes(1), Granularity::Hour).await?;
+//! assert_eq!(hours.iter().map(|b| b.counts.valid).sum::<u64>(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use keypal::{Action, Code, Event, EventSink, KeyId};
+use time::OffsetDateTime;
+
+/// Verification counts by result code, for the codes that name a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageCounts {
+    /// `VALID`.
+    pub valid: u64,
+    /// `REVOKED`.
+    pub revoked: u64,
+    /// `DISABLED`.
+    pub disabled: u64,
+    /// `EXPIRED`.
+    pub expired: u64,
+    /// `INSUFFICIENT_SCOPE`.
+    pub insufficient_scope: u64,
+    /// `RATE_LIMITED`.
+    pub rate_limited: u64,
+    /// `USAGE_EXCEEDED`.
+    pub usage_exceeded: u64,
+}
+
+impl UsageCounts {
+    /// Counts one verification with `code`; codes that name no key (`MALFORMED`, `NOT_FOUND`) are ignored.
+    pub fn add(&mut self, code: Code) {
+        if let Some(slot) = self.slot(code) {
+            *slot += 1;
+        }
+    }
+
+    /// The count for `code` (0 for codes that name no key).
+    ///
+    /// ```
+    /// use keypal::Code;
+    /// let mut counts = keypal_sql::UsageCounts::default();
+    /// counts.add(Code::Valid);
+    /// counts.add(Code::RateLimited);
+    /// assert_eq!((counts.get(Code::Valid), counts.total()), (1, 2));
+    /// ```
+    pub fn get(&self, code: Code) -> u64 {
+        let mut copy = *self;
+        copy.slot(code).map_or(0, |n| *n)
+    }
+
+    /// Every verification counted.
+    pub fn total(&self) -> u64 {
+        self.valid
+            + self.revoked
+            + self.disabled
+            + self.expired
+            + self.insufficient_scope
+            + self.rate_limited
+            + self.usage_exceeded
+    }
+
+    /// The counts as `(code, count)` pairs, in pipeline order.
+    pub fn by_code(&self) -> [(Code, u64); 7] {
+        [
+            (Code::Valid, self.valid),
+            (Code::Revoked, self.revoked),
+            (Code::Disabled, self.disabled),
+            (Code::Expired, self.expired),
+            (Code::InsufficientScope, self.insufficient_scope),
+            (Code::RateLimited, self.rate_limited),
+            (Code::UsageExceeded, self.usage_exceeded),
+        ]
+    }
+
+    pub(crate) fn merge(&mut self, other: &UsageCounts) {
+        for (code, n) in other.by_code() {
+            if let Some(slot) = self.slot(code) {
+                *slot += n;
+            }
+        }
+    }
+
+    fn slot(&mut self, code: Code) -> Option<&mut u64> {
+        match code {
+            Code::Valid => Some(&mut self.valid),
+            Code::Revoked => Some(&mut self.revoked),
+            Code::Disabled => Some(&mut self.disabled),
+            Code::Expired => Some(&mut self.expired),
+            Code::InsufficientScope => Some(&mut self.insufficient_scope),
+            Code::RateLimited => Some(&mut self.rate_limited),
+            Code::UsageExceeded => Some(&mut self.usage_exceeded),
+            _ => None,
+        }
+    }
+}
+
+/// Counts of one key in one minute, waiting to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageDelta {
+    /// The key.
+    pub key_id: KeyId,
+    /// The key's namespace (application).
+    pub namespace: Option<String>,
+    /// The start of the minute.
+    pub minute: OffsetDateTime,
+    /// What to add.
+    pub counts: UsageCounts,
+}
+
+/// Counts over one bucket of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UsageBucket {
+    /// The start of the bucket.
+    pub start: OffsetDateTime,
+    /// The counts.
+    pub counts: UsageCounts,
+}
+
+/// The bucket size of a usage read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Granularity {
+    /// Per minute (as stored).
+    Minute,
+    /// Per hour.
+    Hour,
+}
+
+impl Granularity {
+    /// The bucket size in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Granularity::Minute => 60,
+            Granularity::Hour => 3_600,
+        }
+    }
+}
+
+/// The start of the bucket `at` falls in, in seconds since the Unix epoch.
+pub(crate) fn bucket_start(at: OffsetDateTime, seconds: i64) -> i64 {
+    at.unix_timestamp().div_euclid(seconds) * seconds
+}
+
+/// An [`EventSink`] counting verifications per key per minute, in memory, until [`UsageCounter::take`].
+#[derive(Debug, Default)]
+pub struct UsageCounter {
+    pending: Mutex<HashMap<(KeyId, i64), (Option<String>, UsageCounts)>>,
+}
+
+impl UsageCounter {
+    /// An empty counter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything counted since the last take, for `record_usage`. A failed write can
+    /// hand the deltas back with [`UsageCounter::restore`].
+    pub fn take(&self) -> Vec<UsageDelta> {
+        let pending = std::mem::take(&mut *self.lock());
+        pending
+            .into_iter()
+            .filter_map(|((key_id, minute), (namespace, counts))| {
+                let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
+                Some(UsageDelta { key_id, namespace, minute, counts })
+            })
+            .collect()
+    }
+
+    /// Puts deltas back (after a failed write), merged with what was counted since.
+    pub fn restore(&self, deltas: Vec<UsageDelta>) {
+        let mut pending = self.lock();
+        for delta in deltas {
+            let entry = pending
+                .entry((delta.key_id, bucket_start(delta.minute, 60)))
+                .or_insert_with(|| (delta.namespace.clone(), UsageCounts::default()));
+            entry.1.merge(&delta.counts);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(KeyId, i64), (Option<String>, UsageCounts)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EventSink for UsageCounter {
+    fn record(&self, event: &Event) {
+        let (Action::Verified, Some(key_id), Some(code)) = (event.action, event.key_id, event.code) else {
+            return;
+        };
+        let mut pending = self.lock();
+        let entry = pending
+            .entry((key_id, bucket_start(event.at, 60)))
+            .or_insert_with(|| (event.namespace.clone(), UsageCounts::default()));
+        entry.1.add(code);
+    }
+}
