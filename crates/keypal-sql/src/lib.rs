@@ -57,6 +57,26 @@ pub use sqlx;
 /// versions of keypal left them. Not for production use.
 #[doc(hidden)]
 pub mod testing {
+    /// The SQL of the SQLite store's verify path: `(name, sql)`.
+    #[cfg(feature = "sqlite")]
+    pub const SQLITE_VERIFY_PATH: &[(&str, &str)] = &[
+        ("find", crate::sqlite::FIND),
+        ("find_by_hint", crate::sqlite::FIND_BY_HINT),
+        ("get", crate::sqlite::GET),
+        ("consume", crate::sqlite::CONSUME),
+        ("touch", crate::sqlite::TOUCH),
+    ];
+
+    /// The SQL of the PostgreSQL store's verify path: `(name, sql)`.
+    #[cfg(feature = "postgres")]
+    pub const POSTGRES_VERIFY_PATH: &[(&str, &str)] = &[
+        ("find", crate::postgres::FIND),
+        ("find_by_hint", crate::postgres::FIND_BY_HINT),
+        ("get", crate::postgres::GET),
+        ("consume", crate::postgres::CONSUME),
+        ("touch", crate::postgres::TOUCH),
+    ];
+
     /// Applies only the first `count` SQLite migrations.
     #[cfg(feature = "sqlite")]
     pub async fn migrate_sqlite_to(pool: &sqlx::SqlitePool, count: usize) -> Result<(), crate::SqlError> {

@@ -45,6 +45,21 @@ macro_rules! select_keys {
     };
 }
 
+/// The verify path's lookups: one index probe each (see the EXPLAIN tests).
+pub(crate) const FIND: &str = select_keys!("WHERE lookup_value = $1 AND lookup_kind = $2 AND lookup_kind <> 'hint'");
+/// Candidates of a hint lookup.
+pub(crate) const FIND_BY_HINT: &str = select_keys!("WHERE lookup_value = $1 AND lookup_kind = 'hint'");
+/// A record by id.
+pub(crate) const GET: &str = select_keys!("WHERE id = $1");
+/// The guarded credit decrement.
+pub(crate) const CONSUME: &str =
+    "UPDATE keypal_keys SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining";
+
+/// A batch of `last_used_at` writes: that column only, only forward.
+pub(crate) const TOUCH: &str = "UPDATE keypal_keys AS k SET last_used_at = u.at \
+     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+     WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
+
 /// A [`Store`] on PostgreSQL. Cheap to clone (a pool handle).
 ///
 /// ```no_run
@@ -434,7 +449,7 @@ impl Store for PostgresStore {
         if !lookup.is_unique() {
             return Ok(None);
         }
-        let row = sqlx::query(select_keys!("WHERE lookup_value = $1 AND lookup_kind = $2 AND lookup_kind <> 'hint'"))
+        let row = sqlx::query(FIND)
             .bind(lookup.value())
             .bind(lookup.kind())
             .fetch_optional(&self.pool)
@@ -444,7 +459,7 @@ impl Store for PostgresStore {
     }
 
     async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        let rows = sqlx::query(select_keys!("WHERE lookup_value = $1 AND lookup_kind = 'hint'"))
+        let rows = sqlx::query(FIND_BY_HINT)
             .bind(hint)
             .fetch_all(&self.pool)
             .await
@@ -453,7 +468,7 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, id: KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        let row = sqlx::query(select_keys!("WHERE id = $1")).bind(id.0).fetch_optional(&self.pool).await.map_err(backend)?;
+        let row = sqlx::query(GET).bind(id.0).fetch_optional(&self.pool).await.map_err(backend)?;
         row.map(|r| record(&r).map(Arc::new)).transpose()
     }
 
@@ -629,9 +644,7 @@ impl Store for PostgresStore {
     async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
         // A cost above i64::MAX is more than any stored credit count: nothing to spend.
         if let Ok(signed_cost) = i64::try_from(cost) {
-            let left: Option<i64> = sqlx::query_scalar(
-                "UPDATE keypal_keys SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining",
-            )
+            let left: Option<i64> = sqlx::query_scalar(CONSUME)
             .bind(id.0)
             .bind(signed_cost)
             .fetch_optional(&self.pool)
@@ -664,10 +677,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) = latest.into_iter().unzip();
-        sqlx::query(
-            "UPDATE keypal_keys AS k SET last_used_at = u.at FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) \
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
-        )
+        sqlx::query(TOUCH)
         .bind(ids)
         .bind(times)
         .execute(&self.pool)

@@ -46,6 +46,20 @@ macro_rules! select_keys {
     };
 }
 
+/// The verify path's lookups: one index probe each (see the EXPLAIN tests).
+pub(crate) const FIND: &str = select_keys!("WHERE lookup_value = ?1 AND lookup_kind = ?2 AND lookup_kind <> 'hint'");
+/// Candidates of a hint lookup.
+pub(crate) const FIND_BY_HINT: &str = select_keys!("WHERE lookup_value = ?1 AND lookup_kind = 'hint'");
+/// A record by id.
+pub(crate) const GET: &str = select_keys!("WHERE id = ?1");
+/// The guarded credit decrement.
+pub(crate) const CONSUME: &str =
+    "UPDATE keypal_keys SET remaining = remaining - ?2 WHERE id = ?1 AND remaining >= ?2 RETURNING remaining";
+
+/// A `last_used_at` write: that column only, only forward.
+pub(crate) const TOUCH: &str =
+    "UPDATE keypal_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
+
 /// A [`Store`] on SQLite. Cheap to clone (a pool handle).
 ///
 /// ```
@@ -402,7 +416,7 @@ impl Store for SqliteStore {
         if !lookup.is_unique() {
             return Ok(None);
         }
-        let row = sqlx::query(select_keys!("WHERE lookup_value = ?1 AND lookup_kind = ?2 AND lookup_kind <> 'hint'"))
+        let row = sqlx::query(FIND)
             .bind(lookup.value())
             .bind(lookup.kind())
             .fetch_optional(&self.pool)
@@ -412,7 +426,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        let rows = sqlx::query(select_keys!("WHERE lookup_value = ?1 AND lookup_kind = 'hint'"))
+        let rows = sqlx::query(FIND_BY_HINT)
             .bind(hint)
             .fetch_all(&self.pool)
             .await
@@ -421,7 +435,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, id: KeyId) -> Result<Option<Arc<KeyRecord>>, StoreError> {
-        let row = sqlx::query(select_keys!("WHERE id = ?1")).bind(id.0).fetch_optional(&self.pool).await.map_err(backend)?;
+        let row = sqlx::query(GET).bind(id.0).fetch_optional(&self.pool).await.map_err(backend)?;
         row.map(|r| record(&r).map(Arc::new)).transpose()
     }
 
@@ -601,9 +615,7 @@ impl Store for SqliteStore {
     async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
         // A cost above i64::MAX is more than any stored credit count: nothing to spend.
         if let Ok(signed_cost) = i64::try_from(cost) {
-            let left: Option<i64> = sqlx::query_scalar(
-                "UPDATE keypal_keys SET remaining = remaining - ?2 WHERE id = ?1 AND remaining >= ?2 RETURNING remaining",
-            )
+            let left: Option<i64> = sqlx::query_scalar(CONSUME)
             .bind(id.0)
             .bind(signed_cost)
             .fetch_optional(&self.pool)
@@ -631,9 +643,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.write().await?;
         for &(id, at) in used {
-            sqlx::query(
-                "UPDATE keypal_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-            )
+            sqlx::query(TOUCH)
             .bind(id.0)
             .bind(micros(at))
             .execute(&mut *tx)

@@ -1,0 +1,274 @@
+//! What the SQL stores promise beyond the conformance suite: migrations (own table,
+//! forward from an older version, explicit), index use on the verify path, the
+//! append-only audit log, usage counts, and typed connection errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{postgres_options, postgres_store, postgres_url, sqlite_store, sqlite_url};
+use keypal::{Code, KeyManager, NewKey, Store};
+use keypal_sql::testing::{POSTGRES_VERIFY_PATH, SQLITE_VERIFY_PATH, migrate_postgres_to, migrate_sqlite_to};
+use keypal_sql::{Granularity, PostgresStore, SqlError, SqlOptions, SqlStore, SqliteStore, UsageCounter};
+use sqlx::Row;
+use time::OffsetDateTime;
+
+/// Both stores, fresh.
+async fn both() -> [SqlStore; 2] {
+    [SqlStore::Sqlite(sqlite_store().await), SqlStore::Postgres(postgres_store().await)]
+}
+
+/// Runs one SQL statement returning a single integer, on either store.
+async fn scalar(store: &SqlStore, sql: &'static str) -> i64 {
+    match store {
+        SqlStore::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.expect(sql),
+        SqlStore::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.expect(sql),
+        _ => unreachable!("both dialects are built"),
+    }
+}
+
+/// Runs one statement, returning whether it succeeded.
+async fn execute(store: &SqlStore, sql: &'static str) -> Result<u64, sqlx::Error> {
+    match store {
+        SqlStore::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(|r| r.rows_affected()),
+        SqlStore::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(|r| r.rows_affected()),
+        _ => unreachable!("both dialects are built"),
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_applications() {
+    for store in both().await {
+        let dialect = store.dialect();
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 2, "{dialect}: both migrations recorded");
+        // A host application with its own sqlx migrations in the same database: they never meet.
+        let host = sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
+            1,
+            "host app table".into(),
+            sqlx::migrate::MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str("CREATE TABLE host_widgets (id INTEGER PRIMARY KEY)"),
+            false,
+        )]);
+        match &store {
+            SqlStore::Sqlite(s) => host.run(s.pool()).await.expect("host migrations"),
+            SqlStore::Postgres(s) => host.run(s.pool()).await.expect("host migrations"),
+            _ => unreachable!(),
+        }
+        store.migrate().await.expect("keypal migrates again, as a no-op");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1, "{dialect}: host table untouched");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 2, "{dialect}");
+    }
+}
+
+/// A database left by keypal 0.1 with only migration 1 (keys, no usage table) and keys
+/// in it: connecting migrates it forward and the keys keep verifying.
+#[tokio::test]
+async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
+    // SQLite
+    let url = sqlite_url();
+    let old = SqliteStore::connect_with(&url, &SqlOptions::new().migrate(false)).await.expect("open");
+    migrate_sqlite_to(old.pool(), 1).await.expect("migration 1 only");
+    let old_keys = KeyManager::builder().store(old.clone()).build().expect("manager");
+    let created = old_keys.create(NewKey::new().owner_id("user_1").scopes(["read"])).await.expect("create on v1");
+    old.close().await;
+
+    let new = SqliteStore::connect(&url).await.expect("reopen migrates forward");
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM keypal_migrations ORDER BY version")
+        .fetch_all(new.pool())
+        .await
+        .expect("versions");
+    assert_eq!(versions, [1, 2]);
+    let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
+    let v = keys.verify(created.key.expose()).await.expect("verify");
+    assert_eq!(v.code(), Code::Valid, "a key created before the migration still verifies");
+    assert_eq!(v.record().and_then(|r| r.owner_id.as_deref()), Some("user_1"));
+    new.record_usage(&[]).await.expect("the usage table of migration 2 exists");
+
+    // PostgreSQL
+    let schema = common::fresh_schema();
+    let options = postgres_options(&schema);
+    let old = PostgresStore::connect_with(&postgres_url(), &options.clone().migrate(false)).await.expect("connect");
+    migrate_postgres_to(old.pool(), 1).await.expect("migration 1 only");
+    let old_keys = KeyManager::builder().store(old.clone()).build().expect("manager");
+    let created = old_keys.create(NewKey::new().owner_id("user_1")).await.expect("create on v1");
+    old.close().await;
+    let new = PostgresStore::connect_with(&postgres_url(), &options).await.expect("reconnect migrates forward");
+    let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
+    assert_eq!(keys.verify(created.key.expose()).await.expect("verify").code(), Code::Valid);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn without_migrate_on_connect_the_explicit_call_creates_the_schema() {
+    let store = SqliteStore::connect_with(&sqlite_url(), &SqlOptions::new().migrate(false)).await.expect("open");
+    assert!(store.get(keypal::KeyId::new()).await.is_err(), "no tables before migrating");
+    store.migrate().await.expect("migrate");
+    assert!(store.get(keypal::KeyId::new()).await.expect("get after migrating").is_none());
+}
+
+#[tokio::test]
+async fn a_migration_that_fails_is_a_typed_error() {
+    // The host already has a table called keypal_keys with another shape.
+    let url = sqlite_url();
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await.expect("open");
+    sqlx::query("CREATE TABLE keypal_keys (something TEXT)").execute(&pool).await.expect("host table");
+    pool.close().await;
+    let error = SqliteStore::connect(&url).await.expect_err("migration 1 cannot create keypal_keys");
+    assert!(matches!(error, SqlError::Migration(_)), "{error:?}");
+    assert_eq!(error.code(), "MIGRATION_FAILED");
+}
+
+#[tokio::test]
+async fn connection_failures_are_typed_errors_with_stable_codes() {
+    let options = SqlOptions::new().acquire_timeout(Duration::from_secs(2));
+    let refused = SqlStore::connect_with("postgres://postgres@127.0.0.1:1/test", &options).await.expect_err("port 1");
+    assert_eq!(refused.code(), "DATABASE_UNREACHABLE", "{refused:?}");
+    let missing_dir = SqlStore::connect("sqlite:///nonexistent-dir/keys.db").await.expect_err("no such directory");
+    assert_eq!(missing_dir.code(), "DATABASE_UNREACHABLE", "{missing_dir:?}");
+    let scheme = SqlStore::connect("mysql://root:hunter2@localhost/keys").await.expect_err("mysql");
+    assert_eq!(scheme.code(), "DATABASE_URL_UNSUPPORTED");
+    assert!(!scheme.to_string().contains("hunter2"), "errors never repeat the URL's password: {scheme}");
+    let invalid = SqlStore::connect("postgres://user@host:notaport/db").await.expect_err("bad port");
+    assert_eq!(invalid.code(), "DATABASE_URL_INVALID", "{invalid:?}");
+    let schema = SqlStore::connect_with(&postgres_url(), &SqlOptions::new().schema("x; DROP TABLE y")).await;
+    assert_eq!(schema.expect_err("injection").code(), "DATABASE_SCHEMA_INVALID");
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_full_sync() {
+    let store = sqlite_store().await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(store.pool()).await.expect("pragma");
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(store.pool()).await.expect("pragma");
+    assert_eq!(sync, 2, "synchronous = FULL");
+}
+
+/// Every verify-path statement is one index probe: no full-table scan, no sort.
+#[tokio::test]
+async fn verify_path_queries_use_indexes_on_sqlite() {
+    let store = sqlite_store().await;
+    for (name, sql) in SQLITE_VERIFY_PATH {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(explain)).fetch_all(store.pool()).await.expect("explain");
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        let plan = plan.join(" | ");
+        assert!(plan.contains("USING INDEX") || plan.contains("USING PRIMARY KEY"), "{name}: {plan}");
+        assert!(!plan.contains("SCAN keypal_keys"), "{name} scans the table: {plan}");
+    }
+}
+
+/// The same on PostgreSQL: with sequential scans priced out, the planner must still
+/// find an index for each statement (it falls back to a Seq Scan only when none applies).
+#[tokio::test]
+async fn verify_path_queries_use_indexes_on_postgres() {
+    let store = postgres_store().await;
+    let mut conn = store.pool().acquire().await.expect("connection");
+    // A generic plan: what the statement does for any parameter values.
+    sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("set");
+    for (name, sql) in POSTGRES_VERIFY_PATH {
+        let arguments = match *name {
+            "find" => "('abc', 'digest')",
+            "find_by_hint" => "('sk_live_abc')",
+            "get" => "('0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71')",
+            "consume" => "('0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71', 1)",
+            "touch" => "(ARRAY['0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71']::uuid[], ARRAY[now()])",
+            other => panic!("no arguments for {other}"),
+        };
+        let prepare = format!("PREPARE verify_path_{name} AS {sql}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(prepare)).execute(&mut *conn).await.expect("prepare");
+        let explain = format!("EXPLAIN EXECUTE verify_path_{name}{arguments}");
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain)).fetch_all(&mut *conn).await.expect("explain");
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let plan = plan.join(" | ");
+        assert!(plan.contains("Index"), "{name}: {plan}");
+        assert!(!plan.contains("Seq Scan on keypal_keys"), "{name} scans the table: {plan}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only() {
+    for store in both().await {
+        let keys = KeyManager::builder().store(store.clone()).build().expect("manager");
+        let created = keys.create(NewKey::new()).await.expect("create");
+        keys.revoke(&created.record.id).await.expect("revoke");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_audit").await, 2);
+        let dialect = store.dialect();
+        assert!(execute(&store, "UPDATE keypal_audit SET actor = 'mallory'").await.is_err(), "{dialect}: update refused");
+        assert!(execute(&store, "DELETE FROM keypal_audit").await.is_err(), "{dialect}: delete refused");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_audit").await, 2);
+        // Deleting a key keeps its history.
+        keys.delete(&created.record.id).await.expect("delete");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_audit").await, 3);
+    }
+}
+
+/// Verifications are counted per key per minute: many requests, one row; readable per
+/// hour over the last N hours and as per-application totals by code.
+#[tokio::test]
+async fn usage_is_one_row_per_key_per_minute_and_reads_back_per_hour() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let counter = std::sync::Arc::new(UsageCounter::new());
+        let keys = KeyManager::builder()
+            .namespace("billing")
+            .store(store.clone())
+            .event_sink(counter.clone())
+            .build()
+            .expect("manager");
+        let a = keys.create(NewKey::new()).await.expect("create a");
+        let b = keys.create(NewKey::new()).await.expect("create b");
+        for _ in 0..50 {
+            keys.verify(a.key.expose()).await.expect("verify a");
+        }
+        keys.revoke(&b.record.id).await.expect("revoke b");
+        for _ in 0..3 {
+            keys.verify(b.key.expose()).await.expect("verify b");
+        }
+        keys.verify("sk_live_nope").await.expect("malformed keys are not counted per key");
+        // Written in two flushes: the second adds to the same rows.
+        let deltas = counter.take();
+        let (first, second) = deltas.split_at(1);
+        store.record_usage(first).await.expect("flush 1");
+        store.record_usage(second).await.expect("flush 2");
+        store.record_usage(&counter.take()).await.expect("empty flush");
+        for _ in 0..10 {
+            keys.verify(a.key.expose()).await.expect("verify a again");
+        }
+        store.record_usage(&counter.take()).await.expect("flush 3");
+
+        let rows = scalar(&store, "SELECT COUNT(*) FROM keypal_usage").await;
+        assert!((2..=4).contains(&rows), "{dialect}: one row per key per minute, not per request: {rows} rows");
+        let now = OffsetDateTime::now_utc();
+        let day = now - time::Duration::hours(24);
+        let hours = store.usage(a.record.id, day, now + time::Duration::minutes(1), Granularity::Hour).await.expect("usage");
+        assert_eq!(hours.iter().map(|h| h.counts.valid).sum::<u64>(), 60, "{dialect}");
+        assert!(hours.iter().all(|h| h.start.minute() == 0 && h.start.second() == 0), "{dialect}: hour buckets");
+        let minutes = store.usage(b.record.id, day, now + time::Duration::minutes(1), Granularity::Minute).await.expect("usage");
+        assert_eq!(minutes.iter().map(|m| m.counts.get(Code::Revoked)).sum::<u64>(), 3, "{dialect}");
+        let totals = store.usage_totals(Some("billing"), day, now + time::Duration::minutes(1)).await.expect("totals");
+        assert_eq!((totals.valid, totals.revoked, totals.total()), (60, 3, 63), "{dialect}");
+        let other = store.usage_totals(Some("other"), day, now + time::Duration::minutes(1)).await.expect("totals");
+        assert_eq!(other.total(), 0, "{dialect}");
+        let past = store.usage(a.record.id, day, day + time::Duration::hours(1), Granularity::Hour).await.expect("usage");
+        assert!(past.is_empty(), "{dialect}: nothing outside the range");
+    }
+}
+
+/// Creates by many concurrent managers on one SQLite file: the write lock queues them
+/// (BEGIN IMMEDIATE + busy timeout), none fails with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_one_sqlite_file_all_succeed() {
+    let store = sqlite_store().await;
+    let keys = std::sync::Arc::new(KeyManager::builder().store(store.clone()).build().expect("manager"));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.create(NewKey::new().owner_id(format!("o{}", i % 7))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join").expect("every concurrent create succeeds");
+    }
+    assert_eq!(store.count(&keypal::ListQuery::new()).await.expect("count"), 100);
+}
