@@ -5,6 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::error::{CorruptRow, OutOfRange};
+use crate::usage::UsageCounts;
 
 /// A backend error from sqlx.
 pub(crate) fn backend(error: sqlx::Error) -> StoreError {
@@ -74,4 +75,25 @@ pub(crate) fn from_micros(column: &'static str, micros: i64) -> Result<OffsetDat
 
 pub(crate) fn from_micros_opt(column: &'static str, micros: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
     micros.map(|m| from_micros(column, m)).transpose()
+}
+
+/// Reads seven counters (in [`UsageCounts::by_code`] order) starting at column `first`.
+pub(crate) fn usage_counts<'r, R>(row: &'r R, first: usize) -> Result<UsageCounts, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |i: usize, column: &'static str| -> Result<u64, StoreError> {
+        to_u64(column, row.try_get::<i64, _>(first + i).map_err(backend)?)
+    };
+    Ok(UsageCounts {
+        valid: get(0, "valid")?,
+        revoked: get(1, "revoked")?,
+        disabled: get(2, "disabled")?,
+        expired: get(3, "expired")?,
+        insufficient_scope: get(4, "insufficient_scope")?,
+        rate_limited: get(5, "rate_limited")?,
+        usage_exceeded: get(6, "usage_exceeded")?,
+    })
 }

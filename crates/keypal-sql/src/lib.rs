@@ -91,3 +91,8 @@ pub mod testing {
         crate::migrate::migrator(sources).run(pool).await.map_err(crate::SqlError::Migration)
     }
 }
+
+/// The storage guide's examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/STORAGE.md")]
+struct StorageGuideDoctests;

@@ -16,7 +16,13 @@ pub(crate) fn migrator(sources: &[Source]) -> Migrator {
     let migrations = sources
         .iter()
         .map(|&(version, description, sql)| {
-            Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sqlx::SqlSafeStr::into_sql_str(sql), false)
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(sql),
+                false,
+            )
         })
         .collect();
     let mut migrator = Migrator::with_migrations(migrations);

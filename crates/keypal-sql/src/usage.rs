@@ -169,10 +169,13 @@ pub(crate) fn bucket_start(at: OffsetDateTime, seconds: i64) -> i64 {
     at.unix_timestamp().div_euclid(seconds) * seconds
 }
 
+/// Counts waiting to be written, by (key, minute in Unix seconds), with the key's namespace.
+type Pending = HashMap<(KeyId, i64), (Option<String>, UsageCounts)>;
+
 /// An [`EventSink`] counting verifications per key per minute, in memory, until [`UsageCounter::take`].
 #[derive(Debug, Default)]
 pub struct UsageCounter {
-    pending: Mutex<HashMap<(KeyId, i64), (Option<String>, UsageCounts)>>,
+    pending: Mutex<Pending>,
 }
 
 impl UsageCounter {
@@ -205,7 +208,7 @@ impl UsageCounter {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(KeyId, i64), (Option<String>, UsageCounts)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

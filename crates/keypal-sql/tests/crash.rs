@@ -4,6 +4,9 @@
 //! The writer is this test binary itself, started again to run only `crash_writer`
 //! (ignored in normal runs) with the database named in the environment.
 
+// Test helpers assert by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

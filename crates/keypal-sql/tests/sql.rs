@@ -2,6 +2,9 @@
 //! forward from an older version, explicit), index use on the verify path, the
 //! append-only audit log, usage counts, and typed connection errors.
 
+// Test helpers assert by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
@@ -40,7 +43,11 @@ async fn execute(store: &SqlStore, sql: &'static str) -> Result<u64, sqlx::Error
 async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_applications() {
     for store in both().await {
         let dialect = store.dialect();
-        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 2, "{dialect}: both migrations recorded");
+        assert_eq!(
+            scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await,
+            2,
+            "{dialect}: both migrations recorded"
+        );
         // A host application with its own sqlx migrations in the same database: they never meet.
         let host = sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
             1,
@@ -95,7 +102,8 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
     let new = PostgresStore::connect_with(&postgres_url(), &options).await.expect("reconnect migrates forward");
     let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
     assert_eq!(keys.verify(created.key.expose()).await.expect("verify").code(), Code::Valid);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
     assert_eq!(n, 2);
 }
 
@@ -165,7 +173,10 @@ async fn verify_path_queries_use_indexes_on_postgres() {
     let store = postgres_store().await;
     let mut conn = store.pool().acquire().await.expect("connection");
     // A generic plan: what the statement does for any parameter values.
-    sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.expect("set");
+    sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .expect("set");
     for (name, sql) in POSTGRES_VERIFY_PATH {
         let arguments = match *name {
             "find" => "('abc', 'digest')",
@@ -194,7 +205,10 @@ async fn the_audit_log_is_append_only() {
         keys.revoke(&created.record.id).await.expect("revoke");
         assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_audit").await, 2);
         let dialect = store.dialect();
-        assert!(execute(&store, "UPDATE keypal_audit SET actor = 'mallory'").await.is_err(), "{dialect}: update refused");
+        assert!(
+            execute(&store, "UPDATE keypal_audit SET actor = 'mallory'").await.is_err(),
+            "{dialect}: update refused"
+        );
         assert!(execute(&store, "DELETE FROM keypal_audit").await.is_err(), "{dialect}: delete refused");
         assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_audit").await, 2);
         // Deleting a key keeps its history.
@@ -241,16 +255,19 @@ async fn usage_is_one_row_per_key_per_minute_and_reads_back_per_hour() {
         assert!((2..=4).contains(&rows), "{dialect}: one row per key per minute, not per request: {rows} rows");
         let now = OffsetDateTime::now_utc();
         let day = now - time::Duration::hours(24);
-        let hours = store.usage(a.record.id, day, now + time::Duration::minutes(1), Granularity::Hour).await.expect("usage");
+        let hours =
+            store.usage(a.record.id, day, now + time::Duration::minutes(1), Granularity::Hour).await.expect("usage");
         assert_eq!(hours.iter().map(|h| h.counts.valid).sum::<u64>(), 60, "{dialect}");
         assert!(hours.iter().all(|h| h.start.minute() == 0 && h.start.second() == 0), "{dialect}: hour buckets");
-        let minutes = store.usage(b.record.id, day, now + time::Duration::minutes(1), Granularity::Minute).await.expect("usage");
+        let minutes =
+            store.usage(b.record.id, day, now + time::Duration::minutes(1), Granularity::Minute).await.expect("usage");
         assert_eq!(minutes.iter().map(|m| m.counts.get(Code::Revoked)).sum::<u64>(), 3, "{dialect}");
         let totals = store.usage_totals(Some("billing"), day, now + time::Duration::minutes(1)).await.expect("totals");
         assert_eq!((totals.valid, totals.revoked, totals.total()), (60, 3, 63), "{dialect}");
         let other = store.usage_totals(Some("other"), day, now + time::Duration::minutes(1)).await.expect("totals");
         assert_eq!(other.total(), 0, "{dialect}");
-        let past = store.usage(a.record.id, day, day + time::Duration::hours(1), Granularity::Hour).await.expect("usage");
+        let past =
+            store.usage(a.record.id, day, day + time::Duration::hours(1), Granularity::Hour).await.expect("usage");
         assert!(past.is_empty(), "{dialect}: nothing outside the range");
     }
 }

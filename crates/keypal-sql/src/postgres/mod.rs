@@ -198,7 +198,8 @@ impl PostgresStore {
         until: OffsetDateTime,
         per: Granularity,
     ) -> Result<Vec<UsageBucket>, StoreError> {
-        let since = OffsetDateTime::from_unix_timestamp(bucket_start(since, 60)).map_err(|e| codec::corrupt("bucket", e))?;
+        let since =
+            OffsetDateTime::from_unix_timestamp(bucket_start(since, 60)).map_err(|e| codec::corrupt("bucket", e))?;
         let rows = sqlx::query(
             "SELECT (floor(extract(epoch FROM bucket) / $4) * $4)::bigint AS start, SUM(valid)::bigint, \
              SUM(revoked)::bigint, SUM(disabled)::bigint, SUM(expired)::bigint, SUM(insufficient_scope)::bigint, \
@@ -216,7 +217,7 @@ impl PostgresStore {
             .map(|row| {
                 let start: i64 = row.try_get(0).map_err(backend)?;
                 let start = OffsetDateTime::from_unix_timestamp(start).map_err(|e| codec::corrupt("bucket", e))?;
-                Ok(UsageBucket { start, counts: usage_counts(row, 1)? })
+                Ok(UsageBucket { start, counts: codec::usage_counts(row, 1)? })
             })
             .collect()
     }
@@ -228,7 +229,8 @@ impl PostgresStore {
         since: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<UsageCounts, StoreError> {
-        let since = OffsetDateTime::from_unix_timestamp(bucket_start(since, 60)).map_err(|e| codec::corrupt("bucket", e))?;
+        let since =
+            OffsetDateTime::from_unix_timestamp(bucket_start(since, 60)).map_err(|e| codec::corrupt("bucket", e))?;
         let row = sqlx::query(
             "SELECT COALESCE(SUM(valid), 0)::bigint, COALESCE(SUM(revoked), 0)::bigint, \
              COALESCE(SUM(disabled), 0)::bigint, COALESCE(SUM(expired), 0)::bigint, \
@@ -242,23 +244,8 @@ impl PostgresStore {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
-        usage_counts(&row, 0)
+        codec::usage_counts(&row, 0)
     }
-}
-
-fn usage_counts(row: &PgRow, first: usize) -> Result<UsageCounts, StoreError> {
-    let get = |i: usize, column: &'static str| -> Result<u64, StoreError> {
-        to_u64(column, row.try_get::<i64, _>(first + i).map_err(backend)?)
-    };
-    let mut counts = UsageCounts::default();
-    counts.valid = get(0, "valid")?;
-    counts.revoked = get(1, "revoked")?;
-    counts.disabled = get(2, "disabled")?;
-    counts.expired = get(3, "expired")?;
-    counts.insufficient_scope = get(4, "insufficient_scope")?;
-    counts.rate_limited = get(5, "rate_limited")?;
-    counts.usage_exceeded = get(6, "usage_exceeded")?;
-    Ok(counts)
 }
 
 /// Reads a key row (columns as in [`key_columns!`]).
@@ -283,7 +270,8 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
     r.enabled = row.try_get("enabled").map_err(backend)?;
     r.rotated_from = row.try_get::<Option<Uuid>, _>("rotated_from").map_err(backend)?.map(KeyId);
     r.rotated_to = row.try_get::<Option<Uuid>, _>("rotated_to").map_err(backend)?.map(KeyId);
-    r.remaining = row.try_get::<Option<i64>, _>("remaining").map_err(backend)?.map(|n| to_u64("remaining", n)).transpose()?;
+    r.remaining =
+        row.try_get::<Option<i64>, _>("remaining").map_err(backend)?.map(|n| to_u64("remaining", n)).transpose()?;
     r.rate_limit = codec::rate_limit(row.try_get("rate_limit").map_err(backend)?)?;
     r.encrypted_key = row.try_get("encrypted_key").map_err(backend)?;
     r.version = to_u64("version", row.try_get("version").map_err(backend)?)?;
@@ -459,11 +447,7 @@ impl Store for PostgresStore {
     }
 
     async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        let rows = sqlx::query(FIND_BY_HINT)
-            .bind(hint)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(FIND_BY_HINT).bind(hint).fetch_all(&self.pool).await.map_err(backend)?;
         records(&rows)
     }
 
@@ -645,11 +629,11 @@ impl Store for PostgresStore {
         // A cost above i64::MAX is more than any stored credit count: nothing to spend.
         if let Ok(signed_cost) = i64::try_from(cost) {
             let left: Option<i64> = sqlx::query_scalar(CONSUME)
-            .bind(id.0)
-            .bind(signed_cost)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+                .bind(id.0)
+                .bind(signed_cost)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
             if let Some(left) = left {
                 return Ok(Credits::Spent { remaining: to_u64("remaining", left)? });
             }
@@ -677,12 +661,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (ids, times): (Vec<Uuid>, Vec<OffsetDateTime>) = latest.into_iter().unzip();
-        sqlx::query(TOUCH)
-        .bind(ids)
-        .bind(times)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+        sqlx::query(TOUCH).bind(ids).bind(times).execute(&self.pool).await.map_err(backend)?;
         Ok(())
     }
 

@@ -200,7 +200,7 @@ impl SqliteStore {
             .map(|row| {
                 let start: i64 = row.try_get(0).map_err(backend)?;
                 let start = OffsetDateTime::from_unix_timestamp(start).map_err(|e| corrupt("bucket", e))?;
-                Ok(UsageBucket { start, counts: usage_counts(row, 1)? })
+                Ok(UsageBucket { start, counts: codec::usage_counts(row, 1)? })
             })
             .collect()
     }
@@ -223,23 +223,8 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(backend)?;
-        usage_counts(&row, 0)
+        codec::usage_counts(&row, 0)
     }
-}
-
-fn usage_counts(row: &SqliteRow, first: usize) -> Result<UsageCounts, StoreError> {
-    let get = |i: usize, column: &'static str| -> Result<u64, StoreError> {
-        to_u64(column, row.try_get::<i64, _>(first + i).map_err(backend)?)
-    };
-    let mut counts = UsageCounts::default();
-    counts.valid = get(0, "valid")?;
-    counts.revoked = get(1, "revoked")?;
-    counts.disabled = get(2, "disabled")?;
-    counts.expired = get(3, "expired")?;
-    counts.insufficient_scope = get(4, "insufficient_scope")?;
-    counts.rate_limited = get(5, "rate_limited")?;
-    counts.usage_exceeded = get(6, "usage_exceeded")?;
-    Ok(counts)
 }
 
 /// Reads a key row (columns as in [`key_columns!`]).
@@ -264,7 +249,8 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     r.enabled = row.try_get("enabled").map_err(backend)?;
     r.rotated_from = row.try_get::<Option<Uuid>, _>("rotated_from").map_err(backend)?.map(KeyId);
     r.rotated_to = row.try_get::<Option<Uuid>, _>("rotated_to").map_err(backend)?.map(KeyId);
-    r.remaining = row.try_get::<Option<i64>, _>("remaining").map_err(backend)?.map(|n| to_u64("remaining", n)).transpose()?;
+    r.remaining =
+        row.try_get::<Option<i64>, _>("remaining").map_err(backend)?.map(|n| to_u64("remaining", n)).transpose()?;
     r.rate_limit = codec::rate_limit(row.try_get("rate_limit").map_err(backend)?)?;
     r.encrypted_key = row.try_get("encrypted_key").map_err(backend)?;
     r.version = to_u64("version", row.try_get("version").map_err(backend)?)?;
@@ -426,11 +412,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_by_hint(&self, hint: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        let rows = sqlx::query(FIND_BY_HINT)
-            .bind(hint)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(FIND_BY_HINT).bind(hint).fetch_all(&self.pool).await.map_err(backend)?;
         records(&rows)
     }
 
@@ -616,11 +598,11 @@ impl Store for SqliteStore {
         // A cost above i64::MAX is more than any stored credit count: nothing to spend.
         if let Ok(signed_cost) = i64::try_from(cost) {
             let left: Option<i64> = sqlx::query_scalar(CONSUME)
-            .bind(id.0)
-            .bind(signed_cost)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+                .bind(id.0)
+                .bind(signed_cost)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
             if let Some(left) = left {
                 return Ok(Credits::Spent { remaining: to_u64("remaining", left)? });
             }
@@ -643,12 +625,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.write().await?;
         for &(id, at) in used {
-            sqlx::query(TOUCH)
-            .bind(id.0)
-            .bind(micros(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            sqlx::query(TOUCH).bind(id.0).bind(micros(at)).execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }

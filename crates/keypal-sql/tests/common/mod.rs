@@ -69,7 +69,8 @@ async fn drop_stale_schemas() {
     for name in names {
         let created = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
         if created.is_some_and(|t| t < cutoff) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"))).execute(&pool).await;
+            let _ =
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE"))).execute(&pool).await;
         }
     }
     pool.close().await;
