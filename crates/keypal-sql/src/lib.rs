@@ -96,3 +96,8 @@ pub mod testing {
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/STORAGE.md")]
 struct StorageGuideDoctests;
+
+/// The README's examples (they use the core and this crate), compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

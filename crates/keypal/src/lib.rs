@@ -69,8 +69,3 @@ pub use secret::{AsKey, PlainKey};
 pub use store::{Credits, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};
 pub use verification::{Code, Verification, VerifyOptions};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
