@@ -32,6 +32,7 @@
 mod codec;
 mod error;
 mod migrate;
+mod objects;
 mod options;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -42,6 +43,7 @@ mod usage;
 
 pub use error::{CorruptRow, OutOfRange, SqlError};
 pub use migrate::MIGRATIONS_TABLE;
+pub use objects::Object;
 pub use options::SqlOptions;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

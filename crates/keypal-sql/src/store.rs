@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use keypal::{AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store, StoreError};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 #[cfg(feature = "postgres")]
 use crate::PostgresStore;
 #[cfg(feature = "sqlite")]
 use crate::SqliteStore;
+use crate::objects::Object;
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta};
 use crate::{SqlError, SqlOptions};
 
@@ -80,6 +82,48 @@ impl SqlStore {
     /// Closes every connection.
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
+    }
+
+    /// Stores a new document; [`StoreError::Duplicate`] when its id or lookup is taken in its kind.
+    pub async fn insert_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_object(kind, id, lookup, body).await)
+    }
+
+    /// Replaces a document's body and lookup; returns whether it existed.
+    pub async fn update_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update_object(kind, id, lookup, body).await)
+    }
+
+    /// The document `kind`/`id`.
+    pub async fn get_object(&self, kind: &str, id: &str) -> Result<Option<Object>, StoreError> {
+        dispatch!(self, s => s.get_object(kind, id).await)
+    }
+
+    /// The document of `kind` whose lookup is `lookup`.
+    pub async fn find_object(&self, kind: &str, lookup: &str) -> Result<Option<Object>, StoreError> {
+        dispatch!(self, s => s.find_object(kind, lookup).await)
+    }
+
+    /// Every document of `kind`, oldest first.
+    pub async fn list_objects(&self, kind: &str) -> Result<Vec<Object>, StoreError> {
+        dispatch!(self, s => s.list_objects(kind).await)
+    }
+
+    /// Deletes a document; returns whether it existed.
+    pub async fn delete_object(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_object(kind, id).await)
     }
 
     /// Adds counted verifications: one upsert per key per minute.

@@ -45,8 +45,8 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         let dialect = store.dialect();
         assert_eq!(
             scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await,
-            2,
-            "{dialect}: both migrations recorded"
+            3,
+            "{dialect}: every migration recorded"
         );
         // A host application with its own sqlx migrations in the same database: they never meet.
         let host = sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
@@ -63,7 +63,7 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         }
         store.migrate().await.expect("keypal migrates again, as a no-op");
         assert_eq!(scalar(&store, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1, "{dialect}: host table untouched");
-        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 2, "{dialect}");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 3, "{dialect}");
     }
 }
 
@@ -84,7 +84,7 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
         .fetch_all(new.pool())
         .await
         .expect("versions");
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
     let v = keys.verify(created.key.expose()).await.expect("verify");
     assert_eq!(v.code(), Code::Valid, "a key created before the migration still verifies");
@@ -104,7 +104,7 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
     assert_eq!(keys.verify(created.key.expose()).await.expect("verify").code(), Code::Valid);
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
 }
 
 #[tokio::test]
@@ -288,4 +288,35 @@ async fn concurrent_writers_on_one_sqlite_file_all_succeed() {
         task.await.expect("join").expect("every concurrent create succeeds");
     }
     assert_eq!(store.count(&keypal::ListQuery::new()).await.expect("count"), 100);
+}
+
+/// The service's documents: unique ids and lookups per kind, updates, listing, deletion.
+#[tokio::test]
+async fn objects_are_unique_per_kind_by_id_and_lookup() {
+    use keypal::StoreError;
+    use serde_json::json;
+    for store in both().await {
+        let d = store.dialect();
+        store.insert_object("app", "a1", Some("digest-1"), &json!({"name": "one"})).await.expect("insert a1");
+        store.insert_object("app", "a2", None, &json!("plain string")).await.expect("insert a2");
+        store.insert_object("session", "a1", Some("digest-1"), &json!({})).await.expect("same id and lookup, other kind");
+        let dup_id = store.insert_object("app", "a1", None, &json!({})).await;
+        assert!(matches!(dup_id, Err(StoreError::Duplicate)), "{d}: taken id: {dup_id:?}");
+        let dup_lookup = store.insert_object("app", "a3", Some("digest-1"), &json!({})).await;
+        assert!(matches!(dup_lookup, Err(StoreError::Duplicate)), "{d}: taken lookup: {dup_lookup:?}");
+
+        let found = store.find_object("app", "digest-1").await.expect("find").expect("found");
+        assert_eq!((found.id.as_str(), &found.body), ("a1", &json!({"name": "one"})), "{d}");
+        assert!(store.update_object("app", "a1", Some("digest-2"), &json!({"name": "uno"})).await.expect("update"));
+        assert!(store.find_object("app", "digest-1").await.expect("find").is_none(), "{d}: old lookup gone");
+        let got = store.get_object("app", "a1").await.expect("get").expect("exists");
+        assert_eq!(got.body, json!({"name": "uno"}), "{d}");
+        assert!(got.updated_at >= got.created_at, "{d}");
+        let listed: Vec<String> = store.list_objects("app").await.expect("list").into_iter().map(|o| o.id).collect();
+        assert_eq!(listed, ["a1", "a2"], "{d}");
+        assert!(store.delete_object("app", "a1").await.expect("delete"), "{d}");
+        assert!(!store.delete_object("app", "a1").await.expect("delete again"), "{d}");
+        assert!(!store.update_object("app", "a1", None, &json!({})).await.expect("update missing"), "{d}");
+        assert!(store.get_object("app", "a1").await.expect("get").is_none(), "{d}");
+    }
 }

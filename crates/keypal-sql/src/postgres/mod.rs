@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::codec::{self, backend, duplicate_or_backend, to_i64, to_u64};
 use crate::migrate::{Source, migrator};
+use crate::objects::Object;
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta, bucket_start};
 use crate::{SqlError, SqlOptions};
 
@@ -27,6 +28,7 @@ use crate::{SqlError, SqlOptions};
 pub(crate) const MIGRATIONS: &[Source] = &[
     (1, "keys and audit", include_str!("migrations/0001_keys_and_audit.sql")),
     (2, "usage", include_str!("migrations/0002_usage.sql")),
+    (3, "objects", include_str!("migrations/0003_objects.sql")),
 ];
 
 /// The columns of a key row, in the order [`record`] reads them.
@@ -59,6 +61,13 @@ pub(crate) const CONSUME: &str =
 pub(crate) const TOUCH: &str = "UPDATE keypal_keys AS k SET last_used_at = u.at \
      FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, at) \
      WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
+
+/// `SELECT <object columns> FROM keypal_objects <rest>`, as [`object`] reads them.
+macro_rules! select_objects {
+    ($rest:literal) => {
+        concat!("SELECT kind, id, lookup, body, created_at, updated_at FROM keypal_objects ", $rest)
+    };
+}
 
 /// A [`Store`] on PostgreSQL. Cheap to clone (a pool handle).
 ///
@@ -154,6 +163,95 @@ impl PostgresStore {
         self.pool.begin().await.map_err(backend)
     }
 
+    /// Stores a new document; [`StoreError::Duplicate`] when the id or the lookup is taken in its kind.
+    pub async fn insert_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc();
+        sqlx::query(
+            "INSERT INTO keypal_objects (kind, id, lookup, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(lookup)
+        .bind(body.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
+        Ok(())
+    }
+
+    /// Replaces a document's body and lookup; returns whether it existed.
+    /// [`StoreError::Duplicate`] when the new lookup is taken in its kind.
+    pub async fn update_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE keypal_objects SET lookup = $3, body = $4, updated_at = $5 WHERE kind = $1 AND id = $2",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(lookup)
+        .bind(body.to_string())
+        .bind(OffsetDateTime::now_utc())
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The document `kind`/`id`.
+    pub async fn get_object(&self, kind: &str, id: &str) -> Result<Option<Object>, StoreError> {
+        let row = sqlx::query(select_objects!("WHERE kind = $1 AND id = $2"))
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| object(&r)).transpose()
+    }
+
+    /// The document of `kind` whose lookup is `lookup`.
+    pub async fn find_object(&self, kind: &str, lookup: &str) -> Result<Option<Object>, StoreError> {
+        let row = sqlx::query(select_objects!("WHERE kind = $1 AND lookup = $2"))
+            .bind(kind)
+            .bind(lookup)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| object(&r)).transpose()
+    }
+
+    /// Every document of `kind`, oldest first.
+    pub async fn list_objects(&self, kind: &str) -> Result<Vec<Object>, StoreError> {
+        let rows = sqlx::query(select_objects!("WHERE kind = $1 ORDER BY created_at, id"))
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(object).collect()
+    }
+
+    /// Deletes a document; returns whether it existed.
+    pub async fn delete_object(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM keypal_objects WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Adds counted verifications (see [`UsageCounter`](crate::UsageCounter)): one upsert per key per minute.
     pub async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
         if deltas.is_empty() {
@@ -246,6 +344,18 @@ impl PostgresStore {
         .map_err(backend)?;
         codec::usage_counts(&row, 0)
     }
+}
+
+fn object(row: &PgRow) -> Result<Object, StoreError> {
+    let body: String = row.try_get("body").map_err(backend)?;
+    Ok(Object {
+        kind: row.try_get("kind").map_err(backend)?,
+        id: row.try_get("id").map_err(backend)?,
+        lookup: row.try_get("lookup").map_err(backend)?,
+        body: serde_json::from_str(&body).map_err(|e| codec::corrupt("body", e))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        updated_at: row.try_get("updated_at").map_err(backend)?,
+    })
 }
 
 /// Reads a key row (columns as in [`key_columns!`]).

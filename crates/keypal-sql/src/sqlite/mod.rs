@@ -12,6 +12,7 @@ use std::sync::Arc;
 use keypal::{
     AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store, StoreError,
 };
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
@@ -21,6 +22,7 @@ use crate::codec::{
     self, backend, corrupt, duplicate_or_backend, from_micros, from_micros_opt, json_text, micros, to_i64, to_u64,
 };
 use crate::migrate::{Source, migrator};
+use crate::objects::Object;
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta, bucket_start};
 use crate::{SqlError, SqlOptions};
 
@@ -28,6 +30,7 @@ use crate::{SqlError, SqlOptions};
 pub(crate) const MIGRATIONS: &[Source] = &[
     (1, "keys and audit", include_str!("migrations/0001_keys_and_audit.sql")),
     (2, "usage", include_str!("migrations/0002_usage.sql")),
+    (3, "objects", include_str!("migrations/0003_objects.sql")),
 ];
 
 /// The columns of a key row, in the order [`record`] reads them.
@@ -59,6 +62,13 @@ pub(crate) const CONSUME: &str =
 /// A `last_used_at` write: that column only, only forward.
 pub(crate) const TOUCH: &str =
     "UPDATE keypal_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)";
+
+/// `SELECT <object columns> FROM keypal_objects <rest>`, as [`object`] reads them.
+macro_rules! select_objects {
+    ($rest:literal) => {
+        concat!("SELECT kind, id, lookup, body, created_at, updated_at FROM keypal_objects ", $rest)
+    };
+}
 
 /// A [`Store`] on SQLite. Cheap to clone (a pool handle).
 ///
@@ -140,6 +150,95 @@ impl SqliteStore {
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+    }
+
+    /// Stores a new document; [`StoreError::Duplicate`] when the id or the lookup is taken in its kind.
+    pub async fn insert_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<(), StoreError> {
+        let now = OffsetDateTime::now_utc();
+        sqlx::query(
+            "INSERT INTO keypal_objects (kind, id, lookup, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(lookup)
+        .bind(body.to_string())
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
+        Ok(())
+    }
+
+    /// Replaces a document's body and lookup; returns whether it existed.
+    /// [`StoreError::Duplicate`] when the new lookup is taken in its kind.
+    pub async fn update_object(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        body: &Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE keypal_objects SET lookup = ?3, body = ?4, updated_at = ?5 WHERE kind = ?1 AND id = ?2",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(lookup)
+        .bind(body.to_string())
+        .bind(micros(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The document `kind`/`id`.
+    pub async fn get_object(&self, kind: &str, id: &str) -> Result<Option<Object>, StoreError> {
+        let row = sqlx::query(select_objects!("WHERE kind = ?1 AND id = ?2"))
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| object(&r)).transpose()
+    }
+
+    /// The document of `kind` whose lookup is `lookup`.
+    pub async fn find_object(&self, kind: &str, lookup: &str) -> Result<Option<Object>, StoreError> {
+        let row = sqlx::query(select_objects!("WHERE kind = ?1 AND lookup = ?2"))
+            .bind(kind)
+            .bind(lookup)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| object(&r)).transpose()
+    }
+
+    /// Every document of `kind`, oldest first.
+    pub async fn list_objects(&self, kind: &str) -> Result<Vec<Object>, StoreError> {
+        let rows = sqlx::query(select_objects!("WHERE kind = ?1 ORDER BY created_at, id"))
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(object).collect()
+    }
+
+    /// Deletes a document; returns whether it existed.
+    pub async fn delete_object(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM keypal_objects WHERE kind = ?1 AND id = ?2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Adds counted verifications (see [`UsageCounter`](crate::UsageCounter)): one upsert per key per minute.
@@ -225,6 +324,18 @@ impl SqliteStore {
         .map_err(backend)?;
         codec::usage_counts(&row, 0)
     }
+}
+
+fn object(row: &SqliteRow) -> Result<Object, StoreError> {
+    let body: String = row.try_get("body").map_err(backend)?;
+    Ok(Object {
+        kind: row.try_get("kind").map_err(backend)?,
+        id: row.try_get("id").map_err(backend)?,
+        lookup: row.try_get("lookup").map_err(backend)?,
+        body: serde_json::from_str(&body).map_err(|e| codec::corrupt("body", e))?,
+        created_at: from_micros("created_at", row.try_get("created_at").map_err(backend)?)?,
+        updated_at: from_micros("updated_at", row.try_get("updated_at").map_err(backend)?)?,
+    })
 }
 
 /// Reads a key row (columns as in [`key_columns!`]).
