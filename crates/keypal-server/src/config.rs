@@ -1,0 +1,127 @@
+//! What `keypal serve` runs with: the listen address, the database, the secrets.
+//!
+//! Every field can come from a TOML file (`--config keypal.toml`), from a
+//! `KEYPAL_*` environment variable, or from a command-line flag; the command line
+//! wins over the environment, which wins over the file, which wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The settings of one `keypal serve` process.
+///
+/// ```
+/// let config = keypal_server::ServeConfig::from_toml(r#"
+///     listen = "0.0.0.0:9000"
+///     database_url = "postgres://keypal@db/keys"
+/// "#)?;
+/// assert_eq!(config.listen.port(), 9000);
+/// assert_eq!(config.key_file, std::path::PathBuf::from("keypal.key"));
+/// # Ok::<(), keypal_server::ServeConfigError>(())
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServeConfig {
+    /// Where to listen (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `sqlite://keypal.db` (default, created if missing) or `postgres://...`.
+    pub database_url: String,
+    /// Largest database pool (default 10).
+    pub max_connections: u32,
+    /// The master key (32 bytes as 64 hex characters or base64). When unset, it is
+    /// read from `key_file`, which is created with a new random key on first start.
+    pub master_key: Option<String>,
+    /// Where the master key lives when `master_key` is unset (default `keypal.key`, mode 0600).
+    pub key_file: PathBuf,
+    /// The admin password. When unset on first start, one is generated and printed once.
+    pub admin_password: Option<String>,
+    /// The service key callers of `POST /v1/verify` present. When unset on first start,
+    /// one is generated and printed once.
+    pub service_key: Option<String>,
+    /// Redis, for rate limits and cache invalidation shared by several instances.
+    pub redis_url: Option<String>,
+    /// The log filter, like `info` or `keypal_server=debug` (default `info`).
+    pub log: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://keypal.db".to_owned(),
+            max_connections: 10,
+            master_key: None,
+            key_file: PathBuf::from("keypal.key"),
+            admin_password: None,
+            service_key: None,
+            redis_url: None,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Secrets never appear in debug output.
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("max_connections", &self.max_connections)
+            .field("master_key", &redacted(&self.master_key))
+            .field("key_file", &self.key_file)
+            .field("admin_password", &redacted(&self.admin_password))
+            .field("service_key", &redacted(&self.service_key))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced: `postgres://user:[redacted]@host/db`.
+///
+/// ```
+/// assert_eq!(keypal_server::redact_url("postgres://u:secret@h/db"), "postgres://u:[redacted]@h/db");
+/// assert_eq!(keypal_server::redact_url("sqlite://keypal.db"), "sqlite://keypal.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+}
+
+impl ServeConfig {
+    /// Parses settings from TOML text (unknown keys are errors).
+    pub fn from_toml(text: &str) -> Result<Self, ServeConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads settings from a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ServeConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ServeConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+    }
+}
