@@ -52,6 +52,9 @@ pub enum Error {
     /// The rate limiter could not decide.
     #[error(transparent)]
     RateLimiter(#[from] RateLimiterError),
+    /// The key sealer failed to keep an encrypted copy: nothing was stored.
+    #[error(transparent)]
+    Seal(#[from] crate::secret::SealError),
     /// The store failed.
     #[error("storage failed: {0}")]
     Store(#[source] StoreError),
@@ -77,6 +80,7 @@ impl Error {
             Error::Format(_) => "FORMAT_ERROR",
             Error::Hash(_) => "HASH_ERROR",
             Error::RateLimiter(_) => "RATE_LIMITER_UNAVAILABLE",
+            Error::Seal(_) => "SEAL_ERROR",
             Error::Store(_) => "STORAGE_ERROR",
         }
     }

@@ -65,7 +65,7 @@ pub use hash::{Hasher, Hashing};
 pub use manager::{KeyManager, KeyManagerBuilder, LookupStrategy, Rotated};
 pub use ratelimit::{GcraLimiter, RateLimitStatus, RateLimiter, RateLimiterError};
 pub use record::{Created, Expiry, ImportKey, ImportSource, InvalidKeyId, KeyId, KeyPatch, KeyRecord, Lookup, NewKey};
-pub use secret::{AsKey, PlainKey};
+pub use secret::{AsKey, KeySealer, PlainKey, SealError};
 pub use store::{Credits, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};
 pub use verification::{Code, Verification, VerifyOptions};

@@ -123,3 +123,36 @@ mod tests {
         assert!(!format!("{key:?} {key}").contains("secret-value"));
     }
 }
+
+/// Keeps an encrypted copy of each new key, for services that let an administrator
+/// reveal a key again later ("recoverable" keys). keypal's core never decrypts: it
+/// stores what [`KeySealer::seal`] returns in [`KeyRecord::encrypted_key`](crate::KeyRecord).
+///
+/// ```
+/// use keypal::{KeyId, KeyManager, KeySealer, MemoryStore, NewKey, PlainKey, SealError};
+///
+/// /// Not encryption: shows where a real sealer (an AEAD under a master key) plugs in.
+/// struct Reversed;
+/// impl KeySealer for Reversed {
+///     fn seal(&self, id: KeyId, key: &PlainKey) -> Result<String, SealError> {
+///         Ok(format!("{id}:{}", key.expose().chars().rev().collect::<String>()))
+///     }
+/// }
+///
+/// # pollster::block_on(async {
+/// let keys = KeyManager::builder().store(MemoryStore::new()).key_sealer(Reversed).build()?;
+/// let created = keys.create(NewKey::new()).await?;
+/// assert!(created.record.encrypted_key.unwrap().starts_with(&created.record.id.to_string()));
+/// # Ok::<(), keypal::Error>(())
+/// # }).unwrap();
+/// ```
+pub trait KeySealer: Send + Sync + 'static {
+    /// The encrypted copy of `key`, whose record will have id `id` (bind it to the id,
+    /// e.g. as associated data, so a copy cannot be moved to another record).
+    fn seal(&self, id: crate::KeyId, key: &PlainKey) -> Result<String, SealError>;
+}
+
+/// A key could not be sealed (the sealer's own reason; never the key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sealing the key failed: {0}")]
+pub struct SealError(pub String);

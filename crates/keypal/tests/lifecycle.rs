@@ -344,3 +344,49 @@ async fn audit_log_records_who_did_what_and_is_queryable() -> Result {
     assert_eq!(page.items.len() + rest.items.len(), 4);
     Ok(())
 }
+
+/// A sealer that keeps the key reversed (stands in for encryption) and can be told to fail.
+struct ReversingSealer {
+    fail: bool,
+}
+
+impl keypal::KeySealer for ReversingSealer {
+    fn seal(&self, id: keypal::KeyId, key: &keypal::PlainKey) -> std::result::Result<String, keypal::SealError> {
+        if self.fail {
+            return Err(keypal::SealError("no master key".into()));
+        }
+        Ok(format!("{id}:{}", key.expose().chars().rev().collect::<String>()))
+    }
+}
+
+fn unseal(record: &keypal::KeyRecord) -> String {
+    let sealed = record.encrypted_key.as_deref().expect("a sealed copy");
+    let (id, reversed) = sealed.split_once(':').expect("id:key");
+    assert_eq!(id, record.id.to_string(), "bound to its own record");
+    reversed.chars().rev().collect()
+}
+
+#[tokio::test]
+async fn a_key_sealer_keeps_a_copy_of_created_rotated_and_imported_keys() -> Result {
+    let keys = KeyManager::builder().store(MemoryStore::new()).key_sealer(ReversingSealer { fail: false }).build()?;
+    let created = keys.create(NewKey::new()).await?;
+    assert_eq!(unseal(&created.record), created.key.expose());
+    let rotated = keys.rotate(&created.record.id, Duration::ZERO).await?;
+    assert_eq!(unseal(&rotated.record), rotated.key.expose());
+    let legacy = keys.generate_key();
+    let imported = keys.import(keypal::ImportKey::plaintext(legacy.expose())).await?;
+    assert_eq!(unseal(&imported), legacy.expose());
+
+    let without = plain()?;
+    assert!(without.create(NewKey::new()).await?.record.encrypted_key.is_none(), "no sealer, no copy");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_sealer_stores_nothing() -> Result {
+    let keys = KeyManager::builder().store(MemoryStore::new()).key_sealer(ReversingSealer { fail: true }).build()?;
+    let error = keys.create(NewKey::new()).await.expect_err("sealing fails");
+    assert_eq!(error.code(), "SEAL_ERROR");
+    assert_eq!(keys.count(keypal::ListQuery::new()).await?, 0);
+    Ok(())
+}

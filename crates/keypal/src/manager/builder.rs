@@ -47,6 +47,7 @@ pub struct KeyManagerBuilder<S> {
     accepted_hashers: Vec<Arc<dyn Hasher>>,
     limiter: Option<Arc<dyn DynRateLimiter>>,
     sinks: Vec<Arc<dyn EventSink>>,
+    sealer: Option<Arc<dyn crate::KeySealer>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -61,6 +62,7 @@ impl KeyManagerBuilder<()> {
             accepted_hashers: Vec::new(),
             limiter: None,
             sinks: Vec::new(),
+            sealer: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -78,6 +80,7 @@ impl<S> KeyManagerBuilder<S> {
             accepted_hashers: self.accepted_hashers,
             limiter: self.limiter,
             sinks: self.sinks,
+            sealer: self.sealer,
             clock: self.clock,
         }
     }
@@ -272,6 +275,13 @@ impl<S> KeyManagerBuilder<S> {
         self
     }
 
+    /// Keeps an encrypted copy of every new key (created, rotated or imported from
+    /// plaintext) in [`crate::KeyRecord::encrypted_key`].
+    pub fn key_sealer(mut self, sealer: impl crate::KeySealer) -> Self {
+        self.sealer = Some(Arc::new(sealer));
+        self
+    }
+
     /// The clock (tests move a [`crate::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -359,6 +369,7 @@ impl<S: Store> KeyManagerBuilder<S> {
             last_used: LastUsed::new(config.last_used.interval.0),
             limiter,
             sinks: self.sinks,
+            sealer: self.sealer,
             clock: self.clock,
         };
         Ok(KeyManager { inner: Arc::new(inner), context: Arc::new(AuditContext::default()) })

@@ -263,7 +263,10 @@ impl<S: Store> KeyManager<S> {
                 (lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default())
             }
         };
-        let record = self.record_from(KeyId::new(), lookup, hash, start, last4, &fields, created_at);
+        let mut record = self.record_from(KeyId::new(), lookup, hash, start, last4, &fields, created_at);
+        if let ImportSource::Plaintext(key) = &import.source {
+            record.encrypted_key = self.seal(record.id, key)?;
+        }
         let event = self.event(Action::Imported, now);
         match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
             Ok(record) => {
@@ -380,7 +383,15 @@ impl<S: Store> KeyManager<S> {
     ) -> Result<KeyRecord, Error> {
         let lookup = self.lookup_of(key, format)?;
         let hash = self.inner.hashing.hash(key.expose().as_bytes());
-        Ok(self.record_from(KeyId::new(), lookup, hash, self.start_of(key), key.end(4).to_owned(), fields, now))
+        let mut record =
+            self.record_from(KeyId::new(), lookup, hash, self.start_of(key), key.end(4).to_owned(), fields, now);
+        record.encrypted_key = self.seal(record.id, key)?;
+        Ok(record)
+    }
+
+    /// The sealer's encrypted copy of a new key, when a sealer is configured.
+    fn seal(&self, id: KeyId, key: &PlainKey) -> Result<Option<String>, Error> {
+        Ok(self.inner.sealer.as_ref().map(|sealer| sealer.seal(id, key)).transpose()?)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -109,6 +109,8 @@ pub(crate) struct Inner<S> {
     pub last_used: LastUsed,
     pub limiter: Limiter,
     pub sinks: Vec<Arc<dyn EventSink>>,
+    /// Keeps encrypted copies of new keys, when configured.
+    pub sealer: Option<Arc<dyn crate::KeySealer>>,
     pub clock: Arc<dyn Clock>,
 }
 
