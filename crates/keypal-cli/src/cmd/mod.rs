@@ -1,0 +1,9 @@
+//! One module per subcommand, each with its clap arguments and a `run` function.
+
+pub mod completions;
+pub mod config;
+pub mod generate;
+pub mod hash;
+pub mod inspect;
+pub mod serve;
+pub mod verify;

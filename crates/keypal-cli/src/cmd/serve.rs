@@ -1,0 +1,146 @@
+//! `keypal serve`: builds the service's settings from flags, `KEYPAL_*` variables and
+//! a settings file, then runs `keypal_server::serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use keypal_server::{ServeConfig, redact_url};
+use tracing_subscriber::EnvFilter;
+
+use crate::error::{CliError, CmdResult, Status};
+use crate::io::Out;
+
+/// The environment variables holding the service's secrets. Secrets are never flags:
+/// a flag shows in process lists and shell history.
+const MASTER_KEY_ENV: &str = "KEYPAL_MASTER_KEY";
+/// See [`MASTER_KEY_ENV`].
+const ADMIN_PASSWORD_ENV: &str = "KEYPAL_ADMIN_PASSWORD";
+/// See [`MASTER_KEY_ENV`].
+const SERVICE_KEY_ENV: &str = "KEYPAL_SERVICE_KEY";
+
+/// Arguments of `keypal serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "Every option can also be set by the KEYPAL_* variable shown with it.\n\
+    Precedence: option, then environment variable, then the --config file, then the default.\n\n\
+    Secrets are read from the environment only (or from the --config file), never from options:\n  \
+    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file\n  \
+    KEYPAL_ADMIN_PASSWORD  the admin password; unset on first start: generated and printed once\n  \
+    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated")]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", env = "KEYPAL_LISTEN", hide_env_values = true)]
+    pub listen: Option<SocketAddr>,
+
+    /// Database: sqlite://keypal.db (created if missing) or postgres://user@host/db
+    /// [default: sqlite://keypal.db].
+    #[arg(long, value_name = "URL", env = "KEYPAL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Settings file (TOML: listen, database_url, max_connections, key_file, redis_url, log, ...).
+    #[arg(long, value_name = "FILE", env = "KEYPAL_CONFIG", hide_env_values = true)]
+    pub config: Option<PathBuf>,
+
+    /// Where the master key lives when KEYPAL_MASTER_KEY is unset (created with a new
+    /// random key on first start) [default: keypal.key].
+    #[arg(long, value_name = "FILE", env = "KEYPAL_KEY_FILE", hide_env_values = true)]
+    pub key_file: Option<PathBuf>,
+
+    /// Redis, for rate limits and cache invalidation shared by several instances.
+    #[arg(long, value_name = "URL", env = "KEYPAL_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Largest database connection pool [default: 10].
+    #[arg(long, value_name = "N", env = "KEYPAL_MAX_CONNECTIONS", hide_env_values = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Log filter, like `info` or `keypal_server=debug,info` [default: info].
+    #[arg(long, value_name = "FILTER", env = "KEYPAL_LOG", hide_env_values = true)]
+    pub log: Option<String>,
+
+    /// Print the settings that would be used (secrets only as set/unset) and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs `keypal serve`.
+pub fn run(args: &ServeArgs) -> CmdResult {
+    let config = settings(args, |name| std::env::var(name).ok())?;
+    let filter = EnvFilter::try_new(&config.log).map_err(|e| CliError::caused("--log", &e))?;
+    if args.check {
+        print_settings(&config)?;
+        return Ok(Status::Success);
+    }
+    // Only `try_init` errors if a subscriber is already set, which cannot happen here.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::caused("cannot start the async runtime", &e))?;
+    runtime.block_on(start(config))?;
+    Ok(Status::Success)
+}
+
+/// The settings: options and `KEYPAL_*` variables (read by clap) over the `--config`
+/// file over the defaults; secrets from `env`, over the file.
+fn settings(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<ServeConfig, CliError> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::from_file(path).map_err(|e| CliError::caused("--config", &e))?,
+        None => ServeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(url) = &args.database_url {
+        config.database_url.clone_from(url);
+    }
+    if let Some(path) = &args.key_file {
+        config.key_file.clone_from(path);
+    }
+    if let Some(url) = &args.redis_url {
+        config.redis_url = Some(url.clone());
+    }
+    if let Some(max) = args.max_connections {
+        config.max_connections = max;
+    }
+    if let Some(log) = &args.log {
+        config.log.clone_from(log);
+    }
+    // An empty variable counts as unset, as clap does for the options' variables.
+    let secret = |name: &str| env(name).filter(|value| !value.is_empty());
+    if let Some(key) = secret(MASTER_KEY_ENV) {
+        config.master_key = Some(key);
+    }
+    if let Some(password) = secret(ADMIN_PASSWORD_ENV) {
+        config.admin_password = Some(password);
+    }
+    if let Some(key) = secret(SERVICE_KEY_ENV) {
+        config.service_key = Some(key);
+    }
+    Ok(config)
+}
+
+/// The settings, one per line; URL passwords redacted and secrets shown as set or unset.
+fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
+    let set = |secret: &Option<String>| if secret.is_some() { "set" } else { "unset" };
+    let mut out = Out::new();
+    let mut line = |name: &str, value: &str| out.line(&format!("{name:<16} {value}"));
+    line("listen", &config.listen.to_string())?;
+    line("database_url", &redact_url(&config.database_url))?;
+    line("max_connections", &config.max_connections.to_string())?;
+    line("key_file", &config.key_file.display().to_string())?;
+    line("master_key", set(&config.master_key))?;
+    line("admin_password", set(&config.admin_password))?;
+    line("service_key", set(&config.service_key))?;
+    line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
+    line("log", &config.log)?;
+    out.finish()
+}
+
+/// Runs the service until it stops.
+// TEMPORARY: `keypal_server::serve` is being written; until it lands this reports an error.
+async fn start(config: ServeConfig) -> Result<(), CliError> {
+    let _ = config;
+    Err(CliError::new("this build of keypal has no service yet (keypal_server::serve is missing)"))
+}
