@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `sqlite://keypal.db` (default, created if missing) or `postgres://...`.
     pub database_url: String,
+    /// PostgreSQL: keep keypal's tables in this schema (created if missing).
+    pub database_schema: Option<String>,
     /// Largest database pool (default 10).
     pub max_connections: u32,
     /// The master key (32 bytes as 64 hex characters or base64). When unset, it is
@@ -51,6 +53,7 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://keypal.db".to_owned(),
+            database_schema: None,
             max_connections: 10,
             master_key: None,
             key_file: PathBuf::from("keypal.key"),
@@ -69,6 +72,7 @@ impl std::fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("listen", &self.listen)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_schema", &self.database_schema)
             .field("max_connections", &self.max_connections)
             .field("master_key", &redacted(&self.master_key))
             .field("key_file", &self.key_file)

@@ -1,8 +1,36 @@
 //! # keypal-server
 //!
-//! `keypal serve`: the HTTP service for applications, keys, client secrets and verification.
+//! `keypal serve`: the HTTP service for platform teams whose services are written in
+//! any language. Applications have their own key formats and client secrets; services
+//! verify keys with `POST /v1/verify` behind a service key; an application's backend
+//! manages its users' keys with its client secret; administrators manage everything
+//! after logging in. Keys live in keypal's SQL stores (SQLite by default).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), keypal_server::ServeError> {
+//! let config = keypal_server::ServeConfig::default(); // 127.0.0.1:8080, sqlite://keypal.db
+//! keypal_server::serve(config).await
+//! # }
+//! ```
 
+mod apps;
+mod auth;
 mod config;
+mod error;
+mod extract;
+mod keys;
+mod metrics;
+mod openapi;
+mod patch;
+mod routes;
 pub mod secrets;
+mod serve;
+mod state;
+mod throttle;
 
 pub use config::{ServeConfig, ServeConfigError, redact_url};
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use metrics::Metrics;
+pub use openapi::ApiDoc;
+pub use serve::{ServeError, Server, serve, shutdown_signal};
+pub use state::{BootError, Generated};

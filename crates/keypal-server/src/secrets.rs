@@ -176,10 +176,8 @@ impl Secrets {
         }
         let (nonce, ciphertext) = bytes.split_at(24);
         let nonce = XNonce::try_from(nonce).map_err(|_| UnsealError)?;
-        let plain = self
-            .seal
-            .decrypt(&nonce, Payload { msg: ciphertext, aad: context.as_bytes() })
-            .map_err(|_| UnsealError)?;
+        let plain =
+            self.seal.decrypt(&nonce, Payload { msg: ciphertext, aad: context.as_bytes() }).map_err(|_| UnsealError)?;
         String::from_utf8(plain).map(Zeroizing::new).map_err(|_| UnsealError)
     }
 }

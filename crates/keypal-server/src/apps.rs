@@ -1,0 +1,376 @@
+//! Applications: each has its own key format, hash, tiers and owner limit, a client
+//! secret, and a namespace of keys. An application is stored as a JSON document
+//! (`keypal_objects`, kind `app`) whose lookup is its client secret's keyed digest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keypal::config::SecretString;
+use keypal::{Config, HashAlgorithm, KeyManager, RateLimit, Tier};
+use keypal_sql::SqlStore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::secrets::Secrets;
+
+/// The object kind of applications.
+pub const KIND: &str = "app";
+/// The template of applications created without one.
+pub const DEFAULT_TEMPLATE: &str = "sk-proj-{app}-{label}-{secret:32:base64url}";
+/// The owner limit of applications created without one.
+pub const DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER: u32 = 10;
+/// The pepper id of HMAC-hashed keys (the pepper is derived from the master key).
+const PEPPER_ID: &str = "m1";
+
+/// An application as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// Its id.
+    pub id: Uuid,
+    /// The short public id in keys (`{app}`): lowercase letters and digits.
+    pub public_id: String,
+    /// A human name.
+    pub name: String,
+    /// `[a-z0-9-]{1,32}`, unique; the `{label}` in keys.
+    pub label: String,
+    /// Metadata of keys created without any.
+    pub default_metadata: Option<Value>,
+    /// The key format of new keys.
+    pub template: String,
+    /// Earlier formats whose keys keep verifying.
+    #[serde(default)]
+    pub legacy_templates: Vec<String>,
+    /// The hash of new keys.
+    pub hash: HashAlgorithm,
+    /// bcrypt's cost, when `hash` is bcrypt.
+    pub bcrypt_cost: Option<u32>,
+    /// Tiers by name.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Tier>,
+    /// The tier of keys created without one.
+    pub default_tier: Option<String>,
+    /// Active keys an owner may hold.
+    pub max_active_keys_per_owner: u32,
+    /// Whether keys are kept encrypted so an administrator can reveal them.
+    pub recoverable: bool,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A tier as the API takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierInput {
+    /// The text of `{tier}` in keys (default: the tier's name).
+    pub segment: Option<String>,
+    /// Like `100/hour`, `10/minute`, `5000/day`.
+    pub rate_limit: Option<String>,
+}
+
+/// `POST /v1/apps`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApp {
+    /// A human name (1-100 characters).
+    pub name: String,
+    /// `[a-z0-9-]{1,32}`, unique.
+    pub label: String,
+    /// Metadata of keys created without any: any JSON value.
+    #[schema(value_type = Option<Object>)]
+    pub default_metadata: Option<Value>,
+    /// Default `sk-proj-{app}-{label}-{secret:32:base64url}`.
+    pub template: Option<String>,
+    /// `sha256` (default), `sha512`, `hmac-sha256`, `argon2id` or `bcrypt`.
+    pub hash: Option<String>,
+    /// bcrypt's cost (10-15).
+    pub bcrypt_cost: Option<u32>,
+    /// Tiers by name.
+    pub tiers: Option<BTreeMap<String, TierInput>>,
+    /// The tier of keys created without one (needed when the template has `{tier}`).
+    pub default_tier: Option<String>,
+    /// Default 10 (1-100000).
+    pub max_active_keys_per_owner: Option<u32>,
+    /// Keep keys encrypted so they can be revealed (default false).
+    pub recoverable: Option<bool>,
+}
+
+/// `PATCH /v1/apps/{id}`: every field optional; `null` clears the optional ones.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// New default metadata (`null` clears it).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub default_metadata: Option<Option<Value>>,
+    /// A new template for new keys (keys of the old one keep verifying).
+    pub template: Option<String>,
+    /// A new hash for new keys (existing keys are re-hashed when they next verify).
+    pub hash: Option<String>,
+    /// A new bcrypt cost.
+    pub bcrypt_cost: Option<u32>,
+    /// New tiers (replace the old ones).
+    pub tiers: Option<BTreeMap<String, TierInput>>,
+    /// A new default tier (`null` clears it).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    pub default_tier: Option<Option<String>>,
+    /// A new owner limit.
+    pub max_active_keys_per_owner: Option<u32>,
+}
+
+/// An application as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppView {
+    /// Its id.
+    pub id: Uuid,
+    /// The short public id in keys.
+    pub public_id: String,
+    /// The name.
+    pub name: String,
+    /// The label.
+    pub label: String,
+    /// Metadata of keys created without any.
+    #[schema(value_type = Option<Object>)]
+    pub default_metadata: Option<Value>,
+    /// The key format.
+    pub template: String,
+    /// The hash of new keys.
+    pub hash: &'static str,
+    /// bcrypt's cost.
+    pub bcrypt_cost: Option<u32>,
+    /// Tiers by name.
+    pub tiers: BTreeMap<String, TierInput>,
+    /// The tier of keys created without one.
+    pub default_tier: Option<String>,
+    /// Active keys an owner may hold.
+    pub max_active_keys_per_owner: u32,
+    /// Whether keys can be revealed.
+    pub recoverable: bool,
+    /// Keys that work now (not revoked, not expired).
+    pub active_keys: u64,
+    /// Every key, revoked ones included.
+    pub total_keys: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl App {
+    /// The API view, with key counts.
+    pub fn view(&self, active_keys: u64, total_keys: u64) -> AppView {
+        AppView {
+            id: self.id,
+            public_id: self.public_id.clone(),
+            name: self.name.clone(),
+            label: self.label.clone(),
+            default_metadata: self.default_metadata.clone(),
+            template: self.template.clone(),
+            hash: self.hash.name(),
+            bcrypt_cost: self.bcrypt_cost,
+            tiers: self
+                .tiers
+                .iter()
+                .map(|(name, t)| {
+                    let input =
+                        TierInput { segment: t.segment.clone(), rate_limit: t.rate_limit.map(|l| l.to_string()) };
+                    (name.clone(), input)
+                })
+                .collect(),
+            default_tier: self.default_tier.clone(),
+            max_active_keys_per_owner: self.max_active_keys_per_owner,
+            recoverable: self.recoverable,
+            active_keys,
+            total_keys,
+            created_at: self.created_at,
+        }
+    }
+
+    /// The namespace of its keys.
+    pub fn namespace(&self) -> String {
+        self.id.to_string()
+    }
+
+    /// A new application from a create request (validated; the label's uniqueness is the caller's).
+    pub fn create(request: NewApp, now: OffsetDateTime) -> Result<Self, ApiError> {
+        let public_id = keypal::format::random_string(keypal::Encoding::Base32, 8)
+            .map_err(|e| ApiError::internal(&e))?
+            .to_ascii_lowercase();
+        let app = App {
+            id: Uuid::now_v7(),
+            public_id,
+            name: check_name(&request.name)?,
+            label: check_label(&request.label)?,
+            default_metadata: request.default_metadata,
+            template: request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+            legacy_templates: Vec::new(),
+            hash: parse_hash(request.hash.as_deref())?,
+            bcrypt_cost: request.bcrypt_cost,
+            tiers: parse_tiers(request.tiers.unwrap_or_default())?,
+            default_tier: request.default_tier,
+            max_active_keys_per_owner: check_max(request.max_active_keys_per_owner)?,
+            recoverable: request.recoverable.unwrap_or(false),
+            created_at: now,
+        };
+        Ok(app)
+    }
+
+    /// This application with a patch applied (validated).
+    pub fn patched(&self, patch: AppPatch) -> Result<Self, ApiError> {
+        let mut app = self.clone();
+        if let Some(name) = patch.name {
+            app.name = check_name(&name)?;
+        }
+        if let Some(metadata) = patch.default_metadata {
+            app.default_metadata = metadata;
+        }
+        if let Some(template) = patch.template
+            && template != app.template
+        {
+            // Keys of the old format keep verifying.
+            let old = std::mem::replace(&mut app.template, template);
+            app.legacy_templates.retain(|t| *t != app.template);
+            if !app.legacy_templates.contains(&old) {
+                app.legacy_templates.push(old);
+            }
+        }
+        if let Some(hash) = patch.hash {
+            app.hash = parse_hash(Some(&hash))?;
+        }
+        if let Some(cost) = patch.bcrypt_cost {
+            app.bcrypt_cost = Some(cost);
+        }
+        if let Some(tiers) = patch.tiers {
+            app.tiers = parse_tiers(tiers)?;
+        }
+        if let Some(default_tier) = patch.default_tier {
+            app.default_tier = default_tier;
+        }
+        if let Some(max) = patch.max_active_keys_per_owner {
+            app.max_active_keys_per_owner = check_max(Some(max))?;
+        }
+        Ok(app)
+    }
+
+    /// The core configuration of this application's key manager.
+    pub fn config(&self, secrets: &Secrets) -> Config {
+        let mut config = Config {
+            template: Some(self.template.clone()),
+            legacy_templates: self.legacy_templates.clone(),
+            app: Some(self.public_id.clone()),
+            label: Some(self.label.clone()),
+            namespace: Some(self.namespace()),
+            tiers: self.tiers.clone(),
+            default_tier: self.default_tier.clone(),
+            ..Config::default()
+        };
+        config.hash.algorithm = self.hash;
+        config.hash.bcrypt_cost = self.bcrypt_cost;
+        // Always configured, so keys hashed with HMAC keep verifying if the app moves to another hash.
+        config.hash.peppers.insert(PEPPER_ID.to_owned(), SecretString::new(secrets.pepper()));
+        config.hash.pepper_id = Some(PEPPER_ID.to_owned());
+        config.policy.max_active_keys_per_owner = Some(self.max_active_keys_per_owner);
+        config
+    }
+
+    /// Builds the key manager of this application (a bad template or tier is a 400 naming the field).
+    pub fn manager(
+        &self,
+        store: Arc<SqlStore>,
+        secrets: &Arc<Secrets>,
+        usage: Arc<dyn keypal::EventSink>,
+    ) -> Result<KeyManager<Arc<SqlStore>>, ApiError> {
+        let mut builder = KeyManager::builder().config(self.config(secrets)).store(store).event_sink_arc(usage);
+        if self.recoverable {
+            builder = builder.key_sealer(crate::keys::Sealer(secrets.clone()));
+        }
+        builder.build().map_err(|e| match e {
+            keypal::Error::Config(config) => match config.problems().first() {
+                Some(p) => ApiError::invalid(public_field(&p.path), p.message.clone()),
+                None => ApiError::invalid("app", config.to_string()),
+            },
+            other => ApiError::from(other),
+        })
+    }
+}
+
+/// The API's name for a core config path (`hash.bcrypt_cost` → `bcrypt_cost`).
+fn public_field(path: &str) -> String {
+    match path {
+        "hash.algorithm" => "hash".to_owned(),
+        "hash.bcrypt_cost" => "bcrypt_cost".to_owned(),
+        "policy.max_active_keys_per_owner" => "max_active_keys_per_owner".to_owned(),
+        "legacy_templates" | "app" | "label" => "template".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// A trimmed name of 1-100 characters without control characters.
+pub fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    let length = name.chars().count();
+    if length == 0 || length > 100 {
+        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_label(label: &str) -> Result<String, ApiError> {
+    let ok = (1..=32).contains(&label.len())
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(ApiError::invalid("label", "must be 1 to 32 of a-z, 0-9 and -"));
+    }
+    Ok(label.to_owned())
+}
+
+fn check_max(max: Option<u32>) -> Result<u32, ApiError> {
+    match max {
+        None => Ok(DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER),
+        Some(n) if (1..=100_000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("max_active_keys_per_owner", "must be 1 to 100000")),
+    }
+}
+
+fn parse_hash(name: Option<&str>) -> Result<HashAlgorithm, ApiError> {
+    let all = [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::HmacSha256,
+        HashAlgorithm::Argon2id,
+        HashAlgorithm::Bcrypt,
+    ];
+    match name {
+        None => Ok(HashAlgorithm::Sha256),
+        Some(name) => all
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| ApiError::invalid("hash", "must be one of sha256, sha512, hmac-sha256, argon2id, bcrypt")),
+    }
+}
+
+fn parse_tiers(tiers: BTreeMap<String, TierInput>) -> Result<BTreeMap<String, Tier>, ApiError> {
+    tiers
+        .into_iter()
+        .map(|(name, input)| {
+            let mut tier = Tier::new();
+            if let Some(segment) = input.segment {
+                tier = tier.segment(segment);
+            }
+            if let Some(limit) = input.rate_limit {
+                let limit: RateLimit =
+                    limit.parse().map_err(|e| ApiError::invalid(format!("tiers.{name}.rate_limit"), format!("{e}")))?;
+                tier = tier.rate_limit(limit);
+            }
+            Ok((name, tier))
+        })
+        .collect()
+}

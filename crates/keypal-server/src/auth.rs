@@ -1,0 +1,172 @@
+//! Who is calling: an admin session (cookie), the service key, or an application's
+//! client secret (both `Authorization: Bearer ...`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, COOKIE, USER_AGENT};
+use axum::http::request::Parts;
+use keypal::AuditContext;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::secrets;
+use crate::state::{AppRuntime, State};
+
+/// The admin session cookie.
+pub const SESSION_COOKIE: &str = "keypal_session";
+/// The object kind of admin sessions (id: the token's keyed digest).
+const SESSION: &str = "session";
+/// How long a session lasts.
+pub const SESSION_TTL: time::Duration = time::Duration::hours(12);
+
+/// Where a request came from, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The client address.
+    pub ip: IpAddr,
+    /// Its user agent.
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// The audit context of `actor` calling from here.
+    pub fn context(&self, actor: &str) -> AuditContext {
+        let mut context = AuditContext::new(actor).ip(self.ip.to_string());
+        if let Some(agent) = &self.user_agent {
+            context = context.user_agent(agent.chars().take(256).collect::<String>());
+        }
+        context
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+        let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Caller { ip, user_agent })
+    }
+}
+
+/// The bearer token of a request, if any.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The value of a cookie, if sent.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A request with a valid admin session.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Where it came from.
+    pub caller: Caller,
+}
+
+impl Admin {
+    /// The audit context of this admin.
+    pub fn context(&self) -> AuditContext {
+        self.caller.context("admin")
+    }
+}
+
+impl FromRequestParts<Arc<State>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let token = cookie(parts, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("log in first"))?;
+        if !session_is_valid(state, token).await? {
+            return Err(ApiError::unauthenticated("the session has expired; log in again"));
+        }
+        Ok(Admin { caller: Caller::from_request_parts(parts, state).await? })
+    }
+}
+
+/// Whether `token` names a live session (an expired one is deleted).
+pub async fn session_is_valid(state: &State, token: &str) -> Result<bool, ApiError> {
+    let id = state.secrets.digest(token);
+    let Some(session) = state.store.get_object(SESSION, &id).await? else { return Ok(false) };
+    let expires = session.body["expires_at"].as_i64().unwrap_or(0);
+    if expires <= OffsetDateTime::now_utc().unix_timestamp() {
+        state.store.delete_object(SESSION, &id).await?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Starts a session; returns its token (the cookie value).
+pub async fn start_session(state: &State) -> Result<String, ApiError> {
+    let token = secrets::token("", 43).map_err(|e| ApiError::internal(&e))?;
+    let expires_at = (OffsetDateTime::now_utc() + SESSION_TTL).unix_timestamp();
+    let id = state.secrets.digest(&token);
+    state.store.insert_object(SESSION, &id, None, &json!({ "expires_at": expires_at })).await?;
+    Ok(token)
+}
+
+/// Ends the session of `token`.
+pub async fn end_session(state: &State, token: &str) -> Result<(), ApiError> {
+    state.store.delete_object(SESSION, &state.secrets.digest(token)).await?;
+    Ok(())
+}
+
+/// A request bearing the service key.
+#[derive(Debug, Clone, Copy)]
+pub struct Service;
+
+impl FromRequestParts<Arc<State>> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        match bearer(parts) {
+            Some(token) if state.check_service_key(token) => Ok(Service),
+            Some(_) => {
+                state.metrics.reject_caller();
+                Err(ApiError::unauthenticated("the service key is wrong"))
+            }
+            None => {
+                state.metrics.reject_caller();
+                Err(ApiError::unauthenticated("send the service key as Authorization: Bearer <service key>"))
+            }
+        }
+    }
+}
+
+/// A request bearing an application's client secret.
+pub struct ClientApp {
+    /// The application.
+    pub runtime: Arc<AppRuntime>,
+    /// Where it came from.
+    pub caller: Caller,
+}
+
+impl FromRequestParts<Arc<State>> for ClientApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthenticated("send the client secret as Authorization: Bearer <client secret>")
+        })?;
+        let runtime =
+            state.app_by_secret(token).ok_or_else(|| ApiError::unauthenticated("the client secret is wrong"))?;
+        Ok(ClientApp { runtime, caller: Caller::from_request_parts(parts, state).await? })
+    }
+}

@@ -1,0 +1,157 @@
+//! Every non-2xx answer: `{"error": {"code", "message", "field"?}}` with a stable code.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An API error: an HTTP status, a stable machine-readable code, and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable code, like `INVALID_INPUT`.
+    pub code: &'static str,
+    /// A sentence for people (never a secret).
+    pub message: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<String>,
+    /// Seconds to wait before retrying (429).
+    pub retry_after: Option<u64>,
+}
+
+/// The JSON shape of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `INVALID_INPUT`, `INVALID_JSON`, `UNAUTHENTICATED`, `NOT_FOUND`, ...
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// The request field at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, retry_after: None }
+    }
+
+    /// 400 `INVALID_INPUT` about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = format!("{field}: {}", message.into());
+        Self { field: Some(field), ..Self::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message) }
+    }
+
+    /// 401 `UNAUTHENTICATED`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
+    }
+
+    /// 503 `STORAGE_UNAVAILABLE`: the database failed (logged, never shown).
+    pub fn storage(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "storage failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "STORAGE_UNAVAILABLE", "the database is unavailable; try again")
+    }
+
+    /// 500 `INTERNAL`: a bug or a broken environment (logged, never shown).
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, field: self.field } };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<keypal::Error> for ApiError {
+    fn from(error: keypal::Error) -> Self {
+        use keypal::Error as E;
+        match &error {
+            E::NotFound(_) => ApiError::not_found("key"),
+            E::AlreadyRevoked(_) => {
+                ApiError::new(StatusCode::CONFLICT, "ALREADY_REVOKED", "the key is already revoked")
+            }
+            E::LimitReached { limit } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "KEY_LIMIT_REACHED",
+                format!("the owner already has the maximum of {limit} active keys"),
+            ),
+            E::Invalid { field, message } => ApiError::invalid(field.clone(), message.clone()),
+            E::Config(config) => match config.problems().first() {
+                Some(problem) => ApiError::invalid(problem.path.clone(), problem.message.clone()),
+                None => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", config.to_string()),
+            },
+            E::Store(e) => ApiError::storage(e),
+            _ => ApiError::internal(&error),
+        }
+    }
+}
+
+impl From<keypal::StoreError> for ApiError {
+    fn from(error: keypal::StoreError) -> Self {
+        ApiError::storage(&error)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send a JSON body with Content-Type: application/json",
+            ),
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            ),
+            JsonRejection::JsonDataError(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                format!("the body does not fit: {}", e.body_text()),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the body is too large")
+            }
+            other => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(_: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::not_found("resource")
+    }
+}

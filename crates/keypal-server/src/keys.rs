@@ -1,0 +1,156 @@
+//! Keys as the API shows and takes them.
+
+use std::sync::Arc;
+
+use keypal::{KeyId, KeyRecord, PlainKey, SealError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::secrets::Secrets;
+
+/// Seals recoverable keys under the master key, bound to their key id.
+pub struct Sealer(pub Arc<Secrets>);
+
+impl keypal::KeySealer for Sealer {
+    fn seal(&self, id: KeyId, key: &PlainKey) -> Result<String, SealError> {
+        self.0.seal(&id.to_string(), key.expose()).map_err(|e| SealError(e.to_string()))
+    }
+}
+
+/// A key as the API shows it: never the key or its hash.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its application.
+    pub app_id: Option<String>,
+    /// A human name.
+    pub name: Option<String>,
+    /// Who owns it.
+    pub owner_id: Option<String>,
+    /// First characters + `…` + last 4.
+    pub masked: String,
+    /// The tier.
+    pub tier: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Any JSON value.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it last verified (may lag a few seconds).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// When it was revoked (a rotated key: when its grace window ends).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Disabled keys are refused until enabled.
+    pub enabled: bool,
+    /// Credits left; `null` is unlimited.
+    pub remaining: Option<u64>,
+    /// A per-key rate limit, like `100/hour`.
+    pub rate_limit: Option<String>,
+    /// The key this one replaced.
+    pub rotated_from: Option<Uuid>,
+}
+
+impl From<&KeyRecord> for KeyView {
+    fn from(r: &KeyRecord) -> Self {
+        KeyView {
+            id: r.id.0,
+            app_id: r.namespace.clone(),
+            name: r.name.clone(),
+            owner_id: r.owner_id.clone(),
+            masked: r.masked(),
+            tier: r.tier.clone(),
+            scopes: r.scopes.clone(),
+            metadata: r.metadata.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+            enabled: r.enabled,
+            remaining: r.remaining,
+            rate_limit: r.rate_limit.map(|l| l.to_string()),
+            rotated_from: r.rotated_from.map(|id| id.0),
+        }
+    }
+}
+
+/// A new key, shown once, with its record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key: shown once, never stored in plaintext.
+    pub key: String,
+    /// Its record.
+    pub record: KeyView,
+}
+
+/// `POST /v1/apps/{id}/keys`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    /// A human name (1-100 characters).
+    pub name: Option<String>,
+    /// Who owns it.
+    pub owner_id: Option<String>,
+    /// Any JSON value (default: the application's `default_metadata`).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Granted scopes.
+    pub scopes: Option<Vec<String>>,
+    /// A tier of the application.
+    pub tier: Option<String>,
+    /// Expires this many days from now (1-3650).
+    pub expires_in_days: Option<u32>,
+    /// Expires at this instant (RFC 3339), instead of `expires_in_days`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Usage credits (default unlimited).
+    pub remaining: Option<u64>,
+    /// A per-key rate limit overriding the tier's, like `100/hour`.
+    pub rate_limit: Option<String>,
+}
+
+/// `PATCH /v1/keys/{id}`: absent fields stay, `null` clears.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatchRequest {
+    /// A new name (`null` clears it).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    pub name: Option<Option<String>>,
+    /// New metadata (`null` clears it).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<Value>>,
+    /// New scopes.
+    pub scopes: Option<Vec<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// A new expiry (RFC 3339; `null`: never).
+    #[serde(default, deserialize_with = "crate::patch::double_option_time")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// A new tier (`null` clears it).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    pub tier: Option<Option<String>>,
+    /// New credits (`null`: unlimited).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    pub remaining: Option<Option<u64>>,
+}
+
+/// `POST /v1/keys/{id}/rotate`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// Seconds the old key keeps working (default 0: invalid at once; at most 30 days).
+    pub grace_seconds: Option<u64>,
+}

@@ -1,0 +1,226 @@
+//! The admin session, the service key and the audit log.
+
+use std::sync::Arc;
+
+use axum::extract::State as AxumState;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keypal::{Action, AuditQuery, Event, KeyId, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::{self, Admin, Caller, SESSION_COOKIE, SESSION_TTL};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::State;
+
+type Shared = AxumState<Arc<State>>;
+
+/// `POST /v1/session`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The admin password.
+    pub password: String,
+}
+
+/// Whether the request came over TLS (directly or through a proxy that says so).
+fn is_tls(headers: &HeaderMap) -> bool {
+    headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, Secure over TLS.
+pub fn session_cookie(token: &str, max_age: i64, tls: bool) -> Result<HeaderValue, ApiError> {
+    let secure = if tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|e| ApiError::internal(&e))
+}
+
+/// Logs in: 204 and a session cookie; 401 for a wrong password; 429 after repeated failures.
+#[utoipa::path(post, path = "/v1/session", tag = "session", request_body = Login,
+    responses((status = 204, description = "logged in; the session cookie is set"), (status = 401, body = ErrorBody),
+        (status = 429, description = "TOO_MANY_ATTEMPTS", body = ErrorBody)))]
+pub async fn login(
+    caller: Caller,
+    AxumState(state): Shared,
+    headers: HeaderMap,
+    ApiJson(login): ApiJson<Login>,
+) -> Result<Response, ApiError> {
+    let token = log_in(&state, &caller, &login.password).await?;
+    let cookie = session_cookie(&token, SESSION_TTL.whole_seconds(), is_tls(&headers))?;
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cookie)]).into_response())
+}
+
+/// Checks the password (throttled per address) and starts a session; returns its token.
+pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<String, ApiError> {
+    if let Some(wait) = state.throttle.check(caller.ip) {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_ATTEMPTS",
+            "too many failed logins; wait and try again",
+        );
+        error.retry_after = Some(wait);
+        return Err(error);
+    }
+    if !state.check_admin_password(password) {
+        state.throttle.fail(caller.ip);
+        tracing::warn!(ip = %caller.ip, "failed admin login");
+        return Err(ApiError::unauthenticated("wrong password"));
+    }
+    state.throttle.succeed(caller.ip);
+    auth::start_session(state).await
+}
+
+/// Logs out (ends the session and clears the cookie).
+#[utoipa::path(delete, path = "/v1/session", tag = "session", responses((status = 204)))]
+pub async fn logout(AxumState(state): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned());
+    if let Some(token) = token {
+        auth::end_session(&state, &token).await?;
+    }
+    let cookie = session_cookie("", 0, is_tls(&headers))?;
+    Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cookie)]).into_response())
+}
+
+/// `{"service_key": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceKey {
+    /// The key callers of `POST /v1/verify` send as `Authorization: Bearer ...`.
+    pub service_key: String,
+}
+
+/// The current service key.
+#[utoipa::path(get, path = "/v1/service-key", tag = "service key",
+    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody)))]
+pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
+    Ok(ApiJson(ServiceKey { service_key: state.service_key().await? }))
+}
+
+/// Replaces the service key; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/service-key/rotate", tag = "service key",
+    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody)))]
+pub async fn rotate_service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
+    Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key().await? }))
+}
+
+/// `GET /v1/audit` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only this application's events.
+    pub app_id: Option<Uuid>,
+    /// Only this key's events.
+    pub key_id: Option<Uuid>,
+    /// Only this owner's events.
+    pub owner_id: Option<String>,
+    /// `created`, `imported`, `revoked`, `rotated`, `enabled`, `disabled`, `updated` or `deleted`.
+    pub action: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<Uuid>,
+}
+
+/// An audit event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// Its id (UUID v7: the log's order).
+    pub id: Uuid,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened.
+    pub action: String,
+    /// The key.
+    pub key_id: Option<Uuid>,
+    /// The application.
+    pub app_id: Option<String>,
+    /// The key's owner.
+    pub owner_id: Option<String>,
+    /// Who did it: `admin`, `app:<id>`, `system`.
+    pub actor: String,
+    /// From which address.
+    pub ip: Option<String>,
+    /// With which user agent.
+    pub user_agent: Option<String>,
+    /// More about it.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id,
+            at: e.at,
+            action: e.action.to_string(),
+            key_id: e.key_id.map(|k| k.0),
+            app_id: e.namespace,
+            owner_id: e.owner_id,
+            actor: e.context.actor,
+            ip: e.context.ip,
+            user_agent: e.context.user_agent,
+            details: e.details,
+        }
+    }
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    /// The events.
+    pub events: Vec<EventView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// The audit log, newest first, filtered.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = EventList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn audit(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<ApiJson<EventList>, ApiError> {
+    let mut query = AuditQuery::new();
+    if let Some(app) = params.app_id {
+        query = query.namespace(app.to_string());
+    }
+    if let Some(key) = params.key_id {
+        query = query.key_id(KeyId(key));
+    }
+    if let Some(owner) = params.owner_id {
+        query = query.owner_id(owner);
+    }
+    if let Some(action) = params.action {
+        let action: Action = action.parse().map_err(|_| ApiError::invalid("action", "is not an audit action"))?;
+        query = query.action(action);
+    }
+    if let Some(limit) = params.limit {
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+        }
+        query = query.limit(limit);
+    }
+    if let Some(cursor) = params.cursor {
+        query = query.cursor(cursor);
+    }
+    let page = state.store.audit(&query).await?;
+    Ok(ApiJson(EventList {
+        events: page.items.into_iter().map(EventView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}

@@ -1,0 +1,330 @@
+//! `/v1/apps`: applications, their client secrets, and their keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use keypal::{ListQuery, NewKey, RateLimit};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::apps::{self, App, AppPatch, AppView, NewApp};
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::keys::{CreatedKey, KeyView, NewKeyRequest};
+use crate::secrets;
+use crate::state::{AppRuntime, State};
+
+type Shared = AxumState<Arc<State>>;
+
+/// `{"apps": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppList {
+    /// Every application, oldest first.
+    pub apps: Vec<AppView>,
+}
+
+/// `{"app": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppBody {
+    /// The application.
+    pub app: AppView,
+}
+
+/// A new application and its client secret (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApp {
+    /// The application.
+    pub app: AppView,
+    /// `cs-...`: shown once; keypal keeps only a keyed digest.
+    pub client_secret: String,
+}
+
+/// A new client secret (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientSecret {
+    /// `cs-...`.
+    pub client_secret: String,
+}
+
+/// What deleting an application did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedApp {
+    /// Keys revoked with it.
+    pub revoked_keys: u64,
+}
+
+/// A page of keys, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    /// The keys.
+    pub keys: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// `GET /v1/apps/{id}/keys` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct KeyListParams {
+    /// Only this owner's keys.
+    pub owner_id: Option<String>,
+    /// Include revoked keys (default false).
+    pub include_revoked: Option<bool>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<Uuid>,
+}
+
+fn new_client_secret() -> Result<String, ApiError> {
+    secrets::token("cs-", 40).map_err(|e| ApiError::internal(&e))
+}
+
+/// An application's view with its key counts.
+async fn view(runtime: &AppRuntime) -> Result<AppView, ApiError> {
+    let all = ListQuery::new().include_revoked(true);
+    let total = runtime.keys.count(all).await?;
+    let active = runtime.keys.count(ListQuery::new()).await?;
+    Ok(runtime.app.view(active, total))
+}
+
+/// Every application.
+#[utoipa::path(get, path = "/v1/apps", tag = "applications",
+    responses((status = 200, body = AppList), (status = 401, body = ErrorBody)))]
+pub async fn list(_: Admin, AxumState(state): Shared) -> Result<ApiJson<AppList>, ApiError> {
+    let mut apps = Vec::new();
+    for runtime in state.apps() {
+        apps.push(view(&runtime).await?);
+    }
+    Ok(ApiJson(AppList { apps }))
+}
+
+/// Creates an application; answers its client secret once.
+#[utoipa::path(post, path = "/v1/apps", tag = "applications", request_body = NewApp,
+    responses((status = 201, body = CreatedApp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, description = "LABEL_TAKEN", body = ErrorBody)))]
+pub async fn create(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiJson(request): ApiJson<NewApp>,
+) -> Result<(StatusCode, ApiJson<CreatedApp>), ApiError> {
+    let app = App::create(request, OffsetDateTime::now_utc())?;
+    if state.apps().iter().any(|r| r.app.label == app.label) {
+        return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
+    }
+    let runtime = state.runtime(app)?;
+    let secret = new_client_secret()?;
+    let digest = state.secrets.digest(&secret);
+    let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
+    state.store.insert_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body).await?;
+    let view = runtime.app.view(0, 0);
+    state.install(runtime, Some(digest));
+    Ok((StatusCode::CREATED, ApiJson(CreatedApp { app: view, client_secret: secret })))
+}
+
+/// One application.
+#[utoipa::path(get, path = "/v1/apps/{id}", tag = "applications",
+    responses((status = 200, body = AppBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<AppBody>, ApiError> {
+    let runtime = state.app_by_text(&id)?;
+    Ok(ApiJson(AppBody { app: view(&runtime).await? }))
+}
+
+/// Changes an application (a new template keeps the old one's keys working).
+#[utoipa::path(patch, path = "/v1/apps/{id}", tag = "applications", request_body = AppPatch,
+    responses((status = 200, body = AppBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<AppPatch>,
+) -> Result<ApiJson<AppBody>, ApiError> {
+    let current = state.app_by_text(&id)?;
+    let app = current.app.patched(patch)?;
+    let runtime = state.runtime(app)?;
+    let stored = state.store.get_object(apps::KIND, &id).await?.ok_or_else(|| ApiError::not_found("application"))?;
+    let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
+    state.store.update_object(apps::KIND, &id, stored.lookup.as_deref(), &body).await?;
+    state.install(runtime, None);
+    let runtime = state.app_by_text(&id)?;
+    Ok(ApiJson(AppBody { app: view(&runtime).await? }))
+}
+
+/// Deletes an application, revoking every key it has.
+#[utoipa::path(delete, path = "/v1/apps/{id}", tag = "applications",
+    responses((status = 200, body = DeletedApp), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<DeletedApp>, ApiError> {
+    let runtime = state.app_by_text(&id)?;
+    // No more verifications or creates for this app while its keys are revoked.
+    state.uninstall(runtime.app.id);
+    let keys = runtime.keys.with_context(admin.context());
+    let mut revoked_keys = 0;
+    loop {
+        let page = keys.list(ListQuery::new().limit(1000)).await?;
+        if page.items.is_empty() {
+            break;
+        }
+        for record in page.items {
+            match keys.revoke(&record.id).await {
+                Ok(_) => revoked_keys += 1,
+                Err(keypal::Error::AlreadyRevoked(_) | keypal::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    state.store.delete_object(apps::KIND, &id).await?;
+    Ok(ApiJson(DeletedApp { revoked_keys }))
+}
+
+/// Replaces the client secret; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/apps/{id}/client-secret", tag = "applications",
+    responses((status = 200, body = ClientSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn regenerate_secret(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<ClientSecret>, ApiError> {
+    let runtime = state.app_by_text(&id)?;
+    let secret = new_client_secret()?;
+    let digest = state.secrets.digest(&secret);
+    let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
+    if !state.store.update_object(apps::KIND, &id, Some(&digest), &body).await? {
+        return Err(ApiError::not_found("application"));
+    }
+    let runtime = state.runtime(runtime.app.clone())?;
+    state.install(runtime, Some(digest));
+    Ok(ApiJson(ClientSecret { client_secret: secret }))
+}
+
+/// The core request for a new key, checked.
+pub fn new_key(app: &App, request: NewKeyRequest) -> Result<NewKey, ApiError> {
+    let mut new = NewKey::new();
+    if let Some(name) = request.name {
+        new = new.name(apps::check_name(&name)?);
+    }
+    if let Some(owner) = request.owner_id {
+        new = new.owner_id(check_owner(&owner)?);
+    }
+    new.metadata = request.metadata.or_else(|| app.default_metadata.clone());
+    if let Some(scopes) = request.scopes {
+        new = new.scopes(check_scopes(scopes)?);
+    }
+    if let Some(tier) = request.tier {
+        new = new.tier(tier);
+    }
+    match (request.expires_in_days, request.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("expires_at", "give expires_in_days or expires_at, not both"));
+        }
+        (Some(days), None) if (1..=3650).contains(&days) => {
+            new = new.expires_in(Duration::from_secs(u64::from(days) * 86_400));
+        }
+        (Some(_), None) => return Err(ApiError::invalid("expires_in_days", "must be 1 to 3650")),
+        (None, Some(at)) => {
+            if at <= OffsetDateTime::now_utc() {
+                return Err(ApiError::invalid("expires_at", "must be in the future"));
+            }
+            new = new.expires_at(at);
+        }
+        (None, None) => {}
+    }
+    if let Some(remaining) = request.remaining {
+        new = new.remaining(check_credits(remaining)?);
+    }
+    if let Some(limit) = request.rate_limit {
+        let limit: RateLimit = limit.parse().map_err(|e| ApiError::invalid("rate_limit", format!("{e}")))?;
+        new = new.rate_limit(limit);
+    }
+    Ok(new)
+}
+
+/// An owner id: 1-256 characters, no control characters.
+pub fn check_owner(owner: &str) -> Result<String, ApiError> {
+    if owner.is_empty() || owner.chars().count() > 256 || owner.chars().any(char::is_control) {
+        return Err(ApiError::invalid("owner_id", "must be 1 to 256 characters without control characters"));
+    }
+    Ok(owner.to_owned())
+}
+
+/// Scopes: at most 100, each 1-100 characters without spaces or control characters.
+pub fn check_scopes(scopes: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if scopes.len() > 100 {
+        return Err(ApiError::invalid("scopes", "at most 100 scopes"));
+    }
+    for scope in &scopes {
+        let bad = scope.is_empty()
+            || scope.chars().count() > 100
+            || scope.chars().any(|c| c.is_control() || c.is_whitespace());
+        if bad {
+            return Err(ApiError::invalid("scopes", "each scope is 1 to 100 characters without spaces"));
+        }
+    }
+    Ok(scopes)
+}
+
+/// Credits fit the database's signed 64-bit integers.
+pub fn check_credits(remaining: u64) -> Result<u64, ApiError> {
+    if i64::try_from(remaining).is_err() {
+        return Err(ApiError::invalid("remaining", "must be at most 9223372036854775807"));
+    }
+    Ok(remaining)
+}
+
+/// Creates a key in an application; answers the key once.
+#[utoipa::path(post, path = "/v1/apps/{id}/keys", tag = "keys", request_body = NewKeyRequest,
+    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, description = "KEY_LIMIT_REACHED", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn create_key(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<NewKeyRequest>,
+) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
+    let runtime = state.app_by_text(&id)?;
+    let new = new_key(&runtime.app, request)?;
+    let created = runtime.keys.with_context(admin.context()).create(new).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedKey { key: created.key.expose().to_owned(), record: (&created.record).into() }),
+    ))
+}
+
+/// An application's keys, newest first.
+#[utoipa::path(get, path = "/v1/apps/{id}/keys", tag = "keys", params(KeyListParams),
+    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_keys(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<KeyListParams>,
+) -> Result<ApiJson<KeyList>, ApiError> {
+    let runtime = state.app_by_text(&id)?;
+    let mut query = ListQuery::new().include_revoked(params.include_revoked.unwrap_or(false));
+    if let Some(owner) = params.owner_id {
+        query = query.owner_id(owner);
+    }
+    if let Some(limit) = params.limit {
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+        }
+        query = query.limit(limit);
+    }
+    if let Some(cursor) = params.cursor {
+        query = query.cursor(cursor);
+    }
+    let page = runtime.keys.list(query).await?;
+    Ok(ApiJson(KeyList { keys: page.items.iter().map(KeyView::from).collect(), next_cursor: page.next_cursor }))
+}

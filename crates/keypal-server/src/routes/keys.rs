@@ -1,0 +1,165 @@
+//! `/v1/keys/{id}`: one key, whichever application it belongs to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use keypal::{KeyId, KeyManager, KeyPatch, KeyRecord, Store};
+use keypal_sql::SqlStore;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, RotateRequest};
+use crate::routes::apps::{check_credits, check_scopes};
+use crate::state::{AppRuntime, State};
+
+type Shared = AxumState<Arc<State>>;
+
+/// The longest grace period of a rotation.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
+/// `{"key": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevealedKey {
+    /// The full key.
+    pub key: String,
+}
+
+/// The key `id` and its application (404 when either is unknown).
+async fn find(state: &State, id: &str) -> Result<(KeyId, Arc<KeyRecord>, Arc<AppRuntime>), ApiError> {
+    let id: KeyId = id.parse().map_err(|_| ApiError::not_found("key"))?;
+    let record = state.store.get(id).await?.ok_or_else(|| ApiError::not_found("key"))?;
+    let runtime = record
+        .namespace
+        .as_deref()
+        .and_then(|ns| state.app_by_text(ns).ok())
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    Ok((id, record, runtime))
+}
+
+fn manager(runtime: &AppRuntime, admin: &Admin) -> KeyManager<Arc<SqlStore>> {
+    runtime.keys.with_context(admin.context())
+}
+
+/// One key.
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
+    responses((status = 200, body = KeyView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<KeyView>, ApiError> {
+    let (_, record, _) = find(&state, &id).await?;
+    Ok(ApiJson(KeyView::from(&*record)))
+}
+
+/// Changes a key's name, metadata, scopes, enabled flag, expiry, tier or credits.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyPatchRequest,
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<KeyPatchRequest>,
+) -> Result<ApiJson<KeyView>, ApiError> {
+    let (id, record, runtime) = find(&state, &id).await?;
+    let mut patch = KeyPatch::new();
+    if let Some(name) = request.name {
+        patch.name = Some(name.as_deref().map(crate::apps::check_name).transpose()?);
+    }
+    patch.metadata = request.metadata;
+    if let Some(scopes) = request.scopes {
+        patch.scopes = Some(check_scopes(scopes)?);
+    }
+    patch.expires_at = request.expires_at;
+    patch.tier = request.tier;
+    if let Some(remaining) = request.remaining {
+        patch.remaining = Some(remaining.map(check_credits).transpose()?);
+    }
+    let keys = manager(&runtime, &admin);
+    let mut record = KeyRecord::clone(&record);
+    if !patch.is_empty() {
+        record = keys.update(&id, patch).await?;
+    }
+    match request.enabled {
+        Some(true) if !record.enabled => record = keys.enable(&id).await?,
+        Some(false) if record.enabled => record = keys.disable(&id).await?,
+        _ => {}
+    }
+    Ok(ApiJson(KeyView::from(&record)))
+}
+
+/// Replaces a key with a new one (same owner, scopes, tier, metadata); the old key stops
+/// working at once, or after `grace_seconds`.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateRequest,
+    responses((status = 200, body = CreatedKey), (status = 404, body = ErrorBody), (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
+pub async fn rotate(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Result<ApiJson<CreatedKey>, ApiError> {
+    let request: RotateRequest = crate::extract::optional_json(&body)?;
+    let grace = Duration::from_secs(request.grace_seconds.unwrap_or(0));
+    if grace > MAX_GRACE {
+        return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
+    }
+    let (id, _, runtime) = find(&state, &id).await?;
+    let rotated = manager(&runtime, &admin).rotate(&id, grace).await?;
+    Ok(ApiJson(CreatedKey { key: rotated.key.expose().to_owned(), record: (&rotated.record).into() }))
+}
+
+/// Revokes a key and removes its metadata; the record stays for the audit log.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys",
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
+pub async fn revoke(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<KeyView>, ApiError> {
+    let (id, _, runtime) = find(&state, &id).await?;
+    let record = revoke_and_strip(&manager(&runtime, &admin), &id).await?;
+    Ok(ApiJson(KeyView::from(&record)))
+}
+
+/// Revokes a key (refused before returning, on this node) and then drops its metadata.
+pub async fn revoke_and_strip(keys: &KeyManager<Arc<SqlStore>>, id: &KeyId) -> Result<KeyRecord, ApiError> {
+    let revoked = keys.revoke(id).await?;
+    if revoked.metadata.is_none() {
+        return Ok(revoked);
+    }
+    Ok(keys.update(id, KeyPatch::new().metadata(None)).await?)
+}
+
+/// Deletes a key for good (the audit log keeps the deletion).
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let (id, _, runtime) = find(&state, &id).await?;
+    manager(&runtime, &admin).delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The full key, for applications created with `recoverable: true`.
+#[utoipa::path(post, path = "/v1/keys/{id}/reveal", tag = "keys",
+    responses((status = 200, body = RevealedKey), (status = 404, body = ErrorBody), (status = 409, description = "NOT_RECOVERABLE", body = ErrorBody)))]
+pub async fn reveal(
+    _: Admin,
+    AxumState(state): Shared,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<RevealedKey>, ApiError> {
+    let (id, record, runtime) = find(&state, &id).await?;
+    let not_recoverable =
+        || ApiError::new(StatusCode::CONFLICT, "NOT_RECOVERABLE", "this key was not kept encrypted; it was shown once");
+    let sealed = record.encrypted_key.as_deref().filter(|_| runtime.app.recoverable).ok_or_else(not_recoverable)?;
+    let key = state.secrets.open(&id.to_string(), sealed).map_err(|_| not_recoverable())?;
+    Ok(ApiJson(RevealedKey { key: key.to_string() }))
+}

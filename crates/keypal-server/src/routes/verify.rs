@@ -1,0 +1,149 @@
+//! `POST /v1/verify`: is this key good, for this application, with these scopes?
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use keypal::{Code, VerifyOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Service;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::State;
+
+/// The longest key looked at (longer ones are `MALFORMED` without parsing).
+const MAX_KEY_LENGTH: usize = 512;
+
+/// `POST /v1/verify`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key the end client presented.
+    pub key: String,
+    /// The client secret of the application the key should belong to.
+    pub client_secret: String,
+    /// Scopes the key must grant.
+    pub scopes: Option<Vec<String>>,
+    /// Credits to spend (default 1).
+    pub cost: Option<u64>,
+}
+
+/// The verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    /// Whether the key is good.
+    pub valid: bool,
+    /// `VALID`, `MALFORMED`, `NOT_FOUND`, `REVOKED`, `DISABLED`, `EXPIRED`, `INSUFFICIENT_SCOPE`, `RATE_LIMITED`, `USAGE_EXCEEDED`.
+    pub code: &'static str,
+    /// Why, for people (absent when valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+    /// The application.
+    pub app: AppRef,
+    /// The key, when one was found.
+    pub key: Option<VerifiedKey>,
+    /// The key's rate limit, when it has one.
+    pub ratelimit: Option<RateLimitView>,
+    /// Credits left; `null` is unlimited.
+    pub remaining: Option<u64>,
+}
+
+/// An application, briefly.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppRef {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+}
+
+/// What the caller may know about a found key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedKey {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: Option<String>,
+    /// Who owns it.
+    pub owner_id: Option<String>,
+    /// Its tier.
+    pub tier: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Its metadata.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A rate limit's state after this request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitView {
+    /// Requests per period.
+    pub limit: u32,
+    /// Requests left now.
+    pub remaining: u32,
+    /// When the allowance is whole again.
+    #[serde(with = "time::serde::rfc3339")]
+    pub reset_at: OffsetDateTime,
+}
+
+/// Verifies a key for an application. Every verdict is a 200 with a `code`; only a bad
+/// service key (401) or client secret (403) is an error.
+#[utoipa::path(post, path = "/v1/verify", tag = "verification", request_body = VerifyRequest,
+    security(("service_key" = [])),
+    responses((status = 200, body = VerifyResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, description = "INVALID_CLIENT_SECRET", body = ErrorBody)))]
+pub async fn verify(
+    _: Service,
+    AxumState(state): AxumState<Arc<State>>,
+    ApiJson(request): ApiJson<VerifyRequest>,
+) -> Result<ApiJson<VerifyResponse>, ApiError> {
+    let started = Instant::now();
+    let Some(runtime) = state.app_by_secret(&request.client_secret) else {
+        state.metrics.reject_caller();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "INVALID_CLIENT_SECRET",
+            "the client secret belongs to no application",
+        ));
+    };
+    let mut options = VerifyOptions::new().scopes(request.scopes.unwrap_or_default());
+    if let Some(cost) = request.cost {
+        options = options.cost(cost);
+    }
+    let key = if request.key.len() > MAX_KEY_LENGTH { "" } else { request.key.as_str() };
+    let verification = runtime.keys.verify_with(key, &options).await?;
+    let code = verification.code();
+    state.metrics.observe(code, started.elapsed());
+    let response = VerifyResponse {
+        valid: verification.is_valid(),
+        code: code.as_str(),
+        message: (code != Code::Valid).then(|| code.message()),
+        app: AppRef { id: runtime.app.id, name: runtime.app.name.clone() },
+        key: verification.record().map(|r| VerifiedKey {
+            id: r.id.0,
+            name: r.name.clone(),
+            owner_id: r.owner_id.clone(),
+            tier: r.tier.clone(),
+            scopes: r.scopes.clone(),
+            metadata: r.metadata.clone(),
+            expires_at: r.expires_at,
+        }),
+        ratelimit: verification.rate_limit().map(|s| RateLimitView {
+            limit: s.limit,
+            remaining: s.remaining,
+            reset_at: s.reset_at,
+        }),
+        remaining: verification.remaining(),
+    };
+    Ok(ApiJson(response))
+}

@@ -1,0 +1,161 @@
+//! Starting, running and stopping the service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keypal_sql::{SqlError, SqlOptions, SqlStore};
+use tokio::net::TcpListener;
+
+use crate::config::{ServeConfig, redact_url};
+use crate::secrets::{Secrets, SecretsError};
+use crate::state::{BootError, Generated, State};
+
+/// How often pending `last_used_at` times and usage counts are written.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The master key could not be loaded or created.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The database could not be opened or migrated.
+    #[error("{0}")]
+    Database(#[from] SqlError),
+    /// Loading settings and applications failed.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("the server failed: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl ServeError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServeError::Secrets(_) => "MASTER_KEY_INVALID",
+            ServeError::Database(e) => e.code(),
+            ServeError::Boot(_) => "BOOT_FAILED",
+            ServeError::Bind { .. } => "LISTEN_FAILED",
+            ServeError::Io(_) => "SERVER_FAILED",
+        }
+    }
+}
+
+/// A bound, ready server.
+pub struct Server {
+    state: Arc<State>,
+    listener: TcpListener,
+    generated: Generated,
+}
+
+impl Server {
+    /// Loads the master key, opens and migrates the database, loads applications and
+    /// settings (generating the admin password and service key on first start), and binds.
+    pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
+        let (secrets, created) = Secrets::load(config.master_key.as_deref(), &config.key_file)?;
+        if let Some(file) = created {
+            tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
+        }
+        let mut options = SqlOptions::new().max_connections(config.max_connections);
+        options.schema.clone_from(&config.database_schema);
+        let store = SqlStore::connect_with(&config.database_url, &options).await?;
+        tracing::info!(database = %redact_url(&config.database_url), "database ready");
+        let (state, generated) = State::boot(
+            Arc::new(store),
+            Arc::new(secrets),
+            config.admin_password.as_deref(),
+            config.service_key.as_deref(),
+        )
+        .await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        Ok(Server { state, listener, generated })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        self.listener.local_addr().map_err(ServeError::Io)
+    }
+
+    /// The admin password and service key generated on this first start, if any.
+    pub fn generated(&self) -> &Generated {
+        &self.generated
+    }
+
+    /// Serves until `shutdown` completes, then writes pending `last_used_at` times and usage counts.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let state = self.state.clone();
+        let flusher = tokio::spawn({
+            let state = state.clone();
+            async move {
+                let mut tick = tokio::time::interval(FLUSH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.flush().await;
+                }
+            }
+        });
+        let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        flusher.abort();
+        state.flush().await;
+        state.store.close().await;
+        tracing::info!("stopped; pending writes flushed");
+        served.map_err(ServeError::Io)
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `keypal serve`: runs the service until SIGTERM or Ctrl-C. Secrets generated on first
+/// start are printed once, to standard output.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let server = Server::bind(&config).await?;
+    let generated = server.generated();
+    if let Some(password) = &generated.admin_password {
+        println!("keypal: generated the admin password (shown once): {password}");
+    }
+    if let Some(key) = &generated.service_key {
+        println!("keypal: generated the service key (shown once; also under GET /v1/service-key): {key}");
+    }
+    let addr = server.local_addr()?;
+    println!("keypal: listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    server.run(shutdown_signal()).await
+}

@@ -1,0 +1,275 @@
+//! What every request handler shares: the store, the secrets, the applications with
+//! their key managers, the service key and admin password, usage counts and metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use keypal::hash::{Argon2Params, Argon2idHasher};
+use keypal::{Hasher, KeyManager};
+use keypal_sql::{SqlStore, UsageCounter};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::apps::{self, App};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::secrets::{self, Secrets};
+use crate::throttle::LoginThrottle;
+
+/// The object kind of settings (`service_key`, `admin_password`).
+const SETTING: &str = "setting";
+
+/// An application and its key manager.
+pub struct AppRuntime {
+    /// The application.
+    pub app: App,
+    /// Its keys.
+    pub keys: KeyManager<Arc<SqlStore>>,
+}
+
+#[derive(Default)]
+struct Apps {
+    by_id: HashMap<Uuid, Arc<AppRuntime>>,
+    /// Client secret digest → application.
+    by_secret: HashMap<String, Uuid>,
+}
+
+/// The shared state of one server.
+pub struct State {
+    /// The database.
+    pub store: Arc<SqlStore>,
+    /// The master key's derived secrets.
+    pub secrets: Arc<Secrets>,
+    /// Verification counts per key per minute, flushed to the store in the background.
+    pub usage: Arc<UsageCounter>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Failed logins per address.
+    pub throttle: LoginThrottle,
+    apps: RwLock<Apps>,
+    service_key_digest: RwLock<String>,
+    admin_password_hash: RwLock<String>,
+    password_hasher: Argon2idHasher,
+}
+
+/// Secrets generated on first start, to print once.
+#[derive(Debug, Default)]
+pub struct Generated {
+    /// A new admin password.
+    pub admin_password: Option<String>,
+    /// A new service key.
+    pub service_key: Option<String>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Failures of starting up from the database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootError {
+    /// The database failed.
+    #[error("the database failed: {0}")]
+    Store(#[from] keypal::StoreError),
+    /// A stored document cannot be read.
+    #[error("a stored {kind} cannot be read: {message}")]
+    Corrupt {
+        /// Which kind of document.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret could not be generated or sealed.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+}
+
+impl State {
+    /// Loads settings and applications, generating the admin password and service key
+    /// when neither is configured nor stored yet.
+    pub async fn boot(
+        store: Arc<SqlStore>,
+        secrets: Arc<Secrets>,
+        admin_password: Option<&str>,
+        service_key: Option<&str>,
+    ) -> Result<(Arc<Self>, Generated), BootError> {
+        let state = Arc::new(State {
+            store,
+            secrets,
+            usage: Arc::new(UsageCounter::new()),
+            metrics: Metrics::default(),
+            throttle: LoginThrottle::default(),
+            apps: RwLock::new(Apps::default()),
+            service_key_digest: RwLock::new(String::new()),
+            admin_password_hash: RwLock::new(String::new()),
+            password_hasher: Argon2idHasher::new(Argon2Params::default())
+                .map_err(|e| BootError::Corrupt { kind: "argon2 parameters", message: e.to_string() })?,
+        });
+        let mut generated = Generated::default();
+
+        // The service key: configured (authoritative), else stored, else new.
+        let stored = state.store.get_object(SETTING, "service_key").await?;
+        match (service_key, stored) {
+            (Some(key), stored) => {
+                let digest = state.secrets.digest(key);
+                if stored.as_ref().and_then(|o| o.body["digest"].as_str()) != Some(digest.as_str()) {
+                    state.save_service_key(key).await?;
+                }
+                *write(&state.service_key_digest) = digest;
+            }
+            (None, Some(stored)) => {
+                let digest = stored.body["digest"]
+                    .as_str()
+                    .ok_or(BootError::Corrupt { kind: "service key", message: "no digest".into() })?;
+                *write(&state.service_key_digest) = digest.to_owned();
+            }
+            (None, None) => {
+                let key = secrets::token("kp_svc_", 40)?;
+                state.save_service_key(&key).await?;
+                generated.service_key = Some(key);
+            }
+        }
+
+        // The admin password: configured, else stored, else new.
+        let stored = state.store.get_object(SETTING, "admin_password").await?;
+        let stored_hash = stored.as_ref().and_then(|o| o.body["hash"].as_str()).map(str::to_owned);
+        match (admin_password, stored_hash) {
+            (Some(password), Some(hash)) if state.password_hasher.verify(password.as_bytes(), &hash) => {
+                *write(&state.admin_password_hash) = hash;
+            }
+            (Some(password), _) => state.save_admin_password(password).await?,
+            (None, Some(hash)) => *write(&state.admin_password_hash) = hash,
+            (None, None) => {
+                let password = secrets::token("", 24)?;
+                state.save_admin_password(&password).await?;
+                generated.admin_password = Some(password);
+            }
+        }
+
+        for object in state.store.list_objects(apps::KIND).await? {
+            let app: App = serde_json::from_value(object.body)
+                .map_err(|e| BootError::Corrupt { kind: "application", message: e.to_string() })?;
+            let runtime = state
+                .runtime(app)
+                .map_err(|e| BootError::Corrupt { kind: "application", message: e.message.clone() })?;
+            state.install(runtime, object.lookup);
+        }
+        Ok((state, generated))
+    }
+
+    async fn save_service_key(&self, key: &str) -> Result<(), BootError> {
+        let digest = self.secrets.digest(key);
+        let body = json!({ "digest": digest, "sealed": self.secrets.seal("service_key", key)? });
+        if !self.store.update_object(SETTING, "service_key", None, &body).await? {
+            self.store.insert_object(SETTING, "service_key", None, &body).await?;
+        }
+        *write(&self.service_key_digest) = digest;
+        Ok(())
+    }
+
+    async fn save_admin_password(&self, password: &str) -> Result<(), BootError> {
+        let hash = self.password_hasher.hash(password.as_bytes());
+        let body = json!({ "hash": hash });
+        if !self.store.update_object(SETTING, "admin_password", None, &body).await? {
+            self.store.insert_object(SETTING, "admin_password", None, &body).await?;
+        }
+        *write(&self.admin_password_hash) = hash;
+        Ok(())
+    }
+
+    /// Whether `password` is the admin password (argon2id: slow on purpose).
+    pub fn check_admin_password(&self, password: &str) -> bool {
+        let hash = read(&self.admin_password_hash).clone();
+        self.password_hasher.verify(password.as_bytes(), &hash)
+    }
+
+    /// Whether `presented` is the service key (keyed digests compared in constant time).
+    pub fn check_service_key(&self, presented: &str) -> bool {
+        let digest = self.secrets.digest(presented);
+        let current = read(&self.service_key_digest);
+        bool::from(digest.as_bytes().ct_eq(current.as_bytes()))
+    }
+
+    /// The current service key, decrypted.
+    pub async fn service_key(&self) -> Result<String, ApiError> {
+        let stored =
+            self.store.get_object(SETTING, "service_key").await?.ok_or_else(|| ApiError::not_found("service key"))?;
+        let sealed = stored.body["sealed"].as_str().unwrap_or_default();
+        self.secrets.open("service_key", sealed).map(|key| key.to_string()).map_err(|e| ApiError::internal(&e))
+    }
+
+    /// Replaces the service key with a new one (the old one stops working at once) and returns it.
+    pub async fn rotate_service_key(&self) -> Result<String, ApiError> {
+        let key = secrets::token("kp_svc_", 40).map_err(|e| ApiError::internal(&e))?;
+        self.save_service_key(&key).await.map_err(|e| ApiError::internal(&e))?;
+        Ok(key)
+    }
+
+    /// Builds the key manager of an application.
+    pub fn runtime(&self, app: App) -> Result<AppRuntime, ApiError> {
+        let keys = app.manager(self.store.clone(), &self.secrets, self.usage.clone())?;
+        Ok(AppRuntime { app, keys })
+    }
+
+    /// Makes an application (and its client secret digest, when given) visible to requests.
+    pub fn install(&self, runtime: AppRuntime, secret_digest: Option<String>) {
+        let id = runtime.app.id;
+        let mut apps = write(&self.apps);
+        if let Some(digest) = secret_digest {
+            apps.by_secret.retain(|_, app| *app != id);
+            apps.by_secret.insert(digest, id);
+        }
+        apps.by_id.insert(id, Arc::new(runtime));
+    }
+
+    /// Forgets an application.
+    pub fn uninstall(&self, id: Uuid) {
+        let mut apps = write(&self.apps);
+        apps.by_secret.retain(|_, app| *app != id);
+        apps.by_id.remove(&id);
+    }
+
+    /// The application with this id.
+    pub fn app(&self, id: Uuid) -> Option<Arc<AppRuntime>> {
+        read(&self.apps).by_id.get(&id).cloned()
+    }
+
+    /// The application with this id, from its text form (404 otherwise).
+    pub fn app_by_text(&self, id: &str) -> Result<Arc<AppRuntime>, ApiError> {
+        id.parse::<Uuid>().ok().and_then(|id| self.app(id)).ok_or_else(|| ApiError::not_found("application"))
+    }
+
+    /// The application whose client secret this is.
+    pub fn app_by_secret(&self, secret: &str) -> Option<Arc<AppRuntime>> {
+        let digest = self.secrets.digest(secret);
+        let apps = read(&self.apps);
+        apps.by_secret.get(&digest).and_then(|id| apps.by_id.get(id)).cloned()
+    }
+
+    /// Every application, oldest first.
+    pub fn apps(&self) -> Vec<Arc<AppRuntime>> {
+        let mut all: Vec<_> = read(&self.apps).by_id.values().cloned().collect();
+        all.sort_by_key(|r| r.app.id);
+        all
+    }
+
+    /// Writes pending `last_used_at` times and usage counts (the background flusher and shutdown call it).
+    pub async fn flush(&self) {
+        for runtime in self.apps() {
+            if let Err(e) = runtime.keys.flush_last_used().await {
+                tracing::warn!(error = %e, app = %runtime.app.id, "writing last_used_at failed; will retry");
+            }
+        }
+        let deltas = self.usage.take();
+        if let Err(e) = self.store.record_usage(&deltas).await {
+            tracing::warn!(error = %e, "writing usage counts failed; will retry");
+            self.usage.restore(deltas);
+        }
+    }
+}
