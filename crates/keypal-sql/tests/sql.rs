@@ -299,7 +299,10 @@ async fn objects_are_unique_per_kind_by_id_and_lookup() {
         let d = store.dialect();
         store.insert_object("app", "a1", Some("digest-1"), &json!({"name": "one"})).await.expect("insert a1");
         store.insert_object("app", "a2", None, &json!("plain string")).await.expect("insert a2");
-        store.insert_object("session", "a1", Some("digest-1"), &json!({})).await.expect("same id and lookup, other kind");
+        store
+            .insert_object("session", "a1", Some("digest-1"), &json!({}))
+            .await
+            .expect("same id and lookup, other kind");
         let dup_id = store.insert_object("app", "a1", None, &json!({})).await;
         assert!(matches!(dup_id, Err(StoreError::Duplicate)), "{d}: taken id: {dup_id:?}");
         let dup_lookup = store.insert_object("app", "a3", Some("digest-1"), &json!({})).await;
