@@ -1,0 +1,667 @@
+//! The `keypal` binary, run as a user runs it: arguments, stdin and environment in;
+//! exit code, stdout and stderr out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const TIERED: &str = "kota_{tier}_{id:12:base32}_{secret:36:hex}{checksum}";
+const PEPPER: &str = "a-pepper-of-enough-length-0123";
+
+/// One run of the binary: a clean environment (no `KEYPAL_*` from the caller), the
+/// given arguments, variables and stdin.
+struct Run {
+    command: Command,
+    stdin: Option<String>,
+}
+
+/// What a run gave.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// Everything the run printed.
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code; {self:#?}");
+        self
+    }
+
+    /// A clean error: exit 2, nothing on stdout, `error: ...` on stderr.
+    #[track_caller]
+    fn assert_error(&self, needle: &str) -> &Self {
+        assert_eq!(self.code, 2, "expected exit code 2; {self:#?}");
+        assert!(self.stderr.starts_with("error: "), "stderr should start with `error: `; {self:#?}");
+        assert!(self.stderr.contains(needle), "stderr should mention {needle:?}; {self:#?}");
+        assert!(self.stdout.is_empty(), "nothing on stdout on error; {self:#?}");
+        self
+    }
+}
+
+fn keypal(args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keypal"));
+    command.env_clear().args(args);
+    Run { command, stdin: None }
+}
+
+impl Run {
+    fn env(mut self, name: &str, value: &str) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
+    fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_owned());
+        self
+    }
+
+    fn run(mut self) -> Output {
+        self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("the keypal binary runs");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        if let Some(text) = &self.stdin {
+            stdin.write_all(text.as_bytes()).expect("writing stdin");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("the keypal binary ends");
+        Output {
+            code: out.status.code().expect("exited, not killed by a signal"),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+/// A new file holding `contents` in this test target's scratch directory.
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+fn is_base62(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// One key of `TIERED` of tier `tier`.
+fn tiered_key(tier: &str) -> String {
+    let out = keypal(&["generate", "--template", TIERED, "--tier", tier]).run();
+    out.assert_code(0);
+    out.stdout.trim_end().to_owned()
+}
+
+/// The secret part of a `TIERED` key: after `kota_<tier>_<id>_`, before the checksum.
+fn tiered_secret<'k>(key: &'k str, tier: &str) -> &'k str {
+    let start = "kota_".len() + tier.len() + 1 + 12 + 1;
+    &key[start..start + 36]
+}
+
+// ---------------------------------------------------------------- generate
+
+#[test]
+fn generate_prints_one_key_of_the_core_default_format() {
+    let out = keypal(&["generate"]).run();
+    out.assert_code(0);
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].len(), 32);
+    assert!(is_base62(lines[0]), "{out:#?}");
+}
+
+#[test]
+fn generate_count_prints_distinct_keys_of_the_simple_form() {
+    let out = keypal(&["generate", "--prefix", "sk_live", "--length", "40", "--encoding", "hex", "--count", "5"]).run();
+    out.assert_code(0);
+    let mut lines = out.lines();
+    assert_eq!(lines.len(), 5);
+    for line in &lines {
+        let secret = line.strip_prefix("sk_live_").unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(secret.len(), 40);
+        assert!(secret.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{line}");
+    }
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), 5, "keys are random");
+}
+
+#[test]
+fn generate_json_prints_key_and_sha256_hash_per_line_and_the_hashes_verify() {
+    let out = keypal(&["generate", "--prefix", "sk_test", "--json", "-n", "3"]).run();
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 3);
+    for line in out.lines() {
+        assert!(line.starts_with(r#"{"key":"sk_test_"#), "key first: {line}");
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let object = value.as_object().unwrap();
+        assert_eq!(object.len(), 2, "{line}");
+        let (key, hash) = (object["key"].as_str().unwrap(), object["hash"].as_str().unwrap());
+        assert!(hash.starts_with("$sha256$") && hash.len() == 8 + 64, "{hash}");
+        keypal(&["verify", key, "--hash", hash]).run().assert_code(0);
+    }
+}
+
+#[test]
+fn generate_json_with_another_algorithm() {
+    let out = keypal(&["generate", "--json", "--hash", "bcrypt", "--cost", "4"]).run();
+    out.assert_code(0);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim_end()).unwrap();
+    assert!(value["hash"].as_str().unwrap().starts_with("$2b$04$"), "{value}");
+
+    let out = keypal(&["generate", "--json", "--hash", "hmac-sha256", "--pepper-id", "k1"])
+        .env("KEYPAL_PEPPER", PEPPER)
+        .run();
+    out.assert_code(0);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim_end()).unwrap();
+    assert!(value["hash"].as_str().unwrap().starts_with("$hmac-sha256$kid=k1$"), "{value}");
+    assert!(!out.all().contains(PEPPER));
+}
+
+#[test]
+fn generate_template_with_tier_and_checksum() {
+    let out = keypal(&["generate", "--template", TIERED, "--tier", "team", "--count", "2"]).run();
+    out.assert_code(0);
+    for key in out.lines() {
+        assert!(key.starts_with("kota_team_"), "{key}");
+        assert_eq!(key.len(), "kota_team_".len() + 12 + 1 + 36 + 6, "{key}");
+        keypal(&["inspect", key, "--template", TIERED, "--tier", "team"]).run().assert_code(0);
+    }
+}
+
+#[test]
+fn generate_template_with_app_and_label() {
+    let out =
+        keypal(&["generate", "-t", "sk-proj-{app}-{label}-{secret:32:base64url}", "--app", "a1", "--label", "ci"])
+            .run();
+    out.assert_code(0);
+    assert!(out.stdout.starts_with("sk-proj-a1-ci-"), "{out:#?}");
+}
+
+#[test]
+fn generate_refuses_bad_options_with_clear_errors() {
+    keypal(&["generate", "--template", "kota_{tier}_{secret:32:hex}"]).run().assert_error("--tier");
+    keypal(&["generate", "--tier", "free"]).run().assert_error("no {tier} segment");
+    keypal(&["generate", "--length", "8"]).run().assert_error("--length: must be between 16 and 256");
+    keypal(&["generate", "--prefix", "has space"]).run().assert_error("--prefix");
+    keypal(&["generate", "--template", "sk_{secret:32:base58}"]).run().assert_error("unknown encoding `base58`");
+    keypal(&["generate", "--template", "sk_{secret:32:hex}", "--length", "40"]).run().assert_error("cannot be used");
+    keypal(&["generate", "--encoding", "base58"]).run().assert_error("invalid value 'base58'");
+    keypal(&["generate", "--count", "0"]).run().assert_error("--count");
+    keypal(&["generate", "--hash", "sha512"]).run().assert_error("--json");
+    keypal(&["generate", "--json", "--cost", "4"]).run().assert_error("--cost only applies to bcrypt");
+    keypal(&["generate", "--json", "--hash", "hmac-sha256", "--pepper-id", "k1"]).run().assert_error("KEYPAL_PEPPER");
+}
+
+// ---------------------------------------------------------------- hash
+
+#[test]
+fn hash_from_argument_and_from_stdin_agree() {
+    // SHA-256("abc") is the FIPS 180-2 test vector.
+    let expected = "$sha256$ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+    let from_arg = keypal(&["hash", "abc", "--algorithm", "sha256"]).run();
+    from_arg.assert_code(0);
+    assert_eq!(from_arg.stdout, expected);
+    assert_eq!(keypal(&["hash", "abc"]).run().stdout, expected, "sha256 is the default");
+    assert_eq!(keypal(&["hash", "-"]).stdin("abc\n").run().stdout, expected, "the trailing newline is dropped");
+    assert_eq!(keypal(&["hash"]).stdin("abc\r\n").run().stdout, expected);
+    assert_eq!(keypal(&["hash"]).stdin("abc").run().stdout, expected);
+}
+
+#[test]
+fn hash_every_algorithm_and_verify_it() {
+    let key = "sk_live_Kq3vX9mB2nR7tY4wZ8pL1cF6hJ0dS5aE";
+    let pepper_file = temp_file("pepper", &format!("{PEPPER}\n"));
+    let cases: [(&[&str], &str); 5] = [
+        (&["--algorithm", "sha256"], "$sha256$"),
+        (&["--algorithm", "sha512"], "$sha512$"),
+        (
+            &["-a", "argon2id", "--memory-kib", "64", "--iterations", "1", "--parallelism", "1"],
+            "$argon2id$v=19$m=64,t=1,p=1$",
+        ),
+        (&["-a", "bcrypt", "--cost", "4"], "$2b$04$"),
+        (
+            &["-a", "hmac-sha256", "--pepper-id", "2025", "--pepper-file", path_str(&pepper_file)],
+            "$hmac-sha256$kid=2025$",
+        ),
+    ];
+    for (options, start) in cases {
+        for stdin in [false, true] {
+            let mut args = vec!["hash"];
+            if !stdin {
+                args.push(key);
+            }
+            args.extend_from_slice(options);
+            let run = keypal(&args);
+            let out = if stdin { run.stdin(&format!("{key}\n")).run() } else { run.run() };
+            out.assert_code(0);
+            let lines = out.lines();
+            assert_eq!(lines.len(), 1, "{out:#?}");
+            assert!(lines[0].starts_with(start), "{options:?}: {out:#?}");
+            assert!(!out.all().contains(PEPPER));
+
+            let verify = keypal(&["verify", key, "--hash", lines[0], "--pepper-file", path_str(&pepper_file)]).run();
+            verify.assert_code(0);
+            let wrong =
+                keypal(&["verify", &key.replace('E', "F"), "--hash", lines[0]]).env("KEYPAL_PEPPER", PEPPER).run();
+            wrong.assert_code(1);
+        }
+    }
+}
+
+#[test]
+fn hash_hmac_takes_the_pepper_from_the_environment_or_a_file() {
+    let file = temp_file("pepper", PEPPER);
+    let from_file =
+        keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k1", "--pepper-file", path_str(&file)]).run();
+    let from_env =
+        keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k1"]).env("KEYPAL_PEPPER", PEPPER).run();
+    let id_from_env =
+        keypal(&["hash", "abc", "-a", "hmac-sha256"]).env("KEYPAL_PEPPER", PEPPER).env("KEYPAL_PEPPER_ID", "k1").run();
+    from_file.assert_code(0);
+    assert_eq!(from_file.stdout, from_env.stdout, "HMAC is deterministic");
+    assert_eq!(from_file.stdout, id_from_env.stdout);
+
+    keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k1"]).run().assert_error("KEYPAL_PEPPER");
+    keypal(&["hash", "abc", "-a", "hmac-sha256"]).env("KEYPAL_PEPPER", PEPPER).run().assert_error("--pepper-id");
+    let short =
+        keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k1"]).env("KEYPAL_PEPPER", "short-one").run();
+    short.assert_error("shorter than 16 bytes");
+    assert!(!short.all().contains("short-one"), "the pepper is never printed");
+    let missing = temp_file("gone", "");
+    std::fs::remove_file(&missing).unwrap();
+    keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k1", "--pepper-file", path_str(&missing)])
+        .run()
+        .assert_error("cannot read the pepper");
+}
+
+#[test]
+fn hash_refuses_bad_input() {
+    keypal(&["hash"]).stdin("").run().assert_error("the key is empty");
+    keypal(&["hash"]).stdin("one\ntwo\n").run().assert_error("line break");
+    keypal(&["hash", "abc", "-a", "bcrypt", "--cost", "3"]).run().assert_error("outside 4..=31");
+    keypal(&["hash", "abc", "--cost", "4"]).run().assert_error("--cost only applies to bcrypt");
+    keypal(&["hash", "abc", "--memory-kib", "64"]).run().assert_error("--memory-kib only applies to argon2id");
+    keypal(&["hash", "abc", "-a", "md5"]).run().assert_error("invalid value 'md5'");
+    let long = "k".repeat(80);
+    keypal(&["hash", &long, "-a", "bcrypt", "--cost", "4"]).run().assert_error("bcrypt reads only 72 bytes");
+}
+
+// ---------------------------------------------------------------- verify
+
+#[test]
+fn verify_answers_by_exit_code() {
+    let stored = keypal(&["hash", "sk_live_abc"]).run().stdout.trim_end().to_owned();
+
+    let valid = keypal(&["verify", "sk_live_abc", "--hash", &stored]).run();
+    valid.assert_code(0);
+    assert_eq!(valid.stdout, "valid\n");
+    assert!(valid.stderr.is_empty());
+
+    let invalid = keypal(&["verify", "sk_live_abd", "--hash", &stored]).run();
+    invalid.assert_code(1);
+    assert_eq!(invalid.stdout, "invalid\n");
+    assert!(invalid.stderr.is_empty());
+
+    let from_stdin = keypal(&["verify", "-", "--hash", &stored]).stdin("sk_live_abc\n").run();
+    from_stdin.assert_code(0);
+
+    // A hash of the right kind but garbled is simply invalid.
+    let garbled = keypal(&["verify", "sk_live_abc", "--hash", "$sha256$abc"]).run();
+    garbled.assert_code(1);
+}
+
+#[test]
+fn verify_usage_errors_exit_2() {
+    keypal(&["verify", "sk_live_abc", "--hash", "not-a-hash"]).run().assert_error("not a stored hash");
+    keypal(&["verify", "sk_live_abc"]).run().assert_error("--hash");
+    keypal(&["verify"]).run().assert_error("KEY");
+    let hmac = keypal(&["hash", "abc", "-a", "hmac-sha256", "--pepper-id", "k9"]).env("KEYPAL_PEPPER", PEPPER).run();
+    let stored = hmac.stdout.trim_end();
+    keypal(&["verify", "abc", "--hash", stored]).run().assert_error("pepper of id `k9`");
+    keypal(&["verify", "abc", "--hash", stored]).env("KEYPAL_PEPPER", PEPPER).run().assert_code(0);
+    keypal(&["verify", "abc", "--hash", stored]).env("KEYPAL_PEPPER", "another-pepper-of-length").run().assert_code(1);
+}
+
+// ---------------------------------------------------------------- inspect
+
+#[test]
+fn inspect_shows_segments_but_never_the_secret() {
+    let key = tiered_key("team");
+    let secret = tiered_secret(&key, "team");
+    let out = keypal(&["inspect", &key, "--template", TIERED, "--tier", "free", "--tier", "team"]).run();
+    out.assert_code(0);
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    let lines = out.lines();
+    assert!(lines.contains(&"prefix    kota_"), "{out:#?}");
+    assert!(lines.contains(&"tier      team"), "{out:#?}");
+    assert!(lines.contains(&format!("id        {}", &key[10..22]).as_str()), "{out:#?}");
+    assert!(lines.contains(&"secret    36 characters, hex (not shown)"), "{out:#?}");
+    assert!(lines.contains(&"checksum  valid"), "{out:#?}");
+    assert!(!out.all().contains(secret), "the secret must never be printed: {out:#?}");
+    assert!(!out.all().contains(&key), "nor the whole key: {out:#?}");
+
+    let json = keypal(&["inspect", "-", "--template", TIERED, "--tier", "team", "--json"]).stdin(&key).run();
+    json.assert_code(0);
+    let value: serde_json::Value = serde_json::from_str(json.stdout.trim_end()).unwrap();
+    assert_eq!(value["tier"], "team");
+    assert_eq!(value["id"], &key[10..22]);
+    assert_eq!(value["secret"]["length"], 36);
+    assert_eq!(value["secret"]["encoding"], "hex");
+    assert_eq!(value["checksum"], "valid");
+    assert_eq!(value["valid"], true);
+    assert!(!json.all().contains(secret));
+}
+
+#[test]
+fn inspect_the_default_and_simple_formats() {
+    let key = keypal(&["generate"]).run().stdout;
+    let out = keypal(&["inspect", key.trim_end()]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("secret    32 characters, base62 (not shown)"), "{out:#?}");
+    assert!(out.stdout.contains("checksum  none"), "{out:#?}");
+
+    let key = keypal(&["generate", "--prefix", "sk_live"]).run().stdout;
+    let out = keypal(&["inspect", "-", "--prefix", "sk_live"]).stdin(&key).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("prefix    sk_live_"), "{out:#?}");
+    assert!(!out.all().contains(&key.trim_end()["sk_live_".len()..]));
+}
+
+#[test]
+fn inspect_rejects_a_key_of_another_format() {
+    let key = keypal(&["generate", "--prefix", "sk_live"]).run().stdout.trim_end().to_owned();
+    let out = keypal(&["inspect", &format!("{key}x"), "--prefix", "sk_live"]).run();
+    out.assert_code(1);
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert!(out.stderr.starts_with("error: the key is not of the format `sk_live_{secret:32:base62}`"), "{out:#?}");
+    assert!(out.stderr.contains("40 characters long, this one is 41"), "{out:#?}");
+    assert!(!out.all().contains(&key["sk_live_".len()..]), "{out:#?}");
+
+    let out = keypal(&["inspect", &key, "--prefix", "sk_test"]).run();
+    out.assert_code(1);
+
+    let tiered = tiered_key("team");
+    let out = keypal(&["inspect", &tiered, "--template", TIERED, "--tier", "free"]).run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("with the tier texts free"), "{out:#?}");
+
+    keypal(&["inspect", &tiered, "--template", TIERED]).run().assert_error("--tier");
+}
+
+#[test]
+fn inspect_reports_a_checksum_that_does_not_match() {
+    let key = tiered_key("free");
+    let secret = tiered_secret(&key, "free").to_owned();
+    // Change the last checksum character.
+    let last = key.chars().last().unwrap();
+    let typo = format!("{}{}", &key[..key.len() - 1], if last == 'A' { 'B' } else { 'A' });
+    let out = keypal(&["inspect", &typo, "--template", TIERED, "--tier", "free"]).run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("tier      free"), "{out:#?}");
+    assert!(out.stdout.contains("checksum  invalid"), "{out:#?}");
+    assert!(out.stderr.starts_with("error: the checksum does not match"), "{out:#?}");
+    assert!(!out.all().contains(&secret), "{out:#?}");
+
+    // A typo in the secret is caught by the checksum too.
+    let mut chars: Vec<char> = key.chars().collect();
+    let at = "kota_free_".len() + 13;
+    chars[at] = if chars[at] == '0' { '1' } else { '0' };
+    let typo: String = chars.into_iter().collect();
+    let out = keypal(&["inspect", &typo, "--template", TIERED, "--tier", "free", "--json"]).run();
+    out.assert_code(1);
+    let value: serde_json::Value = serde_json::from_str(out.stdout.trim_end()).unwrap();
+    assert_eq!(value["checksum"], "invalid");
+    assert_eq!(value["valid"], false);
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn config_schema_is_the_committed_schema() {
+    let out = keypal(&["config", "schema"]).run();
+    out.assert_code(0);
+    let parsed: serde_json::Value = serde_json::from_str(&out.stdout).expect("the schema is JSON");
+    assert!(parsed.is_object());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/keypal.schema.json"))
+        .expect("schema/keypal.schema.json");
+    assert_eq!(out.stdout, committed);
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let file = temp_file(
+        "good.toml",
+        r#"
+        template = "kota_{tier}_{id:12:base32}_{secret:36:hex}"
+        default_tier = "free"
+        [tiers.free]
+        rate_limit = "100/hour"
+        [hash]
+        algorithm = "hmac-sha256"
+        [hash.peppers]
+        2025 = "a long random server-side secret"
+        "#,
+    );
+    let out = keypal(&["config", "check", path_str(&file)]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout, format!("{}: ok\n", file.display()));
+    assert!(!out.all().contains("server-side secret"));
+
+    let json = temp_file("good.json", r#"{"prefix": "sk_live", "length": 40}"#);
+    keypal(&["config", "check", path_str(&json)]).run().assert_code(0);
+    keypal(&["config", "check", "-"]).stdin("prefix = \"sk_live\"\n").run().assert_code(0);
+}
+
+#[test]
+fn config_check_lists_every_problem_with_its_path() {
+    let file = temp_file(
+        "bad.toml",
+        r#"
+        prefix = "sk live"
+        length = 8
+        default_tier = "gold"
+        [hash]
+        algorithm = "bcrypt"
+        bcrypt_cost = 99
+        [policy]
+        max_active_keys_per_owner = 0
+        [cache]
+        capacity = 0
+        "#,
+    );
+    let out = keypal(&["config", "check", path_str(&file)]).run();
+    out.assert_code(1);
+    let paths: Vec<&str> = out.lines().iter().filter_map(|line| line.split_once(": ").map(|(path, _)| path)).collect();
+    for expected in
+        ["length", "prefix", "hash.bcrypt_cost", "default_tier", "policy.max_active_keys_per_owner", "cache.capacity"]
+    {
+        assert!(paths.contains(&expected), "{expected} missing: {out:#?}");
+    }
+    assert!(out.stderr.starts_with("error: ") && out.stderr.contains("problem(s)"), "{out:#?}");
+}
+
+#[test]
+fn config_check_reports_syntax_errors_without_echoing_secrets() {
+    let typo = temp_file("typo.toml", "prefx = \"sk_live\"\n");
+    let out = keypal(&["config", "check", path_str(&typo)]).run();
+    out.assert_code(1);
+    assert!(out.stdout.starts_with("line 1, column 1: unknown field `prefx`"), "{out:#?}");
+
+    let broken = temp_file("broken.toml", "[hash.peppers]\nk1 = \"the-secret-pepper-value\n");
+    let out = keypal(&["config", "check", path_str(&broken)]).run();
+    out.assert_code(1);
+    assert!(out.stdout.starts_with("line 2"), "{out:#?}");
+    assert!(!out.all().contains("the-secret-pepper-value"), "{out:#?}");
+}
+
+#[test]
+fn config_check_of_a_missing_file_is_an_error() {
+    keypal(&["config", "check", "/nonexistent/keypal.toml"]).run().assert_error("cannot read /nonexistent/keypal.toml");
+    keypal(&["config"]).run().assert_code(2);
+}
+
+// ---------------------------------------------------------------- completions, help, usage
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = keypal(&["completions", shell]).run();
+        out.assert_code(0);
+        assert!(out.stdout.contains("keypal"), "{shell}: {out:#?}");
+        assert!(out.stdout.contains("generate") && out.stdout.contains("inspect"), "{shell}");
+    }
+    keypal(&["completions", "tcsh"]).run().assert_error("invalid value 'tcsh'");
+}
+
+#[test]
+fn help_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["generate", "--help"],
+        &["hash", "--help"],
+        &["verify", "--help"],
+        &["inspect", "--help"],
+        &["config", "--help"],
+        &["config", "schema", "--help"],
+        &["config", "check", "--help"],
+        &["completions", "--help"],
+        &["serve", "--help"],
+    ] {
+        let out = keypal(args).run();
+        out.assert_code(0);
+        assert!(out.stdout.contains("Usage: keypal"), "{args:?}: {out:#?}");
+    }
+    let version = keypal(&["--version"]).run();
+    version.assert_code(0);
+    assert!(version.stdout.starts_with("keypal "), "{version:#?}");
+}
+
+#[test]
+fn unknown_subcommand_and_missing_subcommand_are_usage_errors() {
+    keypal(&["frobnicate"]).run().assert_error("unrecognized subcommand 'frobnicate'");
+    let out = keypal(&[]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("Usage: keypal"), "{out:#?}");
+    keypal(&["generate", "--frobnicate"]).run().assert_error("unexpected argument '--frobnicate'");
+}
+
+// ---------------------------------------------------------------- serve
+
+#[test]
+fn serve_check_prints_the_defaults() {
+    let out = keypal(&["serve", "--check"]).run();
+    out.assert_code(0);
+    assert_eq!(
+        out.lines(),
+        [
+            "listen           127.0.0.1:8080",
+            "database_url     sqlite://keypal.db",
+            "max_connections  10",
+            "key_file         keypal.key",
+            "master_key       unset",
+            "admin_password   unset",
+            "service_key      unset",
+            "redis_url        unset",
+            "log              info",
+        ]
+    );
+}
+
+#[test]
+fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
+    let file = temp_file(
+        "serve.toml",
+        r#"
+        listen = "0.0.0.0:9000"
+        database_url = "postgres://keypal:db-password@db/keys"
+        max_connections = 20
+        log = "debug"
+        master_key = "file-master-key"
+        "#,
+    );
+    let out = keypal(&["serve", "--check", "--config", path_str(&file), "--max-connections", "3"])
+        .env("KEYPAL_LISTEN", "127.0.0.1:7000")
+        .env("KEYPAL_MAX_CONNECTIONS", "5")
+        .env("KEYPAL_REDIS_URL", "redis://:redis-password@cache:6379")
+        .env("KEYPAL_ADMIN_PASSWORD", "env-admin-password")
+        .env("KEYPAL_SERVICE_KEY", "")
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert!(lines.contains(&"listen           127.0.0.1:7000"), "env over file: {out:#?}");
+    assert!(lines.contains(&"max_connections  3"), "option over env: {out:#?}");
+    assert!(lines.contains(&"database_url     postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
+    assert!(lines.contains(&"log              debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"key_file         keypal.key"), "default: {out:#?}");
+    assert!(lines.contains(&"master_key       set"), "secret from the file: {out:#?}");
+    assert!(lines.contains(&"admin_password   set"), "secret from env: {out:#?}");
+    assert!(lines.contains(&"service_key      unset"), "an empty variable is unset: {out:#?}");
+    assert!(lines.contains(&"redis_url        redis://:[redacted]@cache:6379"), "{out:#?}");
+    for secret in ["db-password", "file-master-key", "redis-password", "env-admin-password"] {
+        assert!(!out.all().contains(secret), "{secret} printed: {out:#?}");
+    }
+
+    let config_from_env = keypal(&["serve", "--check", "--listen", "127.0.0.1:6000"])
+        .env("KEYPAL_CONFIG", path_str(&file))
+        .env("KEYPAL_LISTEN", "127.0.0.1:7000")
+        .run();
+    config_from_env.assert_code(0);
+    assert!(config_from_env.lines().contains(&"listen           127.0.0.1:6000"), "{config_from_env:#?}");
+    assert!(config_from_env.lines().contains(&"max_connections  20"), "{config_from_env:#?}");
+}
+
+#[test]
+fn serve_refuses_bad_settings() {
+    keypal(&["serve", "--check", "--config", "/nonexistent/serve.toml"]).run().assert_error("--config: cannot read");
+    let unknown = temp_file("unknown.toml", "listen = \"127.0.0.1:1\"\nmaster_kee = \"x\"\n");
+    keypal(&["serve", "--check", "--config", path_str(&unknown)]).run().assert_error("master_kee");
+    keypal(&["serve", "--listen", "not-an-address"]).run().assert_error("--listen");
+    keypal(&["serve"]).env("KEYPAL_LISTEN", "not-an-address").run().assert_error("--listen");
+    keypal(&["serve", "--max-connections", "0"]).run().assert_error("--max-connections");
+    keypal(&["serve", "--check", "--log", "x=[[["]).run().assert_error("--log");
+    // Secrets are never options.
+    keypal(&["serve", "--master-key", "abc"]).run().assert_error("unexpected argument '--master-key'");
+    keypal(&["serve", "--admin-password", "abc"]).run().assert_error("unexpected argument");
+}
+
+#[test]
+fn serve_help_names_every_variable() {
+    let out = keypal(&["serve", "--help"]).env("KEYPAL_DATABASE_URL", "postgres://u:help-password@h/db").run();
+    out.assert_code(0);
+    for name in [
+        "KEYPAL_LISTEN",
+        "KEYPAL_DATABASE_URL",
+        "KEYPAL_CONFIG",
+        "KEYPAL_KEY_FILE",
+        "KEYPAL_REDIS_URL",
+        "KEYPAL_MAX_CONNECTIONS",
+        "KEYPAL_LOG",
+        "KEYPAL_MASTER_KEY",
+        "KEYPAL_ADMIN_PASSWORD",
+        "KEYPAL_SERVICE_KEY",
+    ] {
+        assert!(out.stdout.contains(name), "{name} missing from help: {out:#?}");
+    }
+    assert!(!out.stdout.contains("help-password"), "help never shows variable values");
+}
