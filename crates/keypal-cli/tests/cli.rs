@@ -577,6 +577,7 @@ fn serve_check_prints_the_defaults() {
         [
             "listen           127.0.0.1:8080",
             "database_url     sqlite://keypal.db",
+            "database_schema  unset",
             "max_connections  10",
             "key_file         keypal.key",
             "master_key       unset",
@@ -606,6 +607,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         .env("KEYPAL_REDIS_URL", "redis://:redis-password@cache:6379")
         .env("KEYPAL_ADMIN_PASSWORD", "env-admin-password")
         .env("KEYPAL_SERVICE_KEY", "")
+        .env("KEYPAL_DATABASE_SCHEMA", "keypal")
         .run();
     out.assert_code(0);
     let lines = out.lines();
@@ -613,6 +615,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
     assert!(lines.contains(&"max_connections  3"), "option over env: {out:#?}");
     assert!(lines.contains(&"database_url     postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
     assert!(lines.contains(&"log              debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"database_schema  keypal"), "env: {out:#?}");
     assert!(lines.contains(&"key_file         keypal.key"), "default: {out:#?}");
     assert!(lines.contains(&"master_key       set"), "secret from the file: {out:#?}");
     assert!(lines.contains(&"admin_password   set"), "secret from env: {out:#?}");
@@ -652,6 +655,7 @@ fn serve_help_names_every_variable() {
     for name in [
         "KEYPAL_LISTEN",
         "KEYPAL_DATABASE_URL",
+        "KEYPAL_DATABASE_SCHEMA",
         "KEYPAL_CONFIG",
         "KEYPAL_KEY_FILE",
         "KEYPAL_REDIS_URL",
@@ -664,4 +668,61 @@ fn serve_help_names_every_variable() {
         assert!(out.stdout.contains(name), "{name} missing from help: {out:#?}");
     }
     assert!(!out.stdout.contains("help-password"), "help never shows variable values");
+}
+
+#[test]
+fn serve_runs_the_service_until_stopped() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = temp_file("serve-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
+        .env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &database])
+        .args(["--key-file", path_str(&dir.join("keypal.key")), "--log", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the keypal binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut listening = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("stdout is UTF-8");
+        if let Some(addr) = line.strip_prefix("keypal: listening on http://") {
+            listening = Some(addr.to_owned());
+            break;
+        }
+    }
+    let still_running = child.try_wait().expect("the child can be polled").is_none();
+    child.kill().expect("the child can be stopped");
+    let out = child.wait_with_output().expect("the child ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let addr = listening.unwrap_or_else(|| panic!("never listened; stderr: {stderr}"));
+    assert!(addr.parse::<std::net::SocketAddr>().is_ok(), "{addr}");
+    assert!(still_running, "the service keeps running; stderr: {stderr}");
+    assert!(dir.join("keypal.key").exists(), "the master key file is created on first start");
+}
+
+#[test]
+fn serve_failures_are_reported_with_their_code() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = temp_file("serve-fail", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let key_file = dir.join("keypal.key");
+    let out = keypal(&["serve", "--listen", &addr, "--database-url", &database, "--key-file", path_str(&key_file)])
+        .env("KEYPAL_LOG", "off")
+        .run();
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.contains("error: keypal serve [LISTEN_FAILED]: cannot listen on"), "{out:#?}");
+
+    let out = keypal(&["serve", "--database-url", &database, "--key-file", "/nonexistent/dir/keypal.key"])
+        .env("KEYPAL_LOG", "off")
+        .run();
+    out.assert_error("[MASTER_KEY_INVALID]");
 }

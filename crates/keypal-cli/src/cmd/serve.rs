@@ -1,6 +1,7 @@
 //! `keypal serve`: builds the service's settings from flags, `KEYPAL_*` variables and
 //! a settings file, then runs `keypal_server::serve`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,7 +38,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", env = "KEYPAL_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Settings file (TOML: listen, database_url, max_connections, key_file, redis_url, log, ...).
+    /// PostgreSQL: keep keypal's tables in this schema (created if missing).
+    #[arg(long, value_name = "SCHEMA", env = "KEYPAL_DATABASE_SCHEMA", hide_env_values = true)]
+    pub database_schema: Option<String>,
+
+    /// Settings file (TOML with the same names: listen, database_url, max_connections,
+    /// key_file, redis_url, log, ...).
     #[arg(long, value_name = "FILE", env = "KEYPAL_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
 
@@ -73,7 +79,11 @@ pub fn run(args: &ServeArgs) -> CmdResult {
         return Ok(Status::Success);
     }
     // Only `try_init` errors if a subscriber is already set, which cannot happen here.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,6 +104,9 @@ fn settings(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Se
     }
     if let Some(url) = &args.database_url {
         config.database_url.clone_from(url);
+    }
+    if let Some(schema) = &args.database_schema {
+        config.database_schema = Some(schema.clone());
     }
     if let Some(path) = &args.key_file {
         config.key_file.clone_from(path);
@@ -128,6 +141,7 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     let mut line = |name: &str, value: &str| out.line(&format!("{name:<16} {value}"));
     line("listen", &config.listen.to_string())?;
     line("database_url", &redact_url(&config.database_url))?;
+    line("database_schema", config.database_schema.as_deref().unwrap_or("unset"))?;
     line("max_connections", &config.max_connections.to_string())?;
     line("key_file", &config.key_file.display().to_string())?;
     line("master_key", set(&config.master_key))?;
@@ -138,9 +152,10 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     out.finish()
 }
 
-/// Runs the service until it stops.
-// TEMPORARY: `keypal_server::serve` is being written; until it lands this reports an error.
+/// Runs the service until SIGTERM or Ctrl-C; a failure is reported with its stable code.
 async fn start(config: ServeConfig) -> Result<(), CliError> {
-    let _ = config;
-    Err(CliError::new("this build of keypal has no service yet (keypal_server::serve is missing)"))
+    keypal_server::serve(config).await.map_err(|e| {
+        let code = e.code();
+        CliError::caused(format!("keypal serve [{code}]"), &e)
+    })
 }
