@@ -10,7 +10,7 @@ use keypal::hash::{Argon2Params, Argon2idHasher, BcryptHasher, DEFAULT_BCRYPT_CO
 use keypal::hash::{Sha256Hasher, Sha512Hasher};
 
 use crate::error::CliError;
-use crate::io::read_secret_file;
+use crate::io::{read_secret_file, secret_from_env};
 
 /// The environment variable holding an HMAC pepper (a secret: never taken as a plain flag).
 pub const PEPPER_ENV: &str = "KEYPAL_PEPPER";
@@ -89,12 +89,7 @@ impl PepperArgs {
         if let Some(path) = &self.pepper_file {
             return read_secret_file(path, "pepper").map(Some);
         }
-        match std::env::var(PEPPER_ENV) {
-            Ok(pepper) if pepper.is_empty() => Ok(None),
-            Ok(pepper) => Ok(Some(SecretString::new(pepper))),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(CliError::new(format!("{PEPPER_ENV} is not valid UTF-8"))),
-        }
+        secret_from_env(PEPPER_ENV)
     }
 
     /// An HMAC-SHA-256 hasher holding the pepper under `kid`.

@@ -45,6 +45,17 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<SecretString, CliErro
     Ok(secret)
 }
 
+/// The secret in environment variable `name`; `None` when it is unset or empty (an
+/// empty variable counts as unset, as clap does for options' variables).
+pub fn secret_from_env(name: &str) -> Result<Option<SecretString>, CliError> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(SecretString::new(value))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::new(format!("{name} is not valid UTF-8"))),
+    }
+}
+
 /// Drops one trailing `\n` or `\r\n`, in place (no copy of a secret is left behind).
 fn strip_newline(text: &mut String) {
     if text.ends_with('\n') {

@@ -10,7 +10,7 @@ use keypal_server::{ServeConfig, redact_url};
 use tracing_subscriber::EnvFilter;
 
 use crate::error::{CliError, CmdResult, Status};
-use crate::io::Out;
+use crate::io::{Out, secret_from_env};
 
 /// The environment variables holding the service's secrets. Secrets are never flags:
 /// a flag shows in process lists and shell history.
@@ -72,8 +72,8 @@ pub struct ServeArgs {
 
 /// Runs `keypal serve`.
 pub fn run(args: &ServeArgs) -> CmdResult {
-    let config = settings(args, |name| std::env::var(name).ok())?;
-    let filter = EnvFilter::try_new(&config.log).map_err(|e| CliError::caused("--log", &e))?;
+    let config = settings(args)?;
+    let filter = EnvFilter::try_new(&config.log).map_err(|e| CliError::caused("the log filter (--log)", &e))?;
     if args.check {
         print_settings(&config)?;
         return Ok(Status::Success);
@@ -93,8 +93,8 @@ pub fn run(args: &ServeArgs) -> CmdResult {
 }
 
 /// The settings: options and `KEYPAL_*` variables (read by clap) over the `--config`
-/// file over the defaults; secrets from `env`, over the file.
-fn settings(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<ServeConfig, CliError> {
+/// file over the defaults; secrets from their variables, over the file.
+fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     let mut config = match &args.config {
         Some(path) => ServeConfig::from_file(path).map_err(|e| CliError::caused("--config", &e))?,
         None => ServeConfig::default(),
@@ -120,16 +120,15 @@ fn settings(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Se
     if let Some(log) = &args.log {
         config.log.clone_from(log);
     }
-    // An empty variable counts as unset, as clap does for the options' variables.
-    let secret = |name: &str| env(name).filter(|value| !value.is_empty());
-    if let Some(key) = secret(MASTER_KEY_ENV) {
-        config.master_key = Some(key);
-    }
-    if let Some(password) = secret(ADMIN_PASSWORD_ENV) {
-        config.admin_password = Some(password);
-    }
-    if let Some(key) = secret(SERVICE_KEY_ENV) {
-        config.service_key = Some(key);
+    for (name, field) in [
+        (MASTER_KEY_ENV, &mut config.master_key),
+        (ADMIN_PASSWORD_ENV, &mut config.admin_password),
+        (SERVICE_KEY_ENV, &mut config.service_key),
+    ] {
+        if let Some(secret) = secret_from_env(name)? {
+            // `ServeConfig` holds secrets as `String`s; this copy is the one it keeps.
+            *field = Some(String::from_utf8_lossy(secret.expose()).into_owned());
+        }
     }
     Ok(config)
 }
