@@ -122,10 +122,16 @@ pub async fn verify(
     }
     let key = if request.key.len() > MAX_KEY_LENGTH { "" } else { request.key.as_str() };
     let verification = runtime.keys.verify_with(key, &options).await?;
-    let code = verification.code();
+    let mut code = verification.code();
+    // A key in another application's format is a key of another application: not found here.
+    if code == Code::Malformed
+        && state.apps().iter().any(|other| other.app.id != runtime.app.id && other.keys.accepts(key))
+    {
+        code = Code::NotFound;
+    }
     state.metrics.observe(code, started.elapsed());
     let response = VerifyResponse {
-        valid: verification.is_valid(),
+        valid: code == Code::Valid,
         code: code.as_str(),
         message: (code != Code::Valid).then(|| code.message()),
         app: AppRef { id: runtime.app.id, name: runtime.app.name.clone() },

@@ -166,6 +166,20 @@ impl<S: Store> KeyManager<S> {
         Ok(self.inner.current().formatter.generate(self.inner.default_tier.as_deref())?)
     }
 
+    /// Whether `key` is well formed under one of this manager's accepted formats
+    /// (checksum included). Reads no storage.
+    ///
+    /// ```
+    /// use keypal::{KeyManager, MemoryStore};
+    /// let keys = KeyManager::builder().prefix("sk_live").store(MemoryStore::new()).build()?;
+    /// assert!(keys.accepts(keys.generate_key().expose()));
+    /// assert!(!keys.accepts("sk_test_nope"));
+    /// # Ok::<(), keypal::Error>(())
+    /// ```
+    pub fn accepts(&self, key: &str) -> bool {
+        self.parse(key).is_some()
+    }
+
     /// Hashes a key under the current hash policy into a self-describing string.
     pub fn hash_key(&self, key: &(impl AsKey + ?Sized)) -> String {
         self.inner.hashing.hash(key.key_str().as_bytes())

@@ -1,0 +1,536 @@
+//! Every endpoint over a real socket, on SQLite and on PostgreSQL.
+
+// Test helpers assert by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Db, TestServer, json_of};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Runs `$body(db)` as one test per database.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Db::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Db::Postgres).await; })*
+        }
+    };
+}
+
+on_both!(
+    applications_keys_and_verification_end_to_end,
+    rotation_and_revocation_take_effect_before_the_call_returns,
+    owners_manage_their_own_keys_with_the_client_secret,
+    owner_limit_is_exact_under_64_concurrent_creates,
+    recoverable_keys_can_be_revealed_and_others_cannot,
+    tiers_rate_limit_and_credits_show_in_the_verdict,
+    client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
+    deleting_an_application_revokes_its_keys,
+    graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything,
+);
+
+async fn server(db: Db) -> TestServer {
+    let mut server = TestServer::start(db).await;
+    server.login().await;
+    server
+}
+
+async fn applications_keys_and_verification_end_to_end(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server
+        .create_app(json!({"name": "Billing API", "label": "billing", "default_metadata": {"plan": "team"}}))
+        .await;
+    assert!(secret.starts_with("cs-"));
+    let app_id = app["id"].as_str().unwrap();
+    let public_id = app["public_id"].as_str().unwrap();
+    assert!(public_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{public_id}");
+    assert_eq!(app["template"], "sk-proj-{app}-{label}-{secret:32:base64url}");
+
+    let (key, record) =
+        server.create_key(app_id, json!({"name": "CI", "owner_id": "user_1", "scopes": ["read", "billing:*"]})).await;
+    assert!(key.starts_with(&format!("sk-proj-{public_id}-billing-")), "{key}");
+    assert_eq!(record["metadata"], json!({"plan": "team"}), "the app's default metadata");
+    assert_eq!(record["app_id"], app_id);
+    let masked = record["masked"].as_str().unwrap();
+    assert!(masked.contains('…') && masked.ends_with(&key[key.len() - 4..]), "{masked}");
+    assert!(!record.to_string().contains(&key), "a record never shows the key");
+
+    let v = server.verify(&key, &secret, json!({"scopes": ["billing:read"]})).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(true), Some("VALID")), "{v}");
+    assert_eq!(v["app"]["id"], app_id);
+    assert_eq!(v["key"]["owner_id"], "user_1");
+    assert_eq!(v["key"]["metadata"], json!({"plan": "team"}));
+    assert_eq!(server.verify(&key, &secret, json!({"scopes": ["admin"]})).await["code"], "INSUFFICIENT_SCOPE");
+    assert_eq!(server.verify("not a key", &secret, json!({})).await["code"], "MALFORMED");
+
+    // A key of another application is NOT_FOUND there.
+    let (_, other_secret) = server.create_app(json!({"name": "Other", "label": "other"})).await;
+    let v = server.verify(&key, &other_secret, json!({})).await;
+    assert_eq!(v["code"], "NOT_FOUND", "{v}");
+
+    // Metadata can be a plain string.
+    let (_, plain) = server.create_key(app_id, json!({"metadata": "just a note"})).await;
+    assert_eq!(plain["metadata"], "just a note");
+
+    // Listing, newest first, with owner filter and paging.
+    let (status, list) =
+        json_of(server.admin(Method::GET, &format!("/v1/apps/{app_id}/keys")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [plain["id"].as_str().unwrap(), record["id"].as_str().unwrap()], "newest first");
+    let url = format!("/v1/apps/{app_id}/keys?owner_id=user_1&limit=1");
+    let (_, owned) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(owned["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(owned["next_cursor"], Value::Null);
+    let (_, page) =
+        json_of(server.admin(Method::GET, &format!("/v1/apps/{app_id}/keys?limit=1")).send().await.unwrap()).await;
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let url = format!("/v1/apps/{app_id}/keys?limit=1&cursor={cursor}");
+    let (_, second) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(second["keys"][0]["id"], record["id"]);
+
+    // Get and patch.
+    let key_id = record["id"].as_str().unwrap();
+    let (status, got) = json_of(server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap()).await;
+    assert_eq!((status, &got["name"]), (StatusCode::OK, &json!("CI")));
+    let patch = json!({"name": "CI deploys", "scopes": ["read"], "enabled": false, "metadata": {"team": "infra"}});
+    let (status, patched) =
+        json_of(server.admin(Method::PATCH, &format!("/v1/keys/{key_id}")).json(&patch).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (&patched["name"], &patched["enabled"], &patched["scopes"]),
+        (&json!("CI deploys"), &json!(false), &json!(["read"]))
+    );
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "DISABLED", "disabled at once");
+    let enable = json!({"enabled": true, "expires_at": null, "remaining": null});
+    server.admin(Method::PATCH, &format!("/v1/keys/{key_id}")).json(&enable).send().await.unwrap();
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+
+    // Apps list with counts; audit log.
+    let (_, apps) = json_of(server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
+    let billing = apps["apps"].as_array().unwrap().iter().find(|a| a["id"] == app_id).unwrap();
+    assert_eq!((billing["active_keys"].as_u64(), billing["total_keys"].as_u64()), (Some(2), Some(2)));
+    let url = format!("/v1/audit?app_id={app_id}&key_id={key_id}");
+    let (status, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["enabled", "updated", "disabled", "updated", "created"], "newest first: {audit}");
+    assert_eq!(audit["events"][0]["actor"], "admin");
+    assert_eq!(audit["events"][0]["ip"], "127.0.0.1");
+
+    // Delete.
+    let response = server.admin(Method::DELETE, &format!("/v1/keys/{key_id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "NOT_FOUND");
+    server.stop().await;
+}
+
+async fn rotation_and_revocation_take_effect_before_the_call_returns(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let (old, record) = server.create_key(app_id, json!({"owner_id": "u", "metadata": {"m": 1}})).await;
+    let id = record["id"].as_str().unwrap();
+    // Cached as valid first.
+    assert_eq!(server.verify(&old, &secret, json!({})).await["code"], "VALID");
+
+    let (status, rotated) =
+        json_of(server.admin(Method::POST, &format!("/v1/keys/{id}/rotate")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["key"].as_str().unwrap();
+    assert_eq!(rotated["record"]["metadata"], json!({"m": 1}), "same metadata");
+    assert_eq!(rotated["record"]["rotated_from"], id);
+    assert_eq!(server.verify(&old, &secret, json!({})).await["code"], "REVOKED", "the old key is refused at once");
+    assert_eq!(server.verify(new, &secret, json!({})).await["code"], "VALID");
+
+    // With a grace period the old key keeps working.
+    let new_id = rotated["record"]["id"].as_str().unwrap();
+    let url = format!("/v1/keys/{new_id}/rotate");
+    let (status, newer) =
+        json_of(server.admin(Method::POST, &url).json(&json!({"grace_seconds": 3600})).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{newer}");
+    assert_eq!(server.verify(new, &secret, json!({})).await["code"], "VALID", "inside its grace window");
+    let newest = newer["key"].as_str().unwrap();
+    let newest_id = newer["record"]["id"].as_str().unwrap();
+
+    // Revoke: refused at once, metadata removed, record kept; twice is 409.
+    assert_eq!(server.verify(newest, &secret, json!({})).await["code"], "VALID");
+    let (status, revoked) =
+        json_of(server.admin(Method::POST, &format!("/v1/keys/{newest_id}/revoke")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(revoked["metadata"], Value::Null, "revocation removes the metadata");
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(server.verify(newest, &secret, json!({})).await["code"], "REVOKED");
+    let (status, again) =
+        json_of(server.admin(Method::POST, &format!("/v1/keys/{newest_id}/revoke")).send().await.unwrap()).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_REVOKED")));
+    let (status, _) = json_of(server.admin(Method::GET, &format!("/v1/keys/{newest_id}")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "the record stays for the audit log");
+    server.stop().await;
+}
+
+async fn owners_manage_their_own_keys_with_the_client_secret(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a", "default_metadata": {"d": true}})).await;
+    let create = |owner: &str, body: Value| {
+        server.anon(Method::POST, &format!("/v1/owners/{owner}/keys")).bearer_auth(&secret).json(&body).send()
+    };
+    let (status, created) =
+        json_of(create("alice", json!({"name": "  laptop  ", "expires_in_days": 30})).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["record"]["name"], "laptop", "trimmed");
+    assert_eq!(created["record"]["owner_id"], "alice");
+    assert_eq!(created["record"]["metadata"], json!({"d": true}));
+    assert!(created["record"]["expires_at"].is_string());
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(server.verify(key, &secret, json!({})).await["code"], "VALID");
+    let (_, bob) = json_of(create("bob", json!({"name": "ci"})).await.unwrap()).await;
+
+    for bad in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "x".repeat(101)}),
+        json!({"name": "a", "expires_in_days": 0}),
+        json!({"name": "a", "expires_in_days": 366}),
+        json!({"name": "a", "expires_in_days": 1.5}),
+    ] {
+        let (status, body) = json_of(create("alice", bad.clone()).await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+    }
+
+    let (status, listed) =
+        json_of(server.anon(Method::GET, "/v1/owners/alice/keys").bearer_auth(&secret).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let owners: Vec<&str> =
+        listed["keys"].as_array().unwrap().iter().map(|k| k["owner_id"].as_str().unwrap()).collect();
+    assert_eq!(owners, ["alice"], "that owner's keys only");
+
+    let alice_key = created["record"]["id"].as_str().unwrap();
+    let bob_key = bob["record"]["id"].as_str().unwrap();
+    let revoke = |owner: &str, key: &str| {
+        server.anon(Method::POST, &format!("/v1/owners/{owner}/keys/{key}/revoke")).bearer_auth(&secret).send()
+    };
+    assert_eq!(revoke("alice", bob_key).await.unwrap().status(), StatusCode::FORBIDDEN, "another owner's key");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(revoke("alice", &unknown).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(revoke("alice", "not-a-uuid").await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(revoke("alice", alice_key).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(server.verify(key, &secret, json!({})).await["code"], "REVOKED");
+
+    // Missing or wrong client secret: 401.
+    let response = server.anon(Method::GET, "/v1/owners/alice/keys").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = server.anon(Method::GET, "/v1/owners/alice/keys").bearer_auth("cs-wrong").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Another app's keys are invisible.
+    let (_, other) = server.create_app(json!({"name": "B", "label": "b"})).await;
+    let url = format!("/v1/owners/bob/keys/{bob_key}/revoke");
+    let response = server.anon(Method::POST, &url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let _ = app;
+    server.stop().await;
+}
+
+async fn owner_limit_is_exact_under_64_concurrent_creates(db: Db) {
+    let server = Arc::new(server(db).await);
+    let (_, secret) = server.create_app(json!({"name": "A", "label": "a", "max_active_keys_per_owner": 10})).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let server = server.clone();
+            let secret = secret.clone();
+            tokio::spawn(async move {
+                let response = server
+                    .anon(Method::POST, "/v1/owners/carol/keys")
+                    .bearer_auth(&secret)
+                    .json(&json!({"name": format!("key {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                json_of(response).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::FORBIDDEN => assert_eq!(body["error"]["code"], "KEY_LIMIT_REACHED", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 10, "exactly the limit");
+    let (_, listed) =
+        json_of(server.anon(Method::GET, "/v1/owners/carol/keys").bearer_auth(&secret).send().await.unwrap()).await;
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 10);
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+}
+
+async fn recoverable_keys_can_be_revealed_and_others_cannot(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "R", "label": "r", "recoverable": true})).await;
+    let (key, record) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    let url = format!("/v1/keys/{}/reveal", record["id"].as_str().unwrap());
+    let (status, revealed) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
+    assert_eq!((status, revealed["key"].as_str()), (StatusCode::OK, Some(key.as_str())));
+
+    let (plain_app, _) = server.create_app(json!({"name": "P", "label": "p"})).await;
+    let (_, record) = server.create_key(plain_app["id"].as_str().unwrap(), json!({})).await;
+    let url = format!("/v1/keys/{}/reveal", record["id"].as_str().unwrap());
+    let (status, body) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_RECOVERABLE")));
+    server.stop().await;
+}
+
+async fn tiers_rate_limit_and_credits_show_in_the_verdict(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server
+        .create_app(json!({
+            "name": "Tiered", "label": "tiered",
+            "template": "kota_{tier}_{id:12:base32}_{secret:36:hex}",
+            "tiers": {"free": {"rate_limit": "2/minute"}, "pro": {"segment": "pro", "rate_limit": "1000/hour"}},
+            "default_tier": "free",
+        }))
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    let (key, _) = server.create_key(app_id, json!({})).await;
+    assert!(key.starts_with("kota_free_"), "{key}");
+    let first = server.verify(&key, &secret, json!({})).await;
+    assert_eq!(first["ratelimit"]["limit"], 2, "{first}");
+    assert_eq!(first["ratelimit"]["remaining"], 1);
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    let third = server.verify(&key, &secret, json!({})).await;
+    assert_eq!((third["valid"].as_bool(), third["code"].as_str()), (Some(false), Some("RATE_LIMITED")), "{third}");
+    assert!(third["message"].is_string());
+
+    let (pro, _) = server.create_key(app_id, json!({"tier": "pro", "remaining": 2})).await;
+    assert!(pro.starts_with("kota_pro_"));
+    assert_eq!(server.verify(&pro, &secret, json!({})).await["remaining"], 1);
+    let v = server.verify(&pro, &secret, json!({"cost": 5})).await;
+    assert_eq!((v["code"].as_str(), v["remaining"].as_u64()), (Some("USAGE_EXCEEDED"), Some(1)));
+    let unknown_tier =
+        server.admin(Method::POST, &format!("/v1/apps/{app_id}/keys")).json(&json!({"tier": "gold"})).send();
+    let (status, body) = json_of(unknown_tier.await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    server.stop().await;
+}
+
+async fn client_secret_and_service_key_rotation_stop_the_old_ones_at_once(db: Db) {
+    let mut server = server(db).await;
+    let (app, old_secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let (key, _) = server.create_key(app_id, json!({})).await;
+    let (status, body) =
+        json_of(server.admin(Method::POST, &format!("/v1/apps/{app_id}/client-secret")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let new_secret = body["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    let response = server
+        .anon(Method::POST, "/v1/verify")
+        .bearer_auth(&server.service_key)
+        .json(&json!({"key": key, "client_secret": old_secret}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("INVALID_CLIENT_SECRET")));
+    assert_eq!(server.verify(&key, &new_secret, json!({})).await["code"], "VALID");
+
+    let (status, shown) = json_of(server.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
+    assert_eq!((status, shown["service_key"].as_str()), (StatusCode::OK, Some(server.service_key.as_str())));
+    let (status, rotated) = json_of(server.admin(Method::POST, "/v1/service-key/rotate").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let old_service_key =
+        std::mem::replace(&mut server.service_key, rotated["service_key"].as_str().unwrap().to_owned());
+    let response = server
+        .anon(Method::POST, "/v1/verify")
+        .bearer_auth(&old_service_key)
+        .json(&json!({"key": key, "client_secret": new_secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "the old service key stops at once");
+    assert_eq!(server.verify(&key, &new_secret, json!({})).await["code"], "VALID");
+    server.stop().await;
+}
+
+async fn deleting_an_application_revokes_its_keys(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server.create_app(json!({"name": "Gone", "label": "gone"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(server.create_key(app_id, json!({})).await);
+    }
+    let (status, body) =
+        json_of(server.admin(Method::DELETE, &format!("/v1/apps/{app_id}")).send().await.unwrap()).await;
+    assert_eq!((status, body["revoked_keys"].as_u64()), (StatusCode::OK, Some(3)), "{body}");
+    let response = server.admin(Method::GET, &format!("/v1/apps/{app_id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = server
+        .anon(Method::POST, "/v1/verify")
+        .bearer_auth(&server.service_key)
+        .json(&json!({"key": keys[0].0, "client_secret": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "its client secret is gone");
+    let url = format!("/v1/audit?app_id={app_id}&action=revoked");
+    let (_, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(audit["events"].as_array().unwrap().len(), 3, "each revocation is audited");
+    server.stop().await;
+}
+
+async fn graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything(db: Db) {
+    let server = server(db).await;
+    let config = server.config.clone();
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let (key, record) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!(record["last_used_at"], Value::Null);
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    let (admin_password, service_key) = (server.admin_password.clone(), server.service_key.clone());
+    server.stop().await;
+
+    // Same database and key file: nothing is generated again, everything still works.
+    let mut restarted = TestServer::start_with({
+        let mut c = config;
+        c.admin_password = Some(admin_password);
+        c.service_key = Some(service_key);
+        c
+    })
+    .await;
+    restarted.login().await;
+    let url = format!("/v1/keys/{}", record["id"].as_str().unwrap());
+    let (_, after) = json_of(restarted.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert!(after["last_used_at"].is_string(), "the shutdown flushed last_used_at: {after}");
+    assert_eq!(
+        restarted.verify(&key, &secret, json!({})).await["code"],
+        "VALID",
+        "the client secret survives a restart"
+    );
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_are_required_throttled_and_end_on_logout() {
+    let mut server = TestServer::start(Db::Sqlite).await;
+    for path in ["/v1/apps", "/v1/service-key", "/v1/audit", "/v1/keys/0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71"] {
+        let (status, body) = json_of(server.anon(Method::GET, path).send().await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")),
+            "{path}"
+        );
+    }
+    server.login().await;
+    let response = server.admin(Method::GET, "/v1/apps").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = server.anon(Method::POST, "/v1/session").json(&json!({"password": "x"})).send().await.unwrap();
+    let cookie_less = response.headers().get("set-cookie").is_none();
+    assert_eq!((response.status(), cookie_less), (StatusCode::UNAUTHORIZED, true));
+
+    // Logout ends the session server-side: the old cookie no longer works.
+    let response = server.admin(Method::DELETE, "/v1/session").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = server.admin(Method::GET, "/v1/apps").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Repeated failures from one address: 429 with Retry-After, even for the right password.
+    for _ in 0..4 {
+        let response =
+            server.anon(Method::POST, "/v1/session").json(&json!({"password": "wrong"})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = server
+        .anon(Method::POST, "/v1/session")
+        .json(&json!({"password": server.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("retry-after").is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_same_site_strict() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let response = server
+        .anon(Method::POST, "/v1/session")
+        .json(&json!({"password": server.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP on loopback");
+    let response = server
+        .anon(Method::POST, "/v1/session")
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"password": server.admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("set-cookie").unwrap().to_str().unwrap().contains("Secure"), "Secure behind TLS");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let mut server = TestServer::start(Db::Sqlite).await;
+    let response = server.anon(Method::GET, "/healthz").send().await.unwrap();
+    assert_eq!((response.status(), response.text().await.unwrap().as_str()), (StatusCode::OK, "ok"));
+
+    server.login().await;
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let (key, _) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    server.verify(&key, &secret, json!({})).await;
+    server.verify("sk-proj-nope", &secret, json!({})).await;
+    let metrics = server.anon(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("keypal_verifications_total{code=\"VALID\"} 1"), "{metrics}");
+    assert!(metrics.contains("keypal_verifications_total{code=\"MALFORMED\"} 1"), "{metrics}");
+    assert!(metrics.contains("keypal_verify_duration_seconds_count 2"), "{metrics}");
+
+    let (status, doc) = json_of(server.anon(Method::GET, "/openapi.json").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/verify", "/v1/apps", "/v1/apps/{id}/keys", "/v1/keys/{id}/rotate", "/v1/owners/{owner_id}/keys"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn generated_secrets_are_printed_once_and_kept() {
+    let config = common::config(Db::Sqlite);
+    let first = TestServer::start_with(config.clone()).await;
+    let (password, service_key) = (first.admin_password.clone(), first.service_key.clone());
+    first.stop().await;
+    let server = keypal_server::Server::bind(&config).await.unwrap();
+    assert!(server.generated().admin_password.is_none() && server.generated().service_key.is_none(), "generated once");
+    drop(server);
+    let mut again = TestServer::start_with({
+        let mut c = config;
+        c.admin_password = Some(password);
+        c.service_key = Some(service_key.clone());
+        c
+    })
+    .await;
+    again.login().await;
+    let (_, shown) = json_of(again.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
+    assert_eq!(shown["service_key"], service_key.as_str());
+    again.stop().await;
+}

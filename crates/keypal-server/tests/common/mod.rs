@@ -1,0 +1,188 @@
+//! A real `keypal serve` on a free loopback port, on SQLite (a new file) or PostgreSQL
+//! (a new schema), with an HTTP client that speaks to it over the socket.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keypal_server::{ServeConfig, Server};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+
+pub fn postgres_url() -> String {
+    std::env::var("KEYPAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("keypal-server-tests")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// A server config on `db`, with a key file and database of its own.
+pub fn config(db: Db) -> ServeConfig {
+    let dir = scratch_dir();
+    let mut config = ServeConfig::default();
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.key_file = dir.join("keypal.key");
+    match db {
+        Db::Sqlite => config.database_url = format!("sqlite://{}", dir.join("keypal.db").display()),
+        Db::Postgres => {
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            config.database_url = postgres_url();
+            config.database_schema = Some(format!("kpt_{secs}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+            config.max_connections = 8;
+        }
+    }
+    config
+}
+
+/// A running server and what a test needs to call it.
+pub struct TestServer {
+    pub base: String,
+    pub config: ServeConfig,
+    pub admin_password: String,
+    pub service_key: String,
+    pub http: reqwest::Client,
+    /// The admin session cookie (`keypal_session=...`), after `login`.
+    pub cookie: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on `db` with generated secrets.
+    pub async fn start(db: Db) -> TestServer {
+        Self::start_with(config(db)).await
+    }
+
+    /// Starts a server with this config (the admin password and service key are generated
+    /// unless set).
+    pub async fn start_with(config: ServeConfig) -> TestServer {
+        let server = match Server::bind(&config).await {
+            Ok(server) => server,
+            Err(e) if config.database_url.starts_with("postgres") => panic!(
+                "PostgreSQL is required and not reachable at {}: {e}. Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.",
+                postgres_url()
+            ),
+            Err(e) => panic!("the server did not start: {e}"),
+        };
+        let addr = server.local_addr().expect("address");
+        let admin_password = config
+            .admin_password
+            .clone()
+            .or_else(|| server.generated().admin_password.clone())
+            .expect("a generated admin password");
+        let service_key = config
+            .service_key
+            .clone()
+            .or_else(|| server.generated().service_key.clone())
+            .expect("a generated service key");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server.run(async move { drop(stopped.await) }).await.expect("the server failed");
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            config,
+            admin_password,
+            service_key,
+            http: reqwest::Client::new(),
+            cookie: None,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server gracefully (pending writes are flushed) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with no credentials.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    /// A request with the admin session cookie.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.anon(method, path);
+        match &self.cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        }
+    }
+
+    /// Logs in with the admin password and keeps the session cookie.
+    pub async fn login(&mut self) {
+        let response = self
+            .anon(Method::POST, "/v1/session")
+            .json(&json!({"password": self.admin_password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "login");
+        let set_cookie = response.headers().get("set-cookie").expect("a session cookie").to_str().unwrap().to_owned();
+        self.cookie = Some(set_cookie.split(';').next().unwrap().to_owned());
+    }
+
+    /// Creates an application; returns (app, client secret).
+    pub async fn create_app(&self, body: Value) -> (Value, String) {
+        let response = self.admin(Method::POST, "/v1/apps").json(&body).send().await.unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::CREATED, "create app: {body}");
+        (body["app"].clone(), body["client_secret"].as_str().unwrap().to_owned())
+    }
+
+    /// Creates a key in an application as admin; returns (key, record).
+    pub async fn create_key(&self, app_id: &str, body: Value) -> (String, Value) {
+        let response = self.admin(Method::POST, &format!("/v1/apps/{app_id}/keys")).json(&body).send().await.unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::CREATED, "create key: {body}");
+        (body["key"].as_str().unwrap().to_owned(), body["record"].clone())
+    }
+
+    /// `POST /v1/verify` with the service key; returns the JSON answer (asserting 200).
+    pub async fn verify(&self, key: &str, client_secret: &str, extra: Value) -> Value {
+        let mut body = json!({"key": key, "client_secret": client_secret});
+        if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            obj.extend(extra.clone());
+        }
+        let response =
+            self.anon(Method::POST, "/v1/verify").bearer_auth(&self.service_key).json(&body).send().await.unwrap();
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "verify: {body}");
+        body
+    }
+}
+
+/// The status and JSON body of a response (Null when the body is empty).
+pub async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
