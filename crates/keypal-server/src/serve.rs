@@ -36,6 +36,12 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A setting this build cannot honour yet.
+    #[error("{setting} is not supported by this version of keypal serve")]
+    Unsupported {
+        /// The setting.
+        setting: &'static str,
+    },
     /// The server failed while running.
     #[error("the server failed: {0}")]
     Io(#[source] std::io::Error),
@@ -49,6 +55,7 @@ impl ServeError {
             ServeError::Database(e) => e.code(),
             ServeError::Boot(_) => "BOOT_FAILED",
             ServeError::Bind { .. } => "LISTEN_FAILED",
+            ServeError::Unsupported { .. } => "SETTING_UNSUPPORTED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
     }
@@ -65,6 +72,10 @@ impl Server {
     /// Loads the master key, opens and migrates the database, loads applications and
     /// settings (generating the admin password and service key on first start), and binds.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
+        if config.redis_url.is_some() {
+            // Refused rather than ignored: several instances without shared state would be wrong.
+            return Err(ServeError::Unsupported { setting: "redis_url" });
+        }
         let (secrets, created) = Secrets::load(config.master_key.as_deref(), &config.key_file)?;
         if let Some(file) = created {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
