@@ -21,6 +21,7 @@ mod extract;
 mod keys;
 mod metrics;
 mod openapi;
+mod panel;
 mod patch;
 mod routes;
 pub mod secrets;

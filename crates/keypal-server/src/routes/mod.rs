@@ -48,6 +48,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/verify", post(verify::verify))
         .route("/v1/owners/{owner_id}/keys", get(owners::list).post(owners::create))
         .route("/v1/owners/{owner_id}/keys/{key_id}/revoke", post(owners::revoke))
+        .merge(crate::panel::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
