@@ -9,7 +9,7 @@ use keypal::{
     AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, RedisError, Script, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -142,12 +142,24 @@ impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host[:port][/db]`, or
     /// `redis+unix:///path/to/socket`) and keeps every key under `prefix`.
     ///
-    /// Fails at once when Redis cannot be reached; once connected, a lost connection
-    /// is re-established in the background (reads are retried once, a change that was
-    /// in flight fails with [`StoreError::Backend`] and may or may not have happened,
-    /// as with a SQL commit whose answer was lost).
+    /// Needs Redis 6 or later: the connection speaks RESP3 unless the URL names a
+    /// protocol (`?protocol=resp2`), so that a dropped connection is noticed as it
+    /// happens and re-established in the background before the next command.
+    ///
+    /// Fails at once when Redis cannot be reached. Once connected, reads that meet a
+    /// lost connection are retried once on the new one; a change that was in flight
+    /// fails with [`StoreError::Backend`] and may or may not have happened, as with a
+    /// SQL commit whose answer was lost.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, RedisStoreError> {
-        let client = Client::open(url).map_err(RedisStoreError::InvalidUrl)?;
+        let mut info = url.into_connection_info().map_err(RedisStoreError::InvalidUrl)?;
+        // RESP3 unless the URL names a protocol: on RESP3 the manager hears of a dropped
+        // connection as it happens and reconnects at once, instead of on the next command
+        // (which would fail, and a change cannot be retried blindly).
+        if !url.contains("protocol=") {
+            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            info = info.set_redis_settings(settings);
+        }
+        let client = Client::open(info).map_err(RedisStoreError::InvalidUrl)?;
         // One plain attempt first: an unreachable server is reported now, not after the
         // manager's reconnection backoff.
         let probe_config = AsyncConnectionConfig::new()
