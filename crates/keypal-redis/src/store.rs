@@ -36,8 +36,9 @@ const TOUCH_BATCH: usize = 256;
 ///
 /// Durability is Redis's own: a create that returned success survives a crash of
 /// Redis only with AOF persistence (`appendonly yes`, `appendfsync always` for every
-/// write). A standalone server (or a replicated primary) is required: the scripts
-/// reach keys derived from the prefix, which Redis Cluster does not route.
+/// write), and only with `maxmemory-policy noeviction` (an evicting policy would
+/// drop keys silently). A standalone server (or a replicated primary) is required:
+/// the scripts reach keys derived from the prefix, which Redis Cluster does not route.
 ///
 /// ```no_run
 /// use keypal::{KeyManager, NewKey};
