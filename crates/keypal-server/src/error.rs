@@ -1,7 +1,7 @@
 //! Every non-2xx answer: `{"error": {"code", "message", "field"?}}` with a stable code.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -140,6 +140,16 @@ impl From<JsonRejection> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the body is too large")
             }
             other => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the body is too large")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", "the body could not be read")
         }
     }
 }

@@ -1,18 +1,27 @@
 //! Extractors whose rejections are [`ApiError`]s, so every bad request gets the JSON error shape.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body (`Content-Type: application/json`), or a 400/413/415 [`ApiError`].
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body (`Content-Type: application/json`), or a 400/413/415 [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-/// Query parameters, or a 400 `INVALID_QUERY`.
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let body = Bytes::from_request(request, state).await?;
+        json_object(&body).map(ApiJson)
+    }
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     fn into_response(self) -> axum::response::Response {
@@ -20,17 +29,89 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     }
 }
 
+/// A body that is empty or JSON: its bytes, read within the body limit (413) and, when
+/// not empty, sent as `Content-Type: application/json` (415). Code that calls a handler
+/// directly converts JSON text into one.
+#[derive(Debug, Clone, Default)]
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(request.headers());
+        let body = Bytes::from_request(request, state).await?;
+        if !json && !is_blank(&body) {
+            return Err(unsupported_media_type());
+        }
+        Ok(JsonBytes(body))
+    }
+}
+
+impl From<String> for JsonBytes {
+    fn from(json: String) -> Self {
+        JsonBytes(Bytes::from(json))
+    }
+}
+
+impl From<Bytes> for JsonBytes {
+    fn from(json: Bytes) -> Self {
+        JsonBytes(json)
+    }
+}
+
+impl JsonBytes {
+    /// The JSON object, or the defaults when the body is empty.
+    pub fn optional<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        optional_json(&self.0)
+    }
+}
+
+/// Query parameters, or a 400 `INVALID_QUERY`.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
 /// Path parameters, or a 404 `NOT_FOUND`.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// An optional JSON body: empty means the defaults.
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// An optional JSON object body: empty means the defaults.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if is_blank(body) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the body does not fit: {e}"))
-    })
+    json_object(body)
+}
+
+/// A JSON object (arrays, strings, numbers and `null` are refused: serde would otherwise
+/// take an array for a struct).
+fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => Ok(axum::Json::<T>::from_bytes(body)?.0),
+        Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", "the body must be a JSON object")),
+    }
+}
+
+fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Whether the content type is `application/json` or `application/*+json` (parameters allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "send a JSON body with Content-Type: application/json",
+    )
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, JsonBytes};
 use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, RotateRequest};
 use crate::routes::apps::{check_credits, check_scopes};
 use crate::state::{AppRuntime, State};
@@ -101,9 +101,9 @@ pub async fn rotate(
     admin: Admin,
     AxumState(state): Shared,
     ApiPath(id): ApiPath<String>,
-    body: axum::body::Bytes,
+    body: JsonBytes,
 ) -> Result<ApiJson<CreatedKey>, ApiError> {
-    let request: RotateRequest = crate::extract::optional_json(&body)?;
+    let request: RotateRequest = body.optional()?;
     let grace = Duration::from_secs(request.grace_seconds.unwrap_or(0));
     if grace > MAX_GRACE {
         return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
