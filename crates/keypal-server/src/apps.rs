@@ -206,8 +206,8 @@ impl App {
             public_id,
             name: check_name(&request.name)?,
             label: check_label(&request.label)?,
-            default_metadata: request.default_metadata,
-            template: request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+            default_metadata: check_default_metadata(request.default_metadata)?,
+            template: check_template(request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?,
             legacy_templates: Vec::new(),
             hash: parse_hash(request.hash.as_deref())?,
             bcrypt_cost: request.bcrypt_cost,
@@ -227,11 +227,12 @@ impl App {
             app.name = check_name(&name)?;
         }
         if let Some(metadata) = patch.default_metadata {
-            app.default_metadata = metadata;
+            app.default_metadata = check_default_metadata(metadata)?;
         }
         if let Some(template) = patch.template
             && template != app.template
         {
+            let template = check_template(template)?;
             // Keys of the old format keep verifying.
             let old = std::mem::replace(&mut app.template, template);
             app.legacy_templates.retain(|t| *t != app.template);
@@ -323,6 +324,46 @@ pub fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// Metadata stored as it was sent, except NUL characters (`\u0000`), which PostgreSQL's
+/// `jsonb` refuses: in a string or a key anywhere inside, they are a 400 naming `field`.
+pub fn check_metadata(field: &str, metadata: &Value) -> Result<(), ApiError> {
+    let has_nul = |text: &str| text.contains('\0');
+    let mut pending = vec![metadata];
+    while let Some(value) = pending.pop() {
+        let bad = match value {
+            Value::String(text) => has_nul(text),
+            Value::Array(items) => {
+                pending.extend(items);
+                false
+            }
+            Value::Object(map) => {
+                pending.extend(map.values());
+                map.keys().any(|k| has_nul(k))
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        };
+        if bad {
+            return Err(ApiError::invalid(field, "must not contain NUL characters (\\u0000)"));
+        }
+    }
+    Ok(())
+}
+
+fn check_default_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
+    if let Some(metadata) = &metadata {
+        check_metadata("default_metadata", metadata)?;
+    }
+    Ok(metadata)
+}
+
+/// A template's literal text becomes part of every key: no control characters.
+fn check_template(template: String) -> Result<String, ApiError> {
+    if template.chars().any(char::is_control) {
+        return Err(ApiError::invalid("template", "must not contain control characters"));
+    }
+    Ok(template)
+}
+
 fn check_label(label: &str) -> Result<String, ApiError> {
     let ok = (1..=32).contains(&label.len())
         && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -361,8 +402,17 @@ fn parse_tiers(tiers: BTreeMap<String, TierInput>) -> Result<BTreeMap<String, Ti
     tiers
         .into_iter()
         .map(|(name, input)| {
+            if name.chars().any(char::is_control) {
+                return Err(ApiError::invalid(format!("tiers.{name}"), "a tier name has no control characters"));
+            }
             let mut tier = Tier::new();
             if let Some(segment) = input.segment {
+                if segment.chars().any(char::is_control) {
+                    return Err(ApiError::invalid(
+                        format!("tiers.{name}.segment"),
+                        "must not contain control characters",
+                    ));
+                }
                 tier = tier.segment(segment);
             }
             if let Some(limit) = input.rate_limit {

@@ -203,7 +203,7 @@ pub async fn audit(
         query = query.key_id(KeyId(key));
     }
     if let Some(owner) = params.owner_id {
-        query = query.owner_id(owner);
+        query = query.owner_id(crate::routes::apps::check_owner(&owner)?);
     }
     if let Some(action) = params.action {
         let action: Action = action.parse().map_err(|_| ApiError::invalid("action", "is not an audit action"))?;

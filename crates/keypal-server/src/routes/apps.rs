@@ -218,6 +218,9 @@ pub fn new_key(app: &App, request: NewKeyRequest) -> Result<NewKey, ApiError> {
     if let Some(owner) = request.owner_id {
         new = new.owner_id(check_owner(&owner)?);
     }
+    if let Some(metadata) = &request.metadata {
+        apps::check_metadata("metadata", metadata)?;
+    }
     new.metadata = request.metadata.or_else(|| app.default_metadata.clone());
     if let Some(scopes) = request.scopes {
         new = new.scopes(check_scopes(scopes)?);
@@ -314,7 +317,7 @@ pub async fn list_keys(
     let runtime = state.app_by_text(&id)?;
     let mut query = ListQuery::new().include_revoked(params.include_revoked.unwrap_or(false));
     if let Some(owner) = params.owner_id {
-        query = query.owner_id(owner);
+        query = query.owner_id(check_owner(&owner)?);
     }
     if let Some(limit) = params.limit {
         if !(1..=1000).contains(&limit) {

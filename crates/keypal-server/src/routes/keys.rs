@@ -71,6 +71,9 @@ pub async fn update(
     if let Some(name) = request.name {
         patch.name = Some(name.as_deref().map(crate::apps::check_name).transpose()?);
     }
+    if let Some(Some(metadata)) = &request.metadata {
+        crate::apps::check_metadata("metadata", metadata)?;
+    }
     patch.metadata = request.metadata;
     if let Some(scopes) = request.scopes {
         patch.scopes = Some(check_scopes(scopes)?);

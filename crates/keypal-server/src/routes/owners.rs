@@ -52,6 +52,9 @@ pub async fn create(
     if let Some(scopes) = request.scopes {
         new = new.scopes(check_scopes(scopes)?);
     }
+    if let Some(metadata) = &request.metadata {
+        crate::apps::check_metadata("metadata", metadata)?;
+    }
     new.metadata = request.metadata.or_else(|| app.default_metadata.clone());
     let keys = client.runtime.keys.with_context(client.caller.context(&format!("app:{}", app.id)));
     let created = keys.create(new).await?;
