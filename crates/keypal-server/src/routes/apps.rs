@@ -113,11 +113,12 @@ pub async fn create(
     AxumState(state): Shared,
     ApiJson(request): ApiJson<NewApp>,
 ) -> Result<(StatusCode, ApiJson<CreatedApp>), ApiError> {
-    let app = App::create(request, OffsetDateTime::now_utc())?;
-    if state.apps().iter().any(|r| r.app.label == app.label) {
+    // Every field is checked (the template, tiers and hash by building the key manager)
+    // before the label's uniqueness: an invalid request is a 400 whatever its label.
+    let runtime = state.runtime(App::create(request, OffsetDateTime::now_utc())?)?;
+    if state.apps().iter().any(|r| r.app.label == runtime.app.label) {
         return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
     }
-    let runtime = state.runtime(app)?;
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
@@ -149,6 +150,8 @@ pub async fn update(
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<ApiJson<AppBody>, ApiError> {
     let current = state.app_by_text(&id)?;
+    // The stored document's id is the canonical text of the UUID, whatever form the path had.
+    let id = current.app.id.to_string();
     let app = current.app.patched(patch)?;
     let runtime = state.runtime(app)?;
     let stored = state.store.get_object(apps::KIND, &id).await?.ok_or_else(|| ApiError::not_found("application"))?;
@@ -185,7 +188,7 @@ pub async fn delete(
             }
         }
     }
-    state.store.delete_object(apps::KIND, &id).await?;
+    state.store.delete_object(apps::KIND, &runtime.app.id.to_string()).await?;
     Ok(ApiJson(DeletedApp { revoked_keys }))
 }
 
@@ -201,7 +204,7 @@ pub async fn regenerate_secret(
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
-    if !state.store.update_object(apps::KIND, &id, Some(&digest), &body).await? {
+    if !state.store.update_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body).await? {
         return Err(ApiError::not_found("application"));
     }
     let runtime = state.runtime(runtime.app.clone())?;
