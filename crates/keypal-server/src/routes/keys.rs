@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use keypal::{KeyId, KeyManager, KeyPatch, KeyRecord, Store};
 use keypal_sql::SqlStore;
 use serde::Serialize;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::auth::Admin;
@@ -67,6 +68,10 @@ pub async fn update(
     ApiJson(request): ApiJson<KeyPatchRequest>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
     let (id, record, runtime) = find(&state, &id).await?;
+    // A revoked key stays as it was for the audit log (revocation removed its metadata).
+    if record.is_revoked_at(OffsetDateTime::now_utc()) {
+        return Err(keypal::Error::AlreadyRevoked(id).into());
+    }
     let mut patch = KeyPatch::new();
     if let Some(name) = request.name {
         patch.name = Some(name.as_deref().map(crate::apps::check_name).transpose()?);
