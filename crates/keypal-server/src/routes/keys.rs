@@ -60,7 +60,8 @@ pub async fn get(
 
 /// Changes a key's name, metadata, scopes, enabled flag, expiry, tier or credits.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyPatchRequest,
-    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
 pub async fn update(
     admin: Admin,
     AxumState(state): Shared,
