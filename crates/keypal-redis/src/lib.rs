@@ -13,6 +13,9 @@
 //!   yet, `last_used_at` only forward, credits by a guarded decrement), never a rewrite
 //!   of the whole record, so a `touch` cannot undo a revocation.
 //! - **Audit**: each change appends its event in the same script; the log is append-only.
+//! - **Rate limiting**: [`RedisRateLimiter`] keeps one exact GCRA limit per key for
+//!   every instance, one script per decision on Redis's clock; [`FailMode`] says what
+//!   happens when Redis is unreachable.
 //!
 //! ## Key layout
 //!
@@ -33,12 +36,14 @@
 //! | `P ev:<event id>` | hash | one audit event (`details` as JSON) |
 //! | `P audit` | sorted set | every event id |
 //! | `P audit:key:<id>`, `P audit:owner:<owner>`, `P audit:ns:<ns>`, `P audit:action:<action>` | sorted set | event ids by key, owner, namespace and action |
+//! | `P rl:<id>` | string | [`RedisRateLimiter`]: a key's theoretical arrival time (integer microseconds), expiring at that time |
 //!
 //! (Written here with a space after `P` for readability; the keys have none.)
 //!
 //! Listings and audit reads walk the index that matches their filters, newest first,
 //! in bounded steps (a few hundred members per script call), checking the remaining
-//! filters (revocation time, audit time range) on the way. Nothing has a TTL.
+//! filters (revocation time, audit time range) on the way. Nothing has a TTL except
+//! the rate limiter's `rl:` keys.
 //!
 //! ```no_run
 //! use keypal::{KeyManager, NewKey};
@@ -55,10 +60,12 @@
 
 mod codec;
 mod error;
+mod ratelimit;
 mod scripts;
 mod store;
 
 pub use error::{CorruptData, EventAlreadyLogged, OutOfRange, RedisStoreError};
+pub use ratelimit::{FailMode, RateLimitUnavailable, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use store::RedisStore;
 
 /// Re-exported for callers that configure connections themselves ([`RedisStore::from_manager`]).
