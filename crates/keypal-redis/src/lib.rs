@@ -58,12 +58,14 @@
 //! # }
 //! ```
 
+mod bus;
 mod codec;
 mod error;
 mod ratelimit;
 mod scripts;
 mod store;
 
+pub use bus::{BusSubscription, RedisBus, RedisBusSink};
 pub use error::{CorruptData, EventAlreadyLogged, OutOfRange, RedisStoreError};
 pub use ratelimit::{FailMode, RateLimitUnavailable, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use store::RedisStore;

@@ -29,6 +29,8 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(feature = "postgres")]
+mod bus;
 mod codec;
 mod error;
 mod migrate;
@@ -41,6 +43,8 @@ mod sqlite;
 mod store;
 mod usage;
 
+#[cfg(feature = "postgres")]
+pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
 pub use error::{CorruptRow, OutOfRange, SqlError};
 pub use migrate::MIGRATIONS_TABLE;
 pub use objects::Object;
