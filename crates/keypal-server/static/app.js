@@ -18,21 +18,36 @@ function flash(message, kind) {
 }
 
 async function reveal(url, target) {
-  const response = await fetch(url, { method: "POST", headers: { "x-csrf-token": csrfToken() }, credentials: "same-origin" });
-  if (!response.ok) {
-    flash("Could not reveal it (" + response.status + ").", "err");
-    return;
+  try {
+    const response = await fetch(url, { method: "POST", headers: { "x-csrf-token": csrfToken() }, credentials: "same-origin" });
+    if (response.redirected) {
+      flash("The session has ended: reload the page and log in again.", "err");
+    } else if (!response.ok) {
+      flash("Could not reveal it (" + response.status + ").", "err");
+    } else {
+      const body = await response.json();
+      document.getElementById(target).textContent = body.key || body.service_key;
+    }
+  } catch (e) {
+    flash("Could not reach the server.", "err");
   }
-  const body = await response.json();
-  document.getElementById(target).textContent = body.key || body.service_key;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  // Dialogs rendered with a secret in them open as modals.
+  // Dialogs rendered with a secret in them open as modals. The page came from a POST:
+  // put its own address in the history instead, so reloading does not post again. Once
+  // closed, the secret leaves the page.
   for (const dialog of document.querySelectorAll("dialog[data-autoshow]")) {
+    if (dialog.dataset.page) history.replaceState(null, "", dialog.dataset.page);
+    dialog.addEventListener("close", () => {
+      // (Also fired, late, by the close() below: the dialog is open again by then.)
+      if (!dialog.open) for (const field of dialog.querySelectorAll("textarea, input")) field.value = "";
+    });
     if (dialog.open) dialog.close();
     dialog.showModal();
   }
+  // A form sent back with errors: start at the first field to fix.
+  if (!document.querySelector("dialog[open]")) document.querySelector('[aria-invalid="true"]')?.focus();
   for (const button of document.querySelectorAll("[data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }

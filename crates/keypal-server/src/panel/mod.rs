@@ -18,9 +18,9 @@ use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION, ORIGIN};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use subtle::ConstantTimeEq;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -31,36 +31,46 @@ use crate::state::State;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// A route's methods, answering others with the panel's own 405 page (inside the
+/// security headers' layers, unlike the service's JSON fallback).
+fn page(methods: MethodRouter<Arc<State>>) -> MethodRouter<Arc<State>> {
+    methods.fallback(pages::wrong_method)
+}
+
 /// The panel's routes, with its security headers.
 pub fn router() -> Router<Arc<State>> {
     Router::new()
-        .route("/admin", get(pages::home))
-        .route("/admin/", get(pages::home))
-        .route("/admin/login", get(pages::login_page).post(pages::login))
-        .route("/admin/logout", post(pages::logout))
-        .route("/admin/apps", get(pages::apps).post(pages::create_app))
-        .route("/admin/apps/{id}", get(pages::app))
-        .route("/admin/apps/{id}/delete", post(pages::delete_app))
-        .route("/admin/apps/{id}/keys", post(pages::create_key))
-        .route("/admin/apps/{id}/client-secret", post(pages::regenerate_secret))
-        .route("/admin/keys/{id}/edit", get(pages::edit_key_page).post(pages::edit_key))
-        .route("/admin/keys/{id}/rotate", post(pages::rotate_key))
-        .route("/admin/keys/{id}/reveal", post(pages::reveal_key))
-        .route("/admin/keys/{id}/{action}", post(pages::key_action))
-        .route("/admin/settings", get(pages::settings))
-        .route("/admin/service-key/reveal", post(pages::reveal_service_key))
-        .route("/admin/service-key/rotate", post(pages::rotate_service_key))
-        .route("/admin/audit", get(pages::audit))
-        .route("/admin/static/app.css", get(pages::stylesheet))
-        .route("/admin/static/app.js", get(pages::script))
+        .route("/admin", page(get(pages::home)))
+        .route("/admin/", page(get(pages::home)))
+        .route("/admin/login", page(get(pages::login_page).post(pages::login)))
+        .route("/admin/logout", page(post(pages::logout)))
+        .route("/admin/apps", page(get(pages::apps).post(pages::create_app)))
+        .route("/admin/apps/{id}", page(get(pages::app)))
+        .route("/admin/apps/{id}/delete", page(post(pages::delete_app)))
+        .route("/admin/apps/{id}/keys", page(post(pages::create_key)))
+        .route("/admin/apps/{id}/client-secret", page(post(pages::regenerate_secret)))
+        .route("/admin/keys/{id}/edit", page(get(pages::edit_key_page).post(pages::edit_key)))
+        .route("/admin/keys/{id}/rotate", page(post(pages::rotate_key)))
+        .route("/admin/keys/{id}/reveal", page(post(pages::reveal_key)))
+        .route("/admin/keys/{id}/{action}", page(post(pages::key_action)))
+        .route("/admin/settings", page(get(pages::settings)))
+        .route("/admin/service-key/reveal", page(post(pages::reveal_service_key)))
+        .route("/admin/service-key/rotate", page(post(pages::rotate_service_key)))
+        .route("/admin/audit", page(get(pages::audit)))
+        .route("/admin/static/app.css", page(get(pages::stylesheet)))
+        .route("/admin/static/app.js", page(get(pages::script)))
+        .route("/admin/{*rest}", any(pages::not_found))
         .layer(SetResponseHeaderLayer::overriding(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
         ))
+        // Not `no-referrer`: under it browsers send `Origin: null` with the panel's own
+        // form posts, which the same-origin check must refuse. `same-origin` still keeps
+        // panel URLs from other sites.
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
 }
@@ -107,6 +117,9 @@ pub struct SecretModal {
     pub secret: String,
     /// The warning under the title.
     pub warning: &'static str,
+    /// The page's own address: the script puts it in the history in place of the POST
+    /// that answered with the secret, so reloading does not send the form again.
+    pub page: String,
 }
 
 impl SecretModal {
@@ -115,7 +128,12 @@ impl SecretModal {
             title: title.into(),
             secret: secret.into(),
             warning: "Copy it now: it is shown only once and cannot be shown again.",
+            page: String::new(),
         })
+    }
+
+    fn on(self, page: &str) -> Self {
+        SecretModal { page: page.to_owned(), ..self }
     }
 }
 
@@ -178,19 +196,22 @@ fn csrf_of(state: &State, token: &str) -> String {
     state.secrets.digest(&format!("csrf:{token}"))
 }
 
-/// Whether a request's `Origin` (when sent) is this server.
-fn same_origin(parts: &Parts) -> bool {
-    let Some(origin) = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    !host.is_empty() && origin_host == host
+/// Whether a request's `Origin` (when sent) is this server. (`Origin: null`, sent from
+/// sandboxed frames, `data:` pages and privacy-minded redirects, is another site.)
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    headers.get_all(ORIGIN).iter().all(|origin| {
+        let origin = origin.to_str().unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        !host.is_empty() && origin_host == host
+    })
 }
 
 impl FromRequestParts<Arc<State>> for PanelSession {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, Response> {
-        if parts.method != Method::GET && !same_origin(parts) {
+        if parts.method != Method::GET && !same_origin(&parts.headers) {
             return Err(forbidden("Cross-site requests are refused."));
         }
         let token = auth::cookie(parts, SESSION_COOKIE).map(str::to_owned);
@@ -199,8 +220,11 @@ impl FromRequestParts<Arc<State>> for PanelSession {
             None => false,
         };
         let Some(token) = token.filter(|_| valid) else {
-            // Back to this page after logging in (GET pages only; a POST goes to its page's parent).
-            let next = if parts.method == Method::GET { parts.uri.path() } else { "/admin/apps" };
+            // Back to this page (with its filters) after logging in; after a POST, to the applications.
+            let next = match parts.uri.path_and_query() {
+                Some(page) if parts.method == Method::GET => page.as_str(),
+                _ => "/admin/apps",
+            };
             return Err(redirect(&format!("/admin/login?next={}", encode_path(next))));
         };
         let caller = Caller::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;

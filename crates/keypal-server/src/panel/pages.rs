@@ -144,10 +144,7 @@ pub async fn login(
     form: Form<LoginForm>,
 ) -> Response {
     let next = safe_next(&form.next).to_owned();
-    if headers.get("origin").and_then(|o| o.to_str().ok()).is_some_and(|origin| {
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
-        origin.split_once("://").map_or(origin, |(_, rest)| rest) != host
-    }) {
+    if !super::same_origin(&headers) {
         return super::forbidden("Cross-site requests are refused.");
     }
     match routes::admin::log_in(&state, &caller, &form.password).await {
@@ -307,7 +304,12 @@ impl AppForm {
 /// An API error as an error next to its field (or above the form).
 fn field_error(errors: &mut FormErrors, error: &ApiError, known: &[&str]) {
     let field = error.field.as_deref().map(|f| f.split('.').next().unwrap_or(f)).filter(|f| known.contains(f));
-    errors.set(field.unwrap_or("form"), error.message.clone());
+    // Next to its field, "label: must be ..." reads better as "must be ...".
+    let message = match (field, &error.field) {
+        (Some(_), Some(path)) => error.message.strip_prefix(&format!("{path}: ")).unwrap_or(&error.message),
+        _ => &error.message,
+    };
+    errors.set(field.unwrap_or("form"), message);
 }
 
 async fn app_views(state: &Arc<State>, session: &PanelSession) -> Result<Vec<AppView>, ApiError> {
@@ -326,6 +328,7 @@ async fn apps_page(
     match app_views(state, session).await {
         Ok(apps) => {
             let hashes = choices(HASHES.iter().map(|h| (*h, *h)), &form.hash);
+            let modal = modal.map(|m| m.on("/admin/apps"));
             let page =
                 AppsPage { layout: layout("Applications", "apps", Some(session), flash), apps, form, hashes, modal };
             render(status, &page)
@@ -600,6 +603,7 @@ async fn build_app_page(
         }
         flash_of(&params)
     });
+    let address = format!("/admin/apps/{}", body.app.id);
     let page = AppPage {
         layout: layout(body.app.name.clone(), "apps", Some(session), flash),
         app: body.app,
@@ -608,7 +612,7 @@ async fn build_app_page(
         filter_owner,
         statuses: choices(STATUSES.iter().map(|s| (*s, *s)), &filter_status),
         key_form: parts.key_form,
-        modal: parts.modal,
+        modal: parts.modal.map(|m| m.on(&address)),
     };
     Ok(render(parts.status, &page))
 }
@@ -974,7 +978,7 @@ async fn settings_page(
             &SettingsPage {
                 layout: layout("Service key", "settings", Some(session), flash),
                 masked: mask(&key),
-                modal,
+                modal: modal.map(|m| m.on("/admin/settings")),
             },
         ),
         Err(e) => error_page(&e),
@@ -1100,6 +1104,18 @@ pub async fn audit(session: PanelSession, AxumState(state): Shared, Query(filter
 }
 
 // ---------------------------------------------------------------- static files
+
+/// A method an address does not take.
+pub async fn wrong_method() -> Response {
+    let page = ErrorPage::new("Not allowed", "This address does not take that kind of request.");
+    (StatusCode::METHOD_NOT_ALLOWED, page.html()).into_response()
+}
+
+/// Any other address under `/admin`: a page, with the panel's headers.
+pub async fn not_found() -> Response {
+    let page = ErrorPage::new("Not found", "There is no such page in the admin panel.");
+    (StatusCode::NOT_FOUND, page.html()).into_response()
+}
 
 pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("../../static/app.css"))

@@ -1,0 +1,373 @@
+//! The admin panel over plain HTTP (no browser): sessions, the login page, CSRF tokens,
+//! same-origin POSTs and the security headers on every `/admin` answer.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use common::{Db, TestServer};
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::json;
+
+/// A client that shows redirects instead of following them.
+fn client() -> Client {
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Percent-encodes a query or form value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded`.
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+}
+
+fn location(response: &Response) -> String {
+    response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// The value of the first `name="csrf"` field of a page.
+fn csrf_in(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + "name=\"csrf\" value=\"".len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A panel session over HTTP.
+struct Panel {
+    server: TestServer,
+    http: Client,
+    cookie: String,
+    csrf: String,
+}
+
+impl Panel {
+    /// A server, and a session logged in through the login form.
+    async fn start() -> Panel {
+        let mut server = TestServer::start(Db::Sqlite).await;
+        let http = client();
+        let response = login(&server, &http, &server.admin_password, "/admin/apps").await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let cookie = response.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+        server.cookie = Some(cookie.clone());
+        let page = http.get(server.url("/admin/apps")).header(COOKIE, &cookie).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let csrf = csrf_in(&page.text().await.unwrap());
+        Panel { server, http, cookie, csrf }
+    }
+
+    fn get(&self, path: &str) -> RequestBuilder {
+        self.http.get(self.server.url(path)).header(COOKIE, &self.cookie)
+    }
+
+    /// A form post from the panel's own pages (the browser sends the Origin).
+    fn post(&self, path: &str, pairs: &[(&str, &str)]) -> RequestBuilder {
+        self.post_from(&self.server.base, path, pairs)
+    }
+
+    /// A form post from a page of `origin`, with the session cookie.
+    fn post_from(&self, origin: &str, path: &str, pairs: &[(&str, &str)]) -> RequestBuilder {
+        self.http
+            .post(self.server.url(path))
+            .header(COOKIE, &self.cookie)
+            .header(ORIGIN, origin)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form(pairs))
+    }
+
+    /// Whether `/v1/verify` takes the service key the server started with.
+    async fn service_key_unchanged(&self) -> bool {
+        let response = self
+            .server
+            .anon(Method::POST, "/v1/verify")
+            .bearer_auth(&self.server.service_key)
+            .json(&json!({"key": "sk-nothing", "client_secret": "cs-nothing"}))
+            .send()
+            .await
+            .unwrap();
+        response.status() != StatusCode::UNAUTHORIZED
+    }
+
+    async fn app_count(&self) -> usize {
+        let response = self.server.admin(Method::GET, "/v1/apps").send().await.unwrap();
+        let (status, body) = common::json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["apps"].as_array().unwrap().len()
+    }
+}
+
+async fn login(server: &TestServer, http: &Client, password: &str, next: &str) -> Response {
+    http.post(server.url("/admin/login"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("password", password), ("next", next)]))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pages_send_strangers_to_the_login_page_and_back() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let http = client();
+    let id = uuid::Uuid::now_v7();
+    let pages = [
+        ("/admin/apps", "/admin/apps"),
+        (&*format!("/admin/apps/{id}"), &*format!("/admin/apps/{id}")),
+        ("/admin/settings", "/admin/settings"),
+        (&*format!("/admin/keys/{id}/edit"), &*format!("/admin/keys/{id}/edit")),
+        ("/admin/audit?action=revoked&owner_id=a%20b", "/admin/audit%3Faction%3Drevoked%26owner_id%3Da%2520b"),
+    ];
+    for (page, next) in pages {
+        for cookie in [None, Some("keypal_session=expired-or-made-up")] {
+            let mut request = http.get(server.url(page));
+            if let Some(cookie) = cookie {
+                request = request.header(COOKIE, cookie);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER, "{page} ({cookie:?})");
+            assert_eq!(location(&response), format!("/admin/login?next={next}"), "{page}");
+        }
+    }
+    let response = http.get(server.url("/admin")).send().await.unwrap();
+    assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, "/admin/apps".to_owned()));
+    // A form post without a session goes to the login page, and nothing is done.
+    let response = http
+        .post(server.url("/admin/service-key/rotate"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("csrf=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status(), location(&response)),
+        (StatusCode::SEE_OTHER, "/admin/login?next=/admin/apps".into())
+    );
+
+    // The login page keeps where to go, and logging in goes there.
+    let page = "/admin/audit?action=revoked&owner_id=a%20b";
+    let response = http.get(server.url(&format!("/admin/login?next={}", pages[4].1))).send().await.unwrap();
+    let html = response.text().await.unwrap();
+    assert!(html.contains("name=\"next\" value=\"/admin/audit?action=revoked&#38;owner_id=a%20b\""), "{html}");
+    let response = login(&server, &http, &server.admin_password, page).await;
+    assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, page.to_owned()));
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "the session cookie is {attribute}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure");
+    let session = cookie.split(';').next().unwrap();
+    let response = http.get(server.url(page)).header(COOKIE, session).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Behind a TLS proxy the cookie is Secure.
+    let response = http
+        .post(server.url("/admin/login"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-forwarded-proto", "https")
+        .body(form(&[("password", &server.admin_password)]))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()[SET_COOKIE].to_str().unwrap().contains("; Secure"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn logging_in_never_leads_off_site() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let http = client();
+    let foreign = [
+        "https://evil.example/admin",
+        "//evil.example/admin",
+        "/\\evil.example",
+        "/admin\\..\\\\evil.example",
+        "http:/admin",
+        "javascript:alert(1)",
+        "/v1/apps",
+        "",
+    ];
+    for next in foreign {
+        let response = http.get(server.url(&format!("/admin/login?next={}", encode(next)))).send().await.unwrap();
+        let html = response.text().await.unwrap();
+        assert!(html.contains("name=\"next\" value=\"/admin/apps\""), "{next:?}: {html}");
+        let response = login(&server, &http, &server.admin_password, next).await;
+        assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, "/admin/apps".into()), "{next:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_refused_then_throttled() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let http = client();
+    for _ in 0..5 {
+        let response = login(&server, &http, "guess", "/admin/apps").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(SET_COOKIE).is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Wrong password."), "{html}");
+        assert!(html.contains("id=\"password\""), "the form is shown again");
+    }
+    // Then even the right password waits.
+    for password in ["guess", server.admin_password.as_str()] {
+        let response = login(&server, &http, password, "/admin/apps").await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get(SET_COOKIE).is_none());
+        assert!(response.text().await.unwrap().contains("Too many failed attempts"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_admin_answer_carries_the_security_headers() {
+    let panel = Panel::start().await;
+    let (http, server) = (&panel.http, &panel.server);
+    let answers: Vec<(&str, Response)> = vec![
+        ("login page", http.get(server.url("/admin/login")).send().await.unwrap()),
+        ("redirect to login", http.get(server.url("/admin/apps")).send().await.unwrap()),
+        ("wrong password", login(server, http, "nope", "/admin/apps").await),
+        ("stylesheet", http.get(server.url("/admin/static/app.css")).send().await.unwrap()),
+        ("script", http.get(server.url("/admin/static/app.js")).send().await.unwrap()),
+        ("unknown page", panel.get("/admin/nothing/here").send().await.unwrap()),
+        ("wrong method", panel.get("/admin/logout").send().await.unwrap()),
+        ("applications", panel.get("/admin/apps").send().await.unwrap()),
+        ("settings", panel.get("/admin/settings").send().await.unwrap()),
+        ("audit", panel.get("/admin/audit").send().await.unwrap()),
+        ("refused post", panel.post("/admin/apps", &[("name", "x"), ("label", "x")]).send().await.unwrap()),
+        (
+            "created",
+            panel.post("/admin/apps", &[("csrf", &panel.csrf), ("name", "A"), ("label", "a")]).send().await.unwrap(),
+        ),
+    ];
+    for (what, response) in answers {
+        let headers = response.headers();
+        let csp = headers.get(CONTENT_SECURITY_POLICY).map(|v| v.to_str().unwrap().to_owned());
+        let csp = csp.unwrap_or_else(|| panic!("{what} ({}): no Content-Security-Policy", response.status()));
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ] {
+            assert!(csp.contains(directive), "{what}: {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{what}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{what}");
+        assert!(headers.get("cache-control").is_some(), "{what}");
+        if what == "applications" || what == "created" {
+            assert_eq!(headers["cache-control"], "no-store", "{what}: pages with secrets are not stored");
+            // No inline code anywhere: the strict CSP would block it.
+            let html = response.text().await.unwrap();
+            for inline in ["<script>", "style=", "onclick=", "onload=", "<style"] {
+                assert!(!html.contains(inline), "{what}: inline code {inline}");
+            }
+        }
+    }
+    panel.server.stop().await;
+}
+
+#[tokio::test]
+async fn state_changes_need_the_session_csrf_token() {
+    let panel = Panel::start().await;
+    let app = [("name", "Billing"), ("label", "billing"), ("recoverable", "on")];
+    for token in [None, Some(""), Some("0000"), Some(&panel.csrf[..panel.csrf.len() - 1])] {
+        let mut fields = app.to_vec();
+        if let Some(token) = token {
+            fields.push(("csrf", token));
+        }
+        let response = panel.post("/admin/apps", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "token {token:?}");
+        let response = panel.post("/admin/service-key/rotate", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "token {token:?}");
+        let response = panel.post("/admin/logout", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "token {token:?}");
+    }
+    assert_eq!(panel.app_count().await, 0);
+    assert!(panel.service_key_unchanged().await);
+    assert_eq!(panel.get("/admin/apps").send().await.unwrap().status(), StatusCode::OK, "still logged in");
+
+    // With the token it works, and the secret comes in the page, never in a URL.
+    let mut fields = app.to_vec();
+    fields.push(("csrf", &panel.csrf));
+    let response = panel.post("/admin/apps", &fields).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "shown, not redirected");
+    let html = response.text().await.unwrap();
+    let secret = html.split("id=\"secret-value\"").nth(1).and_then(|rest| rest.split('>').nth(1)).unwrap();
+    let secret = secret.split('<').next().unwrap();
+    assert!(secret.starts_with("cs-"), "{secret}");
+    assert_eq!(panel.app_count().await, 1);
+
+    // The reveal calls take the token in a header.
+    let response = panel.server.admin(Method::GET, "/v1/apps").send().await.unwrap();
+    let (_, apps) = common::json_of(response).await;
+    let app_id = apps["apps"][0]["id"].as_str().unwrap().to_owned();
+    let (key, record) = panel.server.create_key(&app_id, json!({"owner_id": "alice"})).await;
+    let reveal = format!("/admin/keys/{}/reveal", record["id"].as_str().unwrap());
+    let post = |token: Option<&str>| {
+        let request = panel.post(&reveal, &[]);
+        match token {
+            Some(token) => request.header("x-csrf-token", token),
+            None => request,
+        }
+    };
+    assert_eq!(post(None).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(post(Some("wrong")).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let form_token = panel.post(&reveal, &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(form_token.status(), StatusCode::FORBIDDEN, "the reveal route takes the header only");
+    let response = post(Some(&panel.csrf)).send().await.unwrap();
+    let (status, body) = common::json_of(response).await;
+    assert_eq!((status, body["key"].as_str()), (StatusCode::OK, Some(key.as_str())));
+    let response = panel.http.post(panel.server.url("/admin/service-key/reveal")).header(COOKIE, &panel.cookie).send();
+    assert_eq!(response.await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Logging out with the token ends the session.
+    let response = panel.post("/admin/logout", &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, "/admin/login?ok=logged_out".into()));
+    assert_eq!(panel.get("/admin/apps").send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    panel.server.stop().await;
+}
+
+#[tokio::test]
+async fn posts_from_other_origins_are_refused() {
+    let panel = Panel::start().await;
+    let other_port =
+        panel.server.base.rsplit_once(':').map(|(host, port)| format!("{host}:{}", port.parse::<u16>().unwrap() ^ 1));
+    let origins = ["http://evil.example", "null", &other_port.unwrap(), "https://127.0.0.1"];
+    for origin in origins {
+        let fields = [("csrf", panel.csrf.as_str()), ("name", "Billing"), ("label", "billing")];
+        let response = panel.post_from(origin, "/admin/apps", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+        let response = panel.post_from(origin, "/admin/service-key/rotate", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+        // Nor with this server's origin beside it.
+        let response = panel.post("/admin/apps", &fields).header(ORIGIN, origin).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin} and this origin");
+        // Nor can another site log a browser in (login CSRF).
+        let response = panel
+            .http
+            .post(panel.server.url("/admin/login"))
+            .header(ORIGIN, origin)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form(&[("password", &panel.server.admin_password)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "login from {origin}");
+        assert!(response.headers().get(SET_COOKIE).is_none());
+    }
+    assert_eq!(panel.app_count().await, 0);
+    assert!(panel.service_key_unchanged().await);
+    // Its own origin is fine.
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "Billing"), ("label", "billing")];
+    assert_eq!(panel.post("/admin/apps", &fields).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(panel.app_count().await, 1);
+    panel.server.stop().await;
+}
