@@ -280,15 +280,16 @@ impl App {
     }
 
     /// Builds the key manager of this application (a bad template or tier is a 400 naming the field).
-    pub fn manager(
-        &self,
-        store: Arc<SqlStore>,
-        secrets: &Arc<Secrets>,
-        usage: Arc<dyn keypal::EventSink>,
-    ) -> Result<KeyManager<Arc<SqlStore>>, ApiError> {
-        let mut builder = KeyManager::builder().config(self.config(secrets)).store(store).event_sink_arc(usage);
+    pub fn manager(&self, parts: &crate::state::ManagerParts) -> Result<KeyManager<Arc<SqlStore>>, ApiError> {
+        let mut builder = KeyManager::builder().config(self.config(&parts.secrets)).store(parts.store.clone());
+        for sink in &parts.sinks {
+            builder = builder.event_sink_arc(sink.clone());
+        }
+        if let Some(limiter) = &parts.limiter {
+            builder = builder.rate_limiter(limiter.clone());
+        }
         if self.recoverable {
-            builder = builder.key_sealer(crate::keys::Sealer(secrets.clone()));
+            builder = builder.key_sealer(crate::keys::Sealer(parts.secrets.clone()));
         }
         builder.build().map_err(|e| match e {
             keypal::Error::Config(config) => match config.problems().first() {

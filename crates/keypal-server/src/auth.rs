@@ -165,8 +165,10 @@ impl FromRequestParts<Arc<State>> for ClientApp {
         let token = bearer(parts).ok_or_else(|| {
             ApiError::unauthenticated("send the client secret as Authorization: Bearer <client secret>")
         })?;
-        let runtime =
-            state.app_by_secret(token).ok_or_else(|| ApiError::unauthenticated("the client secret is wrong"))?;
+        let runtime = state
+            .app_for_secret(token)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the client secret is wrong"))?;
         Ok(ClientApp { runtime, caller: Caller::from_request_parts(parts, state).await? })
     }
 }

@@ -44,6 +44,11 @@ pub struct ServeConfig {
     pub service_key: Option<String>,
     /// Redis, for rate limits and cache invalidation shared by several instances.
     pub redis_url: Option<String>,
+    /// The prefix of keypal's keys and channel in Redis (default `keypal:`).
+    pub redis_prefix: String,
+    /// With Redis unreachable, let keys with a rate limit through unlimited (default
+    /// false: they are refused with 503 `RATE_LIMITER_UNAVAILABLE`).
+    pub rate_limit_fail_open: bool,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -60,6 +65,8 @@ impl Default for ServeConfig {
             admin_password: None,
             service_key: None,
             redis_url: None,
+            redis_prefix: "keypal:".to_owned(),
+            rate_limit_fail_open: false,
             log: "info".to_owned(),
         }
     }
@@ -79,6 +86,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("admin_password", &redacted(&self.admin_password))
             .field("service_key", &redacted(&self.service_key))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("rate_limit_fail_open", &self.rate_limit_fail_open)
             .field("log", &self.log)
             .finish()
     }

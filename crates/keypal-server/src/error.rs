@@ -107,6 +107,14 @@ impl From<keypal::Error> for ApiError {
                 None => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", config.to_string()),
             },
             E::Store(e) => ApiError::storage(e),
+            E::RateLimiter(e) => {
+                tracing::error!(error = %e, "the shared rate limiter is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "RATE_LIMITER_UNAVAILABLE",
+                    "the rate limiter is unavailable; try again",
+                )
+            }
             _ => ApiError::internal(&error),
         }
     }

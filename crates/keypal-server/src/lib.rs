@@ -15,6 +15,7 @@
 
 mod apps;
 mod auth;
+mod cluster;
 mod config;
 mod error;
 mod extract;

@@ -8,9 +8,11 @@ use std::time::Duration;
 use keypal_sql::{SqlError, SqlOptions, SqlStore};
 use tokio::net::TcpListener;
 
+use crate::cluster::{Bus, Subscription};
 use crate::config::{ServeConfig, redact_url};
 use crate::secrets::{Secrets, SecretsError};
-use crate::state::{BootError, Generated, State};
+use crate::state::{BootError, Generated, Shared, State};
+use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 
 /// How often pending `last_used_at` times and usage counts are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -28,6 +30,18 @@ pub enum ServeError {
     /// Loading settings and applications failed.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// Redis could not be used.
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisStoreError),
+    /// The change announcement bus could not be set up.
+    #[error("the change announcement bus: {0}")]
+    Bus(#[source] keypal_sql::PgBusError),
+    /// Subscribing to other instances' change announcements failed.
+    #[error("subscribing to change announcements failed: {0}")]
+    BusSubscribe(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Redis did not answer at start (with fail-closed rate limits, keypal does not start without it).
+    #[error("cannot reach Redis: {0}")]
+    RedisUnreachable(#[source] keypal_redis::RateLimitUnavailable),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -35,12 +49,6 @@ pub enum ServeError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
-    },
-    /// A setting this build cannot honour yet.
-    #[error("{setting} is not supported by this version of keypal serve")]
-    Unsupported {
-        /// The setting.
-        setting: &'static str,
     },
     /// The server failed while running.
     #[error("the server failed: {0}")]
@@ -54,8 +62,11 @@ impl ServeError {
             ServeError::Secrets(_) => "MASTER_KEY_INVALID",
             ServeError::Database(e) => e.code(),
             ServeError::Boot(_) => "BOOT_FAILED",
+            ServeError::Redis(e) => e.code(),
+            ServeError::RedisUnreachable(_) => "REDIS_UNREACHABLE",
+            ServeError::Bus(e) => e.code(),
+            ServeError::BusSubscribe(_) => "BUS_UNAVAILABLE",
             ServeError::Bind { .. } => "LISTEN_FAILED",
-            ServeError::Unsupported { .. } => "SETTING_UNSUPPORTED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
     }
@@ -64,6 +75,8 @@ impl ServeError {
 /// A bound, ready server.
 pub struct Server {
     state: Arc<State>,
+    /// Other instances' change announcements, applied while this is alive.
+    _subscription: Option<Subscription>,
     listener: TcpListener,
     generated: Generated,
 }
@@ -72,10 +85,6 @@ impl Server {
     /// Loads the master key, opens and migrates the database, loads applications and
     /// settings (generating the admin password and service key on first start), and binds.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
-        if config.redis_url.is_some() {
-            // Refused rather than ignored: several instances without shared state would be wrong.
-            return Err(ServeError::Unsupported { setting: "redis_url" });
-        }
         let (secrets, created) = Secrets::load(config.master_key.as_deref(), &config.key_file)?;
         if let Some(file) = created {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
@@ -84,17 +93,28 @@ impl Server {
         options.schema.clone_from(&config.database_schema);
         let store = SqlStore::connect_with(&config.database_url, &options).await?;
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
+        let mut shared = shared_state(config).await?;
+        let bus = Bus::for_config(config, &store).await?;
+        if let Some(bus) = &bus {
+            shared.sinks.push(bus.sink());
+            shared.bus = Some(bus.clone());
+        }
         let (state, generated) = State::boot(
             Arc::new(store),
             Arc::new(secrets),
+            shared,
             config.admin_password.as_deref(),
             config.service_key.as_deref(),
         )
         .await?;
+        let subscription = match &bus {
+            Some(bus) => Some(bus.subscribe(Arc::downgrade(&state)).await?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Server { state, listener, generated })
+        Ok(Server { state, _subscription: subscription, listener, generated })
     }
 
     /// The address it listens on (useful with port 0).
@@ -129,6 +149,23 @@ impl Server {
         tracing::info!("stopped; pending writes flushed");
         served.map_err(ServeError::Io)
     }
+}
+
+/// The rate limiter shared through Redis, when `redis_url` is set.
+async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
+    let mut shared = Shared::default();
+    let Some(url) = &config.redis_url else { return Ok(shared) };
+    let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
+    let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
+    if let Err(e) = limiter.ping().await {
+        if mode == FailMode::Closed {
+            return Err(ServeError::RedisUnreachable(e));
+        }
+        tracing::warn!(error = %e, "Redis is unreachable; rate limits are not enforced until it is back (fail-open)");
+    }
+    tracing::info!(redis = %redact_url(url), "rate limits shared through Redis");
+    shared.limiter = Some(limiter);
+    Ok(shared)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -35,6 +35,18 @@ struct Apps {
     by_secret: HashMap<String, Uuid>,
 }
 
+/// What every application's key manager is built with.
+pub struct ManagerParts {
+    /// The database.
+    pub store: Arc<SqlStore>,
+    /// The master key's derived secrets.
+    pub secrets: Arc<Secrets>,
+    /// Event sinks: usage counts, and change announcements to other instances.
+    pub sinks: Vec<Arc<dyn keypal::EventSink>>,
+    /// The rate limiter shared by every instance (Redis), if configured.
+    pub limiter: Option<keypal_redis::RedisRateLimiter>,
+}
+
 /// The shared state of one server.
 pub struct State {
     /// The database.
@@ -47,10 +59,23 @@ pub struct State {
     pub metrics: Metrics,
     /// Failed logins per address.
     pub throttle: LoginThrottle,
+    parts: ManagerParts,
+    bus: Option<crate::cluster::Bus>,
     apps: RwLock<Apps>,
     service_key_digest: RwLock<String>,
     admin_password_hash: RwLock<String>,
     password_hasher: Argon2idHasher,
+}
+
+/// What instances share beyond the database: a rate limiter and sinks that announce changes.
+#[derive(Default)]
+pub struct Shared {
+    /// The Redis rate limiter (`--redis-url`).
+    pub limiter: Option<keypal_redis::RedisRateLimiter>,
+    /// Extra event sinks for every application's manager.
+    pub sinks: Vec<Arc<dyn keypal::EventSink>>,
+    /// Where application and settings changes are announced to other instances.
+    pub bus: Option<crate::cluster::Bus>,
 }
 
 /// Secrets generated on first start, to print once.
@@ -96,13 +121,21 @@ impl State {
     pub async fn boot(
         store: Arc<SqlStore>,
         secrets: Arc<Secrets>,
+        shared: Shared,
         admin_password: Option<&str>,
         service_key: Option<&str>,
     ) -> Result<(Arc<Self>, Generated), BootError> {
+        let usage = Arc::new(UsageCounter::new());
+        let mut sinks: Vec<Arc<dyn keypal::EventSink>> = vec![usage.clone()];
+        sinks.extend(shared.sinks);
+        let parts =
+            ManagerParts { store: store.clone(), secrets: secrets.clone(), sinks, limiter: shared.limiter.clone() };
         let state = Arc::new(State {
             store,
             secrets,
-            usage: Arc::new(UsageCounter::new()),
+            parts,
+            bus: shared.bus,
+            usage,
             metrics: Metrics::default(),
             throttle: LoginThrottle::default(),
             apps: RwLock::new(Apps::default()),
@@ -208,12 +241,13 @@ impl State {
     pub async fn rotate_service_key(&self) -> Result<String, ApiError> {
         let key = secrets::token("kp_svc_", 40).map_err(|e| ApiError::internal(&e))?;
         self.save_service_key(&key).await.map_err(|e| ApiError::internal(&e))?;
+        self.announce(keypal::Invalidation::Settings).await;
         Ok(key)
     }
 
     /// Builds the key manager of an application.
     pub fn runtime(&self, app: App) -> Result<AppRuntime, ApiError> {
-        let keys = app.manager(self.store.clone(), &self.secrets, self.usage.clone())?;
+        let keys = app.manager(&self.parts)?;
         Ok(AppRuntime { app, keys })
     }
 
@@ -250,6 +284,51 @@ impl State {
         let digest = self.secrets.digest(secret);
         let apps = read(&self.apps);
         apps.by_secret.get(&digest).and_then(|id| apps.by_id.get(id)).cloned()
+    }
+
+    /// The application of a client secret: from memory, else from the database (an
+    /// application created, or a secret regenerated, on another instance).
+    pub async fn app_for_secret(&self, secret: &str) -> Result<Option<Arc<AppRuntime>>, ApiError> {
+        if let Some(runtime) = self.app_by_secret(secret) {
+            return Ok(Some(runtime));
+        }
+        let digest = self.secrets.digest(secret);
+        let Some(object) = self.store.find_object(apps::KIND, &digest).await? else { return Ok(None) };
+        let app: App = serde_json::from_value(object.body).map_err(|e| ApiError::internal(&e))?;
+        let runtime = self.runtime(app)?;
+        self.install(runtime, object.lookup);
+        Ok(self.app_by_secret(secret))
+    }
+
+    /// Tells other instances that something changed (no-op on a single instance).
+    pub async fn announce(&self, message: keypal::Invalidation) {
+        if let Some(bus) = &self.bus {
+            bus.announce(&message).await;
+        }
+    }
+
+    /// Reloads an application from the database after another instance changed it
+    /// (forgets it when it is gone).
+    pub async fn reload_app(&self, id: Uuid) -> Result<(), ApiError> {
+        match self.store.get_object(apps::KIND, &id.to_string()).await? {
+            Some(object) => {
+                let app: App = serde_json::from_value(object.body).map_err(|e| ApiError::internal(&e))?;
+                let runtime = self.runtime(app)?;
+                self.install(runtime, object.lookup);
+            }
+            None => self.uninstall(id),
+        }
+        Ok(())
+    }
+
+    /// Reloads the service key's digest after another instance rotated it.
+    pub async fn reload_service_key(&self) -> Result<(), ApiError> {
+        if let Some(stored) = self.store.get_object(SETTING, "service_key").await?
+            && let Some(digest) = stored.body["digest"].as_str()
+        {
+            *write(&self.service_key_digest) = digest.to_owned();
+        }
+        Ok(())
     }
 
     /// Every application, oldest first.

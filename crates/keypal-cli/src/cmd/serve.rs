@@ -56,6 +56,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", env = "KEYPAL_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Prefix of keypal's keys and channel in Redis [default: keypal:].
+    #[arg(long, value_name = "PREFIX", env = "KEYPAL_REDIS_PREFIX", hide_env_values = true)]
+    pub redis_prefix: Option<String>,
+
+    /// With Redis unreachable, let keys with a rate limit through unlimited instead of
+    /// refusing them with 503 RATE_LIMITER_UNAVAILABLE.
+    #[arg(long, env = "KEYPAL_RATE_LIMIT_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub rate_limit_fail_open: Option<bool>,
+
     /// Largest database connection pool [default: 10].
     #[arg(long, value_name = "N", env = "KEYPAL_MAX_CONNECTIONS", hide_env_values = true,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -114,6 +124,12 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(url) = &args.redis_url {
         config.redis_url = Some(url.clone());
     }
+    if let Some(prefix) = &args.redis_prefix {
+        config.redis_prefix.clone_from(prefix);
+    }
+    if let Some(open) = args.rate_limit_fail_open {
+        config.rate_limit_fail_open = open;
+    }
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
@@ -147,6 +163,8 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("admin_password", set(&config.admin_password))?;
     line("service_key", set(&config.service_key))?;
     line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
+    line("redis_prefix", &config.redis_prefix)?;
+    line("rate_limit_fail_open", &config.rate_limit_fail_open.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }

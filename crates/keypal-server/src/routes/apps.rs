@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{ListQuery, NewKey, RateLimit};
+use keypal::{Invalidation, ListQuery, NewKey, RateLimit};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -124,7 +124,9 @@ pub async fn create(
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     state.store.insert_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body).await?;
     let view = runtime.app.view(0, 0);
+    let id = runtime.app.id;
     state.install(runtime, Some(digest));
+    state.announce(Invalidation::App(id.to_string())).await;
     Ok((StatusCode::CREATED, ApiJson(CreatedApp { app: view, client_secret: secret })))
 }
 
@@ -158,6 +160,7 @@ pub async fn update(
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     state.store.update_object(apps::KIND, &id, stored.lookup.as_deref(), &body).await?;
     state.install(runtime, None);
+    state.announce(Invalidation::App(id.clone())).await;
     let runtime = state.app_by_text(&id)?;
     Ok(ApiJson(AppBody { app: view(&runtime).await? }))
 }
@@ -189,6 +192,7 @@ pub async fn delete(
         }
     }
     state.store.delete_object(apps::KIND, &runtime.app.id.to_string()).await?;
+    state.announce(Invalidation::App(runtime.app.id.to_string())).await;
     Ok(ApiJson(DeletedApp { revoked_keys }))
 }
 
@@ -208,7 +212,9 @@ pub async fn regenerate_secret(
         return Err(ApiError::not_found("application"));
     }
     let runtime = state.runtime(runtime.app.clone())?;
+    let id = runtime.app.id;
     state.install(runtime, Some(digest));
+    state.announce(Invalidation::App(id.to_string())).await;
     Ok(ApiJson(ClientSecret { client_secret: secret }))
 }
 

@@ -108,7 +108,7 @@ pub async fn verify(
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<ApiJson<VerifyResponse>, ApiError> {
     let started = Instant::now();
-    let Some(runtime) = state.app_by_secret(&request.client_secret) else {
+    let Some(runtime) = state.app_for_secret(&request.client_secret).await? else {
         state.metrics.reject_caller();
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
