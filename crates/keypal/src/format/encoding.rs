@@ -49,21 +49,27 @@ impl Encoding {
 
     /// Whether byte `b` is a character of this encoding.
     pub fn contains(self, b: u8) -> bool {
-        self.set()[usize::from(b)]
-    }
-
-    /// Whether every byte of `text` is in the alphabet (one table lookup per byte).
-    pub fn contains_all(self, text: &[u8]) -> bool {
-        let set = self.set();
-        text.iter().fold(true, |all, &b| all & set[usize::from(b)])
-    }
-
-    fn set(self) -> &'static [bool; 256] {
         match self {
-            Encoding::Base62 | Encoding::Alnum => &BASE62_SET,
-            Encoding::Base64Url => &BASE64URL_SET,
-            Encoding::Base32 => &BASE32_SET,
-            Encoding::Hex => &HEX_SET,
+            Encoding::Base62 | Encoding::Alnum => is_alnum(b),
+            Encoding::Base64Url => is_base64url(b),
+            Encoding::Base32 => is_base32(b),
+            Encoding::Hex => is_hex(b),
+        }
+    }
+
+    /// Whether every byte of `text` is in the alphabet.
+    ///
+    /// Range comparisons without early exit, one loop per encoding: the compiler turns
+    /// each into a few vector instructions per 16 characters.
+    pub fn contains_all(self, text: &[u8]) -> bool {
+        fn all(text: &[u8], member: impl Fn(u8) -> bool) -> bool {
+            text.iter().fold(true, |all, &b| all & member(b))
+        }
+        match self {
+            Encoding::Base62 | Encoding::Alnum => all(text, is_alnum),
+            Encoding::Base64Url => all(text, is_base64url),
+            Encoding::Base32 => all(text, is_base32),
+            Encoding::Hex => all(text, is_hex),
         }
     }
 
@@ -129,21 +135,30 @@ pub(crate) fn push_random(out: &mut String, encoding: Encoding, len: usize) -> R
     result
 }
 
-/// Membership tables, one lookup per character on the parse path.
-const fn set_of(alphabet: &[u8]) -> [bool; 256] {
-    let mut set = [false; 256];
-    let mut i = 0;
-    while i < alphabet.len() {
-        set[alphabet[i] as usize] = true;
-        i += 1;
-    }
-    set
+/// Whether `lo <= b <= hi`, with one comparison.
+fn in_range(b: u8, lo: u8, hi: u8) -> bool {
+    b.wrapping_sub(lo) <= hi - lo
 }
 
-static BASE62_SET: [bool; 256] = set_of(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
-static BASE64URL_SET: [bool; 256] = set_of(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
-static BASE32_SET: [bool; 256] = set_of(b"abcdefghijklmnopqrstuvwxyz234567");
-static HEX_SET: [bool; 256] = set_of(b"0123456789abcdef");
+/// `0-9A-Za-z`. Setting bit 5 maps `A-Z` onto `a-z` and no byte outside `A-Z` into it.
+fn is_alnum(b: u8) -> bool {
+    in_range(b, b'0', b'9') | in_range(b | 0x20, b'a', b'z')
+}
+
+/// `A-Za-z0-9-_`.
+fn is_base64url(b: u8) -> bool {
+    is_alnum(b) | (b == b'-') | (b == b'_')
+}
+
+/// `a-z2-7`.
+fn is_base32(b: u8) -> bool {
+    in_range(b, b'a', b'z') | in_range(b, b'2', b'7')
+}
+
+/// `0-9a-f`.
+fn is_hex(b: u8) -> bool {
+    in_range(b, b'0', b'9') | in_range(b, b'a', b'f')
+}
 
 #[cfg(test)]
 mod tests {
@@ -157,7 +172,16 @@ mod tests {
             let alphabet = encoding.alphabet();
             for b in 0..=u8::MAX {
                 assert_eq!(encoding.contains(b), alphabet.contains(&b), "{encoding} {b}");
+                assert_eq!(encoding.contains_all(&[b]), alphabet.contains(&b), "{encoding} {b}");
+                // One stranger anywhere among good characters is found.
+                for at in [0, 15, 16, 31, 32, 47] {
+                    let mut text = [alphabet[0]; 48];
+                    text[at] = b;
+                    assert_eq!(encoding.contains_all(&text), alphabet.contains(&b), "{encoding} {b} at {at}");
+                }
             }
+            assert!(encoding.contains_all(alphabet));
+            assert!(encoding.contains_all(b""));
             let mut sorted = alphabet.to_vec();
             sorted.sort_unstable();
             sorted.dedup();
