@@ -182,7 +182,7 @@ impl Hashing {
         match stored.strip_prefix(sha::SHA256_PREFIX) {
             // Stored hex is lowercase (imports are normalized), so comparing the texts
             // is comparing the digests, without decoding.
-            Some(hex) => ct_eq(&hex_encode_array(key_sha256), hex.as_bytes()),
+            Some(hex) => ct_eq_lower_hex(key_sha256, hex.as_bytes()),
             None => self.verify(key, stored),
         }
     }
@@ -295,16 +295,23 @@ fn hex_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Exactly `N` bytes from `2 * N` hex digits of either case; `None` otherwise.
-/// Lowercase hex of 32 bytes, on the stack.
-fn hex_encode_array(bytes: &[u8; 32]) -> [u8; 64] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
+/// Whether `hex` is the lowercase hex of `bytes`, in constant time: every byte is
+/// read, the digits are computed with arithmetic (no table lookups, no branches) and
+/// differences are accumulated, which the compiler turns into a few vector instructions.
+fn ct_eq_lower_hex(bytes: &[u8; 32], hex: &[u8]) -> bool {
+    /// The lowercase hex digit of a nibble: `'0' + n`, plus the gap to `'a'` above 9.
+    fn digit(nibble: u8) -> u8 {
+        nibble + b'0' + u8::from(nibble > 9) * (b'a' - b'0' - 10)
     }
-    out
+    let Ok(hex) = <&[u8; 64]>::try_from(hex) else {
+        return false;
+    };
+    let mut diff = 0u16;
+    for (i, &b) in bytes.iter().enumerate() {
+        let expected = u16::from_le_bytes([digit(b >> 4), digit(b & 15)]);
+        diff |= expected ^ u16::from_le_bytes([hex[2 * i], hex[2 * i + 1]]);
+    }
+    bool::from(diff.ct_eq(&0))
 }
 
 /// Constant-time equality of two byte strings whose lengths are public: every byte
@@ -318,6 +325,7 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
+/// Exactly `N` bytes from `2 * N` hex digits of either case; `None` otherwise.
 fn hex_decode<const N: usize>(hex: &str) -> Option<[u8; N]> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
