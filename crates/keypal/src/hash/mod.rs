@@ -504,6 +504,27 @@ mod tests {
     }
 
     #[test]
+    fn lower_hex_comparison_checks_every_digit() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(8).wrapping_add(7));
+        let all: Vec<u8> = (0..=255).collect();
+        for chunk in all.chunks(32) {
+            let bytes: [u8; 32] = chunk.try_into().unwrap();
+            assert!(ct_eq_lower_hex(&bytes, hex_encode(&bytes).as_bytes()));
+        }
+        let hex = hex_encode(&bytes);
+        assert!(ct_eq_lower_hex(&bytes, hex.as_bytes()));
+        for at in 0..64 {
+            let mut other = hex.clone().into_bytes();
+            other[at] = if other[at] == b'0' { b'1' } else { b'0' };
+            assert!(!ct_eq_lower_hex(&bytes, &other), "digit {at}");
+        }
+        // Stored hex is lowercase: uppercase digits do not match.
+        assert!(!ct_eq_lower_hex(&bytes, hex.to_ascii_uppercase().as_bytes()));
+        assert!(!ct_eq_lower_hex(&bytes, &hex.as_bytes()[1..]));
+        assert!(!ct_eq_lower_hex(&bytes, format!("{hex}0").as_bytes()));
+    }
+
+    #[test]
     fn verify_with_sha256_reuses_the_digest() {
         let hashing = Hashing::new(Arc::new(Sha256Hasher));
         let stored = hashing.hash(KEY);
