@@ -1,33 +1,72 @@
 //! Coalesced `last_used_at` writes: verifications note the time in memory and one
 //! batched write per interval records them, touching only that column.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::random_bits::{RandomBits, spread};
-use crate::record::{KeyId, KeyRecord};
+use crate::random_bits::spread;
+use crate::record::KeyId;
 
-/// Slots of the "already noted in this interval" filter.
+/// Slots of the "already noted in this interval" filter, in sets of [`WAYS`].
 const SLOTS: usize = 4_096;
+/// Slots per set: a key may sit in any slot of its set, so a few keys sharing a
+/// set do not keep evicting each other.
+const WAYS: usize = 4;
+/// `pending` is never compacted below this length.
+const MIN_COMPACT_ABOVE: usize = 4_096;
 
 #[derive(Debug)]
 pub(crate) struct LastUsed {
     interval: Duration,
     /// A lossy, lock-free memory of which keys were noted in the current interval:
-    /// slot `id % SLOTS` holds `id's random bits | interval number`. A hit skips the
-    /// lock; a miss (or two keys sharing a slot) only costs the locked path.
+    /// a slot of the key's set holds `the id's random bits | interval number`. A hit
+    /// skips the lock; a miss (or a set shared by more keys than it has slots) only
+    /// costs the locked path.
     noted: Box<[AtomicU64]>,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
-    pending: HashMap<KeyId, OffsetDateTime, RandomBits>,
+    /// Uses noted since the last flush: a prefix sorted by key id with one entry per
+    /// key (after a compaction), then the uses noted since, in the order noted. A key
+    /// is noted more than once when the filter forgot it; compaction keeps its latest use.
+    pending: Vec<(KeyId, OffsetDateTime)>,
+    /// Compact `pending` when it grows past this: a quarter more than its length
+    /// after the last compaction.
+    compact_above: usize,
     last_flush: Option<OffsetDateTime>,
+}
+
+impl State {
+    /// One entry per key, its latest use; sorted by key id.
+    ///
+    /// The sort is a stable, run-adaptive one: it finds the sorted prefix as one run,
+    /// sorts only the uses noted since and merges, so a compaction costs about the
+    /// length of `pending` plus sorting a quarter of it, and the lock is held briefly.
+    fn compact(&mut self) {
+        self.pending.sort_by_key(|(id, _)| id.0.as_u128());
+        // `dedup_by` passes the later element first and keeps the earlier one.
+        self.pending.dedup_by(|(id, at), (kept_id, kept_at)| {
+            let same = id == kept_id;
+            if same && *at > *kept_at {
+                *kept_at = *at;
+            }
+            same
+        });
+        let len = self.pending.len();
+        self.compact_above = MIN_COMPACT_ABOVE.max(len + len / 4);
+    }
+
+    /// Everything pending, compacted; `pending` starts over.
+    fn drain(&mut self) -> Vec<(KeyId, OffsetDateTime)> {
+        self.compact();
+        self.compact_above = MIN_COMPACT_ABOVE;
+        std::mem::take(&mut self.pending)
+    }
 }
 
 impl LastUsed {
@@ -35,51 +74,158 @@ impl LastUsed {
         Self {
             interval,
             noted: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            state: Mutex::new(State { pending: HashMap::default(), last_flush: None }),
+            state: Mutex::new(State { pending: Vec::new(), compact_above: MIN_COMPACT_ABOVE, last_flush: None }),
         }
     }
 
-    /// Notes a use of `record` at `now`. Returns the batch to write when a flush is due.
+    /// Notes a use at `now` of the key `id`, whose stored `last_used_at` is `last_used_at`.
+    /// Returns the batch to write when a flush is due.
     /// A key is noted once per interval, so `last_used_at` lags real use by at most one interval.
-    pub(crate) fn note(&self, record: &KeyRecord, now: OffsetDateTime) -> Option<Vec<(KeyId, OffsetDateTime)>> {
-        if record.last_used_at.is_some_and(|last| now - last < self.interval) {
-            return None;
-        }
+    pub(crate) fn note(
+        &self,
+        id: KeyId,
+        last_used_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<Vec<(KeyId, OffsetDateTime)>> {
         let interval_secs = self.interval.as_secs().max(1);
         let interval_number = (now.unix_timestamp() as u64 / interval_secs) & 0xffff_ffff;
-        let random = spread(u64::from_le_bytes(*record.id.0.as_bytes().last_chunk::<8>().unwrap_or(&[0; 8])));
+        let (slots, random) = self.set_of(id);
         let mark = (random & !0xffff_ffff) | interval_number;
-        let slot = &self.noted[(random >> 52) as usize % SLOTS];
-        if slot.load(Ordering::Relaxed) == mark {
+        if slots.iter().any(|slot| slot.load(Ordering::Relaxed) == mark) {
+            return None;
+        }
+        // After the filter: the filter is cheaper than time arithmetic, and either one
+        // saying "recent" is enough.
+        if last_used_at.is_some_and(|last| now - last < self.interval) {
             return None;
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.pending.insert(record.id, now);
-        slot.store(mark, Ordering::Relaxed);
+        state.pending.push((id, now));
+        if state.pending.len() > state.compact_above {
+            state.compact();
+        }
+        // A slot not yet used in this interval, else any: the clock picks, so that
+        // keys taking turns in a full set do not evict each other every time.
+        let free = slots.iter().find(|slot| slot.load(Ordering::Relaxed) & 0xffff_ffff != interval_number);
+        if let Some(slot) = free.or_else(|| slots.get(now.microsecond() as usize % WAYS)) {
+            slot.store(mark, Ordering::Relaxed);
+        }
         let due = state.last_flush.is_none_or(|last| now - last >= self.interval);
         if due {
             state.last_flush = Some(now);
-            Some(state.pending.drain().collect())
+            Some(state.drain())
         } else {
             None
         }
+    }
+
+    /// The filter slots of `id`, and the random bits of `id` they are chosen by.
+    fn set_of(&self, id: KeyId) -> (&[AtomicU64], u64) {
+        let random = spread(u64::from_le_bytes(*id.0.as_bytes().last_chunk::<8>().unwrap_or(&[0; 8])));
+        let set = (random >> 52) as usize % (SLOTS / WAYS) * WAYS;
+        (self.noted.get(set..set + WAYS).unwrap_or_default(), random)
     }
 
     /// Takes everything pending.
     pub(crate) fn take(&self, now: OffsetDateTime) -> Vec<(KeyId, OffsetDateTime)> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.last_flush = Some(now);
-        state.pending.drain().collect()
+        state.drain()
     }
 
     /// Puts a batch back after a failed write (newer notes win).
     pub(crate) fn restore(&self, batch: Vec<(KeyId, OffsetDateTime)>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, at) in batch {
-            let slot = state.pending.entry(id).or_insert(at);
-            if *slot < at {
-                *slot = at;
-            }
+        state.pending.extend(batch);
+        state.compact();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `secs` after a time that starts an interval of 30 s (and of an hour).
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_749_996_000 + secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn sorted(mut batch: Vec<(KeyId, OffsetDateTime)>) -> Vec<(KeyId, OffsetDateTime)> {
+        batch.sort();
+        batch
+    }
+
+    #[test]
+    fn first_use_flushes_then_one_batch_per_interval() {
+        let last_used = LastUsed::new(Duration::from_secs(30));
+        let (a, b) = (KeyId::new(), KeyId::new());
+        assert_eq!(last_used.note(a, None, at(0)), Some(vec![(a, at(0))]));
+        assert_eq!(last_used.note(b, None, at(1)), None);
+        // Already noted in this interval: not noted again.
+        assert_eq!(last_used.note(a, None, at(2)), None);
+        assert_eq!(last_used.note(b, None, at(3)), None);
+        // A new interval: `b` is noted again and the flush is due; `b` is in the
+        // batch once, at its latest use.
+        assert_eq!(last_used.note(b, None, at(31)), Some(vec![(b, at(31))]));
+        assert_eq!(last_used.take(at(32)), vec![]);
+    }
+
+    #[test]
+    fn a_recent_stored_last_use_is_not_noted() {
+        let last_used = LastUsed::new(Duration::from_secs(30));
+        let a = KeyId::new();
+        assert_eq!(last_used.note(a, Some(at(0)), at(10)), None);
+        assert_eq!(last_used.take(at(11)), vec![]);
+        assert_eq!(last_used.note(a, Some(at(0)), at(30)), None);
+        assert_eq!(last_used.take(at(31)), vec![(a, at(30))]);
+    }
+
+    #[test]
+    fn keys_sharing_a_set_are_all_remembered() {
+        let last_used = LastUsed::new(Duration::from_secs(3_600));
+        assert!(last_used.note(KeyId::new(), None, at(0)).is_some());
+        let ids: Vec<KeyId> = (0..SLOTS / WAYS).map(|_| KeyId::new()).collect();
+        for id in &ids {
+            last_used.note(*id, None, at(1));
         }
+        // With a quarter of the slots used, nearly every key is still remembered
+        // (a key is forgotten only when more than `WAYS` keys share its set).
+        let before = last_used.state.lock().map(|s| s.pending.len()).unwrap_or(0);
+        for id in &ids {
+            last_used.note(*id, None, at(2));
+        }
+        let after = last_used.state.lock().map(|s| s.pending.len()).unwrap_or(0);
+        assert!(after - before < ids.len() / 20, "{} of {} noted again", after - before, ids.len());
+    }
+
+    #[test]
+    fn compaction_bounds_pending_and_keeps_the_latest_use() {
+        let last_used = LastUsed::new(Duration::from_secs(3_600));
+        assert!(last_used.note(KeyId::new(), None, at(0)).is_some());
+        let ids: Vec<KeyId> = (0..3).map(|_| KeyId::new()).collect();
+        let rounds = 3 * MIN_COMPACT_ABOVE as i64;
+        for round in 0..rounds {
+            for id in &ids {
+                // Make the filter forget the key: every note goes to `pending`.
+                last_used.set_of(*id).0.iter().for_each(|slot| slot.store(0, Ordering::Relaxed));
+                assert_eq!(last_used.note(*id, None, at(round / 1_000)), None);
+            }
+            let state = last_used.state.lock().unwrap_or_else(|e| e.into_inner());
+            assert!(state.pending.len() <= MIN_COMPACT_ABOVE);
+        }
+        let latest = at((rounds - 1) / 1_000);
+        let expected = sorted(ids.iter().map(|id| (*id, latest)).collect());
+        assert_eq!(last_used.take(at(100)), expected);
+    }
+
+    #[test]
+    fn restore_keeps_the_newer_use() {
+        let last_used = LastUsed::new(Duration::from_secs(30));
+        let (a, b) = (KeyId::new(), KeyId::new());
+        assert!(last_used.note(a, None, at(0)).is_some());
+        assert!(last_used.note(a, None, at(40)).is_some());
+        last_used.restore(vec![(a, at(35)), (b, at(36))]);
+        last_used.restore(vec![(a, at(45))]);
+        assert_eq!(last_used.take(at(41)), sorted(vec![(a, at(45)), (b, at(36))]));
     }
 }

@@ -1,6 +1,15 @@
 //! The verification pipeline: parse → lookup (cache, then store) → constant-time
 //! hash check → state → scopes → rate limit → credits → last used → event.
+//!
+//! The usual verification awaits once, for the store lookup; every other step is a
+//! plain function. The steps that must await but seldom run (re-hashing, a shared
+//! rate limiter, spending credits, the periodic `last_used_at` write) run in boxed
+//! futures. So the future [`KeyManager::verify`] returns stays small, which matters
+//! because a future is moved by value, all its bytes copied on every move.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -9,18 +18,33 @@ use super::{Format, KeyManager, Limiter, LookupStrategy};
 use crate::event::{Action, Event};
 use crate::format::ParsedKey;
 use crate::hash::sha256;
-use crate::ratelimit::RateLimiter;
-use crate::record::{KeyRecord, Lookup};
+use crate::ratelimit::RateLimitStatus;
+use crate::record::{KeyId, KeyRecord, Lookup};
 use crate::scope;
 use crate::store::{Credits, Store};
+use crate::tier::{RateLimit, Tier};
 use crate::verification::{Code, Verification, VerifyOptions};
 use crate::{Error, StoreError};
+
+/// The options of [`KeyManager::verify`]: no required scopes, cost 1.
+static DEFAULT_OPTIONS: VerifyOptions = VerifyOptions { scopes: Vec::new(), cost: 1 };
+
+/// The rest of a verification that has to await, boxed.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<Verification, Error>> + Send + 'a>>;
+
+/// A verification decided at once, or the rest of it that has to await.
+enum Judged<'a> {
+    Done(Verification),
+    Pending(Pending<'a>),
+}
 
 impl<S: Store> KeyManager<S> {
     /// Verifies a presented key. Every rejection is a [`Verification`] with a
     /// [`Code`]; `Err` means the store (or a shared rate limiter) failed.
-    pub async fn verify(&self, key: &str) -> Result<Verification, Error> {
-        self.verify_with(key, &VerifyOptions::default()).await
+    pub fn verify(&self, key: &str) -> impl Future<Output = Result<Verification, Error>> {
+        // The future of `verify_with` itself, not an `async fn` awaiting it: one future
+        // fewer, nested in nothing.
+        self.verify_with(key, &DEFAULT_OPTIONS)
     }
 
     /// Verifies a presented key, requiring scopes and spending `cost` credits.
@@ -41,30 +65,37 @@ impl<S: Store> KeyManager<S> {
     /// # }).unwrap();
     /// ```
     pub async fn verify_with(&self, key: &str, options: &VerifyOptions) -> Result<Verification, Error> {
-        let verification = self.check(key, options).await?;
-        if !self.inner.sinks.is_empty() {
-            let mut event = Event::new(Action::Verified, self.inner.clock.now(), (*self.context).clone());
-            event.code = Some(verification.code());
-            if let Some(record) = verification.record() {
-                event.key_id = Some(record.id);
-                event.namespace.clone_from(&record.namespace);
-                event.owner_id.clone_from(&record.owner_id);
+        let verification = match self.parse(key) {
+            None => Verification::rejected(Code::Malformed),
+            Some((format, parsed)) => {
+                // The time of the request, read before the lookup: see `judge` for when
+                // a record is judged at a time read after it.
+                let started = self.inner.clock.now();
+                match self.find_verified(key, format, parsed).await? {
+                    None => Verification::rejected(Code::NotFound),
+                    Some(record) => match self.judge(record, options, started) {
+                        Judged::Done(verification) => verification,
+                        Judged::Pending(rest) => rest.await?,
+                    },
+                }
             }
-            self.emit(&event);
+        };
+        if !self.inner.sinks.is_empty() {
+            self.emit_verified(&verification);
         }
         Ok(verification)
     }
 
-    async fn check(&self, key: &str, options: &VerifyOptions) -> Result<Verification, Error> {
-        let Some((format, parsed)) = self.parse(key) else {
-            return Ok(Verification::rejected(Code::Malformed));
-        };
-        let Some(record) = self.find_verified(key, format, parsed).await? else {
-            return Ok(Verification::rejected(Code::NotFound));
-        };
-        // Read after the lookup: a state change that completed before the store answered is judged as done.
-        let now = self.inner.clock.now();
-        self.judge(record, options, now).await
+    /// Records the `Verified` event of a verification.
+    fn emit_verified(&self, verification: &Verification) {
+        let mut event = Event::new(Action::Verified, self.inner.clock.now(), (*self.context).clone());
+        event.code = Some(verification.code());
+        if let Some(record) = verification.record() {
+            event.key_id = Some(record.id);
+            event.namespace.clone_from(&record.namespace);
+            event.owner_id.clone_from(&record.owner_id);
+        }
+        self.emit(&event);
     }
 
     /// The first accepted format the key parses under.
@@ -117,8 +148,11 @@ impl<S: Store> KeyManager<S> {
                 candidates.find(|r| inner.hashing.verify(bytes, &r.hash))
             }
         };
-        let Some(record) = found else { return Ok(None) };
-        let record = self.rehash_if_needed(bytes, record).await;
+        let Some(mut record) = found else { return Ok(None) };
+        if inner.hashing.needs_rehash(&record.hash) {
+            // Boxed: rare, and it would otherwise grow every verification's future.
+            record = Box::pin(self.rehash(bytes, record)).await;
+        }
         if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
             cache.insert(digest, record.clone(), generation);
         }
@@ -132,12 +166,8 @@ impl<S: Store> KeyManager<S> {
 
     /// Re-hashes under the current policy after a successful verify of an outdated
     /// hash (compare-and-swap). Best effort: if the store refuses, the next verify tries again.
-    async fn rehash_if_needed(&self, key: &[u8], record: Arc<KeyRecord>) -> Arc<KeyRecord> {
-        let hashing = &self.inner.hashing;
-        if !hashing.needs_rehash(&record.hash) {
-            return record;
-        }
-        let new_hash = hashing.hash(key);
+    async fn rehash(&self, key: &[u8], record: Arc<KeyRecord>) -> Arc<KeyRecord> {
+        let new_hash = self.inner.hashing.hash(key);
         match self.inner.store.replace_hash(record.id, &record.hash, &new_hash).await {
             Ok(true) => {
                 let mut updated = KeyRecord::clone(&record);
@@ -149,44 +179,60 @@ impl<S: Store> KeyManager<S> {
         }
     }
 
-    /// The checks after the hash matched, in pipeline order.
-    async fn judge(
+    /// The checks after the hash matched, in pipeline order. Decided at once unless a
+    /// step has to await: a shared rate limiter, spending credits, a due `last_used_at` write.
+    ///
+    /// `started` is the time read before the lookup. A record that is revoked (or will
+    /// be, once its rotation grace window ends) or that expires is judged at a time read
+    /// now, after the lookup, so that a state change that completed before the store
+    /// answered is judged as done. Any other record's state does not depend on the time,
+    /// and the time of the request serves its rate limit and `last_used_at`. (Reading the
+    /// clock waits until every memory load in flight has completed: read after the
+    /// lookup, it would wait for the loads of the record's fields, spread over several
+    /// cache lines, instead of letting them overlap with the work that follows.)
+    fn judge<'a>(&'a self, record: Arc<KeyRecord>, options: &'a VerifyOptions, started: OffsetDateTime) -> Judged<'a> {
+        let facts = Facts::of(&record, options, &self.inner.tiers);
+        let now =
+            if facts.revoked_at.is_some() || facts.expires_at.is_some() { self.inner.clock.now() } else { started };
+        if let Some(code) = facts.refusal(now) {
+            return Judged::Done(Verification::of(code, record));
+        }
+        let local = match &self.inner.limiter {
+            Limiter::Local(local) => Some(local),
+            Limiter::Shared(_) => None,
+        };
+        if facts.metered || (facts.rate_limit.is_some() && local.is_none()) {
+            return Judged::Pending(Box::pin(self.judge_awaiting(record, facts, options, now)));
+        }
+        let rate_limit = facts.rate_limit.zip(local).map(|(limit, local)| local.decide(facts.id, limit, now));
+        if let Some(refused) = rate_limit.filter(|status| !status.allowed) {
+            return Judged::Done(rate_limited(record, refused));
+        }
+        self.valid(record, &facts, rate_limit, None, now)
+    }
+
+    /// [`KeyManager::judge`] from the rate limit on, for the keys whose checks await.
+    async fn judge_awaiting(
         &self,
         record: Arc<KeyRecord>,
+        facts: Facts,
         options: &VerifyOptions,
         now: OffsetDateTime,
     ) -> Result<Verification, Error> {
-        if record.is_revoked_at(now) {
-            return Ok(Verification::of(Code::Revoked, record));
-        }
-        if !record.enabled {
-            return Ok(Verification::of(Code::Disabled, record));
-        }
-        if record.is_expired_at(now) {
-            return Ok(Verification::of(Code::Expired, record));
-        }
-        if !scope::grants_all(&record.scopes, &options.scopes) {
-            return Ok(Verification::of(Code::InsufficientScope, record));
-        }
         let mut rate_limit = None;
-        let limit = record
-            .rate_limit
-            .or_else(|| record.tier.as_ref().and_then(|t| self.inner.tiers.get(t)).and_then(|t| t.rate_limit));
-        if let Some(limit) = limit {
+        if let Some(limit) = facts.rate_limit {
             let status = match &self.inner.limiter {
-                Limiter::Local(local) => local.check(record.id, limit, now).await?,
-                Limiter::Shared(shared) => shared.check_boxed(record.id, limit, now).await?,
+                Limiter::Local(local) => local.decide(facts.id, limit, now),
+                Limiter::Shared(shared) => shared.check_boxed(facts.id, limit, now).await?,
             };
-            rate_limit = Some(status);
             if !status.allowed {
-                let mut v = Verification::of(Code::RateLimited, record);
-                v.rate_limit = rate_limit;
-                return Ok(v);
+                return Ok(rate_limited(record, status));
             }
+            rate_limit = Some(status);
         }
         let mut remaining = None;
-        if record.remaining.is_some() {
-            match self.inner.store.consume(record.id, options.cost).await {
+        if facts.metered {
+            match self.inner.store.consume(facts.id, options.cost).await {
                 Ok(Credits::Unlimited) => {}
                 Ok(Credits::Spent { remaining: left }) => remaining = Some(left),
                 Ok(Credits::Exhausted { remaining: left }) => {
@@ -200,16 +246,31 @@ impl<S: Store> KeyManager<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.note_use(&record, now).await;
+        match self.valid(record, &facts, rate_limit, remaining, now) {
+            Judged::Done(verification) => Ok(verification),
+            Judged::Pending(rest) => rest.await,
+        }
+    }
+
+    /// The key passed every check: notes its use, and returns it valid (after the
+    /// `last_used_at` write, when one is due).
+    fn valid(
+        &self,
+        record: Arc<KeyRecord>,
+        facts: &Facts,
+        rate_limit: Option<RateLimitStatus>,
+        remaining: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Judged<'_> {
         let mut v = Verification::of(Code::Valid, record);
         v.rate_limit = rate_limit;
         v.remaining = remaining;
-        Ok(v)
-    }
-
-    async fn note_use(&self, record: &KeyRecord, now: OffsetDateTime) {
-        if let Some(batch) = self.inner.last_used.note(record, now) {
-            self.write_last_used(batch).await;
+        match self.inner.last_used.note(facts.id, facts.last_used_at, now) {
+            None => Judged::Done(v),
+            Some(batch) => Judged::Pending(Box::pin(async move {
+                self.write_last_used(batch).await;
+                Ok(v)
+            })),
         }
     }
 
@@ -235,4 +296,59 @@ impl<S: Store> KeyManager<S> {
             Some(e) => Err(Error::Store(e)),
         }
     }
+}
+
+/// What the checks after the hash match need from the record, copied once: a pending
+/// rest of the checks then holds no borrow of the record.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    id: KeyId,
+    revoked_at: Option<OffsetDateTime>,
+    enabled: bool,
+    expires_at: Option<OffsetDateTime>,
+    /// Whether the key's scopes grant every required one.
+    scopes_granted: bool,
+    /// The key's own rate limit, else its tier's.
+    rate_limit: Option<RateLimit>,
+    /// Whether the key has usage credits.
+    metered: bool,
+    last_used_at: Option<OffsetDateTime>,
+}
+
+impl Facts {
+    fn of(record: &KeyRecord, options: &VerifyOptions, tiers: &BTreeMap<String, Tier>) -> Self {
+        Self {
+            id: record.id,
+            revoked_at: record.revoked_at,
+            enabled: record.enabled,
+            expires_at: record.expires_at,
+            scopes_granted: scope::grants_all(&record.scopes, &options.scopes),
+            rate_limit: record.rate_limit.or_else(|| record.tier.as_ref().and_then(|t| tiers.get(t)?.rate_limit)),
+            metered: record.remaining.is_some(),
+            last_used_at: record.last_used_at,
+        }
+    }
+
+    /// The state checks that need no store or limiter (revoked, disabled, expired,
+    /// scopes), in pipeline order: the code of the first that fails.
+    fn refusal(&self, now: OffsetDateTime) -> Option<Code> {
+        if self.revoked_at.is_some_and(|at| at <= now) {
+            Some(Code::Revoked)
+        } else if !self.enabled {
+            Some(Code::Disabled)
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some(Code::Expired)
+        } else if !self.scopes_granted {
+            Some(Code::InsufficientScope)
+        } else {
+            None
+        }
+    }
+}
+
+/// A refusal for being over the rate limit.
+fn rate_limited(record: Arc<KeyRecord>, status: RateLimitStatus) -> Verification {
+    let mut v = Verification::of(Code::RateLimited, record);
+    v.rate_limit = Some(status);
+    v
 }
