@@ -575,16 +575,18 @@ fn serve_check_prints_the_defaults() {
     assert_eq!(
         out.lines(),
         [
-            "listen           127.0.0.1:8080",
-            "database_url     sqlite://keypal.db",
-            "database_schema  unset",
-            "max_connections  10",
-            "key_file         keypal.key",
-            "master_key       unset",
-            "admin_password   unset",
-            "service_key      unset",
-            "redis_url        unset",
-            "log              info",
+            "listen                127.0.0.1:8080",
+            "database_url          sqlite://keypal.db",
+            "database_schema       unset",
+            "max_connections       10",
+            "key_file              keypal.key",
+            "master_key            unset",
+            "admin_password        unset",
+            "service_key           unset",
+            "redis_url             unset",
+            "redis_prefix          keypal:",
+            "rate_limit_fail_open  false",
+            "log                   info",
         ]
     );
 }
@@ -611,16 +613,16 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         .run();
     out.assert_code(0);
     let lines = out.lines();
-    assert!(lines.contains(&"listen           127.0.0.1:7000"), "env over file: {out:#?}");
-    assert!(lines.contains(&"max_connections  3"), "option over env: {out:#?}");
-    assert!(lines.contains(&"database_url     postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
-    assert!(lines.contains(&"log              debug"), "file over default: {out:#?}");
-    assert!(lines.contains(&"database_schema  keypal"), "env: {out:#?}");
-    assert!(lines.contains(&"key_file         keypal.key"), "default: {out:#?}");
-    assert!(lines.contains(&"master_key       set"), "secret from the file: {out:#?}");
-    assert!(lines.contains(&"admin_password   set"), "secret from env: {out:#?}");
-    assert!(lines.contains(&"service_key      unset"), "an empty variable is unset: {out:#?}");
-    assert!(lines.contains(&"redis_url        redis://:[redacted]@cache:6379"), "{out:#?}");
+    assert!(lines.contains(&"listen                127.0.0.1:7000"), "env over file: {out:#?}");
+    assert!(lines.contains(&"max_connections       3"), "option over env: {out:#?}");
+    assert!(lines.contains(&"database_url          postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
+    assert!(lines.contains(&"log                   debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"database_schema       keypal"), "env: {out:#?}");
+    assert!(lines.contains(&"key_file              keypal.key"), "default: {out:#?}");
+    assert!(lines.contains(&"master_key            set"), "secret from the file: {out:#?}");
+    assert!(lines.contains(&"admin_password        set"), "secret from env: {out:#?}");
+    assert!(lines.contains(&"service_key           unset"), "an empty variable is unset: {out:#?}");
+    assert!(lines.contains(&"redis_url             redis://:[redacted]@cache:6379"), "{out:#?}");
     for secret in ["db-password", "file-master-key", "redis-password", "env-admin-password"] {
         assert!(!out.all().contains(secret), "{secret} printed: {out:#?}");
     }
@@ -630,8 +632,8 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         .env("KEYPAL_LISTEN", "127.0.0.1:7000")
         .run();
     config_from_env.assert_code(0);
-    assert!(config_from_env.lines().contains(&"listen           127.0.0.1:6000"), "{config_from_env:#?}");
-    assert!(config_from_env.lines().contains(&"max_connections  20"), "{config_from_env:#?}");
+    assert!(config_from_env.lines().contains(&"listen                127.0.0.1:6000"), "{config_from_env:#?}");
+    assert!(config_from_env.lines().contains(&"max_connections       20"), "{config_from_env:#?}");
 }
 
 #[test]
@@ -725,4 +727,14 @@ fn serve_failures_are_reported_with_their_code() {
         .env("KEYPAL_LOG", "off")
         .run();
     out.assert_error("[MASTER_KEY_INVALID]");
+}
+
+#[test]
+fn serve_takes_the_redis_prefix_and_fail_open_from_flags_and_environment() {
+    let out = keypal(&["serve", "--check", "--redis-prefix", "kp1:", "--rate-limit-fail-open"]).run();
+    out.assert_code(0);
+    assert!(out.lines().contains(&"redis_prefix          kp1:"), "{out:#?}");
+    assert!(out.lines().contains(&"rate_limit_fail_open  true"), "{out:#?}");
+    let out = keypal(&["serve", "--check"]).env("KEYPAL_RATE_LIMIT_FAIL_OPEN", "false").run();
+    assert!(out.lines().contains(&"rate_limit_fail_open  false"), "{out:#?}");
 }

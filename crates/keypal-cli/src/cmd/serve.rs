@@ -153,7 +153,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
 fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     let set = |secret: &Option<String>| if secret.is_some() { "set" } else { "unset" };
     let mut out = Out::new();
-    let mut line = |name: &str, value: &str| out.line(&format!("{name:<16} {value}"));
+    let mut line = |name: &str, value: &str| out.line(&format!("{name:<21} {value}"));
     line("listen", &config.listen.to_string())?;
     line("database_url", &redact_url(&config.database_url))?;
     line("database_schema", config.database_schema.as_deref().unwrap_or("unset"))?;
