@@ -556,8 +556,16 @@ fn sized(
     Ok((len, encoding))
 }
 
-/// Byte equality for the short literals of a template, inline: a call to the C
-/// library's `memcmp` costs more than comparing a few bytes.
+/// Byte equality for the short literals of a template, inline and eight bytes at a
+/// time: a call to the C library's `memcmp` costs more than comparing a few bytes.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(true, |same, (x, y)| same & (x == y))
+    fn word(bytes: &[u8]) -> u64 {
+        <[u8; 8]>::try_from(bytes).map_or(0, u64::from_ne_bytes)
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a_words.remainder().iter().zip(b_words.remainder()).fold(0, |diff, (x, y)| diff | u64::from(x ^ y));
+    a_words.zip(b_words).fold(tail, |diff, (x, y)| diff | (word(x) ^ word(y))) == 0
 }
