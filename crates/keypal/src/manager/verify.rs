@@ -7,7 +7,6 @@
 //! futures. So the future [`KeyManager::verify`] returns stays small, which matters
 //! because a future is moved by value, all its bytes copied on every move.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,11 +17,12 @@ use super::{Format, KeyManager, Limiter, LookupStrategy};
 use crate::event::{Action, Event};
 use crate::format::ParsedKey;
 use crate::hash::sha256;
+use crate::last_used::Fingerprint;
 use crate::ratelimit::RateLimitStatus;
-use crate::record::{KeyId, KeyRecord, Lookup};
+use crate::record::{KeyRecord, Lookup};
 use crate::scope;
 use crate::store::{Credits, Store};
-use crate::tier::{RateLimit, Tier};
+use crate::tier::RateLimit;
 use crate::verification::{Code, Verification, VerifyOptions};
 use crate::{Error, StoreError};
 
@@ -68,12 +68,21 @@ impl<S: Store> KeyManager<S> {
         let verification = match self.parse(key) {
             None => Verification::rejected(Code::Malformed),
             Some((format, parsed)) => {
+                let inner = &*self.inner;
                 // The time of the request, read before the lookup: see `judge` for when
                 // a record is judged at a time read after it.
-                let started = self.inner.clock.now();
-                match self.find_verified(key, format, parsed).await? {
+                let started = inner.clock.now();
+                let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest)
+                    .then(|| sha256(key.as_bytes()));
+                // Whether the key's use in this interval is already noted, asked before
+                // the lookup (the filter's memory is then read while the store's is).
+                let noted = digest.map(|digest| {
+                    let key = Fingerprint::of_digest(&digest);
+                    (key, inner.last_used.seen(key, started))
+                });
+                match self.find_verified(key, format, parsed, digest).await? {
                     None => Verification::rejected(Code::NotFound),
-                    Some(record) => match self.judge(record, options, started) {
+                    Some(record) => match self.judge(record, options, started, noted) {
                         Judged::Done(verification) => verification,
                         Judged::Pending(rest) => rest.await?,
                     },
@@ -103,16 +112,17 @@ impl<S: Store> KeyManager<S> {
         self.inner.formats.iter().find_map(|f| f.formatter.parse(key).map(|p| (f, p)))
     }
 
-    /// The record whose hash matches the key, from the cache or the store.
+    /// The record whose hash matches the key, from the cache or the store. `digest` is
+    /// the key's SHA-256, computed when the cache or the lookup uses it.
     async fn find_verified(
         &self,
         key: &str,
         format: &Format,
         parsed: ParsedKey<'_>,
+        digest: Option<[u8; 32]>,
     ) -> Result<Option<Arc<KeyRecord>>, Error> {
         let inner = &*self.inner;
         let bytes = key.as_bytes();
-        let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest).then(|| sha256(bytes));
         let mut generation = 0;
         if let (Some(cache), Some(digest)) = (&inner.cache, &digest) {
             if let Some(record) = cache.get(digest) {
@@ -190,40 +200,52 @@ impl<S: Store> KeyManager<S> {
     /// clock waits until every memory load in flight has completed: read after the
     /// lookup, it would wait for the loads of the record's fields, spread over several
     /// cache lines, instead of letting them overlap with the work that follows.)
-    fn judge<'a>(&'a self, record: Arc<KeyRecord>, options: &'a VerifyOptions, started: OffsetDateTime) -> Judged<'a> {
-        let facts = Facts::of(&record, options, &self.inner.tiers);
-        let now =
-            if facts.revoked_at.is_some() || facts.expires_at.is_some() { self.inner.clock.now() } else { started };
-        if let Some(code) = facts.refusal(now) {
+    ///
+    /// `noted` is the key's fingerprint in the `last_used_at` filter, when it is known
+    /// before the lookup, and whether the filter had the key at `started`.
+    fn judge<'a>(
+        &'a self,
+        record: Arc<KeyRecord>,
+        options: &'a VerifyOptions,
+        started: OffsetDateTime,
+        noted: Option<(Fingerprint, bool)>,
+    ) -> Judged<'a> {
+        let time_dependent = record.revoked_at.is_some() || record.expires_at.is_some();
+        let now = if time_dependent { self.inner.clock.now() } else { started };
+        if let Some(code) = refusal(&record, options, now) {
             return Judged::Done(Verification::of(code, record));
         }
+        let limit = self.rate_limit_of(&record);
         let local = match &self.inner.limiter {
             Limiter::Local(local) => Some(local),
             Limiter::Shared(_) => None,
         };
-        if facts.metered || (facts.rate_limit.is_some() && local.is_none()) {
-            return Judged::Pending(Box::pin(self.judge_awaiting(record, facts, options, now)));
+        // The filter's answer holds for `now` if it was asked at `now`.
+        let noted = noted.map(|(key, seen)| (key, seen && !time_dependent));
+        if record.remaining.is_some() || (limit.is_some() && local.is_none()) {
+            return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now, noted)));
         }
-        let rate_limit = facts.rate_limit.zip(local).map(|(limit, local)| local.decide(facts.id, limit, now));
+        let rate_limit = limit.zip(local).map(|(limit, local)| local.decide(record.id, limit, now));
         if let Some(refused) = rate_limit.filter(|status| !status.allowed) {
             return Judged::Done(rate_limited(record, refused));
         }
-        self.valid(record, &facts, rate_limit, None, now)
+        self.valid(record, rate_limit, None, now, noted)
     }
 
     /// [`KeyManager::judge`] from the rate limit on, for the keys whose checks await.
     async fn judge_awaiting(
         &self,
         record: Arc<KeyRecord>,
-        facts: Facts,
+        limit: Option<RateLimit>,
         options: &VerifyOptions,
         now: OffsetDateTime,
+        noted: Option<(Fingerprint, bool)>,
     ) -> Result<Verification, Error> {
         let mut rate_limit = None;
-        if let Some(limit) = facts.rate_limit {
+        if let Some(limit) = limit {
             let status = match &self.inner.limiter {
-                Limiter::Local(local) => local.decide(facts.id, limit, now),
-                Limiter::Shared(shared) => shared.check_boxed(facts.id, limit, now).await?,
+                Limiter::Local(local) => local.decide(record.id, limit, now),
+                Limiter::Shared(shared) => shared.check_boxed(record.id, limit, now).await?,
             };
             if !status.allowed {
                 return Ok(rate_limited(record, status));
@@ -231,8 +253,8 @@ impl<S: Store> KeyManager<S> {
             rate_limit = Some(status);
         }
         let mut remaining = None;
-        if facts.metered {
-            match self.inner.store.consume(facts.id, options.cost).await {
+        if record.remaining.is_some() {
+            match self.inner.store.consume(record.id, options.cost).await {
                 Ok(Credits::Unlimited) => {}
                 Ok(Credits::Spent { remaining: left }) => remaining = Some(left),
                 Ok(Credits::Exhausted { remaining: left }) => {
@@ -246,26 +268,36 @@ impl<S: Store> KeyManager<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        match self.valid(record, &facts, rate_limit, remaining, now) {
+        match self.valid(record, rate_limit, remaining, now, noted) {
             Judged::Done(verification) => Ok(verification),
             Judged::Pending(rest) => rest.await,
         }
     }
 
-    /// The key passed every check: notes its use, and returns it valid (after the
-    /// `last_used_at` write, when one is due).
+    /// The key's own rate limit, else its tier's.
+    fn rate_limit_of(&self, record: &KeyRecord) -> Option<RateLimit> {
+        record.rate_limit.or_else(|| record.tier.as_ref().and_then(|t| self.inner.tiers.get(t)?.rate_limit))
+    }
+
+    /// The key passed every check: notes its use (unless `noted` says the filter has
+    /// it), and returns it valid (after the `last_used_at` write, when one is due).
     fn valid(
         &self,
         record: Arc<KeyRecord>,
-        facts: &Facts,
         rate_limit: Option<RateLimitStatus>,
         remaining: Option<u64>,
         now: OffsetDateTime,
+        noted: Option<(Fingerprint, bool)>,
     ) -> Judged<'_> {
+        let due = match noted {
+            Some((_, true)) => None,
+            Some((key, false)) => self.inner.last_used.note(key, record.id, record.last_used_at, now),
+            None => self.inner.last_used.note(Fingerprint::of_id(record.id), record.id, record.last_used_at, now),
+        };
         let mut v = Verification::of(Code::Valid, record);
         v.rate_limit = rate_limit;
         v.remaining = remaining;
-        match self.inner.last_used.note(facts.id, facts.last_used_at, now) {
+        match due {
             None => Judged::Done(v),
             Some(batch) => Judged::Pending(Box::pin(async move {
                 self.write_last_used(batch).await;
@@ -298,51 +330,19 @@ impl<S: Store> KeyManager<S> {
     }
 }
 
-/// What the checks after the hash match need from the record, copied once: a pending
-/// rest of the checks then holds no borrow of the record.
-#[derive(Debug, Clone, Copy)]
-struct Facts {
-    id: KeyId,
-    revoked_at: Option<OffsetDateTime>,
-    enabled: bool,
-    expires_at: Option<OffsetDateTime>,
-    /// Whether the key's scopes grant every required one.
-    scopes_granted: bool,
-    /// The key's own rate limit, else its tier's.
-    rate_limit: Option<RateLimit>,
-    /// Whether the key has usage credits.
-    metered: bool,
-    last_used_at: Option<OffsetDateTime>,
-}
-
-impl Facts {
-    fn of(record: &KeyRecord, options: &VerifyOptions, tiers: &BTreeMap<String, Tier>) -> Self {
-        Self {
-            id: record.id,
-            revoked_at: record.revoked_at,
-            enabled: record.enabled,
-            expires_at: record.expires_at,
-            scopes_granted: scope::grants_all(&record.scopes, &options.scopes),
-            rate_limit: record.rate_limit.or_else(|| record.tier.as_ref().and_then(|t| tiers.get(t)?.rate_limit)),
-            metered: record.remaining.is_some(),
-            last_used_at: record.last_used_at,
-        }
-    }
-
-    /// The state checks that need no store or limiter (revoked, disabled, expired,
-    /// scopes), in pipeline order: the code of the first that fails.
-    fn refusal(&self, now: OffsetDateTime) -> Option<Code> {
-        if self.revoked_at.is_some_and(|at| at <= now) {
-            Some(Code::Revoked)
-        } else if !self.enabled {
-            Some(Code::Disabled)
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            Some(Code::Expired)
-        } else if !self.scopes_granted {
-            Some(Code::InsufficientScope)
-        } else {
-            None
-        }
+/// The state checks that need no store or limiter (revoked, disabled, expired,
+/// scopes), in pipeline order: the code of the first that fails.
+fn refusal(record: &KeyRecord, options: &VerifyOptions, now: OffsetDateTime) -> Option<Code> {
+    if record.is_revoked_at(now) {
+        Some(Code::Revoked)
+    } else if !record.enabled {
+        Some(Code::Disabled)
+    } else if record.is_expired_at(now) {
+        Some(Code::Expired)
+    } else if !scope::grants_all(&record.scopes, &options.scopes) {
+        Some(Code::InsufficientScope)
+    } else {
+        None
     }
 }
 
