@@ -89,8 +89,17 @@ fn parse_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
     })
 }
 
+/// Lowercase hex, written straight into one allocation of the final size: this runs
+/// twice on every `POST /v1/verify` (service key, client secret), and a key's hex
+/// text never leaves copies behind in memory freed by a growing string.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 impl Secrets {
@@ -217,6 +226,15 @@ mod tests {
         assert_eq!(b.open("key-1", &sealed), Err(UnsealError), "bound to its master key");
         assert_eq!(a.open("key-1", "garbage!"), Err(UnsealError));
         assert_ne!(a.seal("key-1", "x").unwrap(), a.seal("key-1", "x").unwrap(), "a fresh nonce each time");
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), expected);
     }
 
     #[test]
