@@ -63,6 +63,8 @@ impl Encoding {
     /// each into a few vector instructions per 16 characters.
     #[inline]
     pub fn contains_all(self, text: &[u8]) -> bool {
+        // Not inlined: the caller then loads only the constants of its encoding's loop.
+        #[inline(never)]
         fn all(text: &[u8], member: impl Fn(u8) -> bool) -> bool {
             text.iter().fold(true, |all, &b| all & member(b))
         }
