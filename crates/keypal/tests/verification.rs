@@ -279,3 +279,158 @@ async fn hmac_pepper_rotation_keeps_old_keys_and_rehashes_them() -> Result {
     assert_eq!(stranger.verify(created.key.expose()).await?.code(), Code::NotFound);
     Ok(())
 }
+
+/// A MemoryStore that, on the next `find`, first lets the clock move and changes the
+/// key the way a concurrent request would: the change completes while the lookup is
+/// under way, after the verification started.
+struct ChangesDuringLookup {
+    inner: MemoryStore,
+    clock: Arc<ManualClock>,
+    change: Mutex<Option<(keypal::KeyId, Change)>>,
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Revoke,
+    ExpireNow,
+}
+
+impl ChangesDuringLookup {
+    async fn apply_pending_change(&self) {
+        use keypal::Store;
+        let pending = self.change.lock().map(|mut c| c.take()).unwrap_or(None);
+        let Some((id, change)) = pending else { return };
+        self.clock.advance(Duration::from_secs(1));
+        let now = self.clock.now();
+        let context = keypal::AuditContext::default();
+        let _ = match change {
+            Change::Revoke => self.inner.revoke(id, now, Event::new(Action::Revoked, now, context)).await,
+            Change::ExpireNow => {
+                let patch = KeyPatch::new().expires_at(now);
+                self.inner.update(id, &patch, Event::new(Action::Updated, now, context)).await
+            }
+        };
+    }
+}
+
+impl keypal::Store for ChangesDuringLookup {
+    const IN_MEMORY: bool = true;
+
+    async fn insert(
+        &self,
+        record: keypal::KeyRecord,
+        max_active_per_owner: Option<u32>,
+        event: Event,
+    ) -> std::result::Result<Arc<keypal::KeyRecord>, keypal::StoreError> {
+        self.inner.insert(record, max_active_per_owner, event).await
+    }
+    async fn find(
+        &self,
+        lookup: &keypal::Lookup,
+    ) -> std::result::Result<Option<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.apply_pending_change().await;
+        self.inner.find(lookup).await
+    }
+    async fn find_by_hint(&self, hint: &str) -> std::result::Result<Vec<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.inner.find_by_hint(hint).await
+    }
+    async fn get(&self, id: keypal::KeyId) -> std::result::Result<Option<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        query: &keypal::ListQuery,
+    ) -> std::result::Result<keypal::Page<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.inner.list(query).await
+    }
+    async fn count(&self, query: &keypal::ListQuery) -> std::result::Result<u64, keypal::StoreError> {
+        self.inner.count(query).await
+    }
+    async fn update(
+        &self,
+        id: keypal::KeyId,
+        patch: &KeyPatch,
+        event: Event,
+    ) -> std::result::Result<Arc<keypal::KeyRecord>, keypal::StoreError> {
+        self.inner.update(id, patch, event).await
+    }
+    async fn set_enabled(
+        &self,
+        id: keypal::KeyId,
+        enabled: bool,
+        event: Event,
+    ) -> std::result::Result<Arc<keypal::KeyRecord>, keypal::StoreError> {
+        self.inner.set_enabled(id, enabled, event).await
+    }
+    async fn revoke(
+        &self,
+        id: keypal::KeyId,
+        at: time::OffsetDateTime,
+        event: Event,
+    ) -> std::result::Result<Arc<keypal::KeyRecord>, keypal::StoreError> {
+        self.inner.revoke(id, at, event).await
+    }
+    async fn revoke_owner(
+        &self,
+        namespace: Option<&str>,
+        owner: &str,
+        at: time::OffsetDateTime,
+        event: Event,
+    ) -> std::result::Result<Vec<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.inner.revoke_owner(namespace, owner, at, event).await
+    }
+    async fn rotate(
+        &self,
+        old: keypal::KeyId,
+        replacement: keypal::KeyRecord,
+        old_revoked_at: time::OffsetDateTime,
+        event: Event,
+    ) -> std::result::Result<(Arc<keypal::KeyRecord>, Arc<keypal::KeyRecord>), keypal::StoreError> {
+        self.inner.rotate(old, replacement, old_revoked_at, event).await
+    }
+    async fn delete(
+        &self,
+        id: keypal::KeyId,
+        event: Event,
+    ) -> std::result::Result<Option<Arc<keypal::KeyRecord>>, keypal::StoreError> {
+        self.inner.delete(id, event).await
+    }
+    async fn consume(&self, id: keypal::KeyId, cost: u64) -> std::result::Result<keypal::Credits, keypal::StoreError> {
+        self.inner.consume(id, cost).await
+    }
+    async fn touch(
+        &self,
+        used: &[(keypal::KeyId, time::OffsetDateTime)],
+    ) -> std::result::Result<(), keypal::StoreError> {
+        self.inner.touch(used).await
+    }
+    async fn replace_hash(
+        &self,
+        id: keypal::KeyId,
+        expected: &str,
+        new_hash: &str,
+    ) -> std::result::Result<bool, keypal::StoreError> {
+        self.inner.replace_hash(id, expected, new_hash).await
+    }
+    async fn audit(&self, query: &keypal::AuditQuery) -> std::result::Result<keypal::Page<Event>, keypal::StoreError> {
+        self.inner.audit(query).await
+    }
+}
+
+/// The time of a request is read before the lookup, but a revocation or an expiry
+/// that took effect before the store answered is judged as done.
+#[tokio::test]
+async fn a_state_change_completed_during_the_lookup_is_judged_as_done() -> Result {
+    for (change, code) in [(Change::Revoke, Code::Revoked), (Change::ExpireNow, Code::Expired)] {
+        let clock = Arc::new(ManualClock::starting_now());
+        let store = ChangesDuringLookup { inner: MemoryStore::new(), clock: clock.clone(), change: Mutex::new(None) };
+        let keys = KeyManager::builder().prefix("sk_test").clock(clock).store(store).build()?;
+        let created = keys.create(NewKey::new()).await?;
+        assert!(keys.verify(created.key.expose()).await?.is_valid());
+        if let Ok(mut pending) = keys.store().change.lock() {
+            *pending = Some((created.record.id, change));
+        }
+        assert_eq!(keys.verify(created.key.expose()).await?.code(), code);
+    }
+    Ok(())
+}
