@@ -66,7 +66,8 @@ pub mod testing {
     /// The SQL of the SQLite store's verify path: `(name, sql)`.
     #[cfg(feature = "sqlite")]
     pub const SQLITE_VERIFY_PATH: &[(&str, &str)] = &[
-        ("find", crate::sqlite::FIND),
+        ("find_by_digest", crate::sqlite::FIND_BY_DIGEST),
+        ("find_by_id", crate::sqlite::FIND_BY_ID),
         ("find_by_hint", crate::sqlite::FIND_BY_HINT),
         ("get", crate::sqlite::GET),
         ("consume", crate::sqlite::CONSUME),
