@@ -14,6 +14,23 @@ use time::OffsetDateTime;
 pub trait Clock: Send + Sync + Debug + 'static {
     /// The current time, truncated to microseconds.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current Unix time in whole seconds, read cheaply: it may lag
+    /// [`now`](Clock::now) by up to the operating system's clock tick (a few
+    /// milliseconds). keypal asks it only where that lag cannot change an answer:
+    /// whether a key's use was already noted in the current `last_used_at` interval.
+    ///
+    /// The default reads [`now`](Clock::now), so a clock that implements only `now`
+    /// (a test clock, say) stays consistent with itself.
+    ///
+    /// ```
+    /// use keypal::{Clock, ManualClock};
+    /// let clock = ManualClock::new(time::macros::datetime!(2025-01-01 0:00:30.5 UTC));
+    /// assert_eq!(clock.coarse_unix_seconds(), 1_735_689_630);
+    /// ```
+    fn coarse_unix_seconds(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
 }
 
 /// The system clock.
@@ -28,6 +45,18 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         system_now()
+    }
+
+    /// On Linux, `CLOCK_REALTIME_COARSE`: the time at the last clock tick, read from
+    /// memory the kernel shares with the process, without reading a hardware counter.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn coarse_unix_seconds(&self) -> i64 {
+        rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse).tv_sec
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn coarse_unix_seconds(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -138,6 +167,19 @@ mod tests {
             }
             last = now;
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The coarse reading never runs ahead of the precise one, and lags it by less
+    /// than a second (in practice, by at most one clock tick).
+    #[test]
+    fn coarse_seconds_trail_the_system_time_closely() {
+        for _ in 0..200 {
+            let coarse = SystemClock.coarse_unix_seconds();
+            let after = OffsetDateTime::now_utc().unix_timestamp();
+            assert!(coarse <= after, "{coarse} <= {after}");
+            assert!(after - coarse <= 1, "{coarse} lags {after}");
+            std::thread::sleep(Duration::from_micros(500));
         }
     }
 }

@@ -99,9 +99,14 @@ impl LastUsed {
         }
     }
 
-    /// Whether the key was noted in the interval of `now` (as far as the filter
-    /// remembers): if so, a use at `now` needs no note.
-    pub(crate) fn seen(&self, key: Fingerprint, now: OffsetDateTime) -> bool {
+    /// Whether the key was noted in the interval holding the Unix second `now` (as
+    /// far as the filter remembers): if so, a use now needs no note.
+    ///
+    /// `now` may come from [`Clock::coarse_unix_seconds`](crate::Clock::coarse_unix_seconds):
+    /// read a clock tick late, it can count the first milliseconds of an interval to
+    /// the one before, which delays that use's note to the next use, so `last_used_at`
+    /// lags real use by at most one interval and a tick.
+    pub(crate) fn seen(&self, key: Fingerprint, now: i64) -> bool {
         let (slots, mark) = self.slots(key, now);
         slots.iter().any(|slot| slot.load(Ordering::Relaxed) == mark)
     }
@@ -117,7 +122,7 @@ impl LastUsed {
         last_used_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Option<Vec<(KeyId, OffsetDateTime)>> {
-        let (slots, mark) = self.slots(key, now);
+        let (slots, mark) = self.slots(key, now.unix_timestamp());
         if slots.iter().any(|slot| slot.load(Ordering::Relaxed) == mark) {
             return None;
         }
@@ -148,11 +153,11 @@ impl LastUsed {
         }
     }
 
-    /// The filter slots of `key`, and the mark it leaves there in the interval of `now`:
-    /// its random bits above, the interval number below.
-    fn slots(&self, key: Fingerprint, now: OffsetDateTime) -> (&[AtomicU64], u64) {
+    /// The filter slots of `key`, and the mark it leaves there in the interval of the
+    /// Unix second `now`: its random bits above, the interval number below.
+    fn slots(&self, key: Fingerprint, now: i64) -> (&[AtomicU64], u64) {
         let interval_secs = self.interval.as_secs().max(1);
-        let interval_number = (now.unix_timestamp() as u64 / interval_secs) & 0xffff_ffff;
+        let interval_number = (now as u64 / interval_secs) & 0xffff_ffff;
         let set = (key.0 >> 52) as usize % (SLOTS / WAYS) * WAYS;
         let slots = self.noted.get(set..set + WAYS).unwrap_or_default();
         (slots, (key.0 & !0xffff_ffff) | interval_number)
@@ -254,7 +259,7 @@ mod tests {
             for id in &ids {
                 // Make the filter forget the key: every note goes to `pending`.
                 last_used
-                    .slots(Fingerprint::of_id(*id), at(0))
+                    .slots(Fingerprint::of_id(*id), at(0).unix_timestamp())
                     .0
                     .iter()
                     .for_each(|slot| slot.store(0, Ordering::Relaxed));

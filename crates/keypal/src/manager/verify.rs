@@ -7,6 +7,7 @@
 //! futures. So the future [`KeyManager::verify`] returns stays small, which matters
 //! because a future is moved by value, all its bytes copied on every move.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{Format, KeyManager, Limiter, LookupStrategy};
+use crate::clock::Clock;
 use crate::event::{Action, Event};
 use crate::format::ParsedKey;
 use crate::hash::sha256;
@@ -69,23 +71,30 @@ impl<S: Store> KeyManager<S> {
             None => Verification::rejected(Code::Malformed),
             Some((format, parsed)) => {
                 let inner = &*self.inner;
-                // The time of the request, read before the lookup: see `judge` for when
-                // a record is judged at a time read after it.
-                let started = inner.clock.now();
+                // The second of the request, for the `last_used_at` filter: the coarse
+                // clock, cheap to read (a precise time is read later, only when a step needs one).
+                let second = inner.clock.coarse_unix_seconds();
                 let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest)
                     .then(|| sha256(key.as_bytes()));
-                // Whether the key's use in this interval is already noted, asked before
-                // the lookup (the filter's memory is then read while the store's is).
+                // Whether the key's use in this second's interval is already noted, asked
+                // before the lookup when the digest is known (the filter's memory is then
+                // read while the store's is).
                 let noted = digest.map(|digest| {
                     let key = Fingerprint::of_digest(&digest);
-                    (key, inner.last_used.seen(key, started))
+                    (key, inner.last_used.seen(key, second))
                 });
                 match self.find_verified(key, format, parsed, digest).await? {
                     None => Verification::rejected(Code::NotFound),
-                    Some(record) => match self.judge(record, options, started, noted) {
-                        Judged::Done(verification) => verification,
-                        Judged::Pending(rest) => rest.await?,
-                    },
+                    Some(record) => {
+                        let noted = noted.unwrap_or_else(|| {
+                            let key = Fingerprint::of_id(record.id);
+                            (key, inner.last_used.seen(key, second))
+                        });
+                        match self.judge(record, options, noted) {
+                            Judged::Done(verification) => verification,
+                            Judged::Pending(rest) => rest.await?,
+                        }
+                    }
                 }
             }
         };
@@ -192,27 +201,22 @@ impl<S: Store> KeyManager<S> {
     /// The checks after the hash matched, in pipeline order. Decided at once unless a
     /// step has to await: a shared rate limiter, spending credits, a due `last_used_at` write.
     ///
-    /// `started` is the time read before the lookup. A record that is revoked (or will
-    /// be, once its rotation grace window ends) or that expires is judged at a time read
-    /// now, after the lookup, so that a state change that completed before the store
-    /// answered is judged as done. Any other record's state does not depend on the time,
-    /// and the time of the request serves its rate limit and `last_used_at`. (Reading the
-    /// clock waits until every memory load in flight has completed: read after the
-    /// lookup, it would wait for the loads of the record's fields, spread over several
-    /// cache lines, instead of letting them overlap with the work that follows.)
+    /// The time is read here, after the lookup, and only when a step depends on it: a
+    /// record that is revoked (or will be, once its rotation grace window ends) or that
+    /// expires, a rate limit, a use to note. So a state change that completed before the
+    /// store answered is judged as done, and the usual verification (no expiry, no rate
+    /// limit, use already noted) reads no precise time at all.
     ///
-    /// `noted` is the key's fingerprint in the `last_used_at` filter, when it is known
-    /// before the lookup, and whether the filter had the key at `started`.
+    /// `noted` is the key's fingerprint in the `last_used_at` filter and whether the
+    /// filter had the key in this interval.
     fn judge<'a>(
         &'a self,
         record: Arc<KeyRecord>,
         options: &'a VerifyOptions,
-        started: OffsetDateTime,
-        noted: Option<(Fingerprint, bool)>,
+        noted: (Fingerprint, bool),
     ) -> Judged<'a> {
-        let time_dependent = record.revoked_at.is_some() || record.expires_at.is_some();
-        let now = if time_dependent { self.inner.clock.now() } else { started };
-        if let Some(code) = refusal(&record, options, now) {
+        let now = RequestTime::new(&*self.inner.clock);
+        if let Some(code) = refusal(&record, options, &now) {
             return Judged::Done(Verification::of(code, record));
         }
         let limit = self.rate_limit_of(&record);
@@ -220,16 +224,14 @@ impl<S: Store> KeyManager<S> {
             Limiter::Local(local) => Some(local),
             Limiter::Shared(_) => None,
         };
-        // The filter's answer holds for `now` if it was asked at `now`.
-        let noted = noted.map(|(key, seen)| (key, seen && !time_dependent));
         if record.remaining.is_some() || (limit.is_some() && local.is_none()) {
-            return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now, noted)));
+            return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now.get(), noted)));
         }
-        let rate_limit = limit.zip(local).map(|(limit, local)| local.decide(record.id, limit, now));
+        let rate_limit = limit.zip(local).map(|(limit, local)| local.decide(record.id, limit, now.get()));
         if let Some(refused) = rate_limit.filter(|status| !status.allowed) {
             return Judged::Done(rate_limited(record, refused));
         }
-        self.valid(record, rate_limit, None, now, noted)
+        self.valid(record, rate_limit, None, &now, noted)
     }
 
     /// [`KeyManager::judge`] from the rate limit on, for the keys whose checks await.
@@ -239,7 +241,7 @@ impl<S: Store> KeyManager<S> {
         limit: Option<RateLimit>,
         options: &VerifyOptions,
         now: OffsetDateTime,
-        noted: Option<(Fingerprint, bool)>,
+        noted: (Fingerprint, bool),
     ) -> Result<Verification, Error> {
         let mut rate_limit = None;
         if let Some(limit) = limit {
@@ -268,7 +270,8 @@ impl<S: Store> KeyManager<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        match self.valid(record, rate_limit, remaining, now, noted) {
+        let judged = self.valid(record, rate_limit, remaining, &RequestTime::read_at(&*self.inner.clock, now), noted);
+        match judged {
             Judged::Done(verification) => Ok(verification),
             Judged::Pending(rest) => rest.await,
         }
@@ -286,14 +289,10 @@ impl<S: Store> KeyManager<S> {
         record: Arc<KeyRecord>,
         rate_limit: Option<RateLimitStatus>,
         remaining: Option<u64>,
-        now: OffsetDateTime,
-        noted: Option<(Fingerprint, bool)>,
+        now: &RequestTime<'_>,
+        (key, seen): (Fingerprint, bool),
     ) -> Judged<'_> {
-        let due = match noted {
-            Some((_, true)) => None,
-            Some((key, false)) => self.inner.last_used.note(key, record.id, record.last_used_at, now),
-            None => self.inner.last_used.note(Fingerprint::of_id(record.id), record.id, record.last_used_at, now),
-        };
+        let due = if seen { None } else { self.inner.last_used.note(key, record.id, record.last_used_at, now.get()) };
         let mut v = Verification::of(Code::Valid, record);
         v.rate_limit = rate_limit;
         v.remaining = remaining;
@@ -331,13 +330,14 @@ impl<S: Store> KeyManager<S> {
 }
 
 /// The state checks that need no store or limiter (revoked, disabled, expired,
-/// scopes), in pipeline order: the code of the first that fails.
-fn refusal(record: &KeyRecord, options: &VerifyOptions, now: OffsetDateTime) -> Option<Code> {
-    if record.is_revoked_at(now) {
+/// scopes), in pipeline order: the code of the first that fails. The time is read
+/// only for a record with a revocation or an expiry.
+fn refusal(record: &KeyRecord, options: &VerifyOptions, now: &RequestTime<'_>) -> Option<Code> {
+    if record.revoked_at.is_some() && record.is_revoked_at(now.get()) {
         Some(Code::Revoked)
     } else if !record.enabled {
         Some(Code::Disabled)
-    } else if record.is_expired_at(now) {
+    } else if record.expires_at.is_some() && record.is_expired_at(now.get()) {
         Some(Code::Expired)
     } else if !scope::grants_all(&record.scopes, &options.scopes) {
         Some(Code::InsufficientScope)
@@ -351,4 +351,34 @@ fn rate_limited(record: Arc<KeyRecord>, status: RateLimitStatus) -> Verification
     let mut v = Verification::of(Code::RateLimited, record);
     v.rate_limit = Some(status);
     v
+}
+
+/// The time of a verification: read from the clock when a step first needs it, then
+/// the same for every later step.
+struct RequestTime<'c> {
+    clock: &'c dyn Clock,
+    at: Cell<Option<OffsetDateTime>>,
+}
+
+impl<'c> RequestTime<'c> {
+    /// Not read yet.
+    fn new(clock: &'c dyn Clock) -> Self {
+        Self { clock, at: Cell::new(None) }
+    }
+
+    /// Already read from `clock`: `at`.
+    fn read_at(clock: &'c dyn Clock, at: OffsetDateTime) -> Self {
+        Self { clock, at: Cell::new(Some(at)) }
+    }
+
+    fn get(&self) -> OffsetDateTime {
+        match self.at.get() {
+            Some(at) => at,
+            None => {
+                let at = self.clock.now();
+                self.at.set(Some(at));
+                at
+            }
+        }
+    }
 }
