@@ -83,7 +83,7 @@ impl<S: Store> KeyManager<S> {
                     let key = Fingerprint::of_digest(&digest);
                     (key, inner.last_used.seen(key, second))
                 });
-                match self.find_verified(key, format, parsed, digest).await? {
+                match self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await? {
                     None => Verification::rejected(Code::NotFound),
                     Some(record) => {
                         let noted = noted.unwrap_or_else(|| {
@@ -121,31 +121,33 @@ impl<S: Store> KeyManager<S> {
         self.inner.formats.iter().find_map(|f| f.formatter.parse(key).map(|p| (f, p)))
     }
 
-    /// The record whose hash matches the key, from the cache or the store. `digest` is
-    /// the key's SHA-256, computed when the cache or the lookup uses it.
+    /// The record whose hash matches the key, from the cache or the store. `id` is the
+    /// key's id segment, if its format has one; `digest` is the key's SHA-256, computed
+    /// when the cache or the lookup uses it. (Borrowed, not copied: this future is
+    /// part of every verification's, and a future is moved by copying all its bytes.)
     async fn find_verified(
         &self,
         key: &str,
-        format: &Format,
-        parsed: ParsedKey<'_>,
-        digest: Option<[u8; 32]>,
+        strategy: LookupStrategy,
+        id: Option<&str>,
+        digest: Option<&[u8; 32]>,
     ) -> Result<Option<Arc<KeyRecord>>, Error> {
         let inner = &*self.inner;
         let bytes = key.as_bytes();
         let mut generation = 0;
-        if let (Some(cache), Some(digest)) = (&inner.cache, &digest) {
+        if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
             if let Some(record) = cache.get(digest) {
                 return Ok(Some(record));
             }
             generation = cache.generation();
         }
-        let found = match (format.strategy, digest) {
+        let found = match (strategy, digest) {
             (LookupStrategy::Digest, Some(digest)) => {
-                let record = inner.store.find(&Lookup::Digest(digest)).await?;
-                record.filter(|r| self.owns(r) && inner.hashing.verify_with_sha256(bytes, &digest, &r.hash))
+                let record = inner.store.find(&Lookup::Digest(*digest)).await?;
+                record.filter(|r| self.owns(r) && inner.hashing.verify_with_sha256(bytes, digest, &r.hash))
             }
             (LookupStrategy::Id, _) => {
-                let record = match parsed.id {
+                let record = match id {
                     Some(id) => inner.store.find(&Lookup::Id(id.to_owned())).await?,
                     None => None,
                 };
@@ -173,7 +175,7 @@ impl<S: Store> KeyManager<S> {
             record = Box::pin(self.rehash(bytes, record)).await;
         }
         if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
-            cache.insert(digest, record.clone(), generation);
+            cache.insert(*digest, record.clone(), generation);
         }
         Ok(Some(record))
     }
@@ -209,6 +211,7 @@ impl<S: Store> KeyManager<S> {
     ///
     /// `noted` is the key's fingerprint in the `last_used_at` filter and whether the
     /// filter had the key in this interval.
+    #[inline]
     fn judge<'a>(
         &'a self,
         record: Arc<KeyRecord>,
@@ -284,6 +287,7 @@ impl<S: Store> KeyManager<S> {
 
     /// The key passed every check: notes its use (unless `noted` says the filter has
     /// it), and returns it valid (after the `last_used_at` write, when one is due).
+    #[inline]
     fn valid(
         &self,
         record: Arc<KeyRecord>,
@@ -332,6 +336,7 @@ impl<S: Store> KeyManager<S> {
 /// The state checks that need no store or limiter (revoked, disabled, expired,
 /// scopes), in pipeline order: the code of the first that fails. The time is read
 /// only for a record with a revocation or an expiry.
+#[inline]
 fn refusal(record: &KeyRecord, options: &VerifyOptions, now: &RequestTime<'_>) -> Option<Code> {
     if record.revoked_at.is_some() && record.is_revoked_at(now.get()) {
         Some(Code::Revoked)
