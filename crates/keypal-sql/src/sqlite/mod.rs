@@ -524,11 +524,7 @@ impl Store for SqliteStore {
             Lookup::Id(_) => FIND_BY_ID,
             Lookup::Hint(_) => return Ok(None),
         };
-        let row = sqlx::query(sql)
-            .bind(lookup.value())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(sql).bind(lookup.value()).fetch_optional(&self.pool).await.map_err(backend)?;
         row.map(|r| record(&r).map(Arc::new)).transpose()
     }
 
