@@ -2,19 +2,12 @@
 //! batched write per interval records them, touching only that column.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::random_bits::spread;
-use crate::record::KeyId;
+use crate::record::{KeyId, KeyRecord};
 
-/// Slots of the "already noted in this interval" filter, in sets of [`WAYS`].
-const SLOTS: usize = 4_096;
-/// Slots per set: a key may sit in any slot of its set, so a few keys sharing a
-/// set do not keep evicting each other.
-const WAYS: usize = 4;
 /// `pending` is never compacted below this length (2 MiB of entries): up to this
 /// many uses are kept as noted, duplicates and all, until the flush.
 const MIN_COMPACT_ABOVE: usize = 65_536;
@@ -22,11 +15,9 @@ const MIN_COMPACT_ABOVE: usize = 65_536;
 #[derive(Debug)]
 pub(crate) struct LastUsed {
     interval: Duration,
-    /// A lossy, lock-free memory of which keys were noted in the current interval:
-    /// a slot of the key's set holds `the id's random bits | interval number`. A hit
-    /// skips the lock; a miss (or a set shared by more keys than it has slots) only
-    /// costs the locked path.
-    noted: Box<[AtomicU64]>,
+    /// `interval` in whole seconds (at least 1): interval numbers are Unix seconds
+    /// divided by it.
+    interval_secs: u64,
     state: Mutex<State>,
 }
 
@@ -34,7 +25,8 @@ pub(crate) struct LastUsed {
 struct State {
     /// Uses noted since the last flush: a prefix sorted by key id with one entry per
     /// key (after a compaction), then the uses noted since, in the order noted. A key
-    /// is noted more than once when the filter forgot it; compaction keeps its latest use.
+    /// is noted more than once when its record was read again from the store (a new
+    /// copy knows nothing of earlier notes); compaction keeps its latest use.
     pending: Vec<(KeyId, OffsetDateTime)>,
     /// Compact `pending` when it grows past this: twice its length after the last
     /// compaction, so that keys noted once each (no duplicates to remove) cost few
@@ -73,77 +65,42 @@ impl State {
     }
 }
 
-/// A key's identity in the "already noted" filter: 64 uniformly random bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fingerprint(u64);
-
-impl Fingerprint {
-    /// From the SHA-256 of the presented key, which is known before the store is read:
-    /// the filter can then be checked while the lookup is under way.
-    pub(crate) fn of_digest(digest: &[u8; 32]) -> Self {
-        Self(digest.first_chunk::<8>().map_or(0, |bytes| u64::from_le_bytes(*bytes)))
-    }
-
-    /// From the key's id, once its record is found (a UUID v7 ends in random bits).
-    pub(crate) fn of_id(id: KeyId) -> Self {
-        Self(spread(u64::from_le_bytes(*id.0.as_bytes().last_chunk::<8>().unwrap_or(&[0; 8]))))
-    }
-}
-
 impl LastUsed {
     pub(crate) fn new(interval: Duration) -> Self {
         Self {
             interval,
-            noted: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            interval_secs: interval.as_secs().max(1),
             state: Mutex::new(State { pending: Vec::new(), compact_above: MIN_COMPACT_ABOVE, next_flush: None }),
         }
     }
 
-    /// Whether the key was noted in the interval holding the Unix second `now` (as
-    /// far as the filter remembers): if so, a use now needs no note.
+    /// Whether the use of `record` was noted in the interval holding the Unix second
+    /// `now`: if so, a use now needs no note. It asks the record itself (its
+    /// `noted_in`), which the verification has just read: no other memory.
     ///
     /// `now` may come from [`Clock::coarse_unix_seconds`](crate::Clock::coarse_unix_seconds):
     /// read a clock tick late, it can count the first milliseconds of an interval to
-    /// the one before, which delays that use's note to the next use, so `last_used_at`
-    /// lags real use by at most one interval and a tick.
-    pub(crate) fn seen(&self, key: Fingerprint, now: i64) -> bool {
-        let (slots, mark) = self.slots(key, now);
-        slots.iter().any(|slot| slot.load(Ordering::Relaxed) == mark)
+    /// the one before, which only notes that use once more.
+    #[inline]
+    pub(crate) fn is_noted(&self, record: &KeyRecord, now: i64) -> bool {
+        record.noted_in.get() == self.interval_number(now)
     }
 
-    /// Notes a use at `now` of the key `id` (whose stored `last_used_at` is
-    /// `last_used_at`), known to the filter as `key`. Returns the batch to write when a
-    /// flush is due. A key is noted once per interval, so `last_used_at` lags real use
-    /// by at most one interval.
-    pub(crate) fn note(
-        &self,
-        key: Fingerprint,
-        id: KeyId,
-        last_used_at: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> Option<Vec<(KeyId, OffsetDateTime)>> {
-        let (slots, mark) = self.slots(key, now.unix_timestamp());
-        if slots.iter().any(|slot| slot.load(Ordering::Relaxed) == mark) {
-            return None;
-        }
-        // After the filter: the filter is cheaper than time arithmetic, and either one
-        // saying "recent" is enough.
-        if last_used_at.is_some_and(|last| now - last < self.interval) {
+    /// Notes a use of `record` at `now`, unless its stored `last_used_at` is recent
+    /// enough already. Returns the batch to write when a flush is due. A key is
+    /// noted once per interval (per copy of its record read from the store), so
+    /// `last_used_at` lags real use by at most one interval.
+    pub(crate) fn note(&self, record: &KeyRecord, now: OffsetDateTime) -> Option<Vec<(KeyId, OffsetDateTime)>> {
+        record.noted_in.set(self.interval_number(now.unix_timestamp()));
+        if record.last_used_at.is_some_and(|last| now - last < self.interval) {
             return None;
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.pending.push((id, now));
+        state.pending.push((record.id, now));
         if state.pending.len() > state.compact_above {
             state.compact();
         }
-        // A slot not yet used in this interval, else any: the clock picks, so that
-        // keys taking turns in a full set do not evict each other every time.
-        let interval_number = mark & 0xffff_ffff;
-        let free = slots.iter().find(|slot| slot.load(Ordering::Relaxed) & 0xffff_ffff != interval_number);
-        if let Some(slot) = free.or_else(|| slots.get(now.microsecond() as usize % WAYS)) {
-            slot.store(mark, Ordering::Relaxed);
-        }
-        // A comparison, not a subtraction of date-times: this runs on every miss.
+        // A comparison, not a subtraction of date-times: this runs once per key and interval.
         let due = state.next_flush.is_none_or(|at| now >= at);
         if due {
             state.next_flush = self.after_interval(now);
@@ -153,14 +110,10 @@ impl LastUsed {
         }
     }
 
-    /// The filter slots of `key`, and the mark it leaves there in the interval of the
-    /// Unix second `now`: its random bits above, the interval number below.
-    fn slots(&self, key: Fingerprint, now: i64) -> (&[AtomicU64], u64) {
-        let interval_secs = self.interval.as_secs().max(1);
-        let interval_number = (now as u64 / interval_secs) & 0xffff_ffff;
-        let set = (key.0 >> 52) as usize % (SLOTS / WAYS) * WAYS;
-        let slots = self.noted.get(set..set + WAYS).unwrap_or_default();
-        (slots, (key.0 & !0xffff_ffff) | interval_number)
+    /// The number of the interval holding the Unix second `now` (never 0 after 1970's
+    /// first interval, so a record never noted is never taken for noted).
+    fn interval_number(&self, now: i64) -> u64 {
+        (now as u64 / self.interval_secs).max(1)
     }
 
     /// One interval after `at`; `None` (a flush due at every note) past the end of time.
@@ -186,19 +139,27 @@ impl LastUsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Lookup;
 
     /// `secs` after a time that starts an interval of 30 s (and of an hour).
     fn at(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_749_996_000 + secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
-    fn note(
-        last_used: &LastUsed,
-        id: KeyId,
-        last_used_at: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> Option<Vec<(KeyId, OffsetDateTime)>> {
-        last_used.note(Fingerprint::of_id(id), id, last_used_at, now)
+    /// A key's record as read from a store, with its stored `last_used_at`.
+    fn record(id: KeyId, last_used_at: Option<OffsetDateTime>) -> KeyRecord {
+        let mut record = KeyRecord::new(id, Lookup::Digest([0; 32]), "$sha256$00", at(0));
+        record.last_used_at = last_used_at;
+        record
+    }
+
+    /// What a verification does: notes the use unless the record says it is noted.
+    fn used(last_used: &LastUsed, record: &KeyRecord, now: OffsetDateTime) -> Option<Vec<(KeyId, OffsetDateTime)>> {
+        if last_used.is_noted(record, now.unix_timestamp()) { None } else { last_used.note(record, now) }
+    }
+
+    fn pending(last_used: &LastUsed) -> usize {
+        last_used.state.lock().map(|s| s.pending.len()).unwrap_or(0)
     }
 
     fn sorted(mut batch: Vec<(KeyId, OffsetDateTime)>) -> Vec<(KeyId, OffsetDateTime)> {
@@ -209,64 +170,58 @@ mod tests {
     #[test]
     fn first_use_flushes_then_one_batch_per_interval() {
         let last_used = LastUsed::new(Duration::from_secs(30));
-        let (a, b) = (KeyId::new(), KeyId::new());
-        assert_eq!(note(&last_used, a, None, at(0)), Some(vec![(a, at(0))]));
-        assert_eq!(note(&last_used, b, None, at(1)), None);
+        let (a, b) = (record(KeyId::new(), None), record(KeyId::new(), None));
+        assert_eq!(used(&last_used, &a, at(0)), Some(vec![(a.id, at(0))]));
+        assert_eq!(used(&last_used, &b, at(1)), None);
         // Already noted in this interval: not noted again.
-        assert_eq!(note(&last_used, a, None, at(2)), None);
-        assert_eq!(note(&last_used, b, None, at(3)), None);
+        assert_eq!(used(&last_used, &a, at(2)), None);
+        assert_eq!(used(&last_used, &b, at(3)), None);
+        assert_eq!(pending(&last_used), 1);
         // A new interval: `b` is noted again and the flush is due; `b` is in the
         // batch once, at its latest use.
-        assert_eq!(note(&last_used, b, None, at(31)), Some(vec![(b, at(31))]));
+        assert_eq!(used(&last_used, &b, at(31)), Some(vec![(b.id, at(31))]));
         assert_eq!(last_used.take(at(32)), vec![]);
     }
 
     #[test]
     fn a_recent_stored_last_use_is_not_noted() {
         let last_used = LastUsed::new(Duration::from_secs(30));
-        let a = KeyId::new();
-        assert_eq!(note(&last_used, a, Some(at(0)), at(10)), None);
+        let a = record(KeyId::new(), Some(at(0)));
+        assert_eq!(used(&last_used, &a, at(10)), None);
         assert_eq!(last_used.take(at(11)), vec![]);
-        assert_eq!(note(&last_used, a, Some(at(0)), at(30)), None);
-        assert_eq!(last_used.take(at(31)), vec![(a, at(30))]);
+        assert_eq!(used(&last_used, &a, at(30)), None);
+        assert_eq!(last_used.take(at(31)), vec![(a.id, at(30))]);
     }
 
     #[test]
-    fn keys_sharing_a_set_are_all_remembered() {
+    fn a_copy_keeps_the_mark_and_a_record_read_again_is_noted_again() {
         let last_used = LastUsed::new(Duration::from_secs(3_600));
-        assert!(note(&last_used, KeyId::new(), None, at(0)).is_some());
-        let ids: Vec<KeyId> = (0..SLOTS / WAYS).map(|_| KeyId::new()).collect();
-        for id in &ids {
-            note(&last_used, *id, None, at(1));
-        }
-        // With a quarter of the slots used, nearly every key is still remembered
-        // (a key is forgotten only when more than `WAYS` keys share its set).
-        let before = last_used.state.lock().map(|s| s.pending.len()).unwrap_or(0);
-        for id in &ids {
-            note(&last_used, *id, None, at(2));
-        }
-        let after = last_used.state.lock().map(|s| s.pending.len()).unwrap_or(0);
-        assert!(after - before < ids.len() / 20, "{} of {} noted again", after - before, ids.len());
+        let id = KeyId::new();
+        let first = record(id, None);
+        assert!(used(&last_used, &first, at(0)).is_some());
+        assert!(used(&last_used, &record(KeyId::new(), None), at(1)).is_none());
+        // A copy of a noted record (a store changing another field) is noted already.
+        assert!(last_used.is_noted(&first.clone(), at(2).unix_timestamp()));
+        // The same key read again from the store is noted again, and the batch still
+        // holds it once, at its latest use.
+        assert!(used(&last_used, &record(id, None), at(3)).is_none());
+        let batch = last_used.take(at(4));
+        assert_eq!(batch.len(), 2);
+        assert!(batch.contains(&(id, at(3))));
     }
 
     #[test]
     fn compaction_bounds_pending_and_keeps_the_latest_use() {
         let last_used = LastUsed::new(Duration::from_secs(3_600));
-        assert!(note(&last_used, KeyId::new(), None, at(0)).is_some());
+        assert!(used(&last_used, &record(KeyId::new(), None), at(0)).is_some());
         let ids: Vec<KeyId> = (0..3).map(|_| KeyId::new()).collect();
         let rounds = MIN_COMPACT_ABOVE as i64;
         for round in 0..rounds {
             for id in &ids {
-                // Make the filter forget the key: every note goes to `pending`.
-                last_used
-                    .slots(Fingerprint::of_id(*id), at(0).unix_timestamp())
-                    .0
-                    .iter()
-                    .for_each(|slot| slot.store(0, Ordering::Relaxed));
-                assert_eq!(note(&last_used, *id, None, at(round / 1_000)), None);
+                // A record read again from the store every time: every use is noted.
+                assert_eq!(used(&last_used, &record(*id, None), at(round / 1_000)), None);
             }
-            let state = last_used.state.lock().unwrap_or_else(|e| e.into_inner());
-            assert!(state.pending.len() <= MIN_COMPACT_ABOVE);
+            assert!(pending(&last_used) <= MIN_COMPACT_ABOVE);
         }
         let latest = at((rounds - 1) / 1_000);
         let expected = sorted(ids.iter().map(|id| (*id, latest)).collect());
@@ -277,8 +232,8 @@ mod tests {
     fn restore_keeps_the_newer_use() {
         let last_used = LastUsed::new(Duration::from_secs(30));
         let (a, b) = (KeyId::new(), KeyId::new());
-        assert!(note(&last_used, a, None, at(0)).is_some());
-        assert!(note(&last_used, a, None, at(40)).is_some());
+        assert!(used(&last_used, &record(a, None), at(0)).is_some());
+        assert!(used(&last_used, &record(a, None), at(40)).is_some());
         last_used.restore(vec![(a, at(35)), (b, at(36))]);
         last_used.restore(vec![(a, at(45))]);
         assert_eq!(last_used.take(at(41)), sorted(vec![(a, at(45)), (b, at(36))]));

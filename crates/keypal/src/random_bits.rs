@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 /// Spreads the random bits of `x` over all 64 bits. A UUID v7's last eight bytes
 /// start with its variant and counter bits; hash tables read both the low bits
 /// (bucket) and the high bits (tag), so every output bit must depend on the random ones.
-pub(crate) fn spread(x: u64) -> u64 {
+fn spread(x: u64) -> u64 {
     (x ^ x.rotate_right(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

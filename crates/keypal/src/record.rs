@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,12 @@ pub struct KeyRecord {
     pub rate_limit: Option<RateLimit>,
     /// Disabled keys are refused until enabled again.
     pub enabled: bool,
+    /// The `last_used_at` interval in which this key's use was last noted: kept in the
+    /// record, so a verification asks the record it has just read, not a table
+    /// elsewhere in memory, whether the use needs noting. Not part of the key's data
+    /// (never stored, ignored by `==`).
+    #[serde(skip)]
+    pub(crate) noted_in: NotedIn,
     /// When the key last verified (coalesced: may lag by the flush interval).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
@@ -245,6 +252,7 @@ impl KeyRecord {
             last_used_at: None,
             revoked_at: None,
             enabled: true,
+            noted_in: NotedIn::default(),
             rotated_from: None,
             rotated_to: None,
             remaining: None,
@@ -273,6 +281,40 @@ impl KeyRecord {
     /// `start…last4`, the form keys are shown in lists.
     pub fn masked(&self) -> String {
         format!("{}…{}", self.start, self.last4)
+    }
+}
+
+/// The number of the `last_used_at` interval in which a record's use was last noted
+/// (0: never). Copied with the record (what it says stays true of the key), and
+/// equal to any other: it is bookkeeping of this process, not the key's data.
+#[derive(Default)]
+pub(crate) struct NotedIn(AtomicU64);
+
+impl NotedIn {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, interval: u64) {
+        self.0.store(interval, Ordering::Relaxed);
+    }
+}
+
+impl Clone for NotedIn {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.get()))
+    }
+}
+
+impl PartialEq for NotedIn {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for NotedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Format, KeyManager, LookupStrategy};
 use crate::clock::truncate_to_micros;
 use crate::event::{Action, AuditQuery, Event};
 use crate::hash::{Hashing, sha256};
-use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey};
+use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey, NotedIn};
 use crate::scope;
 use crate::store::{ListQuery, NamespaceFilter, Page, Store, StoreError};
 use crate::{Error, PlainKey};
@@ -422,6 +422,7 @@ impl<S: Store> KeyManager<S> {
             last_used_at: None,
             revoked_at: None,
             enabled: true,
+            noted_in: NotedIn::default(),
             rotated_from: None,
             rotated_to: None,
             remaining: fields.remaining,

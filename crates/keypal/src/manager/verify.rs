@@ -19,7 +19,6 @@ use crate::clock::Clock;
 use crate::event::{Action, Event};
 use crate::format::ParsedKey;
 use crate::hash::sha256;
-use crate::last_used::Fingerprint;
 use crate::ratelimit::RateLimitStatus;
 use crate::record::{KeyRecord, Lookup};
 use crate::scope;
@@ -76,25 +75,12 @@ impl<S: Store> KeyManager<S> {
                 let second = inner.clock.coarse_unix_seconds();
                 let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest)
                     .then(|| sha256(key.as_bytes()));
-                // Whether the key's use in this second's interval is already noted, asked
-                // before the lookup when the digest is known (the filter's memory is then
-                // read while the store's is).
-                let noted = digest.map(|digest| {
-                    let key = Fingerprint::of_digest(&digest);
-                    (key, inner.last_used.seen(key, second))
-                });
                 match self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await? {
                     None => Verification::rejected(Code::NotFound),
-                    Some(record) => {
-                        let noted = noted.unwrap_or_else(|| {
-                            let key = Fingerprint::of_id(record.id);
-                            (key, inner.last_used.seen(key, second))
-                        });
-                        match self.judge(record, options, noted) {
-                            Judged::Done(verification) => verification,
-                            Judged::Pending(rest) => rest.await?,
-                        }
-                    }
+                    Some(record) => match self.judge(record, options, second) {
+                        Judged::Done(verification) => verification,
+                        Judged::Pending(rest) => rest.await?,
+                    },
                 }
             }
         };
@@ -209,15 +195,10 @@ impl<S: Store> KeyManager<S> {
     /// store answered is judged as done, and the usual verification (no expiry, no rate
     /// limit, use already noted) reads no precise time at all.
     ///
-    /// `noted` is the key's fingerprint in the `last_used_at` filter and whether the
-    /// filter had the key in this interval.
+    /// `second` is the Unix second of the request from the coarse clock: whether the
+    /// use is noted in its `last_used_at` interval already needs no precise time.
     #[inline]
-    fn judge<'a>(
-        &'a self,
-        record: Arc<KeyRecord>,
-        options: &'a VerifyOptions,
-        noted: (Fingerprint, bool),
-    ) -> Judged<'a> {
+    fn judge<'a>(&'a self, record: Arc<KeyRecord>, options: &'a VerifyOptions, second: i64) -> Judged<'a> {
         let now = RequestTime::new(&*self.inner.clock);
         if let Some(code) = refusal(&record, options, &now) {
             return Judged::Done(Verification::of(code, record));
@@ -228,13 +209,13 @@ impl<S: Store> KeyManager<S> {
             Limiter::Shared(_) => None,
         };
         if record.remaining.is_some() || (limit.is_some() && local.is_none()) {
-            return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now.get(), noted)));
+            return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now.get(), second)));
         }
         let rate_limit = limit.zip(local).map(|(limit, local)| local.decide(record.id, limit, now.get()));
         if let Some(refused) = rate_limit.filter(|status| !status.allowed) {
             return Judged::Done(rate_limited(record, refused));
         }
-        self.valid(record, rate_limit, None, &now, noted)
+        self.valid(record, rate_limit, None, &now, second)
     }
 
     /// [`KeyManager::judge`] from the rate limit on, for the keys whose checks await.
@@ -244,7 +225,7 @@ impl<S: Store> KeyManager<S> {
         limit: Option<RateLimit>,
         options: &VerifyOptions,
         now: OffsetDateTime,
-        noted: (Fingerprint, bool),
+        second: i64,
     ) -> Result<Verification, Error> {
         let mut rate_limit = None;
         if let Some(limit) = limit {
@@ -273,7 +254,7 @@ impl<S: Store> KeyManager<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let judged = self.valid(record, rate_limit, remaining, &RequestTime::read_at(&*self.inner.clock, now), noted);
+        let judged = self.valid(record, rate_limit, remaining, &RequestTime::read_at(&*self.inner.clock, now), second);
         match judged {
             Judged::Done(verification) => Ok(verification),
             Judged::Pending(rest) => rest.await,
@@ -285,8 +266,9 @@ impl<S: Store> KeyManager<S> {
         record.rate_limit.or_else(|| record.tier.as_ref().and_then(|t| self.inner.tiers.get(t)?.rate_limit))
     }
 
-    /// The key passed every check: notes its use (unless `noted` says the filter has
-    /// it), and returns it valid (after the `last_used_at` write, when one is due).
+    /// The key passed every check: notes its use (unless its record says the use is
+    /// noted in the interval of `second`), and returns it valid (after the
+    /// `last_used_at` write, when one is due).
     #[inline]
     fn valid(
         &self,
@@ -294,9 +276,10 @@ impl<S: Store> KeyManager<S> {
         rate_limit: Option<RateLimitStatus>,
         remaining: Option<u64>,
         now: &RequestTime<'_>,
-        (key, seen): (Fingerprint, bool),
+        second: i64,
     ) -> Judged<'_> {
-        let due = if seen { None } else { self.inner.last_used.note(key, record.id, record.last_used_at, now.get()) };
+        let last_used = &self.inner.last_used;
+        let due = if last_used.is_noted(&record, second) { None } else { last_used.note(&record, now.get()) };
         let mut v = Verification::of(Code::Valid, record);
         v.rate_limit = rate_limit;
         v.remaining = remaining;
