@@ -424,6 +424,7 @@ fn table() -> Vec<Row> {
         patch_key(json!({"remaining": -1}), 400, "INVALID_JSON"),
         patch_key(json!({"remaining": 9_223_372_036_854_775_808_u64}), 400, "INVALID_INPUT/remaining"),
         patch_key(json!({"expires_at": "soon"}), 400, "INVALID_JSON"),
+        patch_key(json!({"expires_at": "2000-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
         patch_key(json!({"metadata": {"k": "\u{0}"}}), 400, "INVALID_INPUT/metadata"),
         patch_key(json!({"metadata": {"ok": 1}, "owner_id": "eve"}), 400, "INVALID_JSON"),
         patch_key(json!({"enabled": false, "scopes": ["bad scope"]}), 400, "INVALID_INPUT/scopes"),

@@ -150,6 +150,22 @@ async fn names_are_trimmed_and_bounded_and_expiry_is_bounded() -> Result {
     assert_eq!(lifetime, day * 30);
     // Nothing was stored by the refused requests.
     assert_eq!(keys.count(ListQuery::new().include_revoked(true)).await?, 1);
+
+    // An update is held to the same bounds: no expiry in the past, none beyond the
+    // longest lifetime, and a key that must expire cannot be made to live forever.
+    let refused = |r: std::result::Result<keypal::KeyRecord, Error>| match r {
+        Err(Error::Invalid { field, .. }) => field,
+        other => format!("unexpected {other:?}"),
+    };
+    let id = ok.record.id;
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(refused(keys.update(&id, KeyPatch::new().expires_at(now - day)).await), "expires_at");
+    assert_eq!(refused(keys.update(&id, KeyPatch::new().expires_at(now + day / 2)).await), "expires_at");
+    assert_eq!(refused(keys.update(&id, KeyPatch::new().expires_at(now + day * 366)).await), "expires_at");
+    assert_eq!(refused(keys.update(&id, KeyPatch::new().clear_expiry()).await), "expires_at");
+    assert_eq!(keys.get(&id).await?.expires_at, ok.record.expires_at, "a refused update changes nothing");
+    let extended = keys.update(&id, KeyPatch::new().expires_at(now + day * 300)).await?;
+    assert_eq!(extended.expires_at, Some(keypal::clock::truncate_to_micros(now + day * 300)));
     Ok(())
 }
 

@@ -448,16 +448,34 @@ impl<S: Store> KeyManager<S> {
         let scopes = self.check_scopes(request.scopes)?;
         let tier = request.tier.or_else(|| self.inner.default_tier.clone());
         self.check_tier(tier.as_deref())?;
-        let expiry = &policy.expiry;
+
         let expires_at = match request.expiry {
             Some(Expiry::In(after)) => Some(now + after),
             Some(Expiry::At(at)) => Some(at),
             Some(Expiry::Never) => None,
-            None => expiry.default.map(|d| now + d.0),
+            None => policy.expiry.default.map(|d| now + d.0),
         }
         .map(truncate_to_micros);
+        self.check_expires_at(expires_at, now)?;
+        Ok(Fields {
+            name,
+            owner_id,
+            scopes,
+            metadata: request.metadata,
+            tier,
+            expires_at,
+            remaining: request.remaining,
+            rate_limit: request.rate_limit,
+        })
+    }
+
+    /// A new expiry, of a new key or set by an update, against the expiry policy:
+    /// in the future, and as far from `now` as the bounds allow (a key that must
+    /// expire cannot be made to live forever, nor beyond the longest lifetime).
+    fn check_expires_at(&self, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), Error> {
+        let expiry = &self.inner.policy.expiry;
         match expires_at {
-            Some(at) if at <= now => return Err(Error::invalid("expires_at", "is in the past")),
+            Some(at) if at <= now => Err(Error::invalid("expires_at", "is in the past")),
             Some(at) => {
                 let lifetime = at - now;
                 if let Some(min) = expiry.min
@@ -476,22 +494,11 @@ impl<S: Store> KeyManager<S> {
                         format!("keys live at most {}", humantime::format_duration(max.0)),
                     ));
                 }
+                Ok(())
             }
-            None if expiry.max.is_some() => {
-                return Err(Error::invalid("expires_at", "keys must expire"));
-            }
-            None => {}
+            None if expiry.max.is_some() => Err(Error::invalid("expires_at", "keys must expire")),
+            None => Ok(()),
         }
-        Ok(Fields {
-            name,
-            owner_id,
-            scopes,
-            metadata: request.metadata,
-            tier,
-            expires_at,
-            remaining: request.remaining,
-            rate_limit: request.rate_limit,
-        })
     }
 
     fn check_patch(&self, patch: KeyPatch) -> Result<KeyPatch, Error> {
@@ -509,8 +516,10 @@ impl<S: Store> KeyManager<S> {
         if let Some(tier) = &patch.tier {
             self.check_tier(tier.as_deref())?;
         }
-        if let Some(Some(at)) = patch.expires_at {
-            patch.expires_at = Some(Some(truncate_to_micros(at)));
+        if let Some(expires_at) = patch.expires_at {
+            let expires_at = expires_at.map(truncate_to_micros);
+            self.check_expires_at(expires_at, self.inner.clock.now())?;
+            patch.expires_at = Some(expires_at);
         }
         Ok(patch)
     }
