@@ -19,6 +19,9 @@ use crate::secrets::Secrets;
 
 /// The object kind of applications.
 pub const KIND: &str = "app";
+/// The object kind of label claims: one per application, its id the label, so the
+/// store's primary key makes labels unique across concurrent requests and instances.
+pub const LABEL_KIND: &str = "app_label";
 /// The template of applications created without one.
 pub const DEFAULT_TEMPLATE: &str = "sk-proj-{app}-{label}-{secret:32:base64url}";
 /// The owner limit of applications created without one.

@@ -188,6 +188,13 @@ impl State {
         for object in state.store.list_objects(apps::KIND).await? {
             let app: App = serde_json::from_value(object.body)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.to_string() })?;
+            // Applications stored before labels were claimed get their claim now (a
+            // claim already there, this application's, is a duplicate to ignore).
+            let claim = json!({ "app_id": app.id.to_string() });
+            match state.store.insert_object(apps::LABEL_KIND, &app.label, None, &claim).await {
+                Ok(()) | Err(keypal::StoreError::Duplicate) => {}
+                Err(e) => return Err(e.into()),
+            }
             let runtime = state
                 .runtime(app)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.message.clone() })?;

@@ -30,6 +30,7 @@ on_both!(
     rotation_and_revocation_take_effect_before_the_call_returns,
     owners_manage_their_own_keys_with_the_client_secret,
     owner_limit_is_exact_under_64_concurrent_creates,
+    a_label_is_taken_once_under_concurrent_creates_and_freed_by_delete,
     recoverable_keys_can_be_revealed_and_others_cannot,
     tiers_rate_limit_and_credits_show_in_the_verdict,
     client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
@@ -274,6 +275,38 @@ async fn owner_limit_is_exact_under_64_concurrent_creates(db: Db) {
     let (_, listed) =
         json_of(server.anon(Method::GET, "/v1/owners/carol/keys").bearer_auth(&secret).send().await.unwrap()).await;
     assert_eq!(listed["keys"].as_array().unwrap().len(), 10);
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+}
+
+async fn a_label_is_taken_once_under_concurrent_creates_and_freed_by_delete(db: Db) {
+    let server = Arc::new(server(db).await);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let body = json!({"name": format!("App {i}"), "label": "same"});
+                json_of(server.admin(Method::POST, "/v1/apps").json(&body).send().await.unwrap()).await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => created.push(body["app"]["id"].as_str().unwrap().to_owned()),
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "LABEL_TAKEN", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "one application per label");
+    let (_, apps) = json_of(server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!(apps["apps"].as_array().unwrap().iter().filter(|a| a["label"] == "same").count(), 1);
+    // Deleting the application frees its label.
+    let response = server.admin(Method::DELETE, &format!("/v1/apps/{}", created[0])).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.create_app(json!({"name": "Again", "label": "same"})).await;
     if let Ok(server) = Arc::try_unwrap(server) {
         server.stop().await;
     }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{Invalidation, ListQuery, NewKey, RateLimit};
+use keypal::{Invalidation, ListQuery, NewKey, RateLimit, StoreError};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -116,13 +117,21 @@ pub async fn create(
     // Every field is checked (the template, tiers and hash by building the key manager)
     // before the label's uniqueness: an invalid request is a 400 whatever its label.
     let runtime = state.runtime(App::create(request, OffsetDateTime::now_utc())?)?;
-    if state.apps().iter().any(|r| r.app.label == runtime.app.label) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
-    }
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
-    state.store.insert_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body).await?;
+    let (id, label) = (runtime.app.id.to_string(), &runtime.app.label);
+    match state.store.insert_object(apps::LABEL_KIND, label, None, &json!({ "app_id": id })).await {
+        Err(StoreError::Duplicate) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
+        }
+        claimed => claimed?,
+    }
+    if let Err(e) = state.store.insert_object(apps::KIND, &id, Some(&digest), &body).await {
+        // Best effort: a claim left behind only keeps the label taken.
+        let _ = state.store.delete_object(apps::LABEL_KIND, label).await;
+        return Err(e.into());
+    }
     let view = runtime.app.view(0, 0);
     let id = runtime.app.id;
     state.install(runtime, Some(digest));
@@ -192,6 +201,7 @@ pub async fn delete(
         }
     }
     state.store.delete_object(apps::KIND, &runtime.app.id.to_string()).await?;
+    state.store.delete_object(apps::LABEL_KIND, &runtime.app.label).await?;
     state.announce(Invalidation::App(runtime.app.id.to_string())).await;
     Ok(ApiJson(DeletedApp { revoked_keys }))
 }
