@@ -127,6 +127,25 @@ pub struct AppPatch {
     pub max_active_keys_per_owner: Option<u32>,
 }
 
+impl AppPatch {
+    /// The names of the fields the patch sets, for the audit log.
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("default_metadata", self.default_metadata.is_some()),
+            ("template", self.template.is_some()),
+            ("hash", self.hash.is_some()),
+            ("bcrypt_cost", self.bcrypt_cost.is_some()),
+            ("tiers", self.tiers.is_some()),
+            ("default_tier", self.default_tier.is_some()),
+            ("max_active_keys_per_owner", self.max_active_keys_per_owner.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
 /// An application as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AppView {

@@ -107,7 +107,7 @@ pub async fn session_is_valid(state: &State, token: &str) -> Result<bool, ApiErr
     let Some(session) = state.store.get_object(SESSION, &id).await? else { return Ok(false) };
     let expires = session.body["expires_at"].as_i64().unwrap_or(0);
     if expires <= OffsetDateTime::now_utc().unix_timestamp() {
-        state.store.delete_object(SESSION, &id).await?;
+        state.store.delete_object(SESSION, &id, None).await?;
         return Ok(false);
     }
     Ok(true)
@@ -118,13 +118,13 @@ pub async fn start_session(state: &State) -> Result<String, ApiError> {
     let token = secrets::token("", 43).map_err(|e| ApiError::internal(&e))?;
     let expires_at = (OffsetDateTime::now_utc() + SESSION_TTL).unix_timestamp();
     let id = state.secrets.digest(&token);
-    state.store.insert_object(SESSION, &id, None, &json!({ "expires_at": expires_at })).await?;
+    state.store.insert_object(SESSION, &id, None, &json!({ "expires_at": expires_at }), None).await?;
     Ok(token)
 }
 
 /// Ends the session of `token`.
 pub async fn end_session(state: &State, token: &str) -> Result<(), ApiError> {
-    state.store.delete_object(SESSION, &state.secrets.digest(token)).await?;
+    state.store.delete_object(SESSION, &state.secrets.digest(token), None).await?;
     Ok(())
 }
 

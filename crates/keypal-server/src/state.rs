@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use keypal::hash::{Argon2Params, Argon2idHasher};
-use keypal::{Hasher, KeyManager};
+use keypal::{Action, AuditContext, Event, Hasher, KeyManager};
 use keypal_sql::{SqlStore, UsageCounter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::apps::{self, App};
@@ -152,7 +153,7 @@ impl State {
             (Some(key), stored) => {
                 let digest = state.secrets.digest(key);
                 if stored.as_ref().and_then(|o| o.body["digest"].as_str()) != Some(digest.as_str()) {
-                    state.save_service_key(key).await?;
+                    state.save_service_key(key, None).await?;
                 }
                 *write(&state.service_key_digest) = digest;
             }
@@ -164,7 +165,7 @@ impl State {
             }
             (None, None) => {
                 let key = secrets::token("kp_svc_", 40)?;
-                state.save_service_key(&key).await?;
+                state.save_service_key(&key, None).await?;
                 generated.service_key = Some(key);
             }
         }
@@ -191,7 +192,7 @@ impl State {
             // Applications stored before labels were claimed get their claim now (a
             // claim already there, this application's, is a duplicate to ignore).
             let claim = json!({ "app_id": app.id.to_string() });
-            match state.store.insert_object(apps::LABEL_KIND, &app.label, None, &claim).await {
+            match state.store.insert_object(apps::LABEL_KIND, &app.label, None, &claim, None).await {
                 Ok(()) | Err(keypal::StoreError::Duplicate) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -203,11 +204,12 @@ impl State {
         Ok((state, generated))
     }
 
-    async fn save_service_key(&self, key: &str) -> Result<(), BootError> {
+    /// Stores the service key, with `event` in the audit log when given.
+    async fn save_service_key(&self, key: &str, event: Option<&Event>) -> Result<(), BootError> {
         let digest = self.secrets.digest(key);
         let body = json!({ "digest": digest, "sealed": self.secrets.seal("service_key", key)? });
-        if !self.store.update_object(SETTING, "service_key", None, &body).await? {
-            self.store.insert_object(SETTING, "service_key", None, &body).await?;
+        if !self.store.update_object(SETTING, "service_key", None, &body, event).await? {
+            self.store.insert_object(SETTING, "service_key", None, &body, event).await?;
         }
         *write(&self.service_key_digest) = digest;
         Ok(())
@@ -216,8 +218,8 @@ impl State {
     async fn save_admin_password(&self, password: &str) -> Result<(), BootError> {
         let hash = self.password_hasher.hash(password.as_bytes());
         let body = json!({ "hash": hash });
-        if !self.store.update_object(SETTING, "admin_password", None, &body).await? {
-            self.store.insert_object(SETTING, "admin_password", None, &body).await?;
+        if !self.store.update_object(SETTING, "admin_password", None, &body, None).await? {
+            self.store.insert_object(SETTING, "admin_password", None, &body, None).await?;
         }
         *write(&self.admin_password_hash) = hash;
         Ok(())
@@ -245,9 +247,10 @@ impl State {
     }
 
     /// Replaces the service key with a new one (the old one stops working at once) and returns it.
-    pub async fn rotate_service_key(&self) -> Result<String, ApiError> {
+    pub async fn rotate_service_key(&self, context: AuditContext) -> Result<String, ApiError> {
         let key = secrets::token("kp_svc_", 40).map_err(|e| ApiError::internal(&e))?;
-        self.save_service_key(&key).await.map_err(|e| ApiError::internal(&e))?;
+        let event = Event::new(Action::ServiceKeyRotated, OffsetDateTime::now_utc(), context);
+        self.save_service_key(&key, Some(&event)).await.map_err(|e| ApiError::internal(&e))?;
         self.announce(keypal::Invalidation::Settings).await;
         Ok(key)
     }

@@ -35,6 +35,7 @@ on_both!(
     tiers_rate_limit_and_credits_show_in_the_verdict,
     client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
     deleting_an_application_revokes_its_keys,
+    application_and_service_key_changes_are_audited,
     graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything,
 );
 
@@ -424,6 +425,43 @@ async fn deleting_an_application_revokes_its_keys(db: Db) {
     let url = format!("/v1/audit?app_id={app_id}&action=revoked");
     let (_, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
     assert_eq!(audit["events"].as_array().unwrap().len(), 3, "each revocation is audited");
+    server.stop().await;
+}
+
+async fn application_and_service_key_changes_are_audited(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "Audited", "label": "audited"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let patch = json!({"name": "Audited too", "max_active_keys_per_owner": 3});
+    let response = server.admin(Method::PATCH, &format!("/v1/apps/{app_id}")).json(&patch).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = server.admin(Method::POST, &format!("/v1/apps/{app_id}/client-secret")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.create_key(app_id, json!({})).await;
+    let response = server.admin(Method::DELETE, &format!("/v1/apps/{app_id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = server.admin(Method::POST, "/v1/service-key/rotate").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let (status, audit) =
+        json_of(server.admin(Method::GET, &format!("/v1/audit?app_id={app_id}")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let events = audit["events"].as_array().unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["app_deleted", "revoked", "created", "client_secret_rotated", "app_updated", "app_created"]);
+    for event in events {
+        assert_eq!((event["actor"].as_str(), event["app_id"].as_str()), (Some("admin"), Some(app_id)), "{event}");
+    }
+    assert_eq!(events[0]["details"], json!({"revoked_keys": 1}));
+    assert_eq!(events[4]["details"], json!({"fields": ["name", "max_active_keys_per_owner"]}));
+    assert_eq!(events[5]["details"], json!({"name": "Audited", "label": "audited"}));
+    assert!(events[3]["details"].is_null() && events[3]["key_id"].is_null(), "no secret, no key: {}", events[3]);
+
+    let (_, rotated) =
+        json_of(server.admin(Method::GET, "/v1/audit?action=service_key_rotated").send().await.unwrap()).await;
+    let rotated = rotated["events"].as_array().unwrap();
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert_eq!((rotated[0]["actor"].as_str(), &rotated[0]["app_id"]), (Some("admin"), &Value::Null));
     server.stop().await;
 }
 

@@ -84,26 +84,31 @@ impl SqlStore {
         dispatch!(self, s => s.close().await)
     }
 
-    /// Stores a new document; [`StoreError::Duplicate`] when its id or lookup is taken in its kind.
+    /// Stores a new document, and `event` in the audit log in the same transaction
+    /// when one is given; [`StoreError::Duplicate`] when its id or lookup is taken in its kind.
     pub async fn insert_object(
         &self,
         kind: &str,
         id: &str,
         lookup: Option<&str>,
         body: &Value,
+        event: Option<&Event>,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_object(kind, id, lookup, body).await)
+        dispatch!(self, s => s.insert_object(kind, id, lookup, body, event).await)
     }
 
-    /// Replaces a document's body and lookup; returns whether it existed.
+    /// Replaces a document's body and lookup, and appends `event` to the audit log in
+    /// the same transaction when one is given; returns whether it existed (nothing
+    /// is written when it did not).
     pub async fn update_object(
         &self,
         kind: &str,
         id: &str,
         lookup: Option<&str>,
         body: &Value,
+        event: Option<&Event>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.update_object(kind, id, lookup, body).await)
+        dispatch!(self, s => s.update_object(kind, id, lookup, body, event).await)
     }
 
     /// The document `kind`/`id`.
@@ -121,9 +126,11 @@ impl SqlStore {
         dispatch!(self, s => s.list_objects(kind).await)
     }
 
-    /// Deletes a document; returns whether it existed.
-    pub async fn delete_object(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.delete_object(kind, id).await)
+    /// Deletes a document, and appends `event` to the audit log in the same
+    /// transaction when one is given; returns whether it existed (nothing is written
+    /// when it did not).
+    pub async fn delete_object(&self, kind: &str, id: &str, event: Option<&Event>) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_object(kind, id, event).await)
     }
 
     /// Adds counted verifications: one upsert per key per minute.

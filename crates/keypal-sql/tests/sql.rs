@@ -297,29 +297,74 @@ async fn objects_are_unique_per_kind_by_id_and_lookup() {
     use serde_json::json;
     for store in both().await {
         let d = store.dialect();
-        store.insert_object("app", "a1", Some("digest-1"), &json!({"name": "one"})).await.expect("insert a1");
-        store.insert_object("app", "a2", None, &json!("plain string")).await.expect("insert a2");
+        store.insert_object("app", "a1", Some("digest-1"), &json!({"name": "one"}), None).await.expect("insert a1");
+        store.insert_object("app", "a2", None, &json!("plain string"), None).await.expect("insert a2");
         store
-            .insert_object("session", "a1", Some("digest-1"), &json!({}))
+            .insert_object("session", "a1", Some("digest-1"), &json!({}), None)
             .await
             .expect("same id and lookup, other kind");
-        let dup_id = store.insert_object("app", "a1", None, &json!({})).await;
+        let dup_id = store.insert_object("app", "a1", None, &json!({}), None).await;
         assert!(matches!(dup_id, Err(StoreError::Duplicate)), "{d}: taken id: {dup_id:?}");
-        let dup_lookup = store.insert_object("app", "a3", Some("digest-1"), &json!({})).await;
+        let dup_lookup = store.insert_object("app", "a3", Some("digest-1"), &json!({}), None).await;
         assert!(matches!(dup_lookup, Err(StoreError::Duplicate)), "{d}: taken lookup: {dup_lookup:?}");
 
         let found = store.find_object("app", "digest-1").await.expect("find").expect("found");
         assert_eq!((found.id.as_str(), &found.body), ("a1", &json!({"name": "one"})), "{d}");
-        assert!(store.update_object("app", "a1", Some("digest-2"), &json!({"name": "uno"})).await.expect("update"));
+        assert!(
+            store.update_object("app", "a1", Some("digest-2"), &json!({"name": "uno"}), None).await.expect("update")
+        );
         assert!(store.find_object("app", "digest-1").await.expect("find").is_none(), "{d}: old lookup gone");
         let got = store.get_object("app", "a1").await.expect("get").expect("exists");
         assert_eq!(got.body, json!({"name": "uno"}), "{d}");
         assert!(got.updated_at >= got.created_at, "{d}");
         let listed: Vec<String> = store.list_objects("app").await.expect("list").into_iter().map(|o| o.id).collect();
         assert_eq!(listed, ["a1", "a2"], "{d}");
-        assert!(store.delete_object("app", "a1").await.expect("delete"), "{d}");
-        assert!(!store.delete_object("app", "a1").await.expect("delete again"), "{d}");
-        assert!(!store.update_object("app", "a1", None, &json!({})).await.expect("update missing"), "{d}");
+        assert!(store.delete_object("app", "a1", None).await.expect("delete"), "{d}");
+        assert!(!store.delete_object("app", "a1", None).await.expect("delete again"), "{d}");
+        assert!(!store.update_object("app", "a1", None, &json!({}), None).await.expect("update missing"), "{d}");
         assert!(store.get_object("app", "a1").await.expect("get").is_none(), "{d}");
+    }
+}
+
+/// A document change given an event writes both or neither: the event is in the audit
+/// log after each change, none after a change that found nothing or was refused.
+#[tokio::test]
+async fn object_changes_append_their_event_in_the_same_transaction() {
+    use keypal::{Action, AuditContext, AuditQuery, Event, Store, StoreError};
+    use serde_json::json;
+    for store in both().await {
+        let d = store.dialect();
+        let event = |action| {
+            let mut event = Event::new(action, time::OffsetDateTime::now_utc(), AuditContext::new("admin"));
+            event.namespace = Some("app-1".into());
+            event
+        };
+        let logged = || async {
+            let page = store.audit(&AuditQuery::new().namespace("app-1")).await.expect("audit");
+            page.items.iter().map(|e| e.action).collect::<Vec<_>>()
+        };
+        let created = event(Action::AppCreated);
+        store.insert_object("app", "a1", Some("d1"), &json!({}), Some(&created)).await.expect("insert");
+        // A refused insert (its id is taken) logs nothing.
+        let refused = store.insert_object("app", "a1", None, &json!({}), Some(&event(Action::AppCreated))).await;
+        assert!(matches!(refused, Err(StoreError::Duplicate)), "{d}: {refused:?}");
+        assert!(
+            store
+                .update_object("app", "a1", None, &json!({"v": 2}), Some(&event(Action::AppUpdated)))
+                .await
+                .expect("update")
+        );
+        assert!(
+            !store
+                .update_object("app", "nope", None, &json!({}), Some(&event(Action::AppUpdated)))
+                .await
+                .expect("update missing")
+        );
+        assert!(store.delete_object("app", "a1", Some(&event(Action::AppDeleted))).await.expect("delete"));
+        assert!(!store.delete_object("app", "a1", Some(&event(Action::AppDeleted))).await.expect("delete again"));
+        assert_eq!(logged().await, [Action::AppDeleted, Action::AppUpdated, Action::AppCreated], "{d}: newest first");
+        let page = store.audit(&AuditQuery::new().action(Action::AppCreated)).await.expect("audit");
+        let first = page.items.iter().find(|e| e.id == created.id).expect("the created event");
+        assert_eq!((first.key_id, first.context.actor.as_str()), (None, "admin"), "{d}");
     }
 }

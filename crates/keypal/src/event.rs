@@ -11,7 +11,8 @@ use uuid::Uuid;
 use crate::record::KeyId;
 use crate::verification::Code;
 
-/// What happened to a key.
+/// What happened: to a key, or, for the `app_*` and `*_rotated` secrets actions that
+/// `keypal serve` records, to an application or the service's secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -34,10 +35,45 @@ pub enum Action {
     Updated,
     /// A key was deleted.
     Deleted,
+    /// An application (a namespace of keys) was created; `namespace` names it.
+    AppCreated,
+    /// An application's settings changed; `details.fields` names which.
+    AppUpdated,
+    /// An application was deleted (its keys revoked first, each with its own event).
+    AppDeleted,
+    /// An application's client secret was replaced.
+    ClientSecretRotated,
+    /// The service key was replaced.
+    ServiceKeyRotated,
 }
 
 impl Action {
-    /// The stable text: `created`, `revoked`, ...
+    /// Every action, in the order above.
+    ///
+    /// ```
+    /// use keypal::Action;
+    /// for action in Action::ALL {
+    ///     assert_eq!(action.as_str().parse::<Action>(), Ok(action));
+    /// }
+    /// ```
+    pub const ALL: [Action; 14] = [
+        Action::Created,
+        Action::Imported,
+        Action::Verified,
+        Action::Revoked,
+        Action::Rotated,
+        Action::Enabled,
+        Action::Disabled,
+        Action::Updated,
+        Action::Deleted,
+        Action::AppCreated,
+        Action::AppUpdated,
+        Action::AppDeleted,
+        Action::ClientSecretRotated,
+        Action::ServiceKeyRotated,
+    ];
+
+    /// The stable text: `created`, `revoked`, `app_deleted`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Created => "created",
@@ -49,6 +85,11 @@ impl Action {
             Action::Disabled => "disabled",
             Action::Updated => "updated",
             Action::Deleted => "deleted",
+            Action::AppCreated => "app_created",
+            Action::AppUpdated => "app_updated",
+            Action::AppDeleted => "app_deleted",
+            Action::ClientSecretRotated => "client_secret_rotated",
+            Action::ServiceKeyRotated => "service_key_rotated",
         }
     }
 }
@@ -68,20 +109,7 @@ impl FromStr for Action {
     type Err = UnknownAction;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Action::Created,
-            Action::Imported,
-            Action::Verified,
-            Action::Revoked,
-            Action::Rotated,
-            Action::Enabled,
-            Action::Disabled,
-            Action::Updated,
-            Action::Deleted,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-        .ok_or_else(|| UnknownAction(s.to_owned()))
+        Action::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| UnknownAction(s.to_owned()))
     }
 }
 

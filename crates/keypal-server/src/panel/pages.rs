@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{Html, IntoResponse, Response};
-use keypal::{Code, KeyId, ListQuery, Store};
+use keypal::{Action, Code, KeyId, ListQuery, Store};
 use keypal_sql::Granularity;
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,7 +30,11 @@ type Shared = AxumState<Arc<State>>;
 
 const HASHES: [&str; 5] = ["sha256", "sha512", "hmac-sha256", "argon2id", "bcrypt"];
 const STATUSES: [&str; 6] = ["active", "all", "revoked", "disabled", "expired", "rotating"];
-const ACTIONS: [&str; 8] = ["created", "imported", "revoked", "rotated", "enabled", "disabled", "updated", "deleted"];
+
+/// The actions the audit log holds (every one but `verified`, which goes to event sinks only).
+fn audit_actions() -> impl Iterator<Item = &'static str> {
+    Action::ALL.into_iter().filter(|a| *a != Action::Verified).map(Action::as_str)
+}
 
 /// An option of a `<select>`.
 struct Choice {
@@ -1009,7 +1013,7 @@ pub async fn rotate_service_key(
     if let Err(refused) = session.check_csrf(&form.csrf) {
         return refused.into_response();
     }
-    match state.rotate_service_key().await {
+    match state.rotate_service_key(session.admin().context()).await {
         Ok(key) => {
             let modal = SecretModal::once("New service key", key);
             settings_page(&state, &session, Flash::ok("Service key rotated; the old one no longer works."), modal).await
@@ -1050,7 +1054,7 @@ pub struct AuditFilter {
 
 pub async fn audit(session: PanelSession, AxumState(state): Shared, Query(filter): Query<AuditFilter>) -> Response {
     let filter_app = filter.app_id.clone().filter(|a| !a.is_empty()).unwrap_or_default();
-    let filter_action = filter.action.clone().filter(|a| ACTIONS.contains(&a.as_str())).unwrap_or_default();
+    let filter_action = filter.action.clone().filter(|a| audit_actions().any(|known| known == a)).unwrap_or_default();
     let filter_owner = filter.owner_id.clone().map(|o| o.trim().to_owned()).unwrap_or_default();
     let params = routes::admin::AuditParams {
         app_id: filter_app.parse().ok(),
@@ -1095,7 +1099,7 @@ pub async fn audit(session: PanelSession, AxumState(state): Shared, Query(filter
     let page = AuditPage {
         layout: layout("Audit log", "audit", Some(&session), None),
         apps,
-        actions: choices(ACTIONS.iter().map(|a| (*a, *a)), &filter_action),
+        actions: choices(audit_actions().map(|a| (a, a)), &filter_action),
         events,
         filter_owner,
         next_page,

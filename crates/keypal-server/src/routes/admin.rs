@@ -112,8 +112,8 @@ pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<S
 /// Replaces the service key; the old one stops working at once.
 #[utoipa::path(post, path = "/v1/service-key/rotate", tag = "service key",
     responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody)))]
-pub async fn rotate_service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
-    Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key().await? }))
+pub async fn rotate_service_key(admin: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
+    Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key(admin.context()).await? }))
 }
 
 /// `GET /v1/audit` parameters.
@@ -126,7 +126,9 @@ pub struct AuditParams {
     pub key_id: Option<Uuid>,
     /// Only this owner's events.
     pub owner_id: Option<String>,
-    /// `created`, `imported`, `revoked`, `rotated`, `enabled`, `disabled`, `updated` or `deleted`.
+    /// A key's `created`, `imported`, `revoked`, `rotated`, `enabled`, `disabled`,
+    /// `updated` or `deleted`; an application's `app_created`, `app_updated`,
+    /// `app_deleted` or `client_secret_rotated`; or `service_key_rotated`.
     pub action: Option<String>,
     /// Page size, 1-1000 (default 100).
     pub limit: Option<u32>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{Invalidation, ListQuery, NewKey, RateLimit, StoreError};
+use keypal::{Action, Event, Invalidation, ListQuery, NewKey, RateLimit, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -110,7 +110,7 @@ pub async fn list(_: Admin, AxumState(state): Shared) -> Result<ApiJson<AppList>
     responses((status = 201, body = CreatedApp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, description = "LABEL_TAKEN", body = ErrorBody)))]
 pub async fn create(
-    _: Admin,
+    admin: Admin,
     AxumState(state): Shared,
     ApiJson(request): ApiJson<NewApp>,
 ) -> Result<(StatusCode, ApiJson<CreatedApp>), ApiError> {
@@ -121,15 +121,17 @@ pub async fn create(
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let (id, label) = (runtime.app.id.to_string(), &runtime.app.label);
-    match state.store.insert_object(apps::LABEL_KIND, label, None, &json!({ "app_id": id })).await {
+    match state.store.insert_object(apps::LABEL_KIND, label, None, &json!({ "app_id": id }), None).await {
         Err(StoreError::Duplicate) => {
             return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
         }
         claimed => claimed?,
     }
-    if let Err(e) = state.store.insert_object(apps::KIND, &id, Some(&digest), &body).await {
+    let details = json!({ "name": runtime.app.name, "label": label });
+    let event = app_event(&admin, Action::AppCreated, &runtime.app, Some(details));
+    if let Err(e) = state.store.insert_object(apps::KIND, &id, Some(&digest), &body, Some(&event)).await {
         // Best effort: a claim left behind only keeps the label taken.
-        let _ = state.store.delete_object(apps::LABEL_KIND, label).await;
+        let _ = state.store.delete_object(apps::LABEL_KIND, label, None).await;
         return Err(e.into());
     }
     let view = runtime.app.view(0, 0);
@@ -155,7 +157,7 @@ pub async fn get(
 #[utoipa::path(patch, path = "/v1/apps/{id}", tag = "applications", request_body = AppPatch,
     responses((status = 200, body = AppBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
-    _: Admin,
+    admin: Admin,
     AxumState(state): Shared,
     ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<AppPatch>,
@@ -163,11 +165,16 @@ pub async fn update(
     let current = state.app_by_text(&id)?;
     // The stored document's id is the canonical text of the UUID, whatever form the path had.
     let id = current.app.id.to_string();
+    let fields = patch.fields();
     let app = current.app.patched(patch)?;
     let runtime = state.runtime(app)?;
     let stored = state.store.get_object(apps::KIND, &id).await?.ok_or_else(|| ApiError::not_found("application"))?;
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
-    state.store.update_object(apps::KIND, &id, stored.lookup.as_deref(), &body).await?;
+    let event = app_event(&admin, Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
+    if !state.store.update_object(apps::KIND, &id, stored.lookup.as_deref(), &body, Some(&event)).await? {
+        // Deleted since it was read.
+        return Err(ApiError::not_found("application"));
+    }
     state.install(runtime, None);
     state.announce(Invalidation::App(id.clone())).await;
     let runtime = state.app_by_text(&id)?;
@@ -200,8 +207,9 @@ pub async fn delete(
             }
         }
     }
-    state.store.delete_object(apps::KIND, &runtime.app.id.to_string()).await?;
-    state.store.delete_object(apps::LABEL_KIND, &runtime.app.label).await?;
+    let event = app_event(&admin, Action::AppDeleted, &runtime.app, Some(json!({ "revoked_keys": revoked_keys })));
+    state.store.delete_object(apps::KIND, &runtime.app.id.to_string(), Some(&event)).await?;
+    state.store.delete_object(apps::LABEL_KIND, &runtime.app.label, None).await?;
     state.announce(Invalidation::App(runtime.app.id.to_string())).await;
     Ok(ApiJson(DeletedApp { revoked_keys }))
 }
@@ -210,7 +218,7 @@ pub async fn delete(
 #[utoipa::path(post, path = "/v1/apps/{id}/client-secret", tag = "applications",
     responses((status = 200, body = ClientSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn regenerate_secret(
-    _: Admin,
+    admin: Admin,
     AxumState(state): Shared,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<ClientSecret>, ApiError> {
@@ -218,7 +226,8 @@ pub async fn regenerate_secret(
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
-    if !state.store.update_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body).await? {
+    let event = app_event(&admin, Action::ClientSecretRotated, &runtime.app, None);
+    if !state.store.update_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body, Some(&event)).await? {
         return Err(ApiError::not_found("application"));
     }
     let runtime = state.runtime(runtime.app.clone())?;
@@ -226,6 +235,14 @@ pub async fn regenerate_secret(
     state.install(runtime, Some(digest));
     state.announce(Invalidation::App(id.to_string())).await;
     Ok(ApiJson(ClientSecret { client_secret: secret }))
+}
+
+/// An audit event of an admin's change to `app` (never a secret in `details`).
+fn app_event(admin: &Admin, action: Action, app: &App, details: Option<serde_json::Value>) -> Event {
+    let mut event = Event::new(action, OffsetDateTime::now_utc(), admin.context());
+    event.namespace = Some(app.namespace());
+    event.details = details;
+    event
 }
 
 /// The core request for a new key, checked.

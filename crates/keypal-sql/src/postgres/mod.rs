@@ -163,15 +163,18 @@ impl PostgresStore {
         self.pool.begin().await.map_err(backend)
     }
 
-    /// Stores a new document; [`StoreError::Duplicate`] when the id or the lookup is taken in its kind.
+    /// Stores a new document, with `event` in the audit log in the same transaction
+    /// when one is given; [`StoreError::Duplicate`] when the id or the lookup is taken in its kind.
     pub async fn insert_object(
         &self,
         kind: &str,
         id: &str,
         lookup: Option<&str>,
         body: &Value,
+        event: Option<&Event>,
     ) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc();
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO keypal_objects (kind, id, lookup, body, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
@@ -180,21 +183,28 @@ impl PostgresStore {
         .bind(lookup)
         .bind(body.to_string())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(duplicate_or_backend)?;
-        Ok(())
+        if let Some(event) = event {
+            append_event(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)
     }
 
-    /// Replaces a document's body and lookup; returns whether it existed.
-    /// [`StoreError::Duplicate`] when the new lookup is taken in its kind.
+    /// Replaces a document's body and lookup, with `event` in the audit log in the
+    /// same transaction when one is given; returns whether it existed (nothing is
+    /// written when it did not). [`StoreError::Duplicate`] when the new lookup is taken in its kind.
     pub async fn update_object(
         &self,
         kind: &str,
         id: &str,
         lookup: Option<&str>,
         body: &Value,
+        event: Option<&Event>,
     ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE keypal_objects SET lookup = $3, body = $4, updated_at = $5 WHERE kind = $1 AND id = $2",
         )
@@ -202,11 +212,18 @@ impl PostgresStore {
         .bind(id)
         .bind(lookup)
         .bind(body.to_string())
-        .bind(OffsetDateTime::now_utc())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await
         .map_err(duplicate_or_backend)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            append_event(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     /// The document `kind`/`id`.
@@ -241,15 +258,24 @@ impl PostgresStore {
         rows.iter().map(object).collect()
     }
 
-    /// Deletes a document; returns whether it existed.
-    pub async fn delete_object(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+    /// Deletes a document, with `event` in the audit log in the same transaction when
+    /// one is given; returns whether it existed (nothing is written when it did not).
+    pub async fn delete_object(&self, kind: &str, id: &str, event: Option<&Event>) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM keypal_objects WHERE kind = $1 AND id = $2")
             .bind(kind)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            append_event(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     /// Adds counted verifications (see [`UsageCounter`](crate::UsageCounter)): one upsert per key per minute.
@@ -445,6 +471,21 @@ async fn insert_record(tx: &mut Transaction<'static, Postgres>, r: &KeyRecord) -
 
 /// Appends `event` about `record` (key, namespace and owner filled in from it).
 async fn append(tx: &mut Transaction<'static, Postgres>, event: &Event, record: &KeyRecord) -> Result<(), StoreError> {
+    insert_event(tx, event, Some(record.id), record.namespace.as_deref(), record.owner_id.as_deref()).await
+}
+
+/// Appends `event` about what it names itself (an application, a setting): no key.
+async fn append_event(tx: &mut Transaction<'static, Postgres>, event: &Event) -> Result<(), StoreError> {
+    insert_event(tx, event, event.key_id, event.namespace.as_deref(), event.owner_id.as_deref()).await
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &Event,
+    key_id: Option<KeyId>,
+    namespace: Option<&str>,
+    owner_id: Option<&str>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO keypal_audit (id, at, action, key_id, namespace, owner_id, code, actor, ip, user_agent, details) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -452,9 +493,9 @@ async fn append(tx: &mut Transaction<'static, Postgres>, event: &Event, record: 
     .bind(event.id)
     .bind(event.at)
     .bind(event.action.as_str())
-    .bind(record.id.0)
-    .bind(&record.namespace)
-    .bind(&record.owner_id)
+    .bind(key_id.map(|id| id.0))
+    .bind(namespace)
+    .bind(owner_id)
     .bind(event.code.map(|c| c.as_str()))
     .bind(&event.context.actor)
     .bind(&event.context.ip)
