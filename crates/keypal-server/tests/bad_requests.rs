@@ -735,6 +735,29 @@ async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
     every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
 }
 
+/// A body over the limit is refused with 413 and `Connection: close` (its rest is never
+/// read), and the client's next request goes through on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_closes_its_connection_and_the_next_request_works() {
+    let server = TestServer::start(Db::Sqlite).await;
+    for _ in 0..20 {
+        let body = format!(r#"{{"key": "{}", "client_secret": "cs"}}"#, "k".repeat(1 << 20));
+        let response = server
+            .anon(Method::POST, "/v1/verify")
+            .bearer_auth(&server.service_key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
+        let response = server.anon(Method::GET, "/v1/verify").bearer_auth(&server.service_key).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    server.stop().await;
+}
+
 /// An application id in another UUID form (upper case, braces, no hyphens) names the same
 /// application for every call, and deleting through one removes the stored application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
