@@ -84,12 +84,6 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The rest of the body is never read, so the connection cannot carry another
-            // request: say so, or an HTTP/1.1 client reuses it and its next request fails.
-            // (HTTP/2 has no such header; the server drops it there.)
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         response
     }
 }

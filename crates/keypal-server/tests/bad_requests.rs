@@ -755,6 +755,17 @@ async fn an_oversized_body_closes_its_connection_and_the_next_request_works() {
         let response = server.anon(Method::GET, "/v1/verify").bearer_auth(&server.service_key).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
+    // The admin panel's forms too.
+    let form = format!("password={}", "p".repeat(1 << 20));
+    let response = server
+        .anon(Method::POST, "/admin/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
     server.stop().await;
 }
 

@@ -54,6 +54,7 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(axum::middleware::map_response(close_after_unread_body))
         // Spans carry the request headers (at debug level): credentials show as `Sensitive`.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().include_headers(true)))
         // Marks credentials as sensitive so no layer (tracing included) ever prints them.
@@ -61,6 +62,17 @@ pub fn router(state: Arc<State>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error").into_response()
         }))
+}
+
+/// A request refused before its body was read whole (too large, too slow) leaves the
+/// rest of the body on the connection, which then cannot carry another request: the
+/// answer says `Connection: close`, or an HTTP/1.1 client reuses the connection and its
+/// next request fails. (HTTP/2 has no such header; the server drops it there.)
+async fn close_after_unread_body(mut response: Response) -> Response {
+    if matches!(response.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn not_found() -> ApiError {
