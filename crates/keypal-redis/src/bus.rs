@@ -1,32 +1,26 @@
 //! [`RedisBus`]: cross-node cache invalidation over Redis pub/sub.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use keypal::{Event, EventSink, Invalidation};
+use keypal::Invalidation;
+use keypal_bus::{BusSink, Heard, Listener, Transport};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, RedisError};
-use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
 
 use crate::error::RedisStoreError;
+
+/// A running subscription (see [`RedisBus::subscribe`]). Dropping it ends the task.
+pub use keypal_bus::BusSubscription;
+/// The [`EventSink`](keypal::EventSink) of a [`RedisBus`] (see [`RedisBus::event_sink`]).
+pub type RedisBusSink = BusSink;
 
 /// How long connecting (and subscribing) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a command may take to answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many announcements may wait for the publishing task; past that they are
-/// replaced by one `all`.
-const QUEUE: usize = 4096;
-/// At most this many announcements go out in one pipeline.
-const BATCH: usize = 256;
-/// The first and the longest wait between reconnection (or republishing) attempts.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
 /// The default time without a message after which the subscription is pinged.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -37,7 +31,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// (`PUBLISH`, text forms of [`Invalidation`]) and subscribes to it on a connection
 /// of its own:
 ///
-/// - [`RedisBus::event_sink`] is an [`EventSink`] for the [`keypal::KeyManager`]: each
+/// - [`RedisBus::event_sink`] is an [`EventSink`](keypal::EventSink) for the [`keypal::KeyManager`]: each
 ///   change to an existing key (not `verified`, `created` or `imported`) is queued
 ///   without blocking and published as `key:<id>` by a background task, in pipelined
 ///   batches. A failed publish is retried with backoff; if the queue overflows
@@ -73,27 +67,24 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Clone)]
 pub struct RedisBus {
-    client: Client,
-    conn: ConnectionManager,
-    channel: Arc<str>,
+    transport: Arc<PubSub>,
     ping_interval: Duration,
-    queue: mpsc::Sender<Invalidation>,
-    state: Arc<QueueState>,
+    sink: BusSink,
 }
 
 impl fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisBus").field("channel", &self.channel).finish_non_exhaustive()
+        f.debug_struct("RedisBus").field("channel", &self.transport.channel).finish_non_exhaustive()
     }
 }
 
-/// Shared by the senders and the publishing task.
-#[derive(Debug, Default)]
-struct QueueState {
-    /// Set when an announcement could not be queued: publish `all` next.
-    overflowed: AtomicBool,
-    /// Wakes the publishing task after an overflow.
-    wake: Notify,
+/// The channel, published to through the shared connection and subscribed to on
+/// connections of its own.
+struct PubSub {
+    /// Opens the subscriptions' connections (RESP2).
+    client: Client,
+    conn: ConnectionManager,
+    channel: String,
 }
 
 impl RedisBus {
@@ -140,11 +131,9 @@ impl RedisBus {
         let info = client.get_connection_info().clone();
         let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP2);
         let client = Client::open(info.set_redis_settings(settings)).unwrap_or(client);
-        let channel: Arc<str> = Arc::from(format!("{prefix}invalidate"));
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let state = Arc::new(QueueState::default());
-        tokio::spawn(publish_queued(conn.clone(), Arc::clone(&channel), rx, Arc::clone(&state)));
-        Self { client, conn, channel, ping_interval: PING_INTERVAL, queue, state }
+        let transport = Arc::new(PubSub { client, conn, channel: format!("{prefix}invalidate") });
+        let sink = BusSink::spawn(Arc::clone(&transport));
+        Self { transport, ping_interval: PING_INTERVAL, sink }
     }
 
     /// How long a subscription may stay silent before it is pinged (30 s by default);
@@ -156,22 +145,21 @@ impl RedisBus {
 
     /// The channel: `{prefix}invalidate`.
     pub fn channel(&self) -> &str {
-        &self.channel
+        &self.transport.channel
     }
 
-    /// An [`EventSink`] that announces every change to an existing key as `key:<id>`
-    /// (queued; never blocks). Add it to the [`keypal::KeyManager`] whose changes
-    /// other instances must hear about.
+    /// An [`EventSink`](keypal::EventSink) that announces every change to an existing
+    /// key as `key:<id>` (queued; never blocks). Add it to the [`keypal::KeyManager`]
+    /// whose changes other instances must hear about.
     pub fn event_sink(&self) -> RedisBusSink {
-        RedisBusSink { queue: self.queue.clone(), state: Arc::clone(&self.state) }
+        self.sink.clone()
     }
 
     /// Publishes `message` now (for changes that are not key events: `app:<id>`,
     /// `settings`). Publishing [`Invalidation::All`] makes every subscriber drop its
     /// whole cache.
     pub async fn publish(&self, message: &Invalidation) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH").arg(&*self.channel).arg(message.to_string()).query_async::<()>(&mut conn).await
+        self.transport.send(std::slice::from_ref(message)).await
     }
 
     /// Subscribes, then spawns a task handing every message on the channel to
@@ -184,73 +172,51 @@ impl RedisBus {
         &self,
         handler: impl Fn(Invalidation) + Send + Sync + 'static,
     ) -> Result<BusSubscription, RedisError> {
-        let first = subscribe_once(&self.client, &self.channel).await?;
-        let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(listen(
-            self.client.clone(),
-            Arc::clone(&self.channel),
-            self.ping_interval,
-            first,
-            handler,
-            Arc::clone(&stats),
-        ));
-        Ok(BusSubscription { task, stats })
+        let first = self.transport.listen().await?;
+        Ok(BusSubscription::spawn(Arc::clone(&self.transport), first, self.ping_interval, handler))
     }
 }
 
-/// The [`EventSink`] of a [`RedisBus`] (see [`RedisBus::event_sink`]).
-#[derive(Debug, Clone)]
-pub struct RedisBusSink {
-    queue: mpsc::Sender<Invalidation>,
-    state: Arc<QueueState>,
+impl Transport for PubSub {
+    type Listener = Subscribed;
+    type Error = RedisError;
+
+    /// One pipeline of `PUBLISH`es.
+    async fn send(&self, batch: &[Invalidation]) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        for message in batch {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(message.to_string()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
+    }
+
+    async fn listen(&self) -> Result<Subscribed, RedisError> {
+        let (sink, stream) = subscribe_once(&self.client, &self.channel).await?;
+        Ok(Subscribed { sink, stream })
+    }
 }
 
-impl EventSink for RedisBusSink {
-    fn record(&self, event: &Event) {
-        if let Some(message) = Invalidation::from_event(event)
-            && self.queue.try_send(message).is_err()
-        {
-            self.state.overflowed.store(true, Ordering::Release);
-            self.state.wake.notify_one();
+/// A pub/sub connection subscribed to the channel.
+struct Subscribed {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Listener for Subscribed {
+    async fn recv(&mut self) -> Heard {
+        match self.stream.next().await {
+            Some(msg) => Heard::Message(
+                msg.get_payload::<String>()
+                    .ok()
+                    .and_then(|text| text.parse::<Invalidation>().ok())
+                    .unwrap_or(Invalidation::All),
+            ),
+            None => Heard::Lost,
         }
     }
-}
 
-/// Counters of a subscription.
-#[derive(Debug, Default)]
-struct Stats {
-    reconnects: AtomicU64,
-    received: AtomicU64,
-}
-
-/// A running subscription (see [`RedisBus::subscribe`]). Dropping it ends the task.
-#[derive(Debug)]
-#[must_use = "dropping the subscription ends it"]
-pub struct BusSubscription {
-    task: JoinHandle<()>,
-    stats: Arc<Stats>,
-}
-
-impl BusSubscription {
-    /// How many times the subscription was lost and made again (each followed by `All`).
-    pub fn reconnects(&self) -> u64 {
-        self.stats.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// How many messages were received (not counting the `All` after a reconnect).
-    pub fn received(&self) -> u64 {
-        self.stats.received.load(Ordering::Relaxed)
-    }
-
-    /// Whether the task still runs.
-    pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-}
-
-impl Drop for BusSubscription {
-    fn drop(&mut self) {
-        self.task.abort();
+    async fn check(&mut self) -> bool {
+        self.sink.ping::<redis::Value>().await.is_ok()
     }
 }
 
@@ -263,105 +229,4 @@ async fn subscribe_once(client: &Client, channel: &str) -> Result<(PubSubSink, P
         Ok((sink, stream))
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(timed_out()))
-}
-
-/// Calls `handler`, containing a panic.
-fn deliver(handler: &(impl Fn(Invalidation) + Send + Sync), message: Invalidation) {
-    let _ = catch_unwind(AssertUnwindSafe(|| handler(message)));
-}
-
-/// The subscription task: hands messages over until the connection is lost, then
-/// reconnects, says `All`, and goes on.
-async fn listen(
-    client: Client,
-    channel: Arc<str>,
-    ping_interval: Duration,
-    first: (PubSubSink, PubSubStream),
-    handler: impl Fn(Invalidation) + Send + Sync + 'static,
-    stats: Arc<Stats>,
-) {
-    let (mut sink, mut stream) = first;
-    loop {
-        loop {
-            match tokio::time::timeout(ping_interval, stream.next()).await {
-                Ok(Some(msg)) => {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
-                    let message = msg
-                        .get_payload::<String>()
-                        .ok()
-                        .and_then(|text| text.parse::<Invalidation>().ok())
-                        .unwrap_or(Invalidation::All);
-                    deliver(&handler, message);
-                }
-                Ok(None) => break,
-                Err(_idle) => {
-                    let pong = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
-        drop((sink, stream));
-        let mut delay = BACKOFF.0;
-        (sink, stream) = loop {
-            match subscribe_once(&client, &channel).await {
-                Ok(subscribed) => break subscribed,
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(BACKOFF.1);
-                }
-            }
-        };
-        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        deliver(&handler, Invalidation::All);
-    }
-}
-
-/// The publishing task: takes queued announcements in batches and publishes each
-/// batch as one pipeline, retrying with backoff until it goes through.
-async fn publish_queued(
-    mut conn: ConnectionManager,
-    channel: Arc<str>,
-    mut rx: mpsc::Receiver<Invalidation>,
-    state: Arc<QueueState>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            biased;
-            received = rx.recv_many(&mut batch, BATCH) => if received == 0 { return },
-            () = state.wake.notified() => {}
-        }
-        let mut delay = BACKOFF.0;
-        loop {
-            if state.overflowed.swap(false, Ordering::AcqRel) {
-                batch.clear();
-                batch.push(Invalidation::All);
-            }
-            if batch.is_empty() {
-                break;
-            }
-            if batch.contains(&Invalidation::All) {
-                batch.clear();
-                batch.push(Invalidation::All);
-            }
-            let mut seen = HashSet::with_capacity(batch.len());
-            batch.retain(|m| seen.insert(m.clone()));
-            let mut pipe = redis::pipe();
-            for message in &batch {
-                pipe.cmd("PUBLISH").arg(&*channel).arg(message.to_string()).ignore();
-            }
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => break,
-                // Nobody is left to publish for.
-                Err(_) if rx.is_closed() => return,
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(BACKOFF.1);
-                }
-            }
-        }
-        batch.clear();
-    }
 }

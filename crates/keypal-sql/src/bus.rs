@@ -1,29 +1,21 @@
 //! [`PgBus`]: cross-node cache invalidation over PostgreSQL `LISTEN`/`NOTIFY`.
 
-use std::collections::HashSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use keypal::{Event, EventSink, Invalidation};
+use keypal::Invalidation;
+use keypal_bus::{BusSink, Heard, Listener, Transport};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
+
+/// A running subscription (see [`PgBus::subscribe`]). Dropping it ends the task.
+pub use keypal_bus::BusSubscription;
+/// The [`EventSink`](keypal::EventSink) of a [`PgBus`] (see [`PgBus::event_sink`]).
+pub type PgBusSink = BusSink;
 
 /// How long connecting (and starting to listen) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the idle check may take to answer.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many announcements may wait for the publishing task; past that they are
-/// replaced by one `all`.
-const QUEUE: usize = 4096;
-/// At most this many announcements go out in one statement.
-const BATCH: usize = 256;
-/// The first and the longest wait between reconnection (or republishing) attempts.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
 /// The default time without a notification after which the listening connection is checked.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest channel name PostgreSQL keeps (`NAMEDATALEN - 1`).
@@ -77,7 +69,7 @@ impl PgBusError {
 /// (`pg_notify`, text forms of [`Invalidation`]) and listens on it on a connection
 /// of its own:
 ///
-/// - [`PgBus::event_sink`] is an [`EventSink`] for the [`keypal::KeyManager`]: each
+/// - [`PgBus::event_sink`] is an [`EventSink`](keypal::EventSink) for the [`keypal::KeyManager`]: each
 ///   change to an existing key (not `verified`, `created` or `imported`) is queued
 ///   without blocking and sent as `key:<id>` by a background task, in batches of one
 ///   statement. A failed send is retried with backoff; if the queue overflows
@@ -117,20 +109,16 @@ impl PgBusError {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PgBus {
-    pool: PgPool,
-    channel: Arc<str>,
+    transport: Arc<Notifications>,
     ping_interval: Duration,
-    queue: mpsc::Sender<Invalidation>,
-    state: Arc<QueueState>,
+    sink: BusSink,
 }
 
-/// Shared by the senders and the publishing task.
-#[derive(Debug, Default)]
-struct QueueState {
-    /// Set when an announcement could not be queued: send `all` next.
-    overflowed: AtomicBool,
-    /// Wakes the publishing task after an overflow.
-    wake: Notify,
+/// The channel, notified through the pool and listened to on connections of its own.
+#[derive(Debug)]
+struct Notifications {
+    pool: PgPool,
+    channel: String,
 }
 
 /// The channel for `prefix`, if the prefix is a plain lowercase identifier part and the
@@ -172,11 +160,9 @@ impl PgBus {
     /// Must be called inside a Tokio runtime: it spawns the publishing task, which
     /// ends when the bus and all its sinks are dropped.
     pub fn new(pool: PgPool, prefix: &str) -> Result<Self, PgBusError> {
-        let channel: Arc<str> = Arc::from(channel_for(prefix)?);
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let state = Arc::new(QueueState::default());
-        tokio::spawn(publish_queued(pool.clone(), Arc::clone(&channel), rx, Arc::clone(&state)));
-        Ok(Self { pool, channel, ping_interval: PING_INTERVAL, queue, state })
+        let transport = Arc::new(Notifications { pool, channel: channel_for(prefix)? });
+        let sink = BusSink::spawn(Arc::clone(&transport));
+        Ok(Self { transport, ping_interval: PING_INTERVAL, sink })
     }
 
     /// How long the listening connection may stay silent before it is checked (30 s by
@@ -188,21 +174,21 @@ impl PgBus {
 
     /// The channel: `{prefix}invalidate`.
     pub fn channel(&self) -> &str {
-        &self.channel
+        &self.transport.channel
     }
 
-    /// An [`EventSink`] that announces every change to an existing key as `key:<id>`
-    /// (queued; never blocks). Add it to the [`keypal::KeyManager`] whose changes
-    /// other instances must hear about.
+    /// An [`EventSink`](keypal::EventSink) that announces every change to an existing
+    /// key as `key:<id>` (queued; never blocks). Add it to the [`keypal::KeyManager`]
+    /// whose changes other instances must hear about.
     pub fn event_sink(&self) -> PgBusSink {
-        PgBusSink { queue: self.queue.clone(), state: Arc::clone(&self.state) }
+        self.sink.clone()
     }
 
     /// Sends `message` now (for changes that are not key events: `app:<id>`,
     /// `settings`). Sending [`Invalidation::All`] makes every subscriber drop its
     /// whole cache. Payloads are limited to 8000 bytes by PostgreSQL.
     pub async fn publish(&self, message: &Invalidation) -> Result<(), sqlx::Error> {
-        notify(&self.pool, &self.channel, std::slice::from_ref(message)).await
+        self.transport.send(std::slice::from_ref(message)).await
     }
 
     /// Starts listening, then spawns a task handing every notification on the channel
@@ -215,73 +201,47 @@ impl PgBus {
         &self,
         handler: impl Fn(Invalidation) + Send + Sync + 'static,
     ) -> Result<BusSubscription, sqlx::Error> {
-        let listener = listen_on(&self.pool, &self.channel).await?;
-        let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(listen(
-            self.pool.clone(),
-            Arc::clone(&self.channel),
-            self.ping_interval,
-            listener,
-            handler,
-            Arc::clone(&stats),
-        ));
-        Ok(BusSubscription { task, stats })
+        let first = self.transport.listen().await?;
+        Ok(BusSubscription::spawn(Arc::clone(&self.transport), first, self.ping_interval, handler))
     }
 }
 
-/// The [`EventSink`] of a [`PgBus`] (see [`PgBus::event_sink`]).
-#[derive(Debug, Clone)]
-pub struct PgBusSink {
-    queue: mpsc::Sender<Invalidation>,
-    state: Arc<QueueState>,
+impl Transport for Notifications {
+    type Listener = Listening;
+    type Error = sqlx::Error;
+
+    /// One statement, one notification per message.
+    async fn send(&self, batch: &[Invalidation]) -> Result<(), sqlx::Error> {
+        notify(&self.pool, &self.channel, batch).await
+    }
+
+    async fn listen(&self) -> Result<Listening, sqlx::Error> {
+        listen_on(&self.pool, &self.channel).await.map(Listening)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
 }
 
-impl EventSink for PgBusSink {
-    fn record(&self, event: &Event) {
-        if let Some(message) = Invalidation::from_event(event)
-            && self.queue.try_send(message).is_err()
-        {
-            self.state.overflowed.store(true, Ordering::Release);
-            self.state.wake.notify_one();
+/// A connection listening on the channel.
+struct Listening(PgListener);
+
+impl Listener for Listening {
+    async fn recv(&mut self) -> Heard {
+        match self.0.try_recv().await {
+            Ok(Some(notification)) => Heard::Message(notification.payload().parse().unwrap_or(Invalidation::All)),
+            // The connection was lost and sqlx has already connected again and
+            // re-issued LISTEN (eager reconnection): anything sent in between is lost.
+            Ok(None) => Heard::Resubscribed,
+            Err(sqlx::Error::PoolClosed) => Heard::Closed,
+            // Lost, and sqlx could not connect again: start over with a new listener.
+            Err(_) => Heard::Lost,
         }
     }
-}
 
-/// Counters of a subscription.
-#[derive(Debug, Default)]
-struct Stats {
-    reconnects: AtomicU64,
-    received: AtomicU64,
-}
-
-/// A running subscription (see [`PgBus::subscribe`]). Dropping it ends the task.
-#[derive(Debug)]
-#[must_use = "dropping the subscription ends it"]
-pub struct BusSubscription {
-    task: JoinHandle<()>,
-    stats: Arc<Stats>,
-}
-
-impl BusSubscription {
-    /// How many times the listening connection was lost and listening resumed (each followed by `All`).
-    pub fn reconnects(&self) -> u64 {
-        self.stats.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// How many notifications were received (not counting the `All` after a reconnect).
-    pub fn received(&self) -> u64 {
-        self.stats.received.load(Ordering::Relaxed)
-    }
-
-    /// Whether the task still runs (it ends when the pool is closed).
-    pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-}
-
-impl Drop for BusSubscription {
-    fn drop(&mut self) {
-        self.task.abort();
+    async fn check(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
     }
 }
 
@@ -298,100 +258,6 @@ async fn listen_on(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Err
         Ok(listener)
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
-}
-
-/// Calls `handler`, containing a panic.
-fn deliver(handler: &(impl Fn(Invalidation) + Send + Sync), message: Invalidation) {
-    let _ = catch_unwind(AssertUnwindSafe(|| handler(message)));
-}
-
-/// The subscription task: hands notifications over; after a lost connection, listens
-/// again, says `All`, and goes on.
-async fn listen(
-    pool: PgPool,
-    channel: Arc<str>,
-    ping_interval: Duration,
-    mut listener: PgListener,
-    handler: impl Fn(Invalidation) + Send + Sync + 'static,
-    stats: Arc<Stats>,
-) {
-    loop {
-        loop {
-            match tokio::time::timeout(ping_interval, listener.try_recv()).await {
-                Ok(Ok(Some(notification))) => {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
-                    let message = notification.payload().parse().unwrap_or(Invalidation::All);
-                    deliver(&handler, message);
-                }
-                // The connection was lost and sqlx has already connected again and
-                // re-issued LISTEN (eager reconnection): anything sent in between is lost.
-                Ok(Ok(None)) => {
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    deliver(&handler, Invalidation::All);
-                }
-                Ok(Err(sqlx::Error::PoolClosed)) => return,
-                // Lost, and sqlx could not connect again: start over with a new listener.
-                Ok(Err(_)) => break,
-                Err(_idle) => {
-                    let check = tokio::time::timeout(RESPONSE_TIMEOUT, sqlx::query("SELECT 1").execute(&mut listener));
-                    if !matches!(check.await, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
-        drop(listener);
-        let mut delay = BACKOFF.0;
-        listener = loop {
-            if pool.is_closed() {
-                return;
-            }
-            match listen_on(&pool, &channel).await {
-                Ok(listener) => break listener,
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(BACKOFF.1);
-                }
-            }
-        };
-        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        deliver(&handler, Invalidation::All);
-    }
-}
-
-/// The publishing task: takes queued announcements in batches and sends each batch
-/// in one statement, retrying with backoff until it goes through.
-async fn publish_queued(pool: PgPool, channel: Arc<str>, mut rx: mpsc::Receiver<Invalidation>, state: Arc<QueueState>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            biased;
-            received = rx.recv_many(&mut batch, BATCH) => if received == 0 { return },
-            () = state.wake.notified() => {}
-        }
-        let mut delay = BACKOFF.0;
-        loop {
-            if state.overflowed.swap(false, Ordering::AcqRel) || batch.contains(&Invalidation::All) {
-                batch.clear();
-                batch.push(Invalidation::All);
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let mut seen = HashSet::with_capacity(batch.len());
-            batch.retain(|m| seen.insert(m.clone()));
-            match notify(&pool, &channel, &batch).await {
-                Ok(()) => break,
-                // Nobody is left to publish for, or nowhere to publish to.
-                Err(_) if rx.is_closed() || pool.is_closed() => return,
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(BACKOFF.1);
-                }
-            }
-        }
-        batch.clear();
-    }
 }
 
 #[cfg(test)]
