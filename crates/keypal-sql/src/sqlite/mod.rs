@@ -184,10 +184,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(duplicate_or_backend)?;
-        if let Some(event) = event {
-            append_event(&mut tx, event).await?;
-        }
-        tx.commit().await.map_err(backend)
+        commit_object_change(tx, 1, event).await.map(drop)
     }
 
     /// Replaces a document's body and lookup, with `event` in the audit log in the
@@ -214,14 +211,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(duplicate_or_backend)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        if let Some(event) = event {
-            append_event(&mut tx, event).await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        commit_object_change(tx, done.rows_affected(), event).await
     }
 
     /// The document `kind`/`id`.
@@ -266,14 +256,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        if let Some(event) = event {
-            append_event(&mut tx, event).await?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        commit_object_change(tx, done.rows_affected(), event).await
     }
 
     /// Adds counted verifications (see [`UsageCounter`](crate::UsageCounter)): one upsert per key per minute.
@@ -461,6 +444,24 @@ async fn insert_record(tx: &mut Transaction<'static, Sqlite>, r: &KeyRecord) -> 
 /// Appends `event` about `record` (key, namespace and owner filled in from it).
 async fn append(tx: &mut Transaction<'static, Sqlite>, event: &Event, record: &KeyRecord) -> Result<(), StoreError> {
     insert_event(tx, event, Some(record.id), record.namespace.as_deref(), record.owner_id.as_deref()).await
+}
+
+/// Ends a document change that touched `rows` rows: when it touched one, appends
+/// `event` (if any) and commits; otherwise writes nothing (the dropped transaction
+/// rolls back) and answers `false`.
+async fn commit_object_change(
+    mut tx: Transaction<'static, Sqlite>,
+    rows: u64,
+    event: Option<&Event>,
+) -> Result<bool, StoreError> {
+    if rows != 1 {
+        return Ok(false);
+    }
+    if let Some(event) = event {
+        append_event(&mut tx, event).await?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(true)
 }
 
 /// Appends `event` about what it names itself (an application, a setting): no key.
