@@ -304,6 +304,12 @@ async fn state_changes_need_the_session_csrf_token() {
     let secret = secret.split('<').next().unwrap();
     assert!(secret.starts_with("cs-"), "{secret}");
     assert_eq!(panel.app_count().await, 1);
+    // The audit log shows the creation, with the application's name and the details.
+    let html = panel.get("/admin/audit?action=app_created").send().await.unwrap().text().await.unwrap();
+    let row = html.split("<td data-label=\"Action\">app_created</td>").nth(1).expect("an app_created row");
+    let row = row.split("</tr>").next().unwrap();
+    assert!(row.contains(&format!("<td data-label=\"Application\">{}</td>", app[0].1)), "{row}");
+    assert!(row.contains("&#34;label&#34;"), "the details, escaped: {row}");
 
     // The reveal calls take the token in a header.
     let response = panel.server.admin(Method::GET, "/v1/apps").send().await.unwrap();

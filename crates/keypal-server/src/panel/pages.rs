@@ -1038,10 +1038,14 @@ struct AuditPage {
 struct EventRow {
     at: String,
     action: String,
+    /// The application's name, or its id when it no longer exists.
+    app: String,
     key_id: String,
     owner: String,
     actor: String,
     ip: String,
+    /// The event's details as compact JSON (never a secret).
+    details: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -1068,16 +1072,22 @@ pub async fn audit(session: PanelSession, AxumState(state): Shared, Query(filter
         Ok(ApiJson(list)) => list,
         Err(e) => return error_page(&e),
     };
+    let runtimes = state.apps();
+    let app_name = |namespace: String| {
+        runtimes.iter().find(|r| r.app.namespace() == namespace).map_or(namespace, |r| r.app.name.clone())
+    };
     let events = list
         .events
         .into_iter()
         .map(|e| EventRow {
             at: format::date_time(e.at),
             action: e.action,
+            app: e.app_id.map(&app_name).unwrap_or_default(),
             key_id: e.key_id.map(|k| k.to_string()).unwrap_or_default(),
             owner: e.owner_id.unwrap_or_default(),
             actor: e.actor,
             ip: e.ip.unwrap_or_default(),
+            details: e.details.map(|d| d.to_string()).unwrap_or_default(),
         })
         .collect();
     let next_page = list.next_cursor.map(|c| {
@@ -1086,7 +1096,6 @@ pub async fn audit(session: PanelSession, AxumState(state): Shared, Query(filter
             super::encode_path(&filter_owner)
         )
     });
-    let runtimes = state.apps();
     let apps = choices(
         runtimes
             .iter()
