@@ -21,7 +21,14 @@ use crate::secrets::Secrets;
 pub const KIND: &str = "app";
 /// The object kind of label claims: one per application, its id the label, so the
 /// store's primary key makes labels unique across concurrent requests and instances.
+/// A claim is written and deleted in the same transaction as its application.
 pub const LABEL_KIND: &str = "app_label";
+
+/// The body of `app`'s label claim: it names the application, so only that
+/// application's deletion removes it.
+pub fn label_claim(app: &App) -> Value {
+    serde_json::json!({ "app_id": app.id.to_string() })
+}
 /// The template of applications created without one.
 pub const DEFAULT_TEMPLATE: &str = "sk-proj-{app}-{label}-{secret:32:base64url}";
 /// The owner limit of applications created without one.

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use keypal::hash::{Argon2Params, Argon2idHasher};
 use keypal::{Action, AuditContext, Event, Hasher, KeyManager};
-use keypal_sql::{SqlStore, UsageCounter};
+use keypal_sql::{ObjectRef, SqlStore, UsageCounter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
@@ -189,19 +189,31 @@ impl State {
         for object in state.store.list_objects(apps::KIND).await? {
             let app: App = serde_json::from_value(object.body)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.to_string() })?;
-            // Applications stored before labels were claimed get their claim now (a
-            // claim already there, this application's, is a duplicate to ignore).
-            let claim = json!({ "app_id": app.id.to_string() });
-            match state.store.insert_object(apps::LABEL_KIND, &app.label, None, &claim, None).await {
-                Ok(()) | Err(keypal::StoreError::Duplicate) => {}
-                Err(e) => return Err(e.into()),
-            }
+            state.claim_label_of_older(&app).await?;
             let runtime = state
                 .runtime(app)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.message.clone() })?;
             state.install(runtime, object.lookup);
         }
         Ok((state, generated))
+    }
+
+    /// Gives an application stored before labels were claimed its claim (a claim
+    /// already there, its own, is a duplicate to ignore). Should the application have
+    /// been deleted by another instance since it was listed, the claim just made is
+    /// taken back: a claim must never outlive its application.
+    async fn claim_label_of_older(&self, app: &App) -> Result<(), BootError> {
+        let claim = apps::label_claim(app);
+        match self.store.insert_object(apps::LABEL_KIND, &app.label, None, &claim, None).await {
+            Ok(()) => {}
+            Err(keypal::StoreError::Duplicate) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if self.store.get_object(apps::KIND, &app.id.to_string()).await?.is_none() {
+            let claim = ObjectRef { kind: apps::LABEL_KIND, id: &app.label, body: Some(&claim) };
+            self.store.delete_objects(&[claim], None).await?;
+        }
+        Ok(())
     }
 
     /// Stores the service key, with `event` in the audit log when given.

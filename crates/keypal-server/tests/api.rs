@@ -305,9 +305,19 @@ async fn a_label_is_taken_once_under_concurrent_creates_and_freed_by_delete(db: 
     let (_, apps) = json_of(server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
     assert_eq!(apps["apps"].as_array().unwrap().iter().filter(|a| a["label"] == "same").count(), 1);
     // Deleting the application frees its label.
-    let response = server.admin(Method::DELETE, &format!("/v1/apps/{}", created[0])).send().await.unwrap();
+    let delete = format!("/v1/apps/{}", created[0]);
+    let response = server.admin(Method::DELETE, &delete).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     server.create_app(json!({"name": "Again", "label": "same"})).await;
+    // A late second delete of the first application (a double submit, another
+    // instance) finds nothing, and leaves the new holder's claim alone.
+    let response = server.admin(Method::DELETE, &delete).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, body) = json_of(
+        server.admin(Method::POST, "/v1/apps").json(&json!({"name": "Third", "label": "same"})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("LABEL_TAKEN")), "{body}");
     if let Ok(server) = Arc::try_unwrap(server) {
         server.stop().await;
     }

@@ -47,7 +47,7 @@ mod usage;
 pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
 pub use error::{CorruptRow, OutOfRange, SqlError};
 pub use migrate::MIGRATIONS_TABLE;
-pub use objects::Object;
+pub use objects::{NewObject, Object, ObjectRef};
 pub use options::SqlOptions;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;

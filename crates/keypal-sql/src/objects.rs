@@ -22,3 +22,28 @@ pub struct Object {
     /// When it was last changed.
     pub updated_at: OffsetDateTime,
 }
+
+/// A document to store with [`SqlStore::insert_objects`](crate::SqlStore::insert_objects).
+#[derive(Debug, Clone, Copy)]
+pub struct NewObject<'a> {
+    /// What it is.
+    pub kind: &'a str,
+    /// Its id within the kind.
+    pub id: &'a str,
+    /// The unique lookup value, if any.
+    pub lookup: Option<&'a str>,
+    /// The document.
+    pub body: &'a Value,
+}
+
+/// A document to delete with [`SqlStore::delete_objects`](crate::SqlStore::delete_objects):
+/// `kind`/`id`, and, when `body` is given, only while the stored document is that one.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
+    /// What it is.
+    pub kind: &'a str,
+    /// Its id within the kind.
+    pub id: &'a str,
+    /// The document it must still be, if any.
+    pub body: Option<&'a Value>,
+}

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::PostgresStore;
 #[cfg(feature = "sqlite")]
 use crate::SqliteStore;
-use crate::objects::Object;
+use crate::objects::{NewObject, Object, ObjectRef};
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta};
 use crate::{SqlError, SqlOptions};
 
@@ -94,7 +94,13 @@ impl SqlStore {
         body: &Value,
         event: Option<&Event>,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_object(kind, id, lookup, body, event).await)
+        self.insert_objects(&[NewObject { kind, id, lookup, body }], event).await
+    }
+
+    /// Stores new documents, and `event` when given, in one transaction: all or
+    /// nothing. [`StoreError::Duplicate`] when an id or a lookup is taken in its kind.
+    pub async fn insert_objects(&self, objects: &[NewObject<'_>], event: Option<&Event>) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_objects(objects, event).await)
     }
 
     /// Replaces a document's body and lookup, and appends `event` to the audit log in
@@ -130,7 +136,15 @@ impl SqlStore {
     /// transaction when one is given; returns whether it existed (nothing is written
     /// when it did not).
     pub async fn delete_object(&self, kind: &str, id: &str, event: Option<&Event>) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.delete_object(kind, id, event).await)
+        self.delete_objects(&[ObjectRef { kind, id, body: None }], event).await
+    }
+
+    /// Deletes the first of `objects` and, in the same transaction, each of the others
+    /// that exists (and is still the body given), with `event` when given: a document
+    /// and what depends on it. Returns whether the first existed (and matched); when
+    /// it did not, nothing is written.
+    pub async fn delete_objects(&self, objects: &[ObjectRef<'_>], event: Option<&Event>) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_objects(objects, event).await)
     }
 
     /// Adds counted verifications: one upsert per key per minute.

@@ -368,3 +368,48 @@ async fn object_changes_append_their_event_in_the_same_transaction() {
         assert_eq!((first.key_id, first.context.actor.as_str()), (None, "admin"), "{d}");
     }
 }
+
+/// Several documents in one transaction: inserted all or none; deleted as a document
+/// and what depends on it, the dependants only while they are the body given.
+#[tokio::test]
+async fn documents_written_together_are_written_all_or_nothing() {
+    use keypal::StoreError;
+    use keypal_sql::{NewObject, ObjectRef};
+    use serde_json::json;
+    for store in both().await {
+        let d = store.dialect();
+        let (claim, app, other) = (json!({"app_id": "a1"}), json!({"name": "one"}), json!({"app_id": "a2"}));
+        store.insert_object("label", "taken", None, &other, None).await.expect("insert");
+        // The second is a duplicate: the first is not stored either.
+        let both_new = [
+            NewObject { kind: "app", id: "a1", lookup: None, body: &app },
+            NewObject { kind: "label", id: "taken", lookup: None, body: &claim },
+        ];
+        let refused = store.insert_objects(&both_new, None).await;
+        assert!(matches!(refused, Err(StoreError::Duplicate)), "{d}: {refused:?}");
+        assert!(store.get_object("app", "a1").await.expect("get").is_none(), "{d}: nothing half-written");
+        let together = [
+            NewObject { kind: "app", id: "a1", lookup: None, body: &app },
+            NewObject { kind: "label", id: "free", lookup: None, body: &claim },
+        ];
+        store.insert_objects(&together, None).await.expect("insert both");
+
+        // A dependant whose body is another's stays; a missing first deletes nothing.
+        let wrong_claim = [
+            ObjectRef { kind: "app", id: "a1", body: None },
+            ObjectRef { kind: "label", id: "taken", body: Some(&claim) },
+        ];
+        let missing_first = [
+            ObjectRef { kind: "app", id: "nope", body: None },
+            ObjectRef { kind: "label", id: "free", body: Some(&claim) },
+        ];
+        assert!(!store.delete_objects(&missing_first, None).await.expect("delete"), "{d}");
+        assert!(store.get_object("label", "free").await.expect("get").is_some(), "{d}: kept with its app");
+        assert!(store.delete_objects(&wrong_claim, None).await.expect("delete"), "{d}");
+        assert!(store.get_object("app", "a1").await.expect("get").is_none(), "{d}");
+        assert!(store.get_object("label", "taken").await.expect("get").is_some(), "{d}: another's claim stays");
+        let right_claim = [ObjectRef { kind: "label", id: "free", body: Some(&claim) }];
+        assert!(store.delete_objects(&right_claim, None).await.expect("delete"), "{d}");
+        assert!(store.get_object("label", "free").await.expect("get").is_none(), "{d}");
+    }
+}

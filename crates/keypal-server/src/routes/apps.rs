@@ -19,6 +19,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::keys::{CreatedKey, KeyView, NewKeyRequest};
 use crate::secrets;
 use crate::state::{AppRuntime, State};
+use keypal_sql::{NewObject, ObjectRef};
 
 type Shared = AxumState<Arc<State>>;
 
@@ -121,18 +122,19 @@ pub async fn create(
     let digest = state.secrets.digest(&secret);
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let (id, label) = (runtime.app.id.to_string(), &runtime.app.label);
-    match state.store.insert_object(apps::LABEL_KIND, label, None, &json!({ "app_id": id }), None).await {
+    let claim = apps::label_claim(&runtime.app);
+    let details = json!({ "name": runtime.app.name, "label": label });
+    let event = app_event(&admin, Action::AppCreated, &runtime.app, Some(details));
+    let objects = [
+        NewObject { kind: apps::LABEL_KIND, id: label, lookup: None, body: &claim },
+        NewObject { kind: apps::KIND, id: &id, lookup: Some(&digest), body: &body },
+    ];
+    match state.store.insert_objects(&objects, Some(&event)).await {
+        // The application's id and secret digest are fresh random values: the label is what is taken.
         Err(StoreError::Duplicate) => {
             return Err(ApiError::new(StatusCode::CONFLICT, "LABEL_TAKEN", "another application has this label"));
         }
-        claimed => claimed?,
-    }
-    let details = json!({ "name": runtime.app.name, "label": label });
-    let event = app_event(&admin, Action::AppCreated, &runtime.app, Some(details));
-    if let Err(e) = state.store.insert_object(apps::KIND, &id, Some(&digest), &body, Some(&event)).await {
-        // Best effort: a claim left behind only keeps the label taken.
-        let _ = state.store.delete_object(apps::LABEL_KIND, label, None).await;
-        return Err(e.into());
+        inserted => inserted?,
     }
     let view = runtime.app.view(0, 0);
     let id = runtime.app.id;
@@ -208,8 +210,15 @@ pub async fn delete(
         }
     }
     let event = app_event(&admin, Action::AppDeleted, &runtime.app, Some(json!({ "revoked_keys": revoked_keys })));
-    state.store.delete_object(apps::KIND, &runtime.app.id.to_string(), Some(&event)).await?;
-    state.store.delete_object(apps::LABEL_KIND, &runtime.app.label, None).await?;
+    let (id, claim) = (runtime.app.id.to_string(), apps::label_claim(&runtime.app));
+    let objects = [
+        ObjectRef { kind: apps::KIND, id: &id, body: None },
+        ObjectRef { kind: apps::LABEL_KIND, id: &runtime.app.label, body: Some(&claim) },
+    ];
+    if !state.store.delete_objects(&objects, Some(&event)).await? {
+        // Deleted meanwhile by another request, which announces it.
+        return Err(ApiError::not_found("application"));
+    }
     state.announce(Invalidation::App(runtime.app.id.to_string())).await;
     Ok(ApiJson(DeletedApp { revoked_keys }))
 }

@@ -22,7 +22,7 @@ use crate::codec::{
     self, backend, corrupt, duplicate_or_backend, from_micros, from_micros_opt, json_text, micros, to_i64, to_u64,
 };
 use crate::migrate::{Source, migrator};
-use crate::objects::Object;
+use crate::objects::{NewObject, Object, ObjectRef};
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta, bucket_start};
 use crate::{SqlError, SqlOptions};
 
@@ -161,29 +161,24 @@ impl SqliteStore {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
     }
 
-    /// Stores a new document, with `event` in the audit log in the same transaction
-    /// when one is given; [`StoreError::Duplicate`] when the id or the lookup is taken in its kind.
-    pub async fn insert_object(
-        &self,
-        kind: &str,
-        id: &str,
-        lookup: Option<&str>,
-        body: &Value,
-        event: Option<&Event>,
-    ) -> Result<(), StoreError> {
+    /// Stores new documents and `event` (when given) in one transaction: all or
+    /// nothing. [`StoreError::Duplicate`] when an id or a lookup is taken in its kind.
+    pub async fn insert_objects(&self, objects: &[NewObject<'_>], event: Option<&Event>) -> Result<(), StoreError> {
         let now = OffsetDateTime::now_utc();
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO keypal_objects (kind, id, lookup, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        )
-        .bind(kind)
-        .bind(id)
-        .bind(lookup)
-        .bind(body.to_string())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(duplicate_or_backend)?;
+        for object in objects {
+            sqlx::query(
+                "INSERT INTO keypal_objects (kind, id, lookup, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )
+            .bind(object.kind)
+            .bind(object.id)
+            .bind(object.lookup)
+            .bind(object.body.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(duplicate_or_backend)?;
+        }
         commit_object_change(tx, 1, event).await.map(drop)
     }
 
@@ -246,17 +241,24 @@ impl SqliteStore {
         rows.iter().map(object).collect()
     }
 
-    /// Deletes a document, with `event` in the audit log in the same transaction when
-    /// one is given; returns whether it existed (nothing is written when it did not).
-    pub async fn delete_object(&self, kind: &str, id: &str, event: Option<&Event>) -> Result<bool, StoreError> {
+    /// Deletes the first of `objects` and, in the same transaction, each of the others
+    /// that exists (and is still the body given), with `event` when given. Returns
+    /// whether the first existed (and matched); when it did not, nothing is written.
+    pub async fn delete_objects(&self, objects: &[ObjectRef<'_>], event: Option<&Event>) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM keypal_objects WHERE kind = ?1 AND id = ?2")
-            .bind(kind)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        commit_object_change(tx, done.rows_affected(), event).await
+        let mut first = None;
+        for object in objects {
+            let done =
+                sqlx::query("DELETE FROM keypal_objects WHERE kind = ?1 AND id = ?2 AND (?3 IS NULL OR body = ?3)")
+                    .bind(object.kind)
+                    .bind(object.id)
+                    .bind(object.body.map(Value::to_string))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            first.get_or_insert(done.rows_affected());
+        }
+        commit_object_change(tx, first.unwrap_or(0), event).await
     }
 
     /// Adds counted verifications (see [`UsageCounter`](crate::UsageCounter)): one upsert per key per minute.
