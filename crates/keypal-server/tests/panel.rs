@@ -377,3 +377,28 @@ async fn posts_from_other_origins_are_refused() {
     assert_eq!(panel.app_count().await, 1);
     panel.server.stop().await;
 }
+
+/// Editing a key's name keeps its expiry to the microsecond: the form shows only the
+/// date, and a date left as it was is not sent back (it would mean midnight). A date
+/// changed in the form is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_key_keeps_an_expiry_whose_date_was_not_changed() {
+    let panel = Panel::start().await;
+    let (app, _) = panel.server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let (_, record) = panel.server.create_key(app_id, json!({"name": "old", "expires_in_days": 10})).await;
+    let (key_id, expires_at) = (record["id"].as_str().unwrap(), record["expires_at"].as_str().unwrap());
+    let date = &expires_at[..10];
+    let edit = format!("/admin/keys/{key_id}/edit");
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "new"), ("expires_on", date), ("expires_was", date)];
+    assert_eq!(panel.post(&edit, &fields).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let response = panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap();
+    let (_, key) = common::json_of(response).await;
+    assert_eq!((key["name"].as_str(), key["expires_at"].as_str()), (Some("new"), Some(expires_at)));
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "new"), ("expires_on", "2099-01-31"), ("expires_was", date)];
+    assert_eq!(panel.post(&edit, &fields).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let response = panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap();
+    let (_, key) = common::json_of(response).await;
+    assert_eq!(key["expires_at"].as_str(), Some("2099-01-31T00:00:00Z"), "a changed date is sent");
+    panel.server.stop().await;
+}

@@ -170,6 +170,27 @@ async fn names_are_trimmed_and_bounded_and_expiry_is_bounded() -> Result {
 }
 
 #[tokio::test]
+async fn an_expiry_sent_back_unchanged_is_no_change() -> Result {
+    let clock = Arc::new(ManualClock::starting_now());
+    let day = Duration::from_secs(86_400);
+    let keys = KeyManager::builder()
+        .expiry_bounds(Some(day), Some(day * 365))
+        .clock(clock.clone())
+        .store(MemoryStore::new())
+        .build()?;
+    let created = keys.create(NewKey::new().expires_in(day * 2)).await?;
+    let expires_at = created.record.expires_at.ok_or("an expiry")?;
+    // Within a day of its expiry, then past it: a new expiry there would be refused,
+    // the same one sent back with a new name is not.
+    for advance in [day * 3 / 2, day] {
+        clock.advance(advance);
+        let renamed = keys.update(&created.record.id, KeyPatch::new().name("renamed").expires_at(expires_at)).await?;
+        assert_eq!((renamed.name.as_deref(), renamed.expires_at), (Some("renamed"), Some(expires_at)));
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn list_is_newest_first_paginated_and_filters_revoked() -> Result {
     let keys = plain()?;
     let mut ids = Vec::new();

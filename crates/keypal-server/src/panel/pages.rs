@@ -827,6 +827,10 @@ pub struct EditForm {
     scopes: String,
     #[serde(default)]
     expires_on: String,
+    /// The expiry date the form was shown with: an unchanged date is not sent (the
+    /// date alone would move the expiry to midnight).
+    #[serde(default)]
+    expires_was: String,
     #[serde(default)]
     metadata: String,
     #[serde(skip)]
@@ -845,6 +849,7 @@ impl EditForm {
         let name = Some(self.name.trim().to_owned()).filter(|n| !n.is_empty());
         let scopes: Vec<String> = self.scopes.split_whitespace().map(str::to_owned).collect();
         let expires_at = match self.expires_on.trim() {
+            unchanged if unchanged == self.expires_was.trim() => None,
             "" => Some(None),
             day => match time::Date::parse(day, time::macros::format_description!("[year]-[month]-[day]")) {
                 Ok(date) => Some(Some(date.midnight().assume_utc())),
@@ -897,6 +902,7 @@ async fn edit_page(
         name: key.name.clone().unwrap_or_default(),
         scopes: key.scopes.join(" "),
         expires_on: key.expires_at.map(|at| at.date().to_string()).unwrap_or_default(),
+        expires_was: key.expires_at.map(|at| at.date().to_string()).unwrap_or_default(),
         metadata: key
             .metadata
             .as_ref()

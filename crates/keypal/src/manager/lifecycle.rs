@@ -108,6 +108,15 @@ impl<S: Store> KeyManager<S> {
 
     /// Changes some fields of a key, each an atomic column update.
     pub async fn update(&self, id: &KeyId, patch: KeyPatch) -> Result<KeyRecord, Error> {
+        let mut patch = patch;
+        // An expiry sent back unchanged (a form that always sends every field) is no
+        // change, and is not held to the expiry policy: a key close to its expiry, or
+        // past it, can still be renamed.
+        if let Some(expires_at) = patch.expires_at
+            && expires_at.map(truncate_to_micros) == self.get(id).await?.expires_at
+        {
+            patch.expires_at = None;
+        }
         let patch = self.check_patch(patch)?;
         self.change(*id, Change::Update(patch)).await
     }
