@@ -2,6 +2,7 @@
 //! batched write per interval records them, touching only that column.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -11,6 +12,10 @@ use crate::record::{KeyId, KeyRecord};
 /// `pending` is never compacted below this length (2 MiB of entries): up to this
 /// many uses are kept as noted, duplicates and all, until the flush.
 const MIN_COMPACT_ABOVE: usize = 65_536;
+/// The next [`LastUsed`]'s tag. Records in memory may be shared by several managers
+/// (on one `MemoryStore`): each marks them with its own tag, so that one manager's
+/// note does not stand for another's, which writes its own batch.
+static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
 
 #[derive(Debug)]
 pub(crate) struct LastUsed {
@@ -18,6 +23,8 @@ pub(crate) struct LastUsed {
     /// `interval` in whole seconds (at least 1): interval numbers are Unix seconds
     /// divided by it.
     interval_secs: u64,
+    /// This instance's tag, in the high half of the marks it leaves in records.
+    tag: u64,
     state: Mutex<State>,
 }
 
@@ -70,6 +77,7 @@ impl LastUsed {
         Self {
             interval,
             interval_secs: interval.as_secs().max(1),
+            tag: u64::from(NEXT_TAG.fetch_add(1, Ordering::Relaxed)) << 32,
             state: Mutex::new(State { pending: Vec::new(), compact_above: MIN_COMPACT_ABOVE, next_flush: None }),
         }
     }
@@ -80,18 +88,20 @@ impl LastUsed {
     ///
     /// `now` may come from [`Clock::coarse_unix_seconds`](crate::Clock::coarse_unix_seconds):
     /// read a clock tick late, it can count the first milliseconds of an interval to
-    /// the one before, which only notes that use once more.
+    /// the one before, where the key may be noted already: that use is then not noted,
+    /// so `last_used_at` lags real use by at most one interval and a tick.
     #[inline]
     pub(crate) fn is_noted(&self, record: &KeyRecord, now: i64) -> bool {
-        record.noted_in.get() == self.interval_number(now)
+        record.noted_in.get() == self.mark(now)
     }
 
     /// Notes a use of `record` at `now`, unless its stored `last_used_at` is recent
     /// enough already. Returns the batch to write when a flush is due. A key is
     /// noted once per interval (per copy of its record read from the store), so
-    /// `last_used_at` lags real use by at most one interval.
+    /// `last_used_at` lags real use by at most one interval (and a tick, see
+    /// [`LastUsed::is_noted`]).
     pub(crate) fn note(&self, record: &KeyRecord, now: OffsetDateTime) -> Option<Vec<(KeyId, OffsetDateTime)>> {
-        record.noted_in.set(self.interval_number(now.unix_timestamp()));
+        record.noted_in.set(self.mark(now.unix_timestamp()));
         if record.last_used_at.is_some_and(|last| now - last < self.interval) {
             return None;
         }
@@ -110,10 +120,11 @@ impl LastUsed {
         }
     }
 
-    /// The number of the interval holding the Unix second `now` (never 0 after 1970's
-    /// first interval, so a record never noted is never taken for noted).
-    fn interval_number(&self, now: i64) -> u64 {
-        (now as u64 / self.interval_secs).max(1)
+    /// The mark of this instance for the interval holding the Unix second `now`: the
+    /// tag above, the interval's number below (never 0, so a record never noted is
+    /// never taken for noted).
+    fn mark(&self, now: i64) -> u64 {
+        self.tag | ((now as u64 / self.interval_secs) & 0xffff_ffff).max(1)
     }
 
     /// One interval after `at`; `None` (a flush due at every note) past the end of time.
@@ -208,6 +219,16 @@ mod tests {
         let batch = last_used.take(at(4));
         assert_eq!(batch.len(), 2);
         assert!(batch.contains(&(id, at(3))));
+    }
+
+    #[test]
+    fn managers_sharing_a_record_each_note_its_use() {
+        let (a, b) = (LastUsed::new(Duration::from_secs(30)), LastUsed::new(Duration::from_secs(30)));
+        let shared = record(KeyId::new(), None);
+        assert!(used(&a, &shared, at(0)).is_some());
+        // `a`'s mark does not stand for `b`, which writes its own batch.
+        assert!(!b.is_noted(&shared, at(1).unix_timestamp()));
+        assert_eq!(used(&b, &shared, at(1)), Some(vec![(shared.id, at(1))]));
     }
 
     #[test]

@@ -284,9 +284,9 @@ impl KeyRecord {
     }
 }
 
-/// The number of the `last_used_at` interval in which a record's use was last noted
-/// (0: never). Copied with the record (what it says stays true of the key), and
-/// equal to any other: it is bookkeeping of this process, not the key's data.
+/// Which `last_used_at` interval a record's use was last noted in, and by which
+/// manager (0: never). Copied with the record (what it says stays true of the key),
+/// and equal to any other: it is bookkeeping of this process, not the key's data.
 #[derive(Default)]
 pub(crate) struct NotedIn(AtomicU64);
 
