@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::{AUTHORIZATION, COOKIE, USER_AGENT};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, USER_AGENT};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
 use keypal::AuditContext;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -75,7 +76,28 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A request with a valid admin session.
+/// Whether a request's `Origin` (when sent) is this server. (`Origin: null`, sent from
+/// sandboxed frames, `data:` pages and privacy-minded redirects, is another site.)
+/// Browsers send `Origin` with every request that changes state; a client that sends
+/// none is not a browser, which no other site can drive.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    headers.get_all(ORIGIN).iter().all(|origin| {
+        let origin = origin.to_str().unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        !host.is_empty() && origin_host == host
+    })
+}
+
+/// The refusal of a request from another site that would change state with the
+/// admin's cookie (cross-site request forgery).
+pub fn cross_site() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "CROSS_SITE", "requests from another site are refused")
+}
+
+/// A request with a valid admin session: its cookie authenticates it, so a request that
+/// changes state must come from this server's own pages or from a client that is not a
+/// browser (see [`same_origin`]).
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// Where it came from.
@@ -93,6 +115,9 @@ impl FromRequestParts<Arc<State>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        if !matches!(parts.method, Method::GET | Method::HEAD) && !same_origin(&parts.headers) {
+            return Err(cross_site());
+        }
         let token = cookie(parts, SESSION_COOKIE).ok_or_else(|| ApiError::unauthenticated("log in first"))?;
         if !session_is_valid(state, token).await? {
             return Err(ApiError::unauthenticated("the session has expired; log in again"));

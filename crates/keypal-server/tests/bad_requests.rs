@@ -735,6 +735,50 @@ async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
     every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
 }
 
+/// The admin's cookie does not let another site change anything: a state-changing
+/// request whose `Origin` is not this server is refused (403 `CROSS_SITE`) before it
+/// does anything, logging in and out included. Reads, this server's own origin and
+/// clients that send no `Origin` (not browsers) are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_with_the_admin_cookie_from_another_site_are_refused() {
+    let mut server = TestServer::start(Db::Sqlite).await;
+    server.login().await;
+    let (app, _) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let own = server.url("");
+    for origin in ["http://127.0.0.1:1", "https://evil.example", "null"] {
+        for (method, path) in [
+            (Method::POST, "/v1/service-key/rotate".to_owned()),
+            (Method::POST, format!("/v1/apps/{app_id}/client-secret")),
+            (Method::DELETE, format!("/v1/apps/{app_id}")),
+            (Method::POST, "/v1/session".to_owned()),
+            (Method::DELETE, "/v1/session".to_owned()),
+        ] {
+            let request = server.admin(method.clone(), &path).header("origin", origin);
+            let request = if path == "/v1/session" && method == Method::POST {
+                request.json(&json!({"password": server.admin_password}))
+            } else {
+                request
+            };
+            let (status, body) = json_of(request.send().await.unwrap()).await;
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (StatusCode::FORBIDDEN, &json!("CROSS_SITE")),
+                "{method} {path} from {origin}"
+            );
+        }
+    }
+    let (status, _) =
+        json_of(server.admin(Method::GET, "/v1/apps").header("origin", "https://evil.example").send().await.unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK, "a read");
+    let response = server.admin(Method::POST, "/v1/service-key/rotate").header("origin", &own).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "this server's own page ({own})");
+    let response = server.admin(Method::GET, &format!("/v1/apps/{app_id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the application is still there");
+    server.stop().await;
+}
+
 /// A body over the limit is refused with 413 and `Connection: close` (its rest is never
 /// read), and the client's next request goes through on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, LOCATION, ORIGIN};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use subtle::ConstantTimeEq;
@@ -196,22 +196,11 @@ fn csrf_of(state: &State, token: &str) -> String {
     state.secrets.digest(&format!("csrf:{token}"))
 }
 
-/// Whether a request's `Origin` (when sent) is this server. (`Origin: null`, sent from
-/// sandboxed frames, `data:` pages and privacy-minded redirects, is another site.)
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    headers.get_all(ORIGIN).iter().all(|origin| {
-        let origin = origin.to_str().unwrap_or_default();
-        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        !host.is_empty() && origin_host == host
-    })
-}
-
 impl FromRequestParts<Arc<State>> for PanelSession {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, Response> {
-        if parts.method != Method::GET && !same_origin(&parts.headers) {
+        if parts.method != Method::GET && !auth::same_origin(&parts.headers) {
             return Err(forbidden("Cross-site requests are refused."));
         }
         let token = auth::cookie(parts, SESSION_COOKIE).map(str::to_owned);

@@ -148,7 +148,7 @@ pub async fn login(
     form: Form<LoginForm>,
 ) -> Response {
     let next = safe_next(&form.next).to_owned();
-    if !super::same_origin(&headers) {
+    if !crate::auth::same_origin(&headers) {
         return super::forbidden("Cross-site requests are refused.");
     }
     match routes::admin::log_in(&state, &caller, &form.password).await {

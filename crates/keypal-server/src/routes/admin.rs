@@ -52,6 +52,10 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(login): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
+    // Another site must not log a browser in to a session of its choosing.
+    if !auth::same_origin(&headers) {
+        return Err(auth::cross_site());
+    }
     let token = log_in(&state, &caller, &login.password).await?;
     let cookie = session_cookie(&token, SESSION_TTL.whole_seconds(), is_tls(&headers))?;
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cookie)]).into_response())
@@ -80,6 +84,9 @@ pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<St
 /// Logs out (ends the session and clears the cookie).
 #[utoipa::path(delete, path = "/v1/session", tag = "session", responses((status = 204)))]
 pub async fn logout(AxumState(state): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !auth::same_origin(&headers) {
+        return Err(auth::cross_site());
+    }
     let token = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
