@@ -220,7 +220,7 @@ impl State {
     async fn save_service_key(&self, key: &str, event: Option<&Event>) -> Result<(), BootError> {
         let digest = self.secrets.digest(key);
         let body = json!({ "digest": digest, "sealed": self.secrets.seal("service_key", key)? });
-        if !self.store.update_object(SETTING, "service_key", None, &body, event).await? {
+        if !self.store.update_object(SETTING, "service_key", &body, event).await? {
             self.store.insert_object(SETTING, "service_key", None, &body, event).await?;
         }
         *write(&self.service_key_digest) = digest;
@@ -230,7 +230,7 @@ impl State {
     async fn save_admin_password(&self, password: &str) -> Result<(), BootError> {
         let hash = self.password_hasher.hash(password.as_bytes());
         let body = json!({ "hash": hash });
-        if !self.store.update_object(SETTING, "admin_password", None, &body, None).await? {
+        if !self.store.update_object(SETTING, "admin_password", &body, None).await? {
             self.store.insert_object(SETTING, "admin_password", None, &body, None).await?;
         }
         *write(&self.admin_password_hash) = hash;

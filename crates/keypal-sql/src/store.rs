@@ -103,18 +103,32 @@ impl SqlStore {
         dispatch!(self, s => s.insert_objects(objects, event).await)
     }
 
-    /// Replaces a document's body and lookup, and appends `event` to the audit log in
-    /// the same transaction when one is given; returns whether it existed (nothing
-    /// is written when it did not).
+    /// Replaces a document's body (its lookup stays), and appends `event` to the audit
+    /// log in the same transaction when one is given; returns whether it existed
+    /// (nothing is written when it did not).
     pub async fn update_object(
         &self,
         kind: &str,
         id: &str,
-        lookup: Option<&str>,
         body: &Value,
         event: Option<&Event>,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.update_object(kind, id, lookup, body, event).await)
+        dispatch!(self, s => s.update_object(kind, id, body, event).await)
+    }
+
+    /// Replaces a document's lookup (its body stays), and appends `event` to the audit
+    /// log in the same transaction when one is given; returns whether it existed
+    /// (nothing is written when it did not). [`StoreError::Duplicate`] when the lookup
+    /// is taken in its kind. Body and lookup change apart, so that a change to one
+    /// never writes back a stale copy of the other.
+    pub async fn update_object_lookup(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.update_object_lookup(kind, id, lookup, event).await)
     }
 
     /// The document `kind`/`id`.

@@ -310,9 +310,12 @@ async fn objects_are_unique_per_kind_by_id_and_lookup() {
 
         let found = store.find_object("app", "digest-1").await.expect("find").expect("found");
         assert_eq!((found.id.as_str(), &found.body), ("a1", &json!({"name": "one"})), "{d}");
-        assert!(
-            store.update_object("app", "a1", Some("digest-2"), &json!({"name": "uno"}), None).await.expect("update")
-        );
+        assert!(store.update_object("app", "a1", &json!({"name": "uno"}), None).await.expect("update"));
+        assert!(store.find_object("app", "digest-1").await.expect("find").is_some(), "{d}: the body alone changed");
+        // The lookup alone; another document's lookup is refused.
+        let taken = store.update_object_lookup("app", "a2", Some("digest-1"), None).await;
+        assert!(matches!(taken, Err(StoreError::Duplicate)), "{d}: {taken:?}");
+        assert!(store.update_object_lookup("app", "a1", Some("digest-2"), None).await.expect("update lookup"));
         assert!(store.find_object("app", "digest-1").await.expect("find").is_none(), "{d}: old lookup gone");
         let got = store.get_object("app", "a1").await.expect("get").expect("exists");
         assert_eq!(got.body, json!({"name": "uno"}), "{d}");
@@ -321,7 +324,8 @@ async fn objects_are_unique_per_kind_by_id_and_lookup() {
         assert_eq!(listed, ["a1", "a2"], "{d}");
         assert!(store.delete_object("app", "a1", None).await.expect("delete"), "{d}");
         assert!(!store.delete_object("app", "a1", None).await.expect("delete again"), "{d}");
-        assert!(!store.update_object("app", "a1", None, &json!({}), None).await.expect("update missing"), "{d}");
+        assert!(!store.update_object("app", "a1", &json!({}), None).await.expect("update missing"), "{d}");
+        assert!(!store.update_object_lookup("app", "a1", None, None).await.expect("update missing"), "{d}");
         assert!(store.get_object("app", "a1").await.expect("get").is_none(), "{d}");
     }
 }
@@ -349,14 +353,11 @@ async fn object_changes_append_their_event_in_the_same_transaction() {
         let refused = store.insert_object("app", "a1", None, &json!({}), Some(&event(Action::AppCreated))).await;
         assert!(matches!(refused, Err(StoreError::Duplicate)), "{d}: {refused:?}");
         assert!(
-            store
-                .update_object("app", "a1", None, &json!({"v": 2}), Some(&event(Action::AppUpdated)))
-                .await
-                .expect("update")
+            store.update_object("app", "a1", &json!({"v": 2}), Some(&event(Action::AppUpdated))).await.expect("update")
         );
         assert!(
             !store
-                .update_object("app", "nope", None, &json!({}), Some(&event(Action::AppUpdated)))
+                .update_object("app", "nope", &json!({}), Some(&event(Action::AppUpdated)))
                 .await
                 .expect("update missing")
         );

@@ -170,10 +170,10 @@ pub async fn update(
     let fields = patch.fields();
     let app = current.app.patched(patch)?;
     let runtime = state.runtime(app)?;
-    let stored = state.store.get_object(apps::KIND, &id).await?.ok_or_else(|| ApiError::not_found("application"))?;
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let event = app_event(&admin, Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
-    if !state.store.update_object(apps::KIND, &id, stored.lookup.as_deref(), &body, Some(&event)).await? {
+    // The body only: the client secret's digest (the lookup) is not this request's to write.
+    if !state.store.update_object(apps::KIND, &id, &body, Some(&event)).await? {
         // Deleted since it was read.
         return Err(ApiError::not_found("application"));
     }
@@ -234,9 +234,10 @@ pub async fn regenerate_secret(
     let runtime = state.app_by_text(&id)?;
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
-    let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let event = app_event(&admin, Action::ClientSecretRotated, &runtime.app, None);
-    if !state.store.update_object(apps::KIND, &runtime.app.id.to_string(), Some(&digest), &body, Some(&event)).await? {
+    // The lookup only: the settings (the body) are not this request's to write.
+    let id = runtime.app.id.to_string();
+    if !state.store.update_object_lookup(apps::KIND, &id, Some(&digest), Some(&event)).await? {
         return Err(ApiError::not_found("application"));
     }
     let runtime = state.runtime(runtime.app.clone())?;

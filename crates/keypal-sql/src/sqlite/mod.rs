@@ -182,30 +182,49 @@ impl SqliteStore {
         commit_object_change(tx, 1, event).await.map(drop)
     }
 
-    /// Replaces a document's body and lookup, with `event` in the audit log in the
-    /// same transaction when one is given; returns whether it existed (nothing is
-    /// written when it did not). [`StoreError::Duplicate`] when the new lookup is taken in its kind.
+    /// Replaces a document's body (its lookup stays), with `event` in the audit log in
+    /// the same transaction when one is given; returns whether it existed (nothing is
+    /// written when it did not).
     pub async fn update_object(
         &self,
         kind: &str,
         id: &str,
-        lookup: Option<&str>,
         body: &Value,
         event: Option<&Event>,
     ) -> Result<bool, StoreError> {
         let now = OffsetDateTime::now_utc();
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE keypal_objects SET lookup = ?3, body = ?4, updated_at = ?5 WHERE kind = ?1 AND id = ?2",
-        )
-        .bind(kind)
-        .bind(id)
-        .bind(lookup)
-        .bind(body.to_string())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(duplicate_or_backend)?;
+        let done = sqlx::query("UPDATE keypal_objects SET body = ?3, updated_at = ?4 WHERE kind = ?1 AND id = ?2")
+            .bind(kind)
+            .bind(id)
+            .bind(body.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit_object_change(tx, done.rows_affected(), event).await
+    }
+
+    /// Replaces a document's lookup (its body stays), with `event` in the audit log in
+    /// the same transaction when one is given; returns whether it existed (nothing is
+    /// written when it did not). [`StoreError::Duplicate`] when the lookup is taken in its kind.
+    pub async fn update_object_lookup(
+        &self,
+        kind: &str,
+        id: &str,
+        lookup: Option<&str>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE keypal_objects SET lookup = ?3, updated_at = ?4 WHERE kind = ?1 AND id = ?2")
+            .bind(kind)
+            .bind(id)
+            .bind(lookup)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(duplicate_or_backend)?;
         commit_object_change(tx, done.rows_affected(), event).await
     }
 
