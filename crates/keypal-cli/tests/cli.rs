@@ -641,6 +641,11 @@ fn serve_refuses_bad_settings() {
     keypal(&["serve", "--check", "--config", "/nonexistent/serve.toml"]).run().assert_error("--config: cannot read");
     let unknown = temp_file("unknown.toml", "listen = \"127.0.0.1:1\"\nmaster_kee = \"x\"\n");
     keypal(&["serve", "--check", "--config", path_str(&unknown)]).run().assert_error("master_kee");
+    // A syntax error on a secret's line is reported by its line, without the line.
+    let broken = temp_file("broken-serve.toml", "listen = \"127.0.0.1:1\"\nadmin_password = \"hunter2-secret\n");
+    let out = keypal(&["serve", "--check", "--config", path_str(&broken)]).run();
+    out.assert_error("line 2");
+    assert!(!out.all().contains("hunter2-secret"), "{out:#?}");
     keypal(&["serve", "--listen", "not-an-address"]).run().assert_error("--listen");
     keypal(&["serve"]).env("KEYPAL_LISTEN", "not-an-address").run().assert_error("--listen");
     keypal(&["serve", "--max-connections", "0"]).run().assert_error("--max-connections");

@@ -120,15 +120,48 @@ pub enum ServeConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for these settings.
-    #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// The file is not valid TOML for these settings. The parser's quote of the line
+    /// is left out, and so is its message when the line sets a secret (a key, a
+    /// password, a URL that may hold one): no secret is ever printed.
+    #[error("invalid configuration ({place}): {message}")]
+    Parse {
+        /// `line N`, or `syntax` when the parser names no line.
+        place: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The settings whose values are secrets, or may hold one.
+const SECRET_SETTINGS: [&str; 5] = ["master_key", "admin_password", "service_key", "database_url", "redis_url"];
+
+impl ServeConfigError {
+    fn parse(text: &str, error: &toml::de::Error) -> Self {
+        let line = error.span().and_then(|span| text.get(..span.start)).map(|before| before.matches('\n').count() + 1);
+        let secret = line
+            .and_then(|n| text.lines().nth(n - 1))
+            .is_some_and(|l| SECRET_SETTINGS.iter().any(|name| l.trim_start().starts_with(name)));
+        let message = if secret {
+            "invalid value (details hidden: this line sets a secret)".to_owned()
+        } else {
+            error.message().trim().to_owned()
+        };
+        let place = line.map_or_else(|| "syntax".to_owned(), |n| format!("line {n}"));
+        ServeConfigError::Parse { place, message }
+    }
 }
 
 impl ServeConfig {
     /// Parses settings from TOML text (unknown keys are errors).
+    ///
+    /// ```
+    /// let error = keypal_server::ServeConfig::from_toml("admin_password = \"hunter2").unwrap_err();
+    /// assert!(!error.to_string().contains("hunter2"), "{error}");
+    /// let error = keypal_server::ServeConfig::from_toml("\nmax_connections = \"many\"").unwrap_err();
+    /// assert!(error.to_string().starts_with("invalid configuration (line 2): "), "{error}");
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self, ServeConfigError> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| ServeConfigError::parse(text, &e))
     }
 
     /// Reads settings from a TOML file.
