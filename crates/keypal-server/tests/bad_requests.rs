@@ -779,6 +779,30 @@ async fn state_changes_with_the_admin_cookie_from_another_site_are_refused() {
     server.stop().await;
 }
 
+/// A body that never arrives whole is answered after 30 s with 408, the usual error
+/// body and `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_times_out_with_an_error_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(Db::Sqlite).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"key\": ",
+        server.service_key
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), stream.read_to_string(&mut answer)).await;
+    assert!(read.is_ok(), "answered within a minute");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 408"), "{answer}");
+    assert!(lower.contains("connection: close"), "{answer}");
+    assert!(answer.contains(r#""code":"REQUEST_TIMEOUT""#), "{answer}");
+    server.stop().await;
+}
+
 /// A body over the limit is refused with 413 and `Connection: close` (its rest is never
 /// read), and the client's next request goes through on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,8 @@ use crate::state::State;
 
 /// The largest request body (JSON metadata included).
 pub const MAX_BODY: usize = 64 * 1024;
+/// How long a request may take, its body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every route, with body limits, timeouts, redacted tracing and panic safety.
 pub fn router(state: Arc<State>) -> Router {
@@ -53,7 +55,7 @@ pub fn router(state: Arc<State>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(close_after_unread_body))
         // Spans carry the request headers (at debug level): credentials show as `Sensitive`.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().include_headers(true)))
@@ -68,10 +70,21 @@ pub fn router(state: Arc<State>) -> Router {
 /// rest of the body on the connection, which then cannot carry another request: the
 /// answer says `Connection: close`, or an HTTP/1.1 client reuses the connection and its
 /// next request fails. (HTTP/2 has no such header; the server drops it there.)
-async fn close_after_unread_body(mut response: Response) -> Response {
-    if matches!(response.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+///
+/// A 408 comes only from the timeout layer, with an empty body: it gets the error
+/// body every other refusal has.
+async fn close_after_unread_body(response: Response) -> Response {
+    let mut response = match response.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the request did not complete within 30 seconds",
+        )
+        .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => response,
+        _ => return response,
+    };
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
