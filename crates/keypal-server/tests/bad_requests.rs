@@ -779,6 +779,31 @@ async fn state_changes_with_the_admin_cookie_from_another_site_are_refused() {
     server.stop().await;
 }
 
+/// Rotating a key whose tier the application no longer has is a 400 naming the tier,
+/// not a 500, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_key_of_a_removed_tier_is_refused() {
+    let mut server = TestServer::start(Db::Sqlite).await;
+    server.login().await;
+    let tiers = json!({"free": {"rate_limit": "100/hour"}, "pro": {"rate_limit": "1000/hour"}});
+    let (app, _) = server
+        .create_app(json!({"name": "T", "label": "t", "template": "kp_{tier}_{secret:32:base62}", "tiers": tiers, "default_tier": "free"}))
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (_, record) = server.create_key(&app_id, json!({"tier": "pro"})).await;
+    let key_id = record["id"].as_str().unwrap().to_owned();
+    let patch = json!({"tiers": {"free": {"rate_limit": "100/hour"}}});
+    let response = server.admin(Method::PATCH, &format!("/v1/apps/{app_id}")).json(&patch).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) =
+        json_of(server.admin(Method::POST, &format!("/v1/keys/{key_id}/rotate")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!((&body["error"]["code"], &body["error"]["field"]), (&json!("INVALID_INPUT"), &json!("tier")), "{body}");
+    let (_, key) = json_of(server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap()).await;
+    assert!(key["rotated_to"].is_null() && key["revoked_at"].is_null(), "unchanged: {key}");
+    server.stop().await;
+}
+
 /// A body that never arrives whole is answered after 30 s with 408, the usual error
 /// body and `Connection: close`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

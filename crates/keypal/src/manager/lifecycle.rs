@@ -186,6 +186,13 @@ impl<S: Store> KeyManager<S> {
             remaining: old.remaining,
             rate_limit: old.rate_limit,
         };
+        // The new key carries the old one's tier, which configuration may have removed since.
+        if let Some(tier) = fields.tier.as_deref().filter(|t| !self.inner.tiers.contains_key(*t)) {
+            return Err(Error::invalid(
+                "tier",
+                format!("the key's tier {tier:?} is no longer configured: give the key a configured tier first"),
+            ));
+        }
         let format = self.inner.current();
         for _ in 0..ATTEMPTS {
             let key = format.formatter.generate(fields.tier.as_deref().or(self.inner.default_tier.as_deref()))?;
