@@ -170,6 +170,27 @@ async fn names_are_trimmed_and_bounded_and_expiry_is_bounded() -> Result {
 }
 
 #[tokio::test]
+async fn an_expired_key_stays_expired_so_the_owner_limit_holds() -> Result {
+    let clock = Arc::new(ManualClock::starting_now());
+    let day = Duration::from_secs(86_400);
+    let keys =
+        KeyManager::builder().max_active_keys_per_owner(1).clock(clock.clone()).store(MemoryStore::new()).build()?;
+    let old = keys.create(NewKey::new().owner_id("u").expires_in(day)).await?;
+    clock.advance(day * 2);
+    // The expired key no longer counts: a new one may be created.
+    keys.create(NewKey::new().owner_id("u")).await?;
+    let refused = |r: std::result::Result<keypal::KeyRecord, Error>| match r {
+        Err(Error::Invalid { field, .. }) => field,
+        other => format!("unexpected {other:?}"),
+    };
+    let later = time::OffsetDateTime::now_utc() + day * 30;
+    assert_eq!(refused(keys.update(&old.record.id, KeyPatch::new().expires_at(later)).await), "expires_at");
+    assert_eq!(refused(keys.update(&old.record.id, KeyPatch::new().clear_expiry()).await), "expires_at");
+    assert_eq!(keys.get(&old.record.id).await?.expires_at, old.record.expires_at, "still expired");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_expiry_sent_back_unchanged_is_no_change() -> Result {
     let clock = Arc::new(ManualClock::starting_now());
     let day = Duration::from_secs(86_400);

@@ -109,13 +109,18 @@ impl<S: Store> KeyManager<S> {
     /// Changes some fields of a key, each an atomic column update.
     pub async fn update(&self, id: &KeyId, patch: KeyPatch) -> Result<KeyRecord, Error> {
         let mut patch = patch;
-        // An expiry sent back unchanged (a form that always sends every field) is no
-        // change, and is not held to the expiry policy: a key close to its expiry, or
-        // past it, can still be renamed.
-        if let Some(expires_at) = patch.expires_at
-            && expires_at.map(truncate_to_micros) == self.get(id).await?.expires_at
-        {
-            patch.expires_at = None;
+        if let Some(expires_at) = patch.expires_at {
+            let current = self.get(id).await?;
+            if expires_at.map(truncate_to_micros) == current.expires_at {
+                // Sent back unchanged (a form that always sends every field): no change,
+                // and not held to the expiry policy, so a key close to its expiry, or
+                // past it, can still be renamed.
+                patch.expires_at = None;
+            } else if current.is_expired_at(self.inner.clock.now()) {
+                // An expired key no longer counts against its owner's limit of active
+                // keys; a new expiry would make it count again without that check.
+                return Err(Error::invalid("expires_at", "the key has expired and stays expired: create a new key"));
+            }
         }
         let patch = self.check_patch(patch)?;
         self.change(*id, Change::Update(patch)).await
