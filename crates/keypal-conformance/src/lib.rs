@@ -143,6 +143,8 @@ macro_rules! __conformance_list {
                 list_pages_with_a_cursor_without_gaps_or_duplicates,
                 list_last_full_page_has_no_next_cursor,
                 list_shows_a_key_in_its_grace_window_as_not_revoked,
+                list_active_only_is_the_limit_definition,
+                list_searches_names_and_owners,
                 count_ignores_cursor_and_limit,
             }
             state {

@@ -192,3 +192,78 @@ pub async fn count_ignores_cursor_and_limit<S: Store>(store: S) {
         rest
     });
 }
+
+/// `active_only` lists and counts exactly the keys that count against an owner's limit
+/// (`KeyRecord::is_active_at`): a disabled key is active; a revoked key, a rotated key
+/// in its grace window and an expired key are not, whatever `include_revoked` says.
+pub async fn list_active_only_is_the_limit_definition<S: Store>(store: S) {
+    let t = now();
+    let plain = insert(&store, record_in(Some("app"), "u")).await;
+    let mut disabled = record_in(Some("app"), "u");
+    disabled.enabled = false;
+    let disabled = insert(&store, disabled).await;
+    let mut later = record_in(Some("app"), "u");
+    later.expires_at = Some(shift(t, 3600));
+    let later = insert(&store, later).await;
+    let mut expired = record_in(Some("app"), "u");
+    expired.expires_at = Some(shift(t, -1));
+    insert(&store, expired).await;
+    let mut grace = record_in(Some("app"), "u");
+    grace.revoked_at = Some(shift(t, 3600));
+    insert(&store, grace).await;
+    let gone = insert(&store, record_in(Some("app"), "u")).await;
+    store.revoke(gone.id, t, event(Action::Revoked)).await.expect("revoke failed");
+
+    let query = ListQuery::new().namespace("app").active_only(true).at(t);
+    for r in list_all(&store, query.clone()).await {
+        assert!(r.is_active_at(t), "an active listing holds only keys `is_active_at` calls active");
+    }
+    let active = newest_first(vec![plain.id, disabled.id, later.id]);
+    assert_lists(&store, query.clone(), &active, "active only").await;
+    assert_lists(&store, query.include_revoked(true), &active, "active only overrides include_revoked").await;
+    let by_owner = ListQuery::new().namespace("app").owner_id("u").active_only(true).at(t);
+    assert_lists(&store, by_owner, &active, "active only, by owner").await;
+    let after = ListQuery::new().namespace("app").active_only(true).at(shift(t, 3600));
+    assert_lists(&store, after, &newest_first(vec![plain.id, disabled.id]), "judged when the later key expired").await;
+}
+
+/// `search` keeps the keys whose name or owner id contains the text, ASCII letters in
+/// any case; `%`, `_` and `\` are plain characters, not patterns.
+pub async fn list_searches_names_and_owners<S: Store>(store: S) {
+    let named = |name: Option<&str>, owner: &str| {
+        let mut r = record_in(Some("app"), owner);
+        r.name = name.map(str::to_owned);
+        r
+    };
+    let ci = insert(&store, named(Some("CI deploy"), "user_1")).await.id;
+    let circle = insert(&store, named(Some("laptop"), "Circle_9")).await.id;
+    let percent = insert(&store, named(Some("100% off"), "user-2")).await.id;
+    let underscore = insert(&store, named(Some("a_b"), "user-3")).await.id;
+    let backslash = insert(&store, named(Some("c\\d"), "user-4")).await.id;
+    let unnamed = insert(&store, named(None, "user-5")).await.id;
+    let mut elsewhere = named(Some("CI other app"), "user_1");
+    elsewhere.namespace = Some("other".to_owned());
+    insert(&store, elsewhere).await;
+
+    let q = |text: &str| ListQuery::new().namespace("app").search(text);
+    assert_lists(&store, q("ci"), &newest_first(vec![ci, circle]), "name and owner id, any case").await;
+    assert_lists(&store, q("DEPLOY"), &[ci], "case of ASCII letters ignored").await;
+    assert_lists(&store, q("circle_9"), &[circle], "owner id").await;
+    assert_lists(&store, q("%"), &[percent], "% is a plain character").await;
+    assert_lists(&store, q("_"), &newest_first(vec![ci, circle, underscore]), "_ is a plain character").await;
+    assert_lists(&store, q("c\\d"), &[backslash], "\\ is a plain character").await;
+    assert_lists(&store, q("user-5"), &[unnamed], "a key without a name is found by its owner").await;
+    assert_lists(&store, q("nothing like it"), &[], "no match").await;
+    assert_lists(&store, q("").include_revoked(true), &list_ids(&store, "app").await, "an empty search").await;
+}
+
+/// Ids sorted newest (highest) first.
+fn newest_first(mut ids: Vec<KeyId>) -> Vec<KeyId> {
+    ids.sort_by(|a, b| b.cmp(a));
+    ids
+}
+
+/// Every key id of a namespace, newest first.
+async fn list_ids<S: Store>(store: &S, namespace: &str) -> Vec<KeyId> {
+    ids(&list_all(store, ListQuery::new().namespace(namespace).include_revoked(true)).await)
+}

@@ -99,13 +99,24 @@ impl Args {
     }
 
     /// A listing's namespace and owner filters.
+    /// A listing's filters: namespace, owner, then state, time and search
+    /// (`take_listing_filter` in prelude.lua).
     fn filters(&mut self, query: &ListQuery) -> &mut Self {
         match &query.namespace {
             NamespaceFilter::Any => self.push("any").push(""),
             NamespaceFilter::None => self.push("none").push(""),
             NamespaceFilter::Is(ns) => self.push("is").push(ns.as_str()),
         };
-        self.opt(query.owner_id.as_deref())
+        self.opt(query.owner_id.as_deref());
+        let state = if query.active_only {
+            "active"
+        } else if query.include_revoked {
+            "all"
+        } else {
+            "live"
+        };
+        self.push(state).push(micros(now_of(query)).to_string());
+        self.opt(query.search_text().map(str::to_ascii_lowercase).as_deref())
     }
 }
 
@@ -333,12 +344,11 @@ impl Store for RedisStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Page<Arc<KeyRecord>>, StoreError> {
         let limit = query.limit.clamp(1, 1000) as usize;
-        let at = if query.include_revoked { String::new() } else { micros(now_of(query)).to_string() };
         let mut cursor = query.cursor.map(|c| c.to_string()).unwrap_or_default();
         let mut items: Vec<Arc<KeyRecord>> = Vec::new();
         loop {
             let mut args = self.args();
-            args.filters(query).push(cursor.as_str()).push((limit + 1 - items.len()).to_string()).push(at.as_str());
+            args.filters(query).push(cursor.as_str()).push((limit + 1 - items.len()).to_string());
             let mut parts = array(self.eval_idempotent(&SCRIPTS.list, &args).await?)?.into_iter();
             let resume = text(parts.next().ok_or_else(|| corrupt("reply", "a listing without its position"))?)?;
             let records = array(parts.next().ok_or_else(|| corrupt("reply", "a listing without its records"))?)?;
@@ -360,12 +370,11 @@ impl Store for RedisStore {
     }
 
     async fn count(&self, query: &ListQuery) -> Result<u64, StoreError> {
-        let at = if query.include_revoked { String::new() } else { micros(now_of(query)).to_string() };
         let mut cursor = String::new();
         let mut total: u64 = 0;
         loop {
             let mut args = self.args();
-            args.filters(query).push(cursor.as_str()).push(at.as_str());
+            args.filters(query).push(cursor.as_str());
             let mut parts = array(self.eval_idempotent(&SCRIPTS.count, &args).await?)?.into_iter();
             let n = int(parts.next().ok_or_else(|| corrupt("reply", "a count without its number"))?)?;
             let resume = text(parts.next().ok_or_else(|| corrupt("reply", "a count without its position"))?)?;

@@ -97,3 +97,18 @@ where
         usage_exceeded: get(6, "usage_exceeded")?,
     })
 }
+
+/// The `LIKE` pattern (escape character `\`) of a listing's search: `%text%`, the text
+/// with its ASCII letters lowercased and `%`, `_` and `\` escaped.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c.to_ascii_lowercase());
+    }
+    pattern.push('%');
+    pattern
+}

@@ -272,10 +272,21 @@ impl KeyRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// Whether the key counts against its owner's limit of active keys:
-    /// not revoked (nor scheduled to be) and not expired.
+    /// Whether the key is active: not revoked (nor scheduled to be, as a rotated key in
+    /// its grace window is) and not expired. A disabled key is active (it can be enabled
+    /// again). This one definition counts against an owner's limit of active keys, and
+    /// serves the active counts and [`ListQuery::active_only`](crate::ListQuery::active_only).
     pub fn is_active_at(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && !self.is_expired_at(now)
+    }
+
+    /// Whether the name or the owner id contains `text`, ignoring the case of ASCII
+    /// letters: the search of [`ListQuery::search`](crate::ListQuery::search). An empty
+    /// text matches every key.
+    pub fn matches_search(&self, text: &str) -> bool {
+        let needle = text.to_ascii_lowercase();
+        let has = |field: &Option<String>| field.as_deref().is_some_and(|f| f.to_ascii_lowercase().contains(&needle));
+        has(&self.name) || has(&self.owner_id)
     }
 
     /// `start…last4`, the form keys are shown in lists.

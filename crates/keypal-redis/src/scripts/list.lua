@@ -1,9 +1,9 @@
 -- list.lua: one stretch of a listing, newest (highest id) first.
 --
 -- KEYS: none. ARGV: prefix, namespace mode ('any' | 'none' | 'is'), namespace,
---       owner (optional: flag + value), cursor ('' = from the newest; else only ids
---       below it), want (how many records to return at most), at ('' = include
---       revoked keys; else leave out keys with revoked_at <= at, in microseconds).
+--       owner (optional: flag + value), the state and search filters (see
+--       take_listing_filter), cursor ('' = from the newest; else only ids below it),
+--       want (how many records to return at most).
 -- Walks the index matching the namespace and owner filters exactly, SCAN_BATCH
 -- members at most, and returns {resume, records}: records as HGETALL flat arrays,
 -- and resume = '' when the index is exhausted, else the last id walked (call again
@@ -12,9 +12,9 @@
 local ns_mode = take()
 local ns = take()
 local owner = take_opt()
+local listed = take_listing_filter()
 local cursor = take()
 local want = tonumber(take())
-local at = take()
 
 local index = k_list_index(ns_mode, ns, owner)
 local max = '+'
@@ -25,9 +25,7 @@ local last = ''
 for _, id in ipairs(ids) do
   last = id
   local key = k_rec(id)
-  local keep = true
-  if at ~= '' then keep = not revoked_by(redis.call('HGET', key, 'revoked_at'), at) end
-  if keep then
+  if listed(key) then
     local h = redis.call('HGETALL', key)
     if #h > 0 then out[#out + 1] = h end
     if #out >= want then return {last, out} end

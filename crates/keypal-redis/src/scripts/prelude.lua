@@ -268,6 +268,29 @@ local function revoked_by(rv, at)
   return rv ~= false and rv ~= nil and icmp(rv, at) <= 0
 end
 
+-- The state and search filters of a listing, taken from ARGV in this order: state
+-- ('all' | 'live' = not revoked by `at` | 'active' = neither revoked nor scheduled to
+-- be, nor expired at `at`), at (microseconds), search (optional: flag + the text,
+-- its ASCII letters lowercased). Returns a function telling whether the record at
+-- `key` passes them (false for a record that is gone).
+local function take_listing_filter()
+  local state = take()
+  local at = take()
+  local search = take_opt()
+  return function(key)
+    local f = redis.call('HMGET', key, 'id', 'revoked_at', 'expires_at', 'name', 'owner_id')
+    if not f[1] then return false end
+    if state == 'live' and revoked_by(f[2], at) then return false end
+    if state == 'active' and (f[2] or (f[3] and icmp(f[3], at) <= 0)) then return false end
+    if search then
+      local in_name = f[4] and string.find(string.lower(f[4]), search, 1, true)
+      local in_owner = f[5] and string.find(string.lower(f[5]), search, 1, true)
+      if not (in_name or in_owner) then return false end
+    end
+    return true
+  end, state == 'all' and not search
+end
+
 -- How many index members a read script walks per call at most (the caller continues).
 local SCAN_BATCH = 200
 

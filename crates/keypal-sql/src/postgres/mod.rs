@@ -565,8 +565,19 @@ fn push_filters(q: &mut QueryBuilder<Postgres>, query: &ListQuery, now: OffsetDa
     if let Some(owner) = &query.owner_id {
         q.push(" AND owner_id = ").push_bind(owner.clone());
     }
-    if !query.include_revoked {
+    if query.active_only {
+        q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ").push_bind(now).push(")");
+    } else if !query.include_revoked {
         q.push(" AND (revoked_at IS NULL OR revoked_at > ").push_bind(now).push(")");
+    }
+    if let Some(text) = query.search_text() {
+        // ASCII letters in any case, as `KeyRecord::matches_search`.
+        let pattern = crate::codec::like_pattern(text);
+        // translate(), not lower(): lower() would lowercase non-ASCII letters too.
+        const ASCII_LOWER: &str = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
+        q.push(format_args!(" AND (translate(name, {ASCII_LOWER}) LIKE ")).push_bind(pattern.clone());
+        q.push(format_args!(" ESCAPE '\\' OR translate(owner_id, {ASCII_LOWER}) LIKE ")).push_bind(pattern);
+        q.push(" ESCAPE '\\')");
     }
 }
 

@@ -543,8 +543,17 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, query: &ListQuery, now: OffsetDate
     if let Some(owner) = &query.owner_id {
         q.push(" AND owner_id = ").push_bind(owner.clone());
     }
-    if !query.include_revoked {
+    if query.active_only {
+        q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ").push_bind(micros(now)).push(")");
+    } else if !query.include_revoked {
         q.push(" AND (revoked_at IS NULL OR revoked_at > ").push_bind(micros(now)).push(")");
+    }
+    if let Some(text) = query.search_text() {
+        // ASCII letters in any case, as `KeyRecord::matches_search`.
+        let pattern = crate::codec::like_pattern(text);
+        q.push(" AND (lower(name) LIKE ").push_bind(pattern.clone());
+        q.push(" ESCAPE '\\' OR lower(owner_id) LIKE ").push_bind(pattern);
+        q.push(" ESCAPE '\\')");
     }
 }
 

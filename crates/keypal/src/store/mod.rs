@@ -92,6 +92,12 @@ pub struct ListQuery {
     pub owner_id: Option<String>,
     /// Include revoked keys (revoked at or before `at`).
     pub include_revoked: bool,
+    /// Only active keys ([`KeyRecord::is_active_at`]: neither revoked nor scheduled to be,
+    /// as a rotated key in its grace window is, and not expired). Overrides `include_revoked`.
+    pub active_only: bool,
+    /// Only keys whose name or owner id contains this text, ignoring the case of ASCII
+    /// letters (`None` or empty: every key).
+    pub search: Option<String>,
     /// Page size (1..=1000).
     pub limit: u32,
     /// Continue after this key id (the previous page's `next_cursor`).
@@ -134,6 +140,8 @@ impl Default for ListQuery {
             namespace: NamespaceFilter::Any,
             owner_id: None,
             include_revoked: false,
+            active_only: false,
+            search: None,
             limit: 100,
             cursor: None,
             at: None,
@@ -166,6 +174,31 @@ impl ListQuery {
         self.include_revoked = include;
         self
     }
+    /// Only active keys: the keys that count against their owner's limit (neither
+    /// revoked nor scheduled to be, not expired). A disabled key is active: it can be
+    /// enabled again.
+    ///
+    /// ```
+    /// use keypal::ListQuery;
+    /// let active = ListQuery::new().namespace("billing").active_only(true);
+    /// assert!(active.active_only);
+    /// ```
+    pub fn active_only(mut self, active: bool) -> Self {
+        self.active_only = active;
+        self
+    }
+    /// Only keys whose name or owner id contains `text` (ASCII letters in any case).
+    ///
+    /// ```
+    /// use keypal::ListQuery;
+    /// let q = ListQuery::new().search("ci");
+    /// assert_eq!(q.search.as_deref(), Some("ci"));
+    /// ```
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        let text = text.into();
+        self.search = (!text.is_empty()).then_some(text);
+        self
+    }
     /// Page size (clamped to 1..=1000).
     pub fn limit(mut self, limit: u32) -> Self {
         self.limit = limit.clamp(1, 1000);
@@ -186,8 +219,14 @@ impl ListQuery {
     pub fn matches(&self, record: &KeyRecord, now: OffsetDateTime) -> bool {
         self.namespace.matches(record.namespace.as_deref())
             && self.owner_id.as_ref().is_none_or(|o| record.owner_id.as_ref() == Some(o))
-            && (self.include_revoked || !record.is_revoked_at(now))
+            && if self.active_only { record.is_active_at(now) } else { self.include_revoked || !record.is_revoked_at(now) }
+            && self.search_text().is_none_or(|text| record.matches_search(text))
             && self.cursor.is_none_or(|c| record.id.0 < c)
+    }
+
+    /// The search text, when there is one: `None` for `None` and for an empty text.
+    pub fn search_text(&self) -> Option<&str> {
+        self.search.as_deref().filter(|t| !t.is_empty())
     }
 }
 
