@@ -132,6 +132,10 @@ pub struct AppPatch {
     pub default_tier: Option<Option<String>>,
     /// A new owner limit.
     pub max_active_keys_per_owner: Option<u32>,
+    /// Keep keys encrypted so they can be revealed. Turned on, it applies to keys
+    /// created or rotated afterwards; turned off, the sealed copies of every key of the
+    /// application are deleted (audited with their number).
+    pub recoverable: Option<bool>,
 }
 
 impl AppPatch {
@@ -146,6 +150,7 @@ impl AppPatch {
             ("tiers", self.tiers.is_some()),
             ("default_tier", self.default_tier.is_some()),
             ("max_active_keys_per_owner", self.max_active_keys_per_owner.is_some()),
+            ("recoverable", self.recoverable.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -284,6 +289,9 @@ impl App {
         if let Some(max) = patch.max_active_keys_per_owner {
             app.max_active_keys_per_owner = check_max(Some(max))?;
         }
+        if let Some(recoverable) = patch.recoverable {
+            app.recoverable = recoverable;
+        }
         Ok(app)
     }
 
@@ -310,7 +318,9 @@ impl App {
 
     /// Builds the key manager of this application (a bad template or tier is a 400 naming the field).
     pub fn manager(&self, parts: &crate::state::ManagerParts) -> Result<KeyManager<Arc<SqlStore>>, ApiError> {
-        let mut builder = KeyManager::builder().config(self.config(&parts.secrets)).store(parts.store.clone());
+        let mut config = self.config(&parts.secrets);
+        config.cache = parts.cache.clone();
+        let mut builder = KeyManager::builder().config(config).store(parts.store.clone());
         for sink in &parts.sinks {
             builder = builder.event_sink_arc(sink.clone());
         }
