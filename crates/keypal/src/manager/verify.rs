@@ -146,7 +146,7 @@ impl<S: Store> KeyManager<S> {
                 }
             }
             _ => {
-                let hint = key.get(..inner.hint_len).unwrap_or(key);
+                let hint = crate::secret::first_chars(key, inner.hint_len);
                 let candidates = inner.store.find_by_hint(hint).await?;
                 let mut candidates = candidates.into_iter().filter(|r| self.owns(r)).peekable();
                 if candidates.peek().is_none() {
