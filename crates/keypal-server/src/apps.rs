@@ -244,7 +244,7 @@ impl App {
             template: check_template(request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?,
             legacy_templates: Vec::new(),
             hash: parse_hash(request.hash.as_deref())?,
-            bcrypt_cost: request.bcrypt_cost,
+            bcrypt_cost: check_bcrypt_cost(request.bcrypt_cost)?,
             tiers: parse_tiers(request.tiers.unwrap_or_default())?,
             default_tier: request.default_tier,
             max_active_keys_per_owner: check_max(request.max_active_keys_per_owner)?,
@@ -278,7 +278,7 @@ impl App {
             app.hash = parse_hash(Some(&hash))?;
         }
         if let Some(cost) = patch.bcrypt_cost {
-            app.bcrypt_cost = Some(cost);
+            app.bcrypt_cost = check_bcrypt_cost(Some(cost))?;
         }
         if let Some(tiers) = patch.tiers {
             app.tiers = parse_tiers(tiers)?;
@@ -411,6 +411,15 @@ fn check_label(label: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid("label", "must be 1 to 32 of a-z, 0-9 and -"));
     }
     Ok(label.to_owned())
+}
+
+/// bcrypt's cost: 10 (about 50 ms a check) to 15 (about 2 s). Lower is too cheap to
+/// guess against; higher makes every key creation and first verify take minutes.
+fn check_bcrypt_cost(cost: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match cost {
+        Some(cost) if !(10..=15).contains(&cost) => Err(ApiError::invalid("bcrypt_cost", "must be 10 to 15")),
+        cost => Ok(cost),
+    }
 }
 
 fn check_max(max: Option<u32>) -> Result<u32, ApiError> {

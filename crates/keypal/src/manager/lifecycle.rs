@@ -465,7 +465,7 @@ impl<S: Store> KeyManager<S> {
             return Err(Error::invalid("name", "is required"));
         }
         let owner_id = match request.owner_id {
-            Some(owner) if owner.is_empty() || owner.len() > 256 => {
+            Some(owner) if owner.is_empty() || owner.chars().count() > 256 => {
                 return Err(Error::invalid("owner_id", "must be 1 to 256 characters"));
             }
             other => other,
