@@ -133,6 +133,20 @@ impl Service {
     ) -> Option<&'static T> {
         self.provide(cell.get_or_init(start))
     }
+
+    /// The shared server, for a program that cannot do without it (a benchmark): panics
+    /// when it is not available, in or out of CI.
+    #[allow(clippy::panic, reason = "a benchmark without its server cannot run")]
+    pub(crate) fn required<T>(
+        &self,
+        cell: &'static OnceLock<Result<T, HarnessError>>,
+        start: impl FnOnce() -> Result<T, HarnessError>,
+    ) -> &'static T {
+        match cell.get_or_init(start) {
+            Ok(server) => server,
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 /// Whether the tests run in CI (`CI=true`), where a missing service fails them.

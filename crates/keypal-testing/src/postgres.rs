@@ -21,9 +21,9 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The PostgreSQL server of a test binary: `KEYPAL_TEST_POSTGRES_URL` when set, else a
 /// private server started on first use and removed when the test binary ends.
 ///
-/// The private server trusts every local connection (any role, no password) and runs
-/// with durability off (`fsync`, `synchronous_commit` and `full_page_writes`), which is
-/// what tests want from it.
+/// The private server trusts every local connection (any role, no password) and is
+/// otherwise configured as PostgreSQL ships (durable commits included, so that
+/// benchmarks on it measure what a deployment gets).
 ///
 /// ```no_run
 /// use keypal_testing::PostgresServer;
@@ -47,11 +47,17 @@ impl PostgresServer {
     /// When the private server does not start, or PostgreSQL is not installed and
     /// `CI=true`: the calling test fails.
     pub fn shared() -> Option<&'static PostgresServer> {
-        static SHARED: OnceLock<Result<PostgresServer, HarnessError>> = OnceLock::new();
-        POSTGRES.shared(&SHARED, || match POSTGRES.url_from_env() {
-            Some(url) => Ok(PostgresServer { url, _process: None }),
-            None => start_private(),
-        })
+        POSTGRES.shared(&SHARED, shared_server)
+    }
+
+    /// The server this binary shares, for a benchmark: as [`PostgresServer::shared`], but
+    /// a missing PostgreSQL is an error in or out of CI.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL is not installed or the private server does not start.
+    pub fn required() -> &'static PostgresServer {
+        POSTGRES.required(&SHARED, shared_server)
     }
 
     /// The URL to connect to, as the superuser `postgres`, database `postgres`.
@@ -116,6 +122,15 @@ fn run_as() -> Result<Option<RunAs>, String> {
         .ok_or_else(|| "the tests run as root, which initdb refuses, and there is no `postgres` user".to_owned())
 }
 
+static SHARED: OnceLock<Result<PostgresServer, HarnessError>> = OnceLock::new();
+
+fn shared_server() -> Result<PostgresServer, HarnessError> {
+    match POSTGRES.url_from_env() {
+        Some(url) => Ok(PostgresServer { url, _process: None }),
+        None => start_private(),
+    }
+}
+
 fn start_private() -> Result<PostgresServer, HarnessError> {
     let bin = bin_dir().map_err(|reason| POSTGRES.unavailable(reason))?;
     let run_as = run_as().map_err(|reason| POSTGRES.unavailable(reason))?;
@@ -135,12 +150,6 @@ fn start_private() -> Result<PostgresServer, HarnessError> {
             "listen_addresses=127.0.0.1".into(),
             "-c".into(),
             "max_connections=300".into(),
-            "-c".into(),
-            "fsync=off".into(),
-            "-c".into(),
-            "synchronous_commit=off".into(),
-            "-c".into(),
-            "full_page_writes=off".into(),
         ]
         .into();
         let mut process = Watched::spawn(&dir, "INT", &bin.join("postgres"), &args, run_as)

@@ -52,11 +52,17 @@ impl RedisServer {
     /// When the private server does not start, or `redis-server` is not installed and
     /// `CI=true`: the calling test fails.
     pub fn shared() -> Option<&'static RedisServer> {
-        static SHARED: OnceLock<Result<RedisServer, HarnessError>> = OnceLock::new();
-        REDIS.shared(&SHARED, || match REDIS.url_from_env() {
-            Some(url) => Ok(RedisServer { url, private: None }),
-            None => start_private(),
-        })
+        REDIS.shared(&SHARED, shared_server)
+    }
+
+    /// The server this binary shares, for a benchmark: as [`RedisServer::shared`], but a
+    /// missing `redis-server` is an error in or out of CI.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed or the private server does not start.
+    pub fn required() -> &'static RedisServer {
+        REDIS.required(&SHARED, shared_server)
     }
 
     /// A private server of the caller's own, always started here (whatever
@@ -115,6 +121,15 @@ impl RedisServer {
     /// ```
     pub fn fresh_prefix() -> String {
         format!("kpt:{}:", crate::fresh_name())
+    }
+}
+
+static SHARED: OnceLock<Result<RedisServer, HarnessError>> = OnceLock::new();
+
+fn shared_server() -> Result<RedisServer, HarnessError> {
+    match REDIS.url_from_env() {
+        Some(url) => Ok(RedisServer { url, private: None }),
+        None => start_private(),
     }
 }
 
