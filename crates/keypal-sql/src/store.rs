@@ -264,8 +264,14 @@ impl Store for SqlStore {
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
         dispatch!(self, s => s.touch(used).await)
     }
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.replace_hash(id, expected, new_hash).await)
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.replace_hash(id, expected, new_hash, new_lookup).await)
     }
     async fn audit(&self, query: &AuditQuery) -> Result<Page<Event>, StoreError> {
         dispatch!(self, s => s.audit(query).await)

@@ -859,14 +859,27 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE keypal_keys SET hash = ?3, version = version + 1 WHERE id = ?1 AND hash = ?2")
-            .bind(id.0)
-            .bind(expected)
-            .bind(new_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
+        // One statement: the hash and its lookup move together or not at all; a
+        // unique lookup another key holds fails on the lookup index (Duplicate).
+        let done = sqlx::query(
+            "UPDATE keypal_keys SET hash = ?3, lookup_kind = ?4, lookup_value = ?5, version = version + 1 \
+             WHERE id = ?1 AND hash = ?2",
+        )
+        .bind(id.0)
+        .bind(expected)
+        .bind(new_hash)
+        .bind(new_lookup.kind())
+        .bind(new_lookup.value())
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
         Ok(done.rows_affected() == 1)
     }
 
