@@ -75,7 +75,13 @@ impl<S: Store> KeyManager<S> {
                 let second = inner.clock.coarse_unix_seconds();
                 let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest)
                     .then(|| sha256(key.as_bytes()));
-                match self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await? {
+                let found = match (&inner.flights, &digest) {
+                    (Some(flights), Some(digest)) => {
+                        self.find_verified_once(flights, key, format.strategy, parsed.id, digest).await?
+                    }
+                    _ => self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await?,
+                };
+                match found {
                     None => Verification::rejected(Code::NotFound),
                     Some(record) => match self.judge(record, options, second) {
                         Judged::Done(verification) => verification,
@@ -111,7 +117,7 @@ impl<S: Store> KeyManager<S> {
     /// key's id segment, if its format has one; `digest` is the key's SHA-256, computed
     /// when the cache or the lookup uses it. (Borrowed, not copied: this future is
     /// part of every verification's, and a future is moved by copying all its bytes.)
-    async fn find_verified(
+    pub(super) async fn find_verified(
         &self,
         key: &str,
         strategy: LookupStrategy,
@@ -137,22 +143,13 @@ impl<S: Store> KeyManager<S> {
                     Some(id) => inner.store.find(&Lookup::Id(id.to_owned())).await?,
                     None => None,
                 };
-                match record.filter(|r| self.owns(r)) {
-                    Some(r) => inner.hashing.verify(bytes, &r.hash).then_some(r),
-                    None => {
-                        inner.hashing.dummy_verify(bytes);
-                        None
-                    }
-                }
+                self.matching(bytes, record.filter(|r| self.owns(r)).as_slice()).await?
             }
             _ => {
                 let hint = key.get(..inner.hint_len).unwrap_or(key);
                 let candidates = inner.store.find_by_hint(hint).await?;
-                let mut candidates = candidates.into_iter().filter(|r| self.owns(r)).peekable();
-                if candidates.peek().is_none() {
-                    inner.hashing.dummy_verify(bytes);
-                }
-                candidates.find(|r| inner.hashing.verify(bytes, &r.hash))
+                let candidates: Vec<_> = candidates.into_iter().filter(|r| self.owns(r)).collect();
+                self.matching(bytes, &candidates).await?
             }
         };
         let Some(mut record) = found else { return Ok(None) };
@@ -172,9 +169,10 @@ impl<S: Store> KeyManager<S> {
     }
 
     /// Re-hashes under the current policy after a successful verify of an outdated
-    /// hash (compare-and-swap). Best effort: if the store refuses, the next verify tries again.
+    /// hash (compare-and-swap). Best effort: if the store (or the offload of a slow
+    /// hash) refuses, the next verify tries again.
     async fn rehash(&self, key: &[u8], record: Arc<KeyRecord>) -> Arc<KeyRecord> {
-        let new_hash = self.inner.hashing.hash(key);
+        let Ok(new_hash) = self.hash_new(key).await else { return record };
         match self.inner.store.replace_hash(record.id, &record.hash, &new_hash).await {
             Ok(true) => {
                 let mut updated = KeyRecord::clone(&record);

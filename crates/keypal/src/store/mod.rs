@@ -219,7 +219,11 @@ impl ListQuery {
     pub fn matches(&self, record: &KeyRecord, now: OffsetDateTime) -> bool {
         self.namespace.matches(record.namespace.as_deref())
             && self.owner_id.as_ref().is_none_or(|o| record.owner_id.as_ref() == Some(o))
-            && if self.active_only { record.is_active_at(now) } else { self.include_revoked || !record.is_revoked_at(now) }
+            && if self.active_only {
+                record.is_active_at(now)
+            } else {
+                self.include_revoked || !record.is_revoked_at(now)
+            }
             && self.search_text().is_none_or(|text| record.matches_search(text))
             && self.cursor.is_none_or(|c| record.id.0 < c)
     }
