@@ -131,6 +131,32 @@ impl Server {
         self.listener.local_addr().map_err(ServeError::Io)
     }
 
+    /// Every route over this server's state, to drive the service in-process without
+    /// its listener: tests and fuzzing send requests with tower's `ServiceExt::oneshot`.
+    /// Such requests carry no client address (the audit log shows `0.0.0.0`).
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use axum::http::{Request, StatusCode};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = keypal_server::ServeConfig::default();
+    /// config.listen = ([127, 0, 0, 1], 0).into();
+    /// config.database_url = "sqlite::memory:".into();
+    /// config.master_key = Some("0f".repeat(32));
+    /// config.admin_password = Some("correct horse battery staple".into());
+    /// let server = keypal_server::Server::bind(&config).await?;
+    /// let response = server.router().oneshot(Request::get("/healthz").body(Body::empty())?).await?;
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
     /// The admin password and service key generated on this first start, if any.
     pub fn generated(&self) -> &Generated {
         &self.generated
@@ -150,7 +176,7 @@ impl Server {
                 }
             }
         });
-        let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         flusher.abort();
         state.flush().await;
