@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keypal_sql::{SqlError, SqlOptions, SqlStore};
 use tokio::net::TcpListener;
 
 use crate::cluster::{Bus, Subscription};
 use crate::config::{ServeConfig, redact_url};
-use crate::secrets::{Secrets, SecretsError};
+use crate::deployment::{Deployment, DeploymentError};
 use crate::state::{BootError, Generated, Shared, State};
 use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 
@@ -21,12 +20,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The master key could not be loaded or created.
+    /// The database and the master key could not be opened together (see [`Deployment::open`]).
     #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    /// The database could not be opened or migrated.
-    #[error("{0}")]
-    Database(#[from] SqlError),
+    Deployment(#[from] DeploymentError),
     /// Loading settings and applications failed.
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -67,8 +63,7 @@ impl ServeError {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ServeError::Secrets(_) => "MASTER_KEY_INVALID",
-            ServeError::Database(e) => e.code(),
+            ServeError::Deployment(e) => e.code(),
             ServeError::Boot(_) => "BOOT_FAILED",
             ServeError::Redis(e) => e.code(),
             ServeError::RedisUnreachable(_) => "REDIS_UNREACHABLE",
@@ -91,17 +86,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the master key, opens and migrates the database, loads applications and
-    /// settings (generating the admin password and service key on first start), and binds.
+    /// Opens the deployment (the database and the master key, checked against each
+    /// other), loads applications and settings (generating the admin password and
+    /// service key on first start), and binds.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
-        let (secrets, created) = Secrets::load(config.master_key.as_deref(), &config.key_file)?;
-        if let Some(file) = created {
+        let Deployment { store, secrets, created_key_file } = Deployment::open(config).await?;
+        if let Some(file) = created_key_file {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
-        let mut options = SqlOptions::new().max_connections(config.max_connections);
-        options.schema.clone_from(&config.database_schema);
-        let store = SqlStore::connect_with(&config.database_url, &options).await?;
-        tracing::info!(database = %redact_url(&config.database_url), "database ready");
         let mut shared = shared_state(config).await?;
         let bus = Bus::for_config(config, &store).await?;
         if let Some(bus) = &bus {

@@ -8,6 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Db, TestServer, json_of};
+use keypal_server::secrets::Secrets;
+use keypal_server::{Deployment, DeploymentError, ServeConfig, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -39,6 +41,8 @@ on_both!(
     application_and_service_key_changes_are_audited,
     graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything,
     active_keys_leave_out_expired_keys_and_keys_in_a_rotation_grace,
+    another_master_key_on_the_same_database_refuses_to_start,
+    processes_starting_together_agree_on_one_master_key,
 );
 
 async fn server(db: Db) -> TestServer {
@@ -686,4 +690,164 @@ async fn generated_secrets_are_printed_once_and_kept() {
     let (_, shown) = json_of(again.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
     assert_eq!(shown["service_key"], service_key.as_str());
     again.stop().await;
+}
+
+/// `config` with the master key `byte` repeated, as 64 hex characters.
+fn with_master_key(config: &ServeConfig, byte: u8) -> ServeConfig {
+    let mut config = config.clone();
+    config.master_key = Some(format!("{byte:02x}").repeat(32));
+    config
+}
+
+/// Why `config` cannot start a server (panics when it starts).
+async fn refusal(config: &ServeConfig) -> keypal_server::ServeError {
+    match Server::bind(config).await {
+        Ok(_) => panic!("the server started"),
+        Err(e) => e,
+    }
+}
+
+async fn another_master_key_on_the_same_database_refuses_to_start(db: Db) {
+    let config = with_master_key(&common::config(db), 0x11);
+    let mut first = TestServer::start_with(config.clone()).await;
+    first.login().await;
+    let (app, secret) = first.create_app(json!({"name": "A", "label": "a", "hash": "hmac-sha256"})).await;
+    let (key, _) = first.create_key(app["id"].as_str().unwrap(), json!({})).await;
+
+    // A second instance with another master key, while the first runs: refused at once,
+    // with the problem and the fix in the message.
+    let error = refusal(&with_master_key(&config, 0x22)).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    let message = error.to_string();
+    assert!(message.contains("does not match") && message.contains("set KEYPAL_MASTER_KEY"), "{message}");
+
+    // No master key and no key file: missing, and no new key file is made for a database in use.
+    let mut unset = config.clone();
+    unset.master_key = None;
+    let error = refusal(&unset).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISSING", "{error}");
+    assert!(error.to_string().contains("KEYPAL_MASTER_KEY"), "{error}");
+    assert!(!unset.key_file.exists(), "no key file was created");
+    // A key file holding another key: the message names the file.
+    std::fs::write(&unset.key_file, "33".repeat(32)).unwrap();
+    let error = refusal(&unset).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    assert!(error.to_string().contains(&unset.key_file.display().to_string()), "{error}");
+
+    // The same key starts a second instance, which serves what the first made.
+    let mut same = config.clone();
+    same.admin_password = Some(first.admin_password.clone());
+    let second = TestServer::join(same, &first.service_key).await;
+    assert_eq!(second.verify(&key, &secret, json!({})).await["code"], "VALID");
+    second.stop().await;
+    first.stop().await;
+
+    // What the database holds is the check value, never the key nor anything derived for another purpose.
+    let deployment = Deployment::open(&config).await.unwrap();
+    let stored = deployment.store.get_object("setting", "master_key_check").await.unwrap().expect("recorded");
+    let secrets = Secrets::from_master_key(&[0x11; 32]);
+    assert_eq!(stored.body["check"], secrets.check_value());
+    let text = stored.body.to_string();
+    let base64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, [0x11; 32]);
+    for secret in ["11".repeat(32), base64, secrets.pepper()] {
+        assert!(!text.contains(&secret), "{text}");
+    }
+    deployment.store.close().await;
+}
+
+async fn processes_starting_together_agree_on_one_master_key(db: Db) {
+    let config = common::config(db);
+    // The tables exist; no process has recorded its master key yet.
+    let mut options = keypal_sql::SqlOptions::new();
+    options.schema.clone_from(&config.database_schema);
+    keypal_sql::SqlStore::connect_with(&config.database_url, &options).await.unwrap().close().await;
+
+    let opens = (1..=6u8).map(|byte| {
+        let config = with_master_key(&config, byte);
+        tokio::spawn(async move { Deployment::open(&config).await })
+    });
+    let mut opened = 0;
+    for open in futures::future::join_all(opens).await {
+        match open.unwrap() {
+            Ok(deployment) => {
+                opened += 1;
+                deployment.store.close().await;
+            }
+            Err(DeploymentError::MasterKeyMismatch { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(opened, 1, "exactly one master key is recorded; every other one is refused");
+}
+
+#[tokio::test]
+async fn a_database_from_before_check_values_is_checked_by_its_sealed_service_key() {
+    let config = with_master_key(&common::config(Db::Sqlite), 0x44);
+    TestServer::start_with(config.clone()).await.stop().await;
+    // Take the check value away, as in a database of an older version.
+    let deployment = Deployment::open(&config).await.unwrap();
+    let check = deployment.store.get_object("setting", "master_key_check").await.unwrap().unwrap();
+    let gone = keypal_sql::ObjectRef { kind: "setting", id: "master_key_check", body: Some(&check.body) };
+    deployment.store.delete_objects(&[gone], None).await.unwrap();
+    deployment.store.close().await;
+
+    let error = refusal(&with_master_key(&config, 0x55)).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    let deployment = Deployment::open(&config).await.expect("its own key opens it, and records the check");
+    assert!(deployment.store.get_object("setting", "master_key_check").await.unwrap().is_some());
+    deployment.store.close().await;
+    assert_eq!(refusal(&with_master_key(&config, 0x55)).await.code(), "MASTER_KEY_MISMATCH");
+}
+
+#[tokio::test]
+async fn a_service_key_set_by_the_environment_cannot_be_rotated() {
+    let mut config = common::config(Db::Sqlite);
+    config.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+    let mut server = TestServer::start_with(config).await;
+    server.login().await;
+    let (status, body) = json_of(server.admin(Method::POST, "/v1/service-key/rotate").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SERVICE_KEY_PINNED")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("KEYPAL_SERVICE_KEY"), "{body}");
+
+    // Nothing changed: the configured key still verifies, no rotation is audited.
+    let (_, shown) = json_of(server.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
+    assert_eq!(shown["service_key"], server.service_key.as_str());
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let (key, _) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    let (_, audit) =
+        json_of(server.admin(Method::GET, "/v1/audit?action=service_key_rotated").send().await.unwrap()).await;
+    assert_eq!(audit["events"], json!([]), "{audit}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_service_key_in_the_environment_replaces_the_stored_one_audited() {
+    let config = common::config(Db::Sqlite);
+    let first = TestServer::start_with(config.clone()).await;
+    let (generated, password) = (first.service_key.clone(), first.admin_password.clone());
+    first.stop().await;
+
+    let mut server = TestServer::start_with({
+        let mut c = config;
+        c.admin_password = Some(password);
+        c.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+        c
+    })
+    .await;
+    server.login().await;
+    let response = server
+        .anon(Method::POST, "/v1/verify")
+        .bearer_auth(&generated)
+        .json(&json!({"key": "sk-nothing", "client_secret": "cs-nothing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "the generated key gave way to the configured one");
+    let (_, audit) =
+        json_of(server.admin(Method::GET, "/v1/audit?action=service_key_rotated").send().await.unwrap()).await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{audit}");
+    assert_eq!(events[0]["actor"], "system");
+    server.stop().await;
 }

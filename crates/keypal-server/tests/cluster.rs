@@ -26,15 +26,15 @@ fn redis_url() -> String {
 fn pair_config(redis: Option<String>) -> ServeConfig {
     let mut config = common::config(Db::Postgres);
     config.admin_password = Some("cluster-admin-password".to_owned());
-    config.service_key = Some("kp_svc_clusterservicekey0123456789abcdef".to_owned());
     config.redis_prefix = format!("kpt:{}:", uuid::Uuid::new_v4().simple());
     config.redis_url = redis;
     config
 }
 
 async fn pair(config: &ServeConfig) -> (TestServer, TestServer) {
+    // The service key is A's generated one: set by neither configuration, so it can be rotated.
     let mut a = TestServer::start_with(config.clone()).await;
-    let mut b = TestServer::start_with(config.clone()).await;
+    let mut b = TestServer::join(config.clone(), &a.service_key).await;
     a.login().await;
     b.login().await;
     (a, b)

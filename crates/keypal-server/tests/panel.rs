@@ -50,7 +50,12 @@ struct Panel {
 impl Panel {
     /// A server, and a session logged in through the login form.
     async fn start() -> Panel {
-        let mut server = TestServer::start(Db::Sqlite).await;
+        Self::start_with(common::config(Db::Sqlite)).await
+    }
+
+    /// A server with this config, and a session logged in through the login form.
+    async fn start_with(config: keypal_server::ServeConfig) -> Panel {
+        let mut server = TestServer::start_with(config).await;
         let http = client();
         let response = login(&server, &http, &server.admin_password, "/admin/apps").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -339,6 +344,31 @@ async fn state_changes_need_the_session_csrf_token() {
     assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, "/admin/login?ok=logged_out".into()));
     assert_eq!(panel.get("/admin/apps").send().await.unwrap().status(), StatusCode::SEE_OTHER);
     panel.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_key_from_the_environment_is_shown_as_such_and_never_rotated() {
+    let panel = Panel::start().await;
+    let page = panel.get("/admin/settings").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("action=\"/admin/service-key/rotate\""), "a generated key can be rotated: {page}");
+    assert!(!page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+
+    let mut config = common::config(Db::Sqlite);
+    config.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+    let panel = Panel::start_with(config).await;
+    let response = panel.get("/admin/settings").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("comes from the environment") && page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+    assert!(!page.contains("/admin/service-key/rotate"), "no rotate form: {page}");
+
+    // A rotate action posted anyway (an old page, a script) is refused, and says why.
+    let response = panel.post("/admin/service-key/rotate", &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+    assert!(!page.contains("New service key"), "no new key is shown: {page}");
+    assert!(panel.service_key_unchanged().await);
 }
 
 #[tokio::test]

@@ -25,9 +25,11 @@ const SERVICE_KEY_ENV: &str = "KEYPAL_SERVICE_KEY";
 #[command(after_help = "Every option can also be set by the KEYPAL_* variable shown with it.\n\
     Precedence: option, then environment variable, then the --config file, then the default.\n\n\
     Secrets are read from the environment only (or from the --config file), never from options:\n  \
-    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file\n  \
+    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file;\n                         \
+    it must be the one the database was created with (else MASTER_KEY_MISMATCH)\n  \
     KEYPAL_ADMIN_PASSWORD  the admin password; unset on first start: generated and printed once\n  \
-    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated")]
+    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated;\n                         \
+    while set, it is not rotated through the API or the panel")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", env = "KEYPAL_LISTEN", hide_env_values = true)]

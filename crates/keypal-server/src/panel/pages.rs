@@ -1058,6 +1058,8 @@ pub async fn edit_key(
 struct SettingsPage {
     layout: Layout,
     masked: String,
+    /// The service key comes from `KEYPAL_SERVICE_KEY`: no rotate form.
+    pinned: bool,
     modal: Option<SecretModal>,
 }
 
@@ -1070,15 +1072,17 @@ fn mask(secret: &str) -> String {
 async fn settings_page(
     state: &Arc<State>,
     session: &PanelSession,
+    status: StatusCode,
     flash: Option<Flash>,
     modal: Option<SecretModal>,
 ) -> Response {
     match state.service_key().await {
         Ok(key) => render(
-            StatusCode::OK,
+            status,
             &SettingsPage {
                 layout: layout("Service key", "settings", Some(session), flash),
                 masked: mask(&key),
+                pinned: state.service_key_pinned(),
                 modal: modal.map(|m| m.on("/admin/settings")),
             },
         ),
@@ -1087,7 +1091,7 @@ async fn settings_page(
 }
 
 pub async fn settings(session: PanelSession, AxumState(state): Shared) -> Response {
-    settings_page(&state, &session, None, None).await
+    settings_page(&state, &session, StatusCode::OK, None, None).await
 }
 
 pub async fn reveal_service_key(
@@ -1113,7 +1117,11 @@ pub async fn rotate_service_key(
     match state.rotate_service_key(session.admin().context()).await {
         Ok(key) => {
             let modal = SecretModal::once("New service key", key);
-            settings_page(&state, &session, Flash::ok("Service key rotated; the old one no longer works."), modal).await
+            let flash = Flash::ok("Service key rotated; the old one no longer works.");
+            settings_page(&state, &session, StatusCode::OK, flash, modal).await
+        }
+        Err(e) if e.code == "SERVICE_KEY_PINNED" => {
+            settings_page(&state, &session, e.status, Flash::err(e.message), None).await
         }
         Err(e) => error_page(&e),
     }
