@@ -277,6 +277,18 @@ impl Serialize for HumanDuration {
     }
 }
 
+/// `30d`, `12h`, `1h 30m`: the form it is written in.
+///
+/// ```
+/// use keypal::config::HumanDuration;
+/// assert_eq!(HumanDuration(std::time::Duration::from_secs(90)).to_string(), "1m 30s");
+/// ```
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;

@@ -61,7 +61,7 @@ impl<S: Store> KeyManager<S> {
         let format = self.inner.current();
         for _ in 0..ATTEMPTS {
             let key = format.formatter.generate(fields.tier.as_deref())?;
-            let record = self.new_record(&key, format, &fields, now)?;
+            let record = self.new_record(&key, format, &fields, now).await?;
             let event = self.event(Action::Created, now);
             match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
                 Ok(record) => {
@@ -205,7 +205,7 @@ impl<S: Store> KeyManager<S> {
         let format = self.inner.current();
         for _ in 0..ATTEMPTS {
             let key = format.formatter.generate(fields.tier.as_deref().or(self.inner.default_tier.as_deref()))?;
-            let mut record = self.new_record(&key, format, &fields, now)?;
+            let mut record = self.new_record(&key, format, &fields, now).await?;
             record.rotated_from = Some(*id);
             let mut event = self.event(Action::Rotated, now);
             event.details =
@@ -269,7 +269,8 @@ impl<S: Store> KeyManager<S> {
                     fields.tier = format.formatter.parse(key.expose()).and_then(|p| p.tier.map(str::to_owned));
                 }
                 let lookup = self.lookup_of(key, format)?;
-                (lookup, self.inner.hashing.hash(key.expose().as_bytes()), self.start_of(key), key.end(4).to_owned())
+                let hash = self.hash_new(key.expose().as_bytes()).await?;
+                (lookup, hash, self.start_of(key), key.end(4).to_owned())
             }
             ImportSource::Sha256Hex(hex) => {
                 let stored = Hashing::import_sha256_hex(hex)?;
@@ -399,7 +400,7 @@ impl<S: Store> KeyManager<S> {
         }
     }
 
-    fn new_record(
+    async fn new_record(
         &self,
         key: &PlainKey,
         format: &Format,
@@ -407,7 +408,7 @@ impl<S: Store> KeyManager<S> {
         now: OffsetDateTime,
     ) -> Result<KeyRecord, Error> {
         let lookup = self.lookup_of(key, format)?;
-        let hash = self.inner.hashing.hash(key.expose().as_bytes());
+        let hash = self.hash_new(key.expose().as_bytes()).await?;
         let mut record =
             self.record_from(KeyId::new(), lookup, hash, self.start_of(key), key.end(4).to_owned(), fields, now);
         record.encrypted_key = self.seal(record.id, key)?;
@@ -465,7 +466,7 @@ impl<S: Store> KeyManager<S> {
             return Err(Error::invalid("name", "is required"));
         }
         let owner_id = match request.owner_id {
-            Some(owner) if owner.is_empty() || owner.len() > 256 => {
+            Some(owner) if owner.is_empty() || owner.chars().count() > 256 => {
                 return Err(Error::invalid("owner_id", "must be 1 to 256 characters"));
             }
             other => other,
