@@ -19,6 +19,7 @@ mod cluster;
 mod config;
 mod error;
 mod extract;
+mod hashing;
 mod keys;
 mod metrics;
 mod openapi;
@@ -32,6 +33,7 @@ mod throttle;
 
 pub use config::{ServeConfig, ServeConfigError, redact_url};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use hashing::HashPool;
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
 pub use serve::{ServeError, Server, serve, shutdown_signal};

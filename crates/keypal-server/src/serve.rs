@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{Bus, Subscription};
 use crate::config::{ServeConfig, redact_url};
+use crate::hashing::HashPool;
 use crate::secrets::{Secrets, SecretsError};
 use crate::state::{BootError, Generated, Shared, State};
 use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
@@ -50,6 +51,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The threads that run slow hashes could not be started.
+    #[error("cannot start the hashing threads: {0}")]
+    HashPool(#[source] std::io::Error),
     /// The server failed while running.
     #[error("the server failed: {0}")]
     Io(#[source] std::io::Error),
@@ -67,6 +71,7 @@ impl ServeError {
             ServeError::Bus(e) => e.code(),
             ServeError::BusSubscribe(_) => "BUS_UNAVAILABLE",
             ServeError::Bind { .. } => "LISTEN_FAILED",
+            ServeError::HashPool(_) => "HASH_POOL_FAILED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
     }
@@ -94,6 +99,9 @@ impl Server {
         let store = SqlStore::connect_with(&config.database_url, &options).await?;
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
         let mut shared = shared_state(config).await?;
+        let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;
+        tracing::info!(threads = hash_pool.workers(), wait = ?config.hash_wait.0, "slow hashes run on their own threads");
+        shared.hash_pool = Some(hash_pool);
         let bus = Bus::for_config(config, &store).await?;
         if let Some(bus) = &bus {
             shared.sinks.push(bus.sink());
