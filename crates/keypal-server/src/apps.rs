@@ -335,6 +335,9 @@ impl App {
         if self.recoverable {
             builder = builder.key_sealer(crate::keys::Sealer(parts.secrets.clone()));
         }
+        if let Some(pool) = &parts.offload {
+            builder = builder.offload(pool.clone());
+        }
         builder.build().map_err(|e| match e {
             keypal::Error::Config(config) => match config.problems().first() {
                 Some(p) => ApiError::invalid(public_field(&p.path), p.message.clone()),

@@ -102,11 +102,15 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus metrics: verifications by code and a latency histogram.
+/// Prometheus metrics: verifications by code, a latency histogram, and the hashing threads.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String)))]
 pub async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(pool) = &state.hash_pool {
+        text.push_str(&pool.render_metrics());
+    }
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// This API's OpenAPI document.
