@@ -728,10 +728,53 @@ fn serve_failures_are_reported_with_their_code() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("error: keypal serve [LISTEN_FAILED]: cannot listen on"), "{out:#?}");
 
+    // A new database (the one above has recorded its master key) whose key file cannot be created.
+    let database = format!("sqlite://{}", path_str(&dir.join("other.db")));
     let out = keypal(&["serve", "--database-url", &database, "--key-file", "/nonexistent/dir/keypal.key"])
         .env("KEYPAL_LOG", "off")
         .run();
     out.assert_error("[MASTER_KEY_INVALID]");
+}
+
+/// Runs `keypal serve` on `database` with the master key `master_key` until it listens, then stops it.
+fn serve_once(database: &str, master_key: &str) {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
+        .env_clear()
+        .env("KEYPAL_MASTER_KEY", master_key)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keypal binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let listened = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.starts_with("keypal: listening on"));
+    child.kill().expect("the child can be stopped");
+    child.wait().expect("the child ends");
+    assert!(listened, "keypal serve did not start on {database}");
+}
+
+#[test]
+fn serve_refuses_a_database_of_another_master_key() {
+    let dir = temp_file("serve-master-key", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    serve_once(&database, &"11".repeat(32));
+
+    let key_file = dir.join("keypal.key");
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--database-url", &database, "--key-file", path_str(&key_file)];
+    let out = keypal(&serve).env("KEYPAL_MASTER_KEY", &"22".repeat(32)).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISMATCH]: the master key from KEYPAL_MASTER_KEY does not match");
+    assert!(out.stderr.contains("set KEYPAL_MASTER_KEY"), "{out:#?}");
+    assert!(!out.stderr.contains(&"22".repeat(32)), "never the key: {out:#?}");
+
+    // Unset, with no key file: a new key would not do for this database.
+    let out = keypal(&serve).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISSING]: this database was created with a master key");
+    assert!(!key_file.exists(), "no key file is created for a database in use");
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub mod audit;
 pub mod concurrency;
 pub mod credits;
 pub mod fixtures;
+pub mod hash_change;
 pub mod insert;
 pub mod limits;
 pub mod list;
@@ -180,6 +181,8 @@ macro_rules! __conformance_list {
                 replace_hash_swaps_when_expected_matches,
                 replace_hash_refuses_when_expected_differs,
                 replace_hash_of_unknown_key_returns_false,
+                replace_hash_moves_the_lookup_with_the_hash,
+                replace_hash_to_a_taken_lookup_is_duplicate_and_changes_nothing,
                 delete_returns_the_record_and_removes_it_everywhere,
                 delete_frees_the_lookup_value,
                 delete_of_unknown_key_returns_none,
@@ -218,6 +221,10 @@ macro_rules! __conformance_list {
                 audit_filters_by_key_owner_action_and_namespace,
                 audit_time_range_includes_since_and_excludes_until,
                 audit_pages_newest_first_with_a_cursor,
+            }
+            hash_change {
+                every_hash_change_keeps_existing_keys_verifying,
+                a_re_hashed_key_is_re_stored_once,
             }
             concurrency {
                 concurrent_inserts_respect_the_owner_limit,
@@ -296,6 +303,7 @@ mod tests {
             ("credits", include_str!("credits.rs")),
             ("touch", include_str!("touch.rs")),
             ("audit", include_str!("audit.rs")),
+            ("hash_change", include_str!("hash_change.rs")),
             ("concurrency", include_str!("concurrency.rs")),
         ];
         let mut defined = Vec::new();

@@ -25,9 +25,11 @@ const SERVICE_KEY_ENV: &str = "KEYPAL_SERVICE_KEY";
 #[command(after_help = "Every option can also be set by the KEYPAL_* variable shown with it.\n\
     Precedence: option, then environment variable, then the --config file, then the default.\n\n\
     Secrets are read from the environment only (or from the --config file), never from options:\n  \
-    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file\n  \
+    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file;\n                         \
+    it must be the one the database was created with (else MASTER_KEY_MISMATCH)\n  \
     KEYPAL_ADMIN_PASSWORD  the admin password; unset on first start: generated and printed once\n  \
-    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated")]
+    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated;\n                         \
+    while set, it is not rotated through the API or the panel")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", env = "KEYPAL_LISTEN", hide_env_values = true)]
@@ -70,6 +72,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "KEYPAL_MAX_CONNECTIONS", hide_env_values = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
+
+    /// How long a verified result is reused, like `10s` or `500ms` (at most a day) [default: 10s].
+    /// Changes made through any instance drop cached results at once; this bounds how
+    /// stale a change made elsewhere can be.
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_CACHE_TTL", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub cache_ttl: Option<std::time::Duration>,
+
+    /// Verified results kept per application at most [default: 100000].
+    #[arg(long, value_name = "N", env = "KEYPAL_CACHE_CAPACITY", hide_env_values = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: Option<u64>,
 
     /// Log filter, like `info` or `keypal_server=debug,info` [default: info].
     #[arg(long, value_name = "FILTER", env = "KEYPAL_LOG", hide_env_values = true)]
@@ -133,6 +147,12 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
+    if let Some(ttl) = args.cache_ttl {
+        config.cache_ttl = keypal::config::HumanDuration(ttl);
+    }
+    if let Some(capacity) = args.cache_capacity {
+        config.cache_capacity = capacity;
+    }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
     }
@@ -165,6 +185,8 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
     line("redis_prefix", &config.redis_prefix)?;
     line("rate_limit_fail_open", &config.rate_limit_fail_open.to_string())?;
+    line("cache_ttl", &config.cache_ttl.to_string())?;
+    line("cache_capacity", &config.cache_capacity.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }
