@@ -261,6 +261,11 @@ impl State {
         Ok(())
     }
 
+    /// The Redis rate limiter, when Redis is configured.
+    pub fn rate_limiter(&self) -> Option<&keypal_redis::RedisRateLimiter> {
+        self.parts.limiter.as_ref()
+    }
+
     /// Whether `password` is the admin password (argon2id: slow on purpose).
     pub fn check_admin_password(&self, password: &str) -> bool {
         let hash = read(&self.admin_password_hash).clone();
