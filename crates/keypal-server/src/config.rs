@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use keypal::config::HumanDuration;
 use serde::Deserialize;
 
 /// The settings of one `keypal serve` process.
@@ -49,6 +50,12 @@ pub struct ServeConfig {
     /// With Redis unreachable, let keys with a rate limit through unlimited (default
     /// false: they are refused with 503 `RATE_LIMITER_UNAVAILABLE`).
     pub rate_limit_fail_open: bool,
+    /// How long a verified result is reused (default `10s`, at most a day). Changes made
+    /// through any instance drop the entry at once (with Redis or PostgreSQL announcing
+    /// them); this bounds how stale a change made elsewhere can be.
+    pub cache_ttl: HumanDuration,
+    /// Verified results kept per application at most (default 100 000).
+    pub cache_capacity: u64,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -67,6 +74,8 @@ impl Default for ServeConfig {
             redis_url: None,
             redis_prefix: "keypal:".to_owned(),
             rate_limit_fail_open: false,
+            cache_ttl: keypal::config::CacheConfig::default().ttl,
+            cache_capacity: keypal::config::CacheConfig::default().capacity,
             log: "info".to_owned(),
         }
     }
@@ -88,6 +97,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("rate_limit_fail_open", &self.rate_limit_fail_open)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
             .field("log", &self.log)
             .finish()
     }

@@ -38,6 +38,14 @@ pub enum ServeError {
     /// Redis did not answer at start (with fail-closed rate limits, keypal does not start without it).
     #[error("cannot reach Redis: {0}")]
     RedisUnreachable(#[source] keypal_redis::RateLimitUnavailable),
+    /// A setting is out of its range.
+    #[error("the setting {name} {message}")]
+    Setting {
+        /// The setting, as in the configuration file.
+        name: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,6 +69,7 @@ impl ServeError {
             ServeError::RedisUnreachable(_) => "REDIS_UNREACHABLE",
             ServeError::Bus(e) => e.code(),
             ServeError::BusSubscribe(_) => "BUS_UNAVAILABLE",
+            ServeError::Setting { .. } => "INVALID_SETTING",
             ServeError::Bind { .. } => "LISTEN_FAILED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
@@ -114,6 +123,32 @@ impl Server {
         self.listener.local_addr().map_err(ServeError::Io)
     }
 
+    /// Every route over this server's state, to drive the service in-process without
+    /// its listener: tests and fuzzing send requests with tower's `ServiceExt::oneshot`.
+    /// Such requests carry no client address (the audit log shows `0.0.0.0`).
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use axum::http::{Request, StatusCode};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = keypal_server::ServeConfig::default();
+    /// config.listen = ([127, 0, 0, 1], 0).into();
+    /// config.database_url = "sqlite::memory:".into();
+    /// config.master_key = Some("0f".repeat(32));
+    /// config.admin_password = Some("correct horse battery staple".into());
+    /// let server = keypal_server::Server::bind(&config).await?;
+    /// let response = server.router().oneshot(Request::get("/healthz").body(Body::empty())?).await?;
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
     /// The admin password and service key generated on this first start, if any.
     pub fn generated(&self) -> &Generated {
         &self.generated
@@ -133,7 +168,7 @@ impl Server {
                 }
             }
         });
-        let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         flusher.abort();
         state.flush().await;
@@ -145,7 +180,7 @@ impl Server {
 
 /// The rate limiter shared through Redis, when `redis_url` is set.
 async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
-    let mut shared = Shared::default();
+    let mut shared = Shared { cache: cache_config(config)?, ..Shared::default() };
     let Some(url) = &config.redis_url else { return Ok(shared) };
     let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
     let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
@@ -158,6 +193,22 @@ async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
     tracing::info!(redis = %redact_url(url), "rate limits shared through Redis");
     shared.limiter = Some(limiter);
     Ok(shared)
+}
+
+/// The longest `cache_ttl`: a cached result outliving a change made elsewhere by more
+/// than a day is not a cache any more.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The verified-result cache every application's manager uses.
+fn cache_config(config: &ServeConfig) -> Result<keypal::config::CacheConfig, ServeError> {
+    let ttl = config.cache_ttl.0;
+    if ttl.is_zero() || ttl > MAX_CACHE_TTL {
+        return Err(ServeError::Setting { name: "cache_ttl", message: "must be longer than zero and at most 1 day" });
+    }
+    if config.cache_capacity == 0 {
+        return Err(ServeError::Setting { name: "cache_capacity", message: "must be at least 1" });
+    }
+    Ok(keypal::config::CacheConfig { ttl: config.cache_ttl, capacity: config.cache_capacity, ..Default::default() })
 }
 
 /// Completes on SIGTERM or Ctrl-C.

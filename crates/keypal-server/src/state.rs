@@ -48,6 +48,8 @@ pub struct ManagerParts {
     pub sinks: Vec<Arc<dyn keypal::EventSink>>,
     /// The rate limiter shared by every instance (Redis), if configured.
     pub limiter: Option<keypal_redis::RedisRateLimiter>,
+    /// The verified-result cache of every application's manager.
+    pub cache: keypal::config::CacheConfig,
 }
 
 /// The shared state of one server.
@@ -81,6 +83,8 @@ pub struct Shared {
     pub sinks: Vec<Arc<dyn keypal::EventSink>>,
     /// Where application and settings changes are announced to other instances.
     pub bus: Option<crate::cluster::Bus>,
+    /// The verified-result cache of every application's manager (`--cache-ttl`, `--cache-capacity`).
+    pub cache: keypal::config::CacheConfig,
 }
 
 /// Secrets generated on first start, to print once.
@@ -133,8 +137,13 @@ impl State {
         let usage = Arc::new(UsageCounter::new());
         let mut sinks: Vec<Arc<dyn keypal::EventSink>> = vec![usage.clone()];
         sinks.extend(shared.sinks);
-        let parts =
-            ManagerParts { store: store.clone(), secrets: secrets.clone(), sinks, limiter: shared.limiter.clone() };
+        let parts = ManagerParts {
+            store: store.clone(),
+            secrets: secrets.clone(),
+            sinks,
+            limiter: shared.limiter.clone(),
+            cache: shared.cache,
+        };
         let state = Arc::new(State {
             store,
             secrets,

@@ -34,11 +34,13 @@ on_both!(
     owner_limit_is_exact_under_64_concurrent_creates,
     a_label_is_taken_once_under_concurrent_creates_and_freed_by_delete,
     recoverable_keys_can_be_revealed_and_others_cannot,
+    recoverable_can_be_turned_on_later_and_off_deleting_the_sealed_copies,
     tiers_rate_limit_and_credits_show_in_the_verdict,
     client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
     deleting_an_application_revokes_its_keys,
     application_and_service_key_changes_are_audited,
     graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything,
+    active_keys_leave_out_expired_keys_and_keys_in_a_rotation_grace,
     another_master_key_on_the_same_database_refuses_to_start,
     processes_starting_together_agree_on_one_master_key,
 );
@@ -140,6 +142,29 @@ async fn applications_keys_and_verification_end_to_end(db: Db) {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "NOT_FOUND");
     server.stop().await;
+}
+
+async fn active_keys_leave_out_expired_keys_and_keys_in_a_rotation_grace(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    server.create_key(app_id, json!({"owner_id": "u"})).await;
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    server.create_key(app_id, json!({"owner_id": "u", "expires_at": soon})).await;
+    let (_, rotated) = server.create_key(app_id, json!({"owner_id": "u"})).await;
+    let url = format!("/v1/keys/{}/rotate", rotated["id"].as_str().unwrap());
+    let (status, body) =
+        json_of(server.admin(Method::POST, &url).json(&json!({"grace_seconds": 3600})).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // Four keys: one plain, one expired, one in its grace window, its successor.
+    let (_, view) = json_of(server.admin(Method::GET, &format!("/v1/apps/{app_id}")).send().await.unwrap()).await;
+    assert_eq!((view["app"]["active_keys"].as_u64(), view["app"]["total_keys"].as_u64()), (Some(2), Some(4)), "{view}");
+    let (_, apps) = json_of(server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!(apps["apps"][0]["active_keys"], 2, "{apps}");
 }
 
 async fn rotation_and_revocation_take_effect_before_the_call_returns(db: Db) {
@@ -340,6 +365,53 @@ async fn recoverable_keys_can_be_revealed_and_others_cannot(db: Db) {
     let url = format!("/v1/keys/{}/reveal", record["id"].as_str().unwrap());
     let (status, body) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_RECOVERABLE")));
+    server.stop().await;
+}
+
+async fn recoverable_can_be_turned_on_later_and_off_deleting_the_sealed_copies(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "P", "label": "p"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let reveal = |id: &str| {
+        let url = format!("/v1/keys/{id}/reveal");
+        let request = server.admin(Method::POST, &url);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let patch = |body: Value| {
+        let request = server.admin(Method::PATCH, &format!("/v1/apps/{app_id}")).json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (_, before) = server.create_key(app_id, json!({})).await;
+    let before = before["id"].as_str().unwrap().to_owned();
+
+    // On: keys created or rotated from now on are kept; keys from before are not.
+    let (status, body) = patch(json!({"recoverable": true})).await;
+    assert_eq!((status, &body["app"]["recoverable"]), (StatusCode::OK, &json!(true)), "{body}");
+    let (key, record) = server.create_key(app_id, json!({})).await;
+    let after = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(reveal(&after).await.1["key"].as_str(), Some(key.as_str()));
+    assert_eq!(reveal(&before).await.1["error"]["code"], "NOT_RECOVERABLE");
+    let url = format!("/v1/keys/{before}/rotate");
+    let (_, rotated) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
+    let successor = rotated["record"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(reveal(&successor).await.1["key"], rotated["key"]);
+
+    // Off: the sealed copies are deleted, and audited with their number.
+    let (status, body) = patch(json!({"recoverable": false})).await;
+    assert_eq!((status, &body["app"]["recoverable"]), (StatusCode::OK, &json!(false)), "{body}");
+    let (status, body) = reveal(&after).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_RECOVERABLE")));
+    let url = format!("/v1/audit?app_id={app_id}&action=app_updated");
+    let (_, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(
+        audit["events"][0]["details"],
+        json!({"fields": ["recoverable"], "sealed_copies_deleted": 2}),
+        "{audit}"
+    );
+    // Deleted, not hidden: turning it on again brings no old copy back.
+    patch(json!({"recoverable": true})).await;
+    assert_eq!(reveal(&after).await.1["error"]["code"], "NOT_RECOVERABLE");
+    assert_eq!(reveal(&successor).await.1["error"]["code"], "NOT_RECOVERABLE");
     server.stop().await;
 }
 

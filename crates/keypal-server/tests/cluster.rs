@@ -84,6 +84,21 @@ async fn a_revocation_on_one_instance_reaches_the_other_through_postgres_notify(
     b.stop().await;
 }
 
+/// Without Redis or PostgreSQL to announce changes (two instances on one SQLite file),
+/// `cache_ttl` bounds how long the other instance keeps answering from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_announcements_the_cache_ttl_bounds_how_stale_the_other_instance_is() {
+    let mut config = common::config(Db::Sqlite);
+    config.admin_password = Some("cluster-admin-password".to_owned());
+    config.service_key = Some("kp_svc_clusterservicekey0123456789abcdef".to_owned());
+    config.cache_ttl = keypal::config::HumanDuration(Duration::from_millis(300));
+    let (a, b) = pair(&config).await;
+    // Well under the default 10 s, well over 300 ms.
+    assert!(revocation_reaches_b(&a, &b).await < Duration::from_secs(2));
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_and_secret_changes_on_one_instance_apply_on_the_other() {
     let (a, b) = pair(&pair_config(Some(redis_url()))).await;

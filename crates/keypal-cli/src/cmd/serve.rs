@@ -73,6 +73,18 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
+    /// How long a verified result is reused, like `10s` or `500ms` (at most a day) [default: 10s].
+    /// Changes made through any instance drop cached results at once; this bounds how
+    /// stale a change made elsewhere can be.
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_CACHE_TTL", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub cache_ttl: Option<std::time::Duration>,
+
+    /// Verified results kept per application at most [default: 100000].
+    #[arg(long, value_name = "N", env = "KEYPAL_CACHE_CAPACITY", hide_env_values = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: Option<u64>,
+
     /// Log filter, like `info` or `keypal_server=debug,info` [default: info].
     #[arg(long, value_name = "FILTER", env = "KEYPAL_LOG", hide_env_values = true)]
     pub log: Option<String>,
@@ -135,6 +147,12 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
+    if let Some(ttl) = args.cache_ttl {
+        config.cache_ttl = keypal::config::HumanDuration(ttl);
+    }
+    if let Some(capacity) = args.cache_capacity {
+        config.cache_capacity = capacity;
+    }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
     }
@@ -167,6 +185,8 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
     line("redis_prefix", &config.redis_prefix)?;
     line("rate_limit_fail_open", &config.rate_limit_fail_open.to_string())?;
+    line("cache_ttl", &config.cache_ttl.to_string())?;
+    line("cache_capacity", &config.cache_capacity.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }
