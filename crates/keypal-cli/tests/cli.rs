@@ -586,6 +586,8 @@ fn serve_check_prints_the_defaults() {
             "redis_url             unset",
             "redis_prefix          keypal:",
             "rate_limit_fail_open  false",
+            "cache_ttl             10s",
+            "cache_capacity        100000",
             "log                   info",
         ]
     );
@@ -599,6 +601,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         listen = "0.0.0.0:9000"
         database_url = "postgres://keypal:db-password@db/keys"
         max_connections = 20
+        cache_ttl = "30s"
         log = "debug"
         master_key = "file-master-key"
         "#,
@@ -617,6 +620,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
     assert!(lines.contains(&"max_connections       3"), "option over env: {out:#?}");
     assert!(lines.contains(&"database_url          postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
     assert!(lines.contains(&"log                   debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"cache_ttl             30s"), "file over default: {out:#?}");
     assert!(lines.contains(&"database_schema       keypal"), "env: {out:#?}");
     assert!(lines.contains(&"key_file              keypal.key"), "default: {out:#?}");
     assert!(lines.contains(&"master_key            set"), "secret from the file: {out:#?}");
@@ -650,6 +654,17 @@ fn serve_refuses_bad_settings() {
     keypal(&["serve"]).env("KEYPAL_LISTEN", "not-an-address").run().assert_error("--listen");
     keypal(&["serve", "--max-connections", "0"]).run().assert_error("--max-connections");
     keypal(&["serve", "--check", "--log", "x=[[["]).run().assert_error("--log");
+    keypal(&["serve", "--check", "--cache-ttl", "soon"]).run().assert_error("--cache-ttl");
+    keypal(&["serve", "--cache-capacity", "0"]).run().assert_error("--cache-capacity");
+    // In range for the parser, not for a cache: refused before anything is opened.
+    let dir = temp_file("cache-ttl-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let out = keypal(&["serve", "--cache-ttl", "2days", "--database-url", &database]).run();
+    out.assert_error("INVALID_SETTING");
+    assert!(out.stderr.contains("cache_ttl"), "{out:#?}");
+    assert!(!dir.join("keypal.db").exists(), "nothing created");
     // Secrets are never options.
     keypal(&["serve", "--master-key", "abc"]).run().assert_error("unexpected argument '--master-key'");
     keypal(&["serve", "--admin-password", "abc"]).run().assert_error("unexpected argument");
@@ -668,6 +683,8 @@ fn serve_help_names_every_variable() {
         "KEYPAL_REDIS_URL",
         "KEYPAL_MAX_CONNECTIONS",
         "KEYPAL_LOG",
+        "KEYPAL_CACHE_TTL",
+        "KEYPAL_CACHE_CAPACITY",
         "KEYPAL_MASTER_KEY",
         "KEYPAL_ADMIN_PASSWORD",
         "KEYPAL_SERVICE_KEY",

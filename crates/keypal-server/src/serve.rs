@@ -90,11 +90,13 @@ impl Server {
     /// other), loads applications and settings (generating the admin password and
     /// service key on first start), and binds.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
+        // Settings first: a wrong one is reported before anything is opened or created.
+        let cache = cache_config(config)?;
         let Deployment { store, secrets, created_key_file } = Deployment::open(config).await?;
         if let Some(file) = created_key_file {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
-        let mut shared = shared_state(config).await?;
+        let mut shared = shared_state(config, cache).await?;
         let bus = Bus::for_config(config, &store).await?;
         if let Some(bus) = &bus {
             shared.sinks.push(bus.sink());
@@ -179,8 +181,8 @@ impl Server {
 }
 
 /// The rate limiter shared through Redis, when `redis_url` is set.
-async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
-    let mut shared = Shared { cache: cache_config(config)?, ..Shared::default() };
+async fn shared_state(config: &ServeConfig, cache: keypal::config::CacheConfig) -> Result<Shared, ServeError> {
+    let mut shared = Shared { cache, ..Shared::default() };
     let Some(url) = &config.redis_url else { return Ok(shared) };
     let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
     let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
