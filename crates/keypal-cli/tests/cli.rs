@@ -799,7 +799,11 @@ fn serve_refuses_a_database_of_another_master_key() {
     serve_once(&database, &"11".repeat(32));
 
     let key_file = dir.join("keypal.key");
-    let serve = ["serve", "--listen", "127.0.0.1:0", "--database-url", &database, "--key-file", path_str(&key_file)];
+    // A port that is taken: were the master key not checked first, the run would end with
+    // LISTEN_FAILED (and would not serve forever).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let serve = ["serve", "--listen", &addr, "--database-url", &database, "--key-file", path_str(&key_file)];
     let out = keypal(&serve).env("KEYPAL_MASTER_KEY", &"22".repeat(32)).env("KEYPAL_LOG", "off").run();
     out.assert_error("error: keypal serve [MASTER_KEY_MISMATCH]: the master key from KEYPAL_MASTER_KEY does not match");
     assert!(out.stderr.contains("set KEYPAL_MASTER_KEY"), "{out:#?}");
