@@ -30,6 +30,9 @@ fn pair_config(redis: Option<String>) -> ServeConfig {
     config.admin_password = Some("cluster-admin-password".to_owned());
     config.redis_prefix = format!("kpt:{}:", uuid::Uuid::new_v4().simple());
     config.redis_url = redis;
+    // The tests count decisions, not their speed: a loaded machine must not turn a
+    // decision into 503 RATE_LIMITER_UNAVAILABLE.
+    config.rate_limit_timeout = keypal::config::HumanDuration(Duration::from_secs(10));
     config
 }
 
