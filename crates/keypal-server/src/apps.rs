@@ -123,7 +123,7 @@ pub struct AppPatch {
     pub template: Option<String>,
     /// A new hash for new keys (existing keys are re-hashed when they next verify).
     pub hash: Option<String>,
-    /// A new bcrypt cost.
+    /// A new bcrypt cost (bcrypt only; a new `hash` other than bcrypt drops the cost).
     pub bcrypt_cost: Option<u32>,
     /// New tiers (replace the old ones).
     pub tiers: Option<BTreeMap<String, TierInput>>,
@@ -276,6 +276,11 @@ impl App {
         }
         if let Some(hash) = patch.hash {
             app.hash = parse_hash(Some(&hash))?;
+            // A cost belongs to bcrypt: moving to another hash drops it (sending one
+            // along with another hash is still refused, naming `bcrypt_cost`).
+            if app.hash != HashAlgorithm::Bcrypt {
+                app.bcrypt_cost = None;
+            }
         }
         if let Some(cost) = patch.bcrypt_cost {
             app.bcrypt_cost = check_bcrypt_cost(Some(cost))?;
@@ -329,6 +334,9 @@ impl App {
         }
         if self.recoverable {
             builder = builder.key_sealer(crate::keys::Sealer(parts.secrets.clone()));
+        }
+        if let Some(pool) = &parts.offload {
+            builder = builder.offload(pool.clone());
         }
         builder.build().map_err(|e| match e {
             keypal::Error::Config(config) => match config.problems().first() {

@@ -18,7 +18,7 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<String>,
-    /// Seconds to wait before retrying (429).
+    /// Seconds to wait before retrying (429, 503 `HASHING_BUSY`).
     pub retry_after: Option<u64>,
 }
 
@@ -125,6 +125,19 @@ impl From<keypal::Error> for ApiError {
                     "RATE_LIMITER_UNAVAILABLE",
                     "the rate limiter is unavailable; try again",
                 )
+            }
+            E::Offload(keypal::OffloadError::Busy) => {
+                let mut busy = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "HASHING_BUSY",
+                    "every hashing thread is busy; try again in a second",
+                );
+                busy.retry_after = Some(1);
+                busy
+            }
+            E::Offload(e) => {
+                tracing::error!(error = %e, "a slow hash could not run");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "internal error")
             }
             _ => ApiError::internal(&error),
         }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::cluster::{Bus, Subscription};
 use crate::config::{ServeConfig, redact_url};
 use crate::deployment::{Deployment, DeploymentError};
+use crate::hashing::HashPool;
 use crate::state::{BootError, Generated, Shared, State};
 use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 
@@ -54,6 +55,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The threads that run slow hashes could not be started.
+    #[error("cannot start the hashing threads: {0}")]
+    HashPool(#[source] std::io::Error),
     /// The server failed while running.
     #[error("the server failed: {0}")]
     Io(#[source] std::io::Error),
@@ -71,6 +75,7 @@ impl ServeError {
             ServeError::BusSubscribe(_) => "BUS_UNAVAILABLE",
             ServeError::Setting { .. } => "INVALID_SETTING",
             ServeError::Bind { .. } => "LISTEN_FAILED",
+            ServeError::HashPool(_) => "HASH_POOL_FAILED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
     }
@@ -97,6 +102,9 @@ impl Server {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
         let mut shared = shared_state(config, cache).await?;
+        let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;
+        tracing::info!(threads = hash_pool.workers(), wait = ?config.hash_wait.0, "slow hashes run on their own threads");
+        shared.hash_pool = Some(hash_pool);
         let bus = Bus::for_config(config, &store).await?;
         if let Some(bus) = &bus {
             shared.sinks.push(bus.sink());
@@ -185,7 +193,11 @@ async fn shared_state(config: &ServeConfig, cache: keypal::config::CacheConfig) 
     let mut shared = Shared { cache, ..Shared::default() };
     let Some(url) = &config.redis_url else { return Ok(shared) };
     let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
-    let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
+    let limiter = RedisRateLimiter::builder(config.redis_prefix.clone())
+        .fail_mode(mode)
+        .timeout(config.rate_limit_timeout.0)
+        .connect(url)
+        .await?;
     if let Err(e) = limiter.ping().await {
         if mode == FailMode::Closed {
             return Err(ServeError::RedisUnreachable(e));
@@ -206,6 +218,12 @@ fn cache_config(config: &ServeConfig) -> Result<keypal::config::CacheConfig, Ser
     let ttl = config.cache_ttl.0;
     if ttl.is_zero() || ttl > MAX_CACHE_TTL {
         return Err(ServeError::Setting { name: "cache_ttl", message: "must be longer than zero and at most 1 day" });
+    }
+    if config.rate_limit_timeout.0.is_zero() || config.rate_limit_timeout.0 > Duration::from_secs(60) {
+        return Err(ServeError::Setting {
+            name: "rate_limit_timeout",
+            message: "must be longer than zero and at most 1 minute",
+        });
     }
     if config.cache_capacity == 0 {
         return Err(ServeError::Setting { name: "cache_capacity", message: "must be at least 1" });

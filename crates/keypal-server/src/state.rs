@@ -5,15 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use keypal::hash::{Argon2Params, Argon2idHasher};
-use keypal::{Action, AuditContext, Event, Hasher, KeyManager};
+use keypal::{Action, AuditContext, Event, Hasher, KeyManager, Offload};
 use keypal_sql::{ObjectRef, SqlStore, UsageCounter};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::apps::{self, App};
 use crate::error::ApiError;
+use crate::hashing::HashPool;
 use crate::metrics::Metrics;
 use crate::secrets::{self, Secrets};
 use crate::throttle::LoginThrottle;
@@ -50,6 +52,8 @@ pub struct ManagerParts {
     pub limiter: Option<keypal_redis::RedisRateLimiter>,
     /// The verified-result cache of every application's manager.
     pub cache: keypal::config::CacheConfig,
+    /// Where slow hashes run (none: on the calling thread).
+    pub offload: Option<Arc<HashPool>>,
 }
 
 /// The shared state of one server.
@@ -64,6 +68,8 @@ pub struct State {
     pub metrics: Metrics,
     /// Failed logins per address.
     pub throttle: LoginThrottle,
+    /// The threads slow hashes run on (none: on the calling thread).
+    pub hash_pool: Option<Arc<HashPool>>,
     parts: ManagerParts,
     bus: Option<crate::cluster::Bus>,
     apps: RwLock<Apps>,
@@ -85,6 +91,8 @@ pub struct Shared {
     pub bus: Option<crate::cluster::Bus>,
     /// The verified-result cache of every application's manager (`--cache-ttl`, `--cache-capacity`).
     pub cache: keypal::config::CacheConfig,
+    /// The threads slow hashes run on (none: on the calling thread).
+    pub hash_pool: Option<Arc<HashPool>>,
 }
 
 /// Secrets generated on first start, to print once.
@@ -143,6 +151,7 @@ impl State {
             sinks,
             limiter: shared.limiter.clone(),
             cache: shared.cache,
+            offload: shared.hash_pool.clone(),
         };
         let state = Arc::new(State {
             store,
@@ -152,6 +161,7 @@ impl State {
             usage,
             metrics: Metrics::default(),
             throttle: LoginThrottle::default(),
+            hash_pool: shared.hash_pool,
             apps: RwLock::new(Apps::default()),
             service_key_digest: RwLock::new(String::new()),
             service_key_pinned: service_key.is_some(),
@@ -261,10 +271,26 @@ impl State {
         Ok(())
     }
 
-    /// Whether `password` is the admin password (argon2id: slow on purpose).
-    pub fn check_admin_password(&self, password: &str) -> bool {
+    /// The Redis rate limiter, when Redis is configured.
+    pub fn rate_limiter(&self) -> Option<&keypal_redis::RedisRateLimiter> {
+        self.parts.limiter.as_ref()
+    }
+
+    /// Whether `password` is the admin password (argon2id: slow on purpose, so it runs
+    /// on the hashing threads).
+    ///
+    /// # Errors
+    /// 503 `HASHING_BUSY` when every hashing thread stayed busy.
+    pub async fn check_admin_password(&self, password: &str) -> Result<bool, ApiError> {
         let hash = read(&self.admin_password_hash).clone();
-        self.password_hasher.verify(password.as_bytes(), &hash)
+        let Some(pool) = &self.hash_pool else {
+            return Ok(self.password_hasher.verify(password.as_bytes(), &hash));
+        };
+        let hasher = self.password_hasher.clone();
+        let password = Zeroizing::new(password.as_bytes().to_vec());
+        let offload: &dyn Offload = &**pool;
+        let matches = offload.compute(move || hasher.verify(&password, &hash)).await;
+        matches.map_err(|e| ApiError::from(keypal::Error::from(e)))
     }
 
     /// Whether `presented` is the service key (keyed digests compared in constant time).

@@ -736,7 +736,9 @@ async fn sqlite_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
-    every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    if common::available(Db::Postgres) {
+        every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    }
 }
 
 /// The admin's cookie does not let another site change anything: a state-changing

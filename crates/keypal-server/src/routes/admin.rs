@@ -72,7 +72,7 @@ pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<St
         error.retry_after = Some(wait);
         return Err(error);
     }
-    if !state.check_admin_password(password) {
+    if !state.check_admin_password(password).await? {
         state.throttle.fail(caller.ip);
         tracing::warn!(ip = %caller.ip, "failed admin login");
         return Err(ApiError::unauthenticated("wrong password"));

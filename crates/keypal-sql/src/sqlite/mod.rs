@@ -168,6 +168,13 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// Checks that the database answers: one `SELECT 1` on a pooled connection. It waits
+    /// as long as the pool lets it (for a connection) and the database takes: put a
+    /// deadline of your own around it (a readiness probe does).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(backend)
+    }
+
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
     }
