@@ -418,3 +418,22 @@ async fn documents_written_together_are_written_all_or_nothing() {
         assert!(store.get_object("label", "free").await.expect("get").is_none(), "{d}");
     }
 }
+
+/// `sqlite::memory:` is one database only while one connection holds it: many keys
+/// created and verified at once all land in it, with no "table is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_sqlite_database_takes_concurrent_writes() {
+    let store = std::sync::Arc::new(SqliteStore::connect("sqlite::memory:").await.unwrap());
+    assert_eq!(store.pool().options().get_max_connections(), 1);
+    let keys = KeyManager::builder().store(store.clone()).build().unwrap();
+    let creates: Vec<_> = (0..32)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.create(NewKey::new().owner_id(format!("o{i}"))).await })
+        })
+        .collect();
+    for create in creates {
+        let created = create.await.unwrap().unwrap();
+        assert_eq!(keys.verify(created.key.expose()).await.unwrap().code(), Code::Valid);
+    }
+}
