@@ -36,8 +36,8 @@ cleanup() {
 trap cleanup EXIT
 
 # A server of its own: a new SQLite database and master key, a free port.
-KEYPAL_ADMIN_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-export KEYPAL_ADMIN_PASSWORD
+# The admin password is the document's example of one, so the examples phase logs in.
+export KEYPAL_ADMIN_PASSWORD="correct horse battery staple"
 KEYPAL_LOG=warn "$target/debug/keypal" serve --listen 127.0.0.1:0 \
   --database-url "sqlite://$work/keypal.db" --key-file "$work/keypal.key" >"$work/serve.out" 2>"$work/serve.log" &
 server=$!
