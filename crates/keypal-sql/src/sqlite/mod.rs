@@ -121,9 +121,11 @@ impl SqliteStore {
         // An in-memory database lives as long as a connection to it, and sqlx opens
         // `sqlite::memory:` as a shared cache, where a second connection meets "table is
         // locked" while the first writes: keep exactly one connection, forever.
-        let in_memory = connect.get_filename().to_str().is_none_or(|f| {
-            f.is_empty() || f == ":memory:" || f.starts_with("file:sqlx-in-memory-")
-        }) || url.contains(":memory:")
+        let in_memory = connect
+            .get_filename()
+            .to_str()
+            .is_none_or(|f| f.is_empty() || f == ":memory:" || f.starts_with("file:sqlx-in-memory-"))
+            || url.contains(":memory:")
             || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { options.max_connections })
