@@ -572,6 +572,8 @@ fn unknown_subcommand_and_missing_subcommand_are_usage_errors() {
 fn serve_check_prints_the_defaults() {
     let out = keypal(&["serve", "--check"]).run();
     out.assert_code(0);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let hash_workers = format!("hash_workers          {cores} (one per core)");
     assert_eq!(
         out.lines(),
         [
@@ -586,6 +588,11 @@ fn serve_check_prints_the_defaults() {
             "redis_url             unset",
             "redis_prefix          keypal:",
             "rate_limit_fail_open  false",
+            "rate_limit_timeout    200ms",
+            "cache_ttl             10s",
+            "cache_capacity        100000",
+            &hash_workers,
+            "hash_wait             1s",
             "log                   info",
         ]
     );
@@ -599,25 +606,34 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         listen = "0.0.0.0:9000"
         database_url = "postgres://keypal:db-password@db/keys"
         max_connections = 20
+        cache_ttl = "30s"
         log = "debug"
         master_key = "file-master-key"
+        hash_workers = 4
+        hash_wait = "2s"
         "#,
     );
-    let out = keypal(&["serve", "--check", "--config", path_str(&file), "--max-connections", "3"])
-        .env("KEYPAL_LISTEN", "127.0.0.1:7000")
-        .env("KEYPAL_MAX_CONNECTIONS", "5")
-        .env("KEYPAL_REDIS_URL", "redis://:redis-password@cache:6379")
-        .env("KEYPAL_ADMIN_PASSWORD", "env-admin-password")
-        .env("KEYPAL_SERVICE_KEY", "")
-        .env("KEYPAL_DATABASE_SCHEMA", "keypal")
-        .run();
+    let out =
+        keypal(&["serve", "--check", "--config", path_str(&file), "--max-connections", "3", "--hash-wait", "250ms"])
+            .env("KEYPAL_LISTEN", "127.0.0.1:7000")
+            .env("KEYPAL_MAX_CONNECTIONS", "5")
+            .env("KEYPAL_REDIS_URL", "redis://:redis-password@cache:6379")
+            .env("KEYPAL_ADMIN_PASSWORD", "env-admin-password")
+            .env("KEYPAL_SERVICE_KEY", "")
+            .env("KEYPAL_DATABASE_SCHEMA", "keypal")
+            .env("KEYPAL_HASH_WORKERS", "3")
+            .env("KEYPAL_HASH_WAIT", "5s")
+            .run();
     out.assert_code(0);
     let lines = out.lines();
     assert!(lines.contains(&"listen                127.0.0.1:7000"), "env over file: {out:#?}");
     assert!(lines.contains(&"max_connections       3"), "option over env: {out:#?}");
     assert!(lines.contains(&"database_url          postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
     assert!(lines.contains(&"log                   debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"cache_ttl             30s"), "file over default: {out:#?}");
     assert!(lines.contains(&"database_schema       keypal"), "env: {out:#?}");
+    assert!(lines.contains(&"hash_workers          3"), "env over file: {out:#?}");
+    assert!(lines.contains(&"hash_wait             250ms"), "option over env: {out:#?}");
     assert!(lines.contains(&"key_file              keypal.key"), "default: {out:#?}");
     assert!(lines.contains(&"master_key            set"), "secret from the file: {out:#?}");
     assert!(lines.contains(&"admin_password        set"), "secret from env: {out:#?}");
@@ -634,6 +650,8 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
     config_from_env.assert_code(0);
     assert!(config_from_env.lines().contains(&"listen                127.0.0.1:6000"), "{config_from_env:#?}");
     assert!(config_from_env.lines().contains(&"max_connections       20"), "{config_from_env:#?}");
+    assert!(config_from_env.lines().contains(&"hash_workers          4"), "{config_from_env:#?}");
+    assert!(config_from_env.lines().contains(&"hash_wait             2s"), "{config_from_env:#?}");
 }
 
 #[test]
@@ -649,7 +667,22 @@ fn serve_refuses_bad_settings() {
     keypal(&["serve", "--listen", "not-an-address"]).run().assert_error("--listen");
     keypal(&["serve"]).env("KEYPAL_LISTEN", "not-an-address").run().assert_error("--listen");
     keypal(&["serve", "--max-connections", "0"]).run().assert_error("--max-connections");
+    keypal(&["serve", "--hash-workers", "0"]).run().assert_error("--hash-workers");
+    keypal(&["serve", "--hash-wait", "soon"]).run().assert_error("--hash-wait");
+    let no_workers = temp_file("no-workers.toml", "hash_workers = 0\n");
+    keypal(&["serve", "--check", "--config", path_str(&no_workers)]).run().assert_error("line 1");
     keypal(&["serve", "--check", "--log", "x=[[["]).run().assert_error("--log");
+    keypal(&["serve", "--check", "--cache-ttl", "soon"]).run().assert_error("--cache-ttl");
+    keypal(&["serve", "--cache-capacity", "0"]).run().assert_error("--cache-capacity");
+    // In range for the parser, not for a cache: refused before anything is opened.
+    let dir = temp_file("cache-ttl-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let out = keypal(&["serve", "--cache-ttl", "2days", "--database-url", &database]).run();
+    out.assert_error("INVALID_SETTING");
+    assert!(out.stderr.contains("cache_ttl"), "{out:#?}");
+    assert!(!dir.join("keypal.db").exists(), "nothing created");
     // Secrets are never options.
     keypal(&["serve", "--master-key", "abc"]).run().assert_error("unexpected argument '--master-key'");
     keypal(&["serve", "--admin-password", "abc"]).run().assert_error("unexpected argument");
@@ -668,6 +701,9 @@ fn serve_help_names_every_variable() {
         "KEYPAL_REDIS_URL",
         "KEYPAL_MAX_CONNECTIONS",
         "KEYPAL_LOG",
+        "KEYPAL_CACHE_TTL",
+        "KEYPAL_RATE_LIMIT_TIMEOUT",
+        "KEYPAL_CACHE_CAPACITY",
         "KEYPAL_MASTER_KEY",
         "KEYPAL_ADMIN_PASSWORD",
         "KEYPAL_SERVICE_KEY",
@@ -728,10 +764,57 @@ fn serve_failures_are_reported_with_their_code() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("error: keypal serve [LISTEN_FAILED]: cannot listen on"), "{out:#?}");
 
+    // A new database (the one above has recorded its master key) whose key file cannot be created.
+    let database = format!("sqlite://{}", path_str(&dir.join("other.db")));
     let out = keypal(&["serve", "--database-url", &database, "--key-file", "/nonexistent/dir/keypal.key"])
         .env("KEYPAL_LOG", "off")
         .run();
     out.assert_error("[MASTER_KEY_INVALID]");
+}
+
+/// Runs `keypal serve` on `database` with the master key `master_key` until it listens, then stops it.
+fn serve_once(database: &str, master_key: &str) {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
+        .env_clear()
+        .env("KEYPAL_MASTER_KEY", master_key)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keypal binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let listened = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.starts_with("keypal: listening on"));
+    child.kill().expect("the child can be stopped");
+    child.wait().expect("the child ends");
+    assert!(listened, "keypal serve did not start on {database}");
+}
+
+#[test]
+fn serve_refuses_a_database_of_another_master_key() {
+    let dir = temp_file("serve-master-key", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    serve_once(&database, &"11".repeat(32));
+
+    let key_file = dir.join("keypal.key");
+    // A port that is taken: were the master key not checked first, the run would end with
+    // LISTEN_FAILED (and would not serve forever).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let serve = ["serve", "--listen", &addr, "--database-url", &database, "--key-file", path_str(&key_file)];
+    let out = keypal(&serve).env("KEYPAL_MASTER_KEY", &"22".repeat(32)).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISMATCH]: the master key from KEYPAL_MASTER_KEY does not match");
+    assert!(out.stderr.contains("set KEYPAL_MASTER_KEY"), "{out:#?}");
+    assert!(!out.stderr.contains(&"22".repeat(32)), "never the key: {out:#?}");
+
+    // Unset, with no key file: a new key would not do for this database.
+    let out = keypal(&serve).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISSING]: this database was created with a master key");
+    assert!(!key_file.exists(), "no key file is created for a database in use");
 }
 
 #[test]

@@ -96,12 +96,29 @@ pub const TESTS: &[&str] = crate::__conformance_list!(__conformance_names);
 /// # fn main() {}
 /// ```
 ///
+/// A store whose server may be missing from the machine takes `optional` and a factory
+/// yielding `Option<S>`: each test ends at once, passing, on `None` (the factory says why,
+/// as `keypal-testing` does: it prints one line, or fails the test under `CI=true`):
+///
+/// ```
+/// mod maybe {
+///     async fn store_if_available() -> Option<keypal::MemoryStore> {
+///         Some(keypal::MemoryStore::new())
+///     }
+///     keypal_conformance::store_conformance!(optional store_if_available());
+/// }
+/// # fn main() {}
+/// ```
+///
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per
 /// entry of [`TESTS`], in one submodule per theme.
 #[macro_export]
 macro_rules! store_conformance {
+    (optional $factory:expr $(,)?) => {
+        $crate::__conformance_list!(__conformance_emit, optional $factory);
+    };
     ($factory:expr $(,)?) => {
-        $crate::__conformance_list!(__conformance_emit, $factory);
+        $crate::__conformance_list!(__conformance_emit, required $factory);
     };
 }
 
@@ -227,7 +244,7 @@ macro_rules! __conformance_list {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_emit {
-    (($factory:expr) $($theme:ident { $($name:ident),* $(,)? })*) => {
+    (($how:ident $factory:expr) $($theme:ident { $($name:ident),* $(,)? })*) => {
         $(
             mod $theme {
                 #[allow(unused_imports)]
@@ -241,12 +258,24 @@ macro_rules! __conformance_emit {
                         worker_threads = 4
                     )]
                     async fn $name() {
-                        let store = $factory.await;
+                        let Some(store) = $crate::__conformance_store!($how $factory) else { return };
                         $crate::$theme::$name(store).await;
                     }
                 )*
             }
         )*
+    };
+}
+
+/// The store of one test: `Some(store)`, or `None` to skip it. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_store {
+    (required $factory:expr) => {
+        Some($factory.await)
+    };
+    (optional $factory:expr) => {
+        $factory.await
     };
 }
 

@@ -5,8 +5,11 @@
 //! wins over the environment, which wins over the file, which wins over the defaults.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use keypal::config::HumanDuration;
 use serde::Deserialize;
 
 /// The settings of one `keypal serve` process.
@@ -49,6 +52,22 @@ pub struct ServeConfig {
     /// With Redis unreachable, let keys with a rate limit through unlimited (default
     /// false: they are refused with 503 `RATE_LIMITER_UNAVAILABLE`).
     pub rate_limit_fail_open: bool,
+    /// How long one rate-limit decision waits for Redis, connecting included (default
+    /// `200ms`); past it the request is refused with 503 `RATE_LIMITER_UNAVAILABLE`
+    /// (or let through, with `rate_limit_fail_open`).
+    pub rate_limit_timeout: HumanDuration,
+    /// How long a verified result is reused (default `10s`, at most a day). Changes made
+    /// through any instance drop the entry at once (with Redis or PostgreSQL announcing
+    /// them); this bounds how stale a change made elsewhere can be.
+    pub cache_ttl: HumanDuration,
+    /// Verified results kept per application at most (default 100 000).
+    pub cache_capacity: u64,
+    /// Threads that run slow hashes (bcrypt, argon2id), away from the threads that
+    /// serve requests (default: one per core).
+    pub hash_workers: Option<NonZeroUsize>,
+    /// How long a slow hash waits for a free hashing thread before its request is
+    /// refused with 503 `HASHING_BUSY` (default 1 s).
+    pub hash_wait: HumanDuration,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -67,6 +86,11 @@ impl Default for ServeConfig {
             redis_url: None,
             redis_prefix: "keypal:".to_owned(),
             rate_limit_fail_open: false,
+            rate_limit_timeout: HumanDuration(Duration::from_millis(200)),
+            cache_ttl: keypal::config::CacheConfig::default().ttl,
+            cache_capacity: keypal::config::CacheConfig::default().capacity,
+            hash_workers: None,
+            hash_wait: HumanDuration(Duration::from_secs(1)),
             log: "info".to_owned(),
         }
     }
@@ -88,6 +112,11 @@ impl std::fmt::Debug for ServeConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("rate_limit_fail_open", &self.rate_limit_fail_open)
+            .field("rate_limit_timeout", &self.rate_limit_timeout)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("hash_workers", &self.hash_workers)
+            .field("hash_wait", &self.hash_wait)
             .field("log", &self.log)
             .finish()
     }
@@ -162,6 +191,18 @@ impl ServeConfig {
     /// ```
     pub fn from_toml(text: &str) -> Result<Self, ServeConfigError> {
         toml::from_str(text).map_err(|e| ServeConfigError::parse(text, &e))
+    }
+
+    /// The number of hashing threads: `hash_workers`, else one per core.
+    ///
+    /// ```
+    /// let config = keypal_server::ServeConfig::from_toml("hash_workers = 3\nhash_wait = \"250ms\"")?;
+    /// assert_eq!(config.hash_workers(), 3);
+    /// assert_eq!(config.hash_wait.0, std::time::Duration::from_millis(250));
+    /// # Ok::<(), keypal_server::ServeConfigError>(())
+    /// ```
+    pub fn hash_workers(&self) -> usize {
+        self.hash_workers.or_else(|| std::thread::available_parallelism().ok()).map_or(1, NonZeroUsize::get)
     }
 
     /// Reads settings from a TOML file.

@@ -18,7 +18,7 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when there is one.
     pub field: Option<String>,
-    /// Seconds to wait before retrying (429).
+    /// Seconds to wait before retrying (429, 503 `HASHING_BUSY`).
     pub retry_after: Option<u64>,
 }
 
@@ -62,6 +62,17 @@ impl ApiError {
     /// 404 `NOT_FOUND`.
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
+    }
+
+    /// 409 `SERVICE_KEY_PINNED`: the service key comes from `KEYPAL_SERVICE_KEY` (or the
+    /// config file) and every start applies it again, so it cannot be rotated here.
+    pub fn service_key_pinned() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "SERVICE_KEY_PINNED",
+            "the service key is set by KEYPAL_SERVICE_KEY (or service_key in the config file) and every start \
+             applies it again; to change it, change the variable on every instance and restart them",
+        )
     }
 
     /// 503 `STORAGE_UNAVAILABLE`: the database failed (logged, never shown).
@@ -114,6 +125,19 @@ impl From<keypal::Error> for ApiError {
                     "RATE_LIMITER_UNAVAILABLE",
                     "the rate limiter is unavailable; try again",
                 )
+            }
+            E::Offload(keypal::OffloadError::Busy) => {
+                let mut busy = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "HASHING_BUSY",
+                    "every hashing thread is busy; try again in a second",
+                );
+                busy.retry_after = Some(1);
+                busy
+            }
+            E::Offload(e) => {
+                tracing::error!(error = %e, "a slow hash could not run");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "internal error")
             }
             _ => ApiError::internal(&error),
         }

@@ -10,7 +10,7 @@ use crate::routes::{admin, apps, keys, owners, verify};
 #[openapi(
     info(title = "keypal", description = "API keys for services in any language: applications, keys, client secrets and verification."),
     paths(
-        crate::routes::healthz, crate::routes::metrics, crate::routes::openapi,
+        crate::routes::healthz, crate::routes::ready::readyz, crate::routes::metrics, crate::routes::openapi,
         admin::login, admin::logout, admin::service_key, admin::rotate_service_key, admin::audit,
         apps::list, apps::create, apps::get, apps::update, apps::delete, apps::regenerate_secret,
         apps::create_key, apps::list_keys,

@@ -235,6 +235,9 @@ fn table() -> Vec<Row> {
         new_app(json!({"hash": 1}), 400, "INVALID_JSON"),
         new_app(json!({"hash": "bcrypt", "bcrypt_cost": 99}), 400, "INVALID_INPUT/bcrypt_cost"),
         new_app(json!({"hash": "bcrypt", "bcrypt_cost": 3}), 400, "INVALID_INPUT/bcrypt_cost"),
+        // bcrypt's own range is 4-31; a service holds it to 10-15 (31 takes a day and a half).
+        new_app(json!({"hash": "bcrypt", "bcrypt_cost": 31}), 400, "INVALID_INPUT/bcrypt_cost"),
+        new_app(json!({"hash": "bcrypt", "bcrypt_cost": 9}), 400, "INVALID_INPUT/bcrypt_cost"),
         new_app(json!({"bcrypt_cost": 12}), 400, "INVALID_INPUT/bcrypt_cost"),
         new_app(json!({"hash": "bcrypt", "bcrypt_cost": -1}), 400, "INVALID_JSON"),
         new_app(json!({"hash": "bcrypt", "bcrypt_cost": "12"}), 400, "INVALID_JSON"),
@@ -320,7 +323,7 @@ fn table() -> Vec<Row> {
         patch_app(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
         patch_app(json!({"name": 42}), 400, "INVALID_JSON"),
         patch_app(json!({"label": "renamed"}), 400, "INVALID_JSON"),
-        patch_app(json!({"recoverable": true}), 400, "INVALID_JSON"),
+        patch_app(json!({"recoverable": "yes"}), 400, "INVALID_JSON"),
         patch_app(json!({"template": "sk-{secret:32"}), 400, "INVALID_INPUT/template"),
         patch_app(json!({"template": "sk-{secret:32:base7}"}), 400, "INVALID_INPUT/template"),
         patch_app(json!({"template": "sk-{secret:8:hex}"}), 400, "INVALID_INPUT/template"),
@@ -328,6 +331,7 @@ fn table() -> Vec<Row> {
         patch_app(json!({"hash": "md5"}), 400, "INVALID_INPUT/hash"),
         patch_app(json!({"bcrypt_cost": 12}), 400, "INVALID_INPUT/bcrypt_cost"),
         patch_app(json!({"hash": "bcrypt", "bcrypt_cost": 40}), 400, "INVALID_INPUT/bcrypt_cost"),
+        patch_app(json!({"hash": "bcrypt", "bcrypt_cost": 16}), 400, "INVALID_INPUT/bcrypt_cost"),
         patch_app(json!({"tiers": {"free": {"rate_limit": "often"}}}), 400, "INVALID_INPUT/tiers.free.rate_limit"),
         patch_app(json!({"tiers": {"free": {"burst": 3}}}), 400, "INVALID_JSON"),
         patch_app(json!({"default_tier": "gold"}), 400, "INVALID_INPUT/default_tier"),
@@ -732,7 +736,9 @@ async fn sqlite_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
-    every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    if common::available(Db::Postgres) {
+        every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    }
 }
 
 /// The admin's cookie does not let another site change anything: a state-changing

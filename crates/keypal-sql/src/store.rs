@@ -84,6 +84,21 @@ impl SqlStore {
         dispatch!(self, s => s.close().await)
     }
 
+    /// Checks that the database answers (one `SELECT 1`); bound it with a deadline of
+    /// your own, as a readiness probe does.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = keypal_sql::SqlStore::connect("sqlite::memory:").await?;
+    /// let answered = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
+    /// assert!(matches!(answered, Ok(Ok(()))));
+    /// # Ok::<(), keypal_sql::SqlError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
     /// Stores a new document, and `event` in the audit log in the same transaction
     /// when one is given; [`StoreError::Duplicate`] when its id or lookup is taken in its kind.
     pub async fn insert_object(
@@ -114,6 +129,22 @@ impl SqlStore {
         event: Option<&Event>,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.update_object(kind, id, body, event).await)
+    }
+
+    /// Replaces a document's body like [`SqlStore::update_object`] and, in the same
+    /// transaction, deletes the sealed copy (`encrypted_key`) of every key of
+    /// `namespace`: what turning an application's `recoverable` off does. Appends
+    /// `event` with the number deleted added to its details as `sealed_copies_deleted`.
+    /// `None` (nothing written) when the document does not exist.
+    pub async fn update_object_forgetting_sealed_keys(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        namespace: &str,
+        event: &Event,
+    ) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.update_object_forgetting_sealed_keys(kind, id, body, namespace, event).await)
     }
 
     /// Replaces a document's lookup (its body stays), and appends `event` to the audit

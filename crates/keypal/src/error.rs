@@ -55,6 +55,10 @@ pub enum Error {
     /// The key sealer failed to keep an encrypted copy: nothing was stored.
     #[error(transparent)]
     Seal(#[from] crate::secret::SealError),
+    /// A slow hash could not run: its offload was saturated (`HASHING_BUSY`: try
+    /// again shortly) or failed (`HASHING_FAILED`). Nothing was changed.
+    #[error(transparent)]
+    Offload(#[from] crate::offload::OffloadError),
     /// The store failed.
     #[error("storage failed: {0}")]
     Store(#[source] StoreError),
@@ -63,7 +67,7 @@ pub enum Error {
 impl Error {
     /// The stable code: `CONFIG_INVALID`, `NOT_FOUND`, `ALREADY_REVOKED`, `KEY_LIMIT_REACHED`,
     /// `COLLISION`, `INVALID_INPUT`, `FORMAT_ERROR`, `HASH_ERROR`, `RATE_LIMITER_UNAVAILABLE`,
-    /// `STORAGE_ERROR`.
+    /// `SEAL_ERROR`, `HASHING_BUSY`, `HASHING_FAILED`, `STORAGE_ERROR`.
     ///
     /// ```
     /// let error = keypal::Error::LimitReached { limit: 10 };
@@ -81,6 +85,7 @@ impl Error {
             Error::Hash(_) => "HASH_ERROR",
             Error::RateLimiter(_) => "RATE_LIMITER_UNAVAILABLE",
             Error::Seal(_) => "SEAL_ERROR",
+            Error::Offload(e) => e.code(),
             Error::Store(_) => "STORAGE_ERROR",
         }
     }

@@ -47,8 +47,8 @@ impl PlainKey {
     }
 }
 
-/// The first `n` characters of `text` (or all of a shorter one): a key's start, and
-/// its hint lookup.
+/// The first `n` characters of `text` (all of it when shorter): a key's start and its
+/// lookup hint, the same when a key is stored and when it is presented.
 pub(crate) fn first_chars(text: &str, n: usize) -> &str {
     let end = text.char_indices().nth(n).map_or(text.len(), |(i, _)| i);
     &text[..end]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod apps;
 pub mod keys;
 pub mod owners;
+pub mod ready;
 pub mod verify;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/session", post(admin::login).delete(admin::logout))
@@ -96,17 +98,22 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not take that method")
 }
 
-/// Liveness: 200 `ok`.
+/// Liveness: 200 `ok` while the process serves requests. It touches no dependency:
+/// `GET /readyz` says whether the database and Redis answer.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus metrics: verifications by code and a latency histogram.
+/// Prometheus metrics: verifications by code, a latency histogram, and the hashing threads.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String)))]
 pub async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(pool) = &state.hash_pool {
+        text.push_str(&pool.render_metrics());
+    }
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// This API's OpenAPI document.

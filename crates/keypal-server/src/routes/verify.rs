@@ -97,11 +97,13 @@ pub struct RateLimitView {
 }
 
 /// Verifies a key for an application. Every verdict is a 200 with a `code`; only a bad
-/// service key (401) or client secret (403) is an error.
+/// service key (401) or client secret (403) is an error, besides a service that cannot
+/// answer now (503: the database, the shared rate limiter, or every hashing thread busy).
 #[utoipa::path(post, path = "/v1/verify", tag = "verification", request_body = VerifyRequest,
     security(("service_key" = [])),
     responses((status = 200, body = VerifyResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, description = "INVALID_CLIENT_SECRET", body = ErrorBody)))]
+        (status = 403, description = "INVALID_CLIENT_SECRET", body = ErrorBody),
+        (status = 503, description = "HASHING_BUSY (with Retry-After), STORAGE_UNAVAILABLE, RATE_LIMITER_UNAVAILABLE", body = ErrorBody)))]
 pub async fn verify(
     _: Service,
     AxumState(state): AxumState<Arc<State>>,

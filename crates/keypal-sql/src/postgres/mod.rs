@@ -159,6 +159,13 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Checks that the database answers: one `SELECT 1` on a pooled connection. It waits
+    /// as long as the pool lets it (for a connection) and the database takes: put a
+    /// deadline of your own around it (a readiness probe does).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(backend)
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(backend)
     }
@@ -205,6 +212,46 @@ impl PostgresStore {
             .await
             .map_err(backend)?;
         commit_object_change(tx, done.rows_affected(), event).await
+    }
+
+    /// Replaces a document's body like `update_object` and, in the same transaction,
+    /// deletes the sealed copy of every key of `namespace`; appends `event` with the
+    /// number deleted added to its details as `sealed_copies_deleted`. `None` (nothing
+    /// written) when the document does not exist.
+    pub async fn update_object_forgetting_sealed_keys(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        namespace: &str,
+        event: &Event,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE keypal_objects SET body = $3, updated_at = $4 WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .bind(body.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let forgotten = sqlx::query(
+            "UPDATE keypal_keys SET encrypted_key = NULL, version = version + 1 \
+             WHERE namespace = $1 AND encrypted_key IS NOT NULL",
+        )
+        .bind(namespace)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        let event = crate::codec::with_detail(event, "sealed_copies_deleted", forgotten.into());
+        append_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(forgotten))
     }
 
     /// Replaces a document's lookup (its body stays), with `event` in the audit log in

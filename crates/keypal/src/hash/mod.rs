@@ -198,6 +198,22 @@ impl Hashing {
         self.current.is_slow()
     }
 
+    /// Whether checking a key against `stored` is deliberately slow: `stored` is of a
+    /// slow algorithm (argon2id, bcrypt, or a custom one that says so).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keypal::hash::{BcryptHasher, Hasher, Hashing, Sha256Hasher};
+    ///
+    /// let hashing = Hashing::new(Arc::new(Sha256Hasher));
+    /// assert!(!hashing.is_slow_hash(&hashing.hash(b"sk_live_abc123")));
+    /// assert!(hashing.is_slow_hash(&BcryptHasher::new(4)?.hash(b"sk_live_abc123")));
+    /// # Ok::<(), keypal::hash::HashError>(())
+    /// ```
+    pub fn is_slow_hash(&self, stored: &str) -> bool {
+        self.find(stored).is_some_and(|h| h.is_slow())
+    }
+
     /// Costs about one verify under the current hasher, against a dummy hash computed once
     /// on first use, so that an unknown key takes as long as a known one.
     pub fn dummy_verify(&self, key: &[u8]) {

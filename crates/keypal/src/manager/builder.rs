@@ -11,6 +11,7 @@ use crate::event::{AuditContext, EventSink};
 use crate::format::{Encoding, Formatter};
 use crate::hash::{Argon2Params, Hasher, Hashing};
 use crate::last_used::LastUsed;
+use crate::offload::{Inline, Offload};
 use crate::ratelimit::{DynRateLimiter, GcraLimiter};
 use crate::store::Store;
 use crate::tier::Tier;
@@ -48,6 +49,7 @@ pub struct KeyManagerBuilder<S> {
     limiter: Option<Arc<dyn DynRateLimiter>>,
     sinks: Vec<Arc<dyn EventSink>>,
     sealer: Option<Arc<dyn crate::KeySealer>>,
+    offload: Arc<dyn Offload>,
     clock: Arc<dyn Clock>,
 }
 
@@ -63,6 +65,7 @@ impl KeyManagerBuilder<()> {
             limiter: None,
             sinks: Vec::new(),
             sealer: None,
+            offload: Arc::new(Inline),
             clock: Arc::new(SystemClock),
         }
     }
@@ -81,6 +84,7 @@ impl<S> KeyManagerBuilder<S> {
             limiter: self.limiter,
             sinks: self.sinks,
             sealer: self.sealer,
+            offload: self.offload,
             clock: self.clock,
         }
     }
@@ -282,6 +286,15 @@ impl<S> KeyManagerBuilder<S> {
         self
     }
 
+    /// Where slow hashes (bcrypt, argon2id) run: verifying, creating, rotating,
+    /// importing and re-hashing keys hand them to `offload` and await them (default
+    /// [`Inline`]: on the caller's thread). Pass an `Arc` to share one offload between
+    /// managers. See [`crate::offload`].
+    pub fn offload(mut self, offload: impl Offload) -> Self {
+        self.offload = Arc::new(offload);
+        self
+    }
+
     /// The clock (tests move a [`crate::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -332,11 +345,19 @@ impl<S: Store> KeyManagerBuilder<S> {
             }])
             .into());
         };
-        let hint_len = config.lookup.hint_length.unwrap_or(current_format.formatter.fixed_prefix_len() + 3);
-        match current_format.formatter.generate(config.default_tier.as_deref()) {
-            Ok(sample) if sample.expose().len() < hint_len + 16 => problems.add(
+        let sample = current_format.formatter.generate(config.default_tier.as_deref());
+        // The hint counts characters: by default the constant prefix and 3 more.
+        let prefix = current_format.formatter.fixed_prefix_len();
+        let prefix_chars =
+            sample.as_ref().ok().and_then(|key| key.expose().get(..prefix)).map_or(prefix, |p| p.chars().count());
+        let hint_len = config.lookup.hint_length.unwrap_or(prefix_chars + 3);
+        match sample {
+            Ok(sample) if sample.expose().chars().count() < hint_len + 16 => problems.add(
                 "lookup.hint_length",
-                format!("keys are {} characters: a hint of {hint_len} would reveal too much", sample.expose().len()),
+                format!(
+                    "keys are {} characters: a hint of {hint_len} would reveal too much",
+                    sample.expose().chars().count()
+                ),
             ),
             Ok(sample) if hashing.current().algorithm() == "bcrypt" && sample.expose().len() > 72 => problems.add(
                 "hash.algorithm",
@@ -366,10 +387,12 @@ impl<S: Store> KeyManagerBuilder<S> {
             policy: config.policy,
             hint_len,
             cache: cache_on.then(|| VerifiedCache::new(config.cache.ttl.0, config.cache.capacity)),
+            flights: cache_on.then(Arc::default),
             last_used: LastUsed::new(config.last_used.interval.0),
             limiter,
             sinks: self.sinks,
             sealer: self.sealer,
+            offload: self.offload,
             clock: self.clock,
         };
         Ok(KeyManager { inner: Arc::new(inner), context: Arc::new(AuditContext::default()) })

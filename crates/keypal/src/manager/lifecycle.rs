@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{Format, KeyManager, LookupStrategy};
 use crate::clock::truncate_to_micros;
+use crate::config::LONGEST_DURATION;
 use crate::event::{Action, AuditQuery, Event};
 use crate::hash::{Hashing, sha256};
 use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey, NotedIn};
@@ -60,7 +61,7 @@ impl<S: Store> KeyManager<S> {
         let format = self.inner.current();
         for _ in 0..ATTEMPTS {
             let key = format.formatter.generate(fields.tier.as_deref())?;
-            let record = self.new_record(&key, format, &fields, now)?;
+            let record = self.new_record(&key, format, &fields, now).await?;
             let event = self.event(Action::Created, now);
             match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
                 Ok(record) => {
@@ -179,6 +180,9 @@ impl<S: Store> KeyManager<S> {
         if old.revoked_at.is_some() {
             return Err(Error::AlreadyRevoked(*id));
         }
+        if grace > LONGEST_DURATION {
+            return Err(too_far("grace"));
+        }
         let grace_end = truncate_to_micros(now + grace);
         let old_revoked_at = old.expires_at.map_or(grace_end, |exp| grace_end.min(exp.max(now)));
         let fields = Fields {
@@ -201,7 +205,7 @@ impl<S: Store> KeyManager<S> {
         let format = self.inner.current();
         for _ in 0..ATTEMPTS {
             let key = format.formatter.generate(fields.tier.as_deref().or(self.inner.default_tier.as_deref()))?;
-            let mut record = self.new_record(&key, format, &fields, now)?;
+            let mut record = self.new_record(&key, format, &fields, now).await?;
             record.rotated_from = Some(*id);
             let mut event = self.event(Action::Rotated, now);
             event.details =
@@ -265,7 +269,8 @@ impl<S: Store> KeyManager<S> {
                     fields.tier = format.formatter.parse(key.expose()).and_then(|p| p.tier.map(str::to_owned));
                 }
                 let lookup = self.lookup_of(key, format)?;
-                (lookup, self.inner.hashing.hash(key.expose().as_bytes()), self.start_of(key), key.end(4).to_owned())
+                let hash = self.hash_new(key.expose().as_bytes()).await?;
+                (lookup, hash, self.start_of(key), key.end(4).to_owned())
             }
             ImportSource::Sha256Hex(hex) => {
                 let stored = Hashing::import_sha256_hex(hex)?;
@@ -395,7 +400,7 @@ impl<S: Store> KeyManager<S> {
         }
     }
 
-    fn new_record(
+    async fn new_record(
         &self,
         key: &PlainKey,
         format: &Format,
@@ -403,7 +408,7 @@ impl<S: Store> KeyManager<S> {
         now: OffsetDateTime,
     ) -> Result<KeyRecord, Error> {
         let lookup = self.lookup_of(key, format)?;
-        let hash = self.inner.hashing.hash(key.expose().as_bytes());
+        let hash = self.hash_new(key.expose().as_bytes()).await?;
         let mut record =
             self.record_from(KeyId::new(), lookup, hash, self.start_of(key), key.end(4).to_owned(), fields, now);
         record.encrypted_key = self.seal(record.id, key)?;
@@ -461,7 +466,7 @@ impl<S: Store> KeyManager<S> {
             return Err(Error::invalid("name", "is required"));
         }
         let owner_id = match request.owner_id {
-            Some(owner) if owner.is_empty() || owner.len() > 256 => {
+            Some(owner) if owner.is_empty() || owner.chars().count() > 256 => {
                 return Err(Error::invalid("owner_id", "must be 1 to 256 characters"));
             }
             other => other,
@@ -471,6 +476,7 @@ impl<S: Store> KeyManager<S> {
         self.check_tier(tier.as_deref())?;
 
         let expires_at = match request.expiry {
+            Some(Expiry::In(after)) if after > LONGEST_DURATION => return Err(too_far("expires_at")),
             Some(Expiry::In(after)) => Some(now + after),
             Some(Expiry::At(at)) => Some(at),
             Some(Expiry::Never) => None,
@@ -497,6 +503,7 @@ impl<S: Store> KeyManager<S> {
         let expiry = &self.inner.policy.expiry;
         match expires_at {
             Some(at) if at <= now => Err(Error::invalid("expires_at", "is in the past")),
+            Some(at) if at - now > LONGEST_DURATION => Err(too_far("expires_at")),
             Some(at) => {
                 let lifetime = at - now;
                 if let Some(min) = expiry.min
@@ -584,4 +591,10 @@ impl<S: Store> KeyManager<S> {
             _ => Ok(()),
         }
     }
+}
+
+/// The refusal of a time further than [`LONGEST_DURATION`] from now: an expiry or the
+/// end of a grace period (much further would overflow the calendar's arithmetic).
+fn too_far(field: &str) -> Error {
+    Error::invalid(field, "must be at most 100 years from now")
 }

@@ -1,6 +1,8 @@
 //! [`KeyManager`]: configured once, then creates, verifies and manages keys.
 
 mod builder;
+mod flight;
+mod hashing;
 mod lifecycle;
 mod verify;
 
@@ -106,11 +108,17 @@ pub(crate) struct Inner<S> {
     /// Characters of a key used as hint and shown as its start.
     pub hint_len: usize,
     pub cache: Option<VerifiedCache>,
+    /// Lookups in progress of keys not in the cache, shared by concurrent
+    /// verifications of one key (with the cache only: its generation tells when a
+    /// lookup in progress may have read a state since replaced).
+    pub flights: Option<Arc<flight::Flights>>,
     pub last_used: LastUsed,
     pub limiter: Limiter,
     pub sinks: Vec<Arc<dyn EventSink>>,
     /// Keeps encrypted copies of new keys, when configured.
     pub sealer: Option<Arc<dyn crate::KeySealer>>,
+    /// Where slow hashes run.
+    pub offload: Arc<dyn crate::offload::Offload>,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -33,9 +33,10 @@ static DEFAULT_OPTIONS: VerifyOptions = VerifyOptions { scopes: Vec::new(), cost
 
 /// A record whose hash matched the presented key, and whether it came from the
 /// verified-result cache (whose copy keeps the credits it was cached with).
-struct Found {
-    record: Arc<KeyRecord>,
-    cached: bool,
+#[derive(Clone)]
+pub(super) struct Found {
+    pub(super) record: Arc<KeyRecord>,
+    pub(super) cached: bool,
 }
 
 /// The rest of a verification that has to await, boxed.
@@ -83,7 +84,13 @@ impl<S: Store> KeyManager<S> {
                 let second = inner.clock.coarse_unix_seconds();
                 let digest = (inner.cache.is_some() || format.strategy == LookupStrategy::Digest)
                     .then(|| sha256(key.as_bytes()));
-                match self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await? {
+                let found = match (&inner.flights, &digest) {
+                    (Some(flights), Some(digest)) => {
+                        self.find_verified_once(flights, key, format.strategy, parsed.id, digest).await?
+                    }
+                    _ => self.find_verified(key, format.strategy, parsed.id, digest.as_ref()).await?,
+                };
+                match found {
                     None => Verification::rejected(Code::NotFound),
                     Some(Found { record, cached }) => {
                         let verification = match self.judge(record, options, second) {
@@ -127,7 +134,7 @@ impl<S: Store> KeyManager<S> {
     /// key's id segment, if its format has one; `digest` is the key's SHA-256, computed
     /// when the cache or the lookup uses it. (Borrowed, not copied: this future is
     /// part of every verification's, and a future is moved by copying all its bytes.)
-    async fn find_verified(
+    pub(super) async fn find_verified(
         &self,
         key: &str,
         strategy: LookupStrategy,
@@ -154,26 +161,13 @@ impl<S: Store> KeyManager<S> {
                     Some(id) => inner.store.find(&Lookup::Id(id.to_owned())).await?,
                     None => None,
                 };
-                match record.filter(|r| self.owns(r)) {
-                    Some(r) => inner.hashing.verify(bytes, &r.hash).then_some(r),
-                    None => {
-                        inner.hashing.dummy_verify(bytes);
-                        None
-                    }
-                }
+                self.matching(bytes, record.filter(|r| self.owns(r)).as_slice()).await?
             }
             _ => {
-                let (found, had_candidates) = self.match_by_hint(key).await?;
-                match found {
+                match self.match_by_hint(key).await? {
                     Some(record) => Some(record),
-                    None => {
-                        // Boxed: rare, and it would otherwise grow every verification's future.
-                        let found = Box::pin(self.match_by_digest_after_hash_change(key, digest)).await?;
-                        if found.is_none() && !had_candidates {
-                            inner.hashing.dummy_verify(bytes);
-                        }
-                        found
-                    }
+                    // Boxed: rare, and it would otherwise grow every verification's future.
+                    None => Box::pin(self.match_by_digest_after_hash_change(key, digest)).await?,
                 }
             }
         };
@@ -198,19 +192,19 @@ impl<S: Store> KeyManager<S> {
     }
 
     /// The record among the key's hint candidates (this namespace's) whose hash
-    /// matches, and whether there was any candidate.
-    async fn match_by_hint(&self, key: &str) -> Result<(Option<Arc<KeyRecord>>, bool), Error> {
+    /// matches, checked through the offload when a hash is slow (a dummy check when
+    /// there is no candidate, so an unknown key costs what a known one does).
+    async fn match_by_hint(&self, key: &str) -> Result<Option<Arc<KeyRecord>>, Error> {
         let inner = &*self.inner;
         let candidates = inner.store.find_by_hint(first_chars(key, inner.hint_len)).await?;
-        let mut candidates = candidates.into_iter().filter(|r| self.owns(r)).peekable();
-        let had_candidates = candidates.peek().is_some();
-        Ok((candidates.find(|r| inner.hashing.verify(key.as_bytes(), &r.hash)), had_candidates))
+        let candidates: Vec<_> = candidates.into_iter().filter(|r| self.owns(r)).collect();
+        self.matching(key.as_bytes(), &candidates).await
     }
 
     /// Under a fast hash (digest lookup), a key not found by its digest may have been
     /// stored while the hash was slow: found by its hint. Re-hashed once verified.
     async fn match_by_hint_after_hash_change(&self, key: &str) -> Result<Option<Arc<KeyRecord>>, Error> {
-        Ok(self.match_by_hint(key).await?.0)
+        self.match_by_hint(key).await
     }
 
     /// Under a slow hash (hint lookup), a key no hint candidate matches may have been
@@ -263,11 +257,11 @@ impl<S: Store> KeyManager<S> {
     }
 
     /// Re-stores the key under the current policy after a successful verify of an
-    /// outdated hash or lookup: hashed with the current hasher, found by `lookup`,
-    /// both in one compare-and-swap. Best effort: if the store refuses, the next
-    /// verify tries again.
+    /// outdated hash or lookup: hashed with the current hasher (through the offload
+    /// when it is slow), found by `lookup`, both in one compare-and-swap. Best effort:
+    /// if the store (or the offload) refuses, the next verify tries again.
     async fn rehash(&self, key: &[u8], record: Arc<KeyRecord>, lookup: Lookup) -> Arc<KeyRecord> {
-        let new_hash = self.inner.hashing.hash(key);
+        let Ok(new_hash) = self.hash_new(key).await else { return record };
         match self.inner.store.replace_hash(record.id, &record.hash, &new_hash, &lookup).await {
             Ok(true) => {
                 let mut updated = KeyRecord::clone(&record);

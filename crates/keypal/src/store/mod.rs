@@ -150,7 +150,7 @@ impl Default for ListQuery {
 }
 
 impl ListQuery {
-    /// Active keys of every owner, 100 per page.
+    /// Keys not yet revoked (expired ones included) of every owner, 100 per page.
     pub fn new() -> Self {
         Self::default()
     }
