@@ -588,6 +588,8 @@ fn serve_check_prints_the_defaults() {
             "redis_url             unset",
             "redis_prefix          keypal:",
             "rate_limit_fail_open  false",
+            "cache_ttl             10s",
+            "cache_capacity        100000",
             &hash_workers,
             "hash_wait             1s",
             "log                   info",
@@ -603,6 +605,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
         listen = "0.0.0.0:9000"
         database_url = "postgres://keypal:db-password@db/keys"
         max_connections = 20
+        cache_ttl = "30s"
         log = "debug"
         master_key = "file-master-key"
         hash_workers = 4
@@ -626,6 +629,7 @@ fn serve_settings_precedence_is_option_then_env_then_file_then_default() {
     assert!(lines.contains(&"max_connections       3"), "option over env: {out:#?}");
     assert!(lines.contains(&"database_url          postgres://keypal:[redacted]@db/keys"), "file: {out:#?}");
     assert!(lines.contains(&"log                   debug"), "file over default: {out:#?}");
+    assert!(lines.contains(&"cache_ttl             30s"), "file over default: {out:#?}");
     assert!(lines.contains(&"database_schema       keypal"), "env: {out:#?}");
     assert!(lines.contains(&"hash_workers          3"), "env over file: {out:#?}");
     assert!(lines.contains(&"hash_wait             250ms"), "option over env: {out:#?}");
@@ -667,6 +671,17 @@ fn serve_refuses_bad_settings() {
     let no_workers = temp_file("no-workers.toml", "hash_workers = 0\n");
     keypal(&["serve", "--check", "--config", path_str(&no_workers)]).run().assert_error("line 1");
     keypal(&["serve", "--check", "--log", "x=[[["]).run().assert_error("--log");
+    keypal(&["serve", "--check", "--cache-ttl", "soon"]).run().assert_error("--cache-ttl");
+    keypal(&["serve", "--cache-capacity", "0"]).run().assert_error("--cache-capacity");
+    // In range for the parser, not for a cache: refused before anything is opened.
+    let dir = temp_file("cache-ttl-dir", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let out = keypal(&["serve", "--cache-ttl", "2days", "--database-url", &database]).run();
+    out.assert_error("INVALID_SETTING");
+    assert!(out.stderr.contains("cache_ttl"), "{out:#?}");
+    assert!(!dir.join("keypal.db").exists(), "nothing created");
     // Secrets are never options.
     keypal(&["serve", "--master-key", "abc"]).run().assert_error("unexpected argument '--master-key'");
     keypal(&["serve", "--admin-password", "abc"]).run().assert_error("unexpected argument");
@@ -685,6 +700,8 @@ fn serve_help_names_every_variable() {
         "KEYPAL_REDIS_URL",
         "KEYPAL_MAX_CONNECTIONS",
         "KEYPAL_LOG",
+        "KEYPAL_CACHE_TTL",
+        "KEYPAL_CACHE_CAPACITY",
         "KEYPAL_MASTER_KEY",
         "KEYPAL_ADMIN_PASSWORD",
         "KEYPAL_SERVICE_KEY",
@@ -745,10 +762,53 @@ fn serve_failures_are_reported_with_their_code() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.contains("error: keypal serve [LISTEN_FAILED]: cannot listen on"), "{out:#?}");
 
+    // A new database (the one above has recorded its master key) whose key file cannot be created.
+    let database = format!("sqlite://{}", path_str(&dir.join("other.db")));
     let out = keypal(&["serve", "--database-url", &database, "--key-file", "/nonexistent/dir/keypal.key"])
         .env("KEYPAL_LOG", "off")
         .run();
     out.assert_error("[MASTER_KEY_INVALID]");
+}
+
+/// Runs `keypal serve` on `database` with the master key `master_key` until it listens, then stops it.
+fn serve_once(database: &str, master_key: &str) {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
+        .env_clear()
+        .env("KEYPAL_MASTER_KEY", master_key)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keypal binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let listened = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.starts_with("keypal: listening on"));
+    child.kill().expect("the child can be stopped");
+    child.wait().expect("the child ends");
+    assert!(listened, "keypal serve did not start on {database}");
+}
+
+#[test]
+fn serve_refuses_a_database_of_another_master_key() {
+    let dir = temp_file("serve-master-key", "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    serve_once(&database, &"11".repeat(32));
+
+    let key_file = dir.join("keypal.key");
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--database-url", &database, "--key-file", path_str(&key_file)];
+    let out = keypal(&serve).env("KEYPAL_MASTER_KEY", &"22".repeat(32)).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISMATCH]: the master key from KEYPAL_MASTER_KEY does not match");
+    assert!(out.stderr.contains("set KEYPAL_MASTER_KEY"), "{out:#?}");
+    assert!(!out.stderr.contains(&"22".repeat(32)), "never the key: {out:#?}");
+
+    // Unset, with no key file: a new key would not do for this database.
+    let out = keypal(&serve).env("KEYPAL_LOG", "off").run();
+    out.assert_error("error: keypal serve [MASTER_KEY_MISSING]: this database was created with a master key");
+    assert!(!key_file.exists(), "no key file is created for a database in use");
 }
 
 #[test]

@@ -266,6 +266,7 @@ pub async fn concurrent_changes_to_different_fields_are_all_kept<S: Store>(store
     let jobs: Vec<usize> = (0..9).collect();
     let results = race(&store, jobs, |store, job| {
         let old_hash = old_hash.clone();
+        let lookup = before.lookup.clone();
         async move {
             match job {
                 0 => store.update(id, &KeyPatch::new().name("concurrent name"), event(Action::Updated)).await.is_ok(),
@@ -275,7 +276,7 @@ pub async fn concurrent_changes_to_different_fields_are_all_kept<S: Store>(store
                     store.update(id, &patch, event(Action::Updated)).await.is_ok()
                 }
                 3 => store.set_enabled(id, false, event(Action::Disabled)).await.is_ok(),
-                4 => store.replace_hash(id, &old_hash, "$sha256$concurrent").await.unwrap_or(false),
+                4 => store.replace_hash(id, &old_hash, "$sha256$concurrent", &lookup).await.unwrap_or(false),
                 n => store.touch(&[(id, shift(t, n as i64))]).await.is_ok(),
             }
         }

@@ -59,6 +59,7 @@ pub mod audit;
 pub mod concurrency;
 pub mod credits;
 pub mod fixtures;
+pub mod hash_change;
 pub mod insert;
 pub mod limits;
 pub mod list;
@@ -95,12 +96,29 @@ pub const TESTS: &[&str] = crate::__conformance_list!(__conformance_names);
 /// # fn main() {}
 /// ```
 ///
+/// A store whose server may be missing from the machine takes `optional` and a factory
+/// yielding `Option<S>`: each test ends at once, passing, on `None` (the factory says why,
+/// as `keypal-testing` does: it prints one line, or fails the test under `CI=true`):
+///
+/// ```
+/// mod maybe {
+///     async fn store_if_available() -> Option<keypal::MemoryStore> {
+///         Some(keypal::MemoryStore::new())
+///     }
+///     keypal_conformance::store_conformance!(optional store_if_available());
+/// }
+/// # fn main() {}
+/// ```
+///
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per
 /// entry of [`TESTS`], in one submodule per theme.
 #[macro_export]
 macro_rules! store_conformance {
+    (optional $factory:expr $(,)?) => {
+        $crate::__conformance_list!(__conformance_emit, optional $factory);
+    };
     ($factory:expr $(,)?) => {
-        $crate::__conformance_list!(__conformance_emit, $factory);
+        $crate::__conformance_list!(__conformance_emit, required $factory);
     };
 }
 
@@ -163,6 +181,8 @@ macro_rules! __conformance_list {
                 replace_hash_swaps_when_expected_matches,
                 replace_hash_refuses_when_expected_differs,
                 replace_hash_of_unknown_key_returns_false,
+                replace_hash_moves_the_lookup_with_the_hash,
+                replace_hash_to_a_taken_lookup_is_duplicate_and_changes_nothing,
                 delete_returns_the_record_and_removes_it_everywhere,
                 delete_frees_the_lookup_value,
                 delete_of_unknown_key_returns_none,
@@ -202,6 +222,10 @@ macro_rules! __conformance_list {
                 audit_time_range_includes_since_and_excludes_until,
                 audit_pages_newest_first_with_a_cursor,
             }
+            hash_change {
+                every_hash_change_keeps_existing_keys_verifying,
+                a_re_hashed_key_is_re_stored_once,
+            }
             concurrency {
                 concurrent_inserts_respect_the_owner_limit,
                 concurrent_inserts_of_one_lookup_succeed_once,
@@ -220,7 +244,7 @@ macro_rules! __conformance_list {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_emit {
-    (($factory:expr) $($theme:ident { $($name:ident),* $(,)? })*) => {
+    (($how:ident $factory:expr) $($theme:ident { $($name:ident),* $(,)? })*) => {
         $(
             mod $theme {
                 #[allow(unused_imports)]
@@ -234,12 +258,24 @@ macro_rules! __conformance_emit {
                         worker_threads = 4
                     )]
                     async fn $name() {
-                        let store = $factory.await;
+                        let Some(store) = $crate::__conformance_store!($how $factory) else { return };
                         $crate::$theme::$name(store).await;
                     }
                 )*
             }
         )*
+    };
+}
+
+/// The store of one test: `Some(store)`, or `None` to skip it. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_store {
+    (required $factory:expr) => {
+        Some($factory.await)
+    };
+    (optional $factory:expr) => {
+        $factory.await
     };
 }
 
@@ -267,6 +303,7 @@ mod tests {
             ("credits", include_str!("credits.rs")),
             ("touch", include_str!("touch.rs")),
             ("audit", include_str!("audit.rs")),
+            ("hash_change", include_str!("hash_change.rs")),
             ("concurrency", include_str!("concurrency.rs")),
         ];
         let mut defined = Vec::new();

@@ -281,31 +281,111 @@ pub async fn replace_hash_swaps_when_expected_matches<S: Store>(store: S) {
     let before = full_record();
     insert(&store, before.clone()).await;
     let new_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
-    let swapped = store.replace_hash(before.id, &before.hash, new_hash).await.expect("replace_hash failed");
+    let swapped =
+        store.replace_hash(before.id, &before.hash, new_hash, &before.lookup).await.expect("replace_hash failed");
     assert!(swapped, "replace_hash with the current hash must swap");
     let expected = changed(&before, |r| r.hash = new_hash.to_owned());
     assert_eq!(*fetch(&store, before.id).await, expected, "only the hash (and version) may change");
-    let old_again = store.replace_hash(before.id, &before.hash, "$sha256$other").await.expect("replace_hash failed");
+    let old_again = store
+        .replace_hash(before.id, &before.hash, "$sha256$other", &before.lookup)
+        .await
+        .expect("replace_hash failed");
     assert!(!old_again, "the old hash is no longer current");
     assert_eq!(*fetch(&store, before.id).await, expected);
 }
 
-/// `replace_hash` with a stale `expected` returns false and changes nothing.
+/// `replace_hash` with a stale `expected` returns false and changes nothing: neither
+/// the hash nor the lookup, even when the new lookup is another one.
 pub async fn replace_hash_refuses_when_expected_differs<S: Store>(store: S) {
     let before = full_record();
     insert(&store, before.clone()).await;
     let prefix = &before.hash[..before.hash.len() - 1];
+    let hint = Lookup::Hint("sk_live_stale".to_owned());
     for stale in ["$sha256$stale", "", prefix] {
-        let swapped = store.replace_hash(before.id, stale, "$sha256$new").await.expect("replace_hash failed");
-        assert!(!swapped, "replace_hash with expected {stale:?} (not the current hash) must not swap");
+        for lookup in [&before.lookup, &hint] {
+            let swapped =
+                store.replace_hash(before.id, stale, "$sha256$new", lookup).await.expect("replace_hash failed");
+            assert!(!swapped, "replace_hash with expected {stale:?} (not the current hash) must not swap");
+        }
     }
     assert_eq!(*fetch(&store, before.id).await, before, "a refused replace_hash must change nothing");
+    assert!(store.find_by_hint("sk_live_stale").await.expect("find_by_hint failed").is_empty());
+    assert_eq!(store.find(&before.lookup).await.expect("find failed").map(|r| r.id), Some(before.id));
 }
 
 /// `replace_hash` of an unknown id returns false.
 pub async fn replace_hash_of_unknown_key_returns_false<S: Store>(store: S) {
-    let swapped = store.replace_hash(KeyId::new(), "$sha256$x", "$sha256$y").await.expect("replace_hash failed");
+    let lookup = Lookup::Hint("sk_live_none".to_owned());
+    let swapped =
+        store.replace_hash(KeyId::new(), "$sha256$x", "$sha256$y", &lookup).await.expect("replace_hash failed");
     assert!(!swapped, "replace_hash of an unknown key must return false");
+    assert!(store.find_by_hint("sk_live_none").await.expect("find_by_hint failed").is_empty());
+}
+
+/// `replace_hash` moves the lookup with the hash, both ways between a digest and a
+/// hint (a hash changing between a fast and a slow algorithm): afterwards the record
+/// is found by its new lookup only, and the old one is free for another key.
+pub async fn replace_hash_moves_the_lookup_with_the_hash<S: Store>(store: S) {
+    let before = record();
+    let digest = before.lookup.clone();
+    insert(&store, before.clone()).await;
+    let neighbour = insert(&store, record_with_hint("sk_test_mov")).await;
+
+    let slow = "$2b$04$KeypalKatSaltValue123uYgBpfQKzFccdKJw4S1mYtKWwVUmmfqW";
+    let hint = Lookup::Hint("sk_test_mov".to_owned());
+    assert!(store.replace_hash(before.id, &before.hash, slow, &hint).await.expect("replace_hash failed"));
+    let slowed = changed(&before, |r| {
+        r.hash = slow.to_owned();
+        r.lookup = hint.clone();
+    });
+    assert_eq!(*fetch(&store, before.id).await, slowed, "the hash and the lookup (and version) change");
+    assert!(store.find(&digest).await.expect("find failed").is_none(), "no longer found by its old digest");
+    let mut candidates: Vec<KeyId> =
+        store.find_by_hint("sk_test_mov").await.expect("find_by_hint failed").iter().map(|r| r.id).collect();
+    candidates.sort();
+    let mut both = vec![before.id, neighbour.id];
+    both.sort();
+    assert_eq!(candidates, both, "found by its new hint, beside the other key");
+
+    // The old digest is free: another key may take it.
+    let mut taker = record();
+    taker.lookup = digest.clone();
+    insert(&store, taker.clone()).await;
+    // A new digest (as a key's SHA-256 would be).
+    let fresh = record().lookup;
+
+    let fast = "$sha256$back";
+    assert!(store.replace_hash(before.id, slow, fast, &fresh).await.expect("replace_hash failed"));
+    let fastened = changed(&slowed, |r| {
+        r.hash = fast.to_owned();
+        r.lookup = fresh.clone();
+    });
+    assert_eq!(*fetch(&store, before.id).await, fastened);
+    assert_eq!(store.find(&fresh).await.expect("find failed").map(|r| r.id), Some(before.id));
+    let candidates: Vec<KeyId> =
+        store.find_by_hint("sk_test_mov").await.expect("find_by_hint failed").iter().map(|r| r.id).collect();
+    assert_eq!(candidates, [neighbour.id], "no longer a candidate of its old hint");
+    assert_eq!(store.find(&digest).await.expect("find failed").map(|r| r.id), Some(taker.id));
+}
+
+/// `replace_hash` to a unique lookup another record holds is `Duplicate` and changes
+/// nothing; with a stale hash it is simply `false`.
+pub async fn replace_hash_to_a_taken_lookup_is_duplicate_and_changes_nothing<S: Store>(store: S) {
+    let holder = insert(&store, record()).await;
+    let before = insert(&store, record_with_hint("sk_test_dup")).await;
+    assert_err!(
+        store.replace_hash(before.id, &before.hash, "$sha256$new", &holder.lookup).await,
+        StoreError::Duplicate,
+        "replace_hash to a digest another key holds"
+    );
+    let stale = store.replace_hash(before.id, "$sha256$stale", "$sha256$new", &holder.lookup).await;
+    assert!(matches!(stale, Ok(false)), "a stale hash is refused before the lookup is looked at, got {stale:?}");
+    assert_eq!(*fetch(&store, before.id).await, *before, "a refused replace_hash must change nothing");
+    assert_eq!(*fetch(&store, holder.id).await, *holder);
+    assert_eq!(store.find(&holder.lookup).await.expect("find failed").map(|r| r.id), Some(holder.id));
+    let candidates: Vec<KeyId> =
+        store.find_by_hint("sk_test_dup").await.expect("find_by_hint failed").iter().map(|r| r.id).collect();
+    assert_eq!(candidates, [before.id]);
 }
 
 /// `delete` returns the record; afterwards `get`, `find`, `find_by_hint`, `list` and

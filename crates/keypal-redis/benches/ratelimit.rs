@@ -1,6 +1,6 @@
 //! `cargo bench -p keypal-redis --bench ratelimit`: one `RedisRateLimiter` decision
-//! (one `EVALSHA` round trip to the local Redis, `KEYPAL_TEST_REDIS_URL` or
-//! `redis://127.0.0.1:6379`), next to the in-process `GcraLimiter` for scale.
+//! (one `EVALSHA` round trip to a Redis on this machine: `KEYPAL_TEST_REDIS_URL`, else a
+//! private `redis-server`), next to the in-process `GcraLimiter` for scale.
 //!
 //! Each sample is one decision, so divan's median is the p50 latency. The keys are
 //! fresh per run and have a limit far above what a run sends, so every decision is an
@@ -26,8 +26,9 @@ fn main() {
 static RUNTIME: LazyLock<Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"));
 
-fn redis_url() -> String {
-    std::env::var("KEYPAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+/// The benches' Redis: `KEYPAL_TEST_REDIS_URL`, else a private server (see `keypal-testing`).
+fn redis_url() -> &'static str {
+    keypal_testing::RedisServer::required().url()
 }
 
 /// A limit no run reaches: every decision is allowed.
@@ -38,12 +39,9 @@ fn limit() -> RateLimit {
 static LIMITER: LazyLock<RedisRateLimiter> = LazyLock::new(|| {
     RUNTIME.block_on(async {
         let prefix = format!("kpbench:{}:", KeyId::new());
-        let limiter = RedisRateLimiter::connect(&redis_url(), prefix).await.expect("a valid Redis URL");
+        let limiter = RedisRateLimiter::connect(redis_url(), prefix).await.expect("a valid Redis URL");
         if let Err(e) = limiter.ping().await {
-            panic!(
-                "Redis must be running for this bench at {}: {e}. Start it with `redis-server --daemonize yes`.",
-                redis_url()
-            );
+            panic!("the bench's Redis at {} does not answer: {e}", redis_url());
         }
         // Load the script before measuring.
         limiter.decide(KeyId::new(), limit()).await.expect("warm-up decision");

@@ -530,10 +530,21 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
         let mut args = self.args();
-        args.push(id.to_string()).push(expected).push(new_hash);
-        Ok(int(self.eval(&SCRIPTS.replace_hash, &args).await?)? == 1)
+        args.push(id.to_string()).push(expected).push(new_hash).push(new_lookup.kind()).push(new_lookup.value());
+        let (status, _) = status(self.eval(&SCRIPTS.replace_hash, &args).await?)?;
+        match status.as_str() {
+            "ok" => Ok(true),
+            "stale" => Ok(false),
+            other => Err(refused(other)),
+        }
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Page<Event>, StoreError> {

@@ -5,5 +5,5 @@ mod common;
 
 mod redis {
     use super::common::redis_store;
-    keypal_conformance::store_conformance!(redis_store());
+    keypal_conformance::store_conformance!(optional redis_store());
 }

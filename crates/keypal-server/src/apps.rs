@@ -132,6 +132,10 @@ pub struct AppPatch {
     pub default_tier: Option<Option<String>>,
     /// A new owner limit.
     pub max_active_keys_per_owner: Option<u32>,
+    /// Keep keys encrypted so they can be revealed. Turned on, it applies to keys
+    /// created or rotated afterwards; turned off, the sealed copies of every key of the
+    /// application are deleted (audited with their number).
+    pub recoverable: Option<bool>,
 }
 
 impl AppPatch {
@@ -146,6 +150,7 @@ impl AppPatch {
             ("tiers", self.tiers.is_some()),
             ("default_tier", self.default_tier.is_some()),
             ("max_active_keys_per_owner", self.max_active_keys_per_owner.is_some()),
+            ("recoverable", self.recoverable.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -239,7 +244,7 @@ impl App {
             template: check_template(request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?,
             legacy_templates: Vec::new(),
             hash: parse_hash(request.hash.as_deref())?,
-            bcrypt_cost: request.bcrypt_cost,
+            bcrypt_cost: check_bcrypt_cost(request.bcrypt_cost)?,
             tiers: parse_tiers(request.tiers.unwrap_or_default())?,
             default_tier: request.default_tier,
             max_active_keys_per_owner: check_max(request.max_active_keys_per_owner)?,
@@ -273,7 +278,7 @@ impl App {
             app.hash = parse_hash(Some(&hash))?;
         }
         if let Some(cost) = patch.bcrypt_cost {
-            app.bcrypt_cost = Some(cost);
+            app.bcrypt_cost = check_bcrypt_cost(Some(cost))?;
         }
         if let Some(tiers) = patch.tiers {
             app.tiers = parse_tiers(tiers)?;
@@ -283,6 +288,9 @@ impl App {
         }
         if let Some(max) = patch.max_active_keys_per_owner {
             app.max_active_keys_per_owner = check_max(Some(max))?;
+        }
+        if let Some(recoverable) = patch.recoverable {
+            app.recoverable = recoverable;
         }
         Ok(app)
     }
@@ -310,7 +318,9 @@ impl App {
 
     /// Builds the key manager of this application (a bad template or tier is a 400 naming the field).
     pub fn manager(&self, parts: &crate::state::ManagerParts) -> Result<KeyManager<Arc<SqlStore>>, ApiError> {
-        let mut builder = KeyManager::builder().config(self.config(&parts.secrets)).store(parts.store.clone());
+        let mut config = self.config(&parts.secrets);
+        config.cache = parts.cache.clone();
+        let mut builder = KeyManager::builder().config(config).store(parts.store.clone());
         for sink in &parts.sinks {
             builder = builder.event_sink_arc(sink.clone());
         }
@@ -404,6 +414,15 @@ fn check_label(label: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid("label", "must be 1 to 32 of a-z, 0-9 and -"));
     }
     Ok(label.to_owned())
+}
+
+/// bcrypt's cost: 10 (about 50 ms a check) to 15 (about 2 s). Lower is too cheap to
+/// guess against; higher makes every key creation and first verify take minutes.
+fn check_bcrypt_cost(cost: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match cost {
+        Some(cost) if !(10..=15).contains(&cost) => Err(ApiError::invalid("bcrypt_cost", "must be 10 to 15")),
+        cost => Ok(cost),
+    }
 }
 
 fn check_max(max: Option<u32>) -> Result<u32, ApiError> {

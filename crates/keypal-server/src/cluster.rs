@@ -39,10 +39,7 @@ impl Bus {
         }
         match store {
             SqlStore::Postgres(pg) => {
-                let prefix = match &config.database_schema {
-                    Some(schema) => format!("keypal_{schema}_"),
-                    None => "keypal_".to_owned(),
-                };
+                let prefix = config.database_schema.as_deref().map_or_else(|| "keypal_".to_owned(), channel_prefix);
                 Ok(Some(Bus::Postgres(PgBus::new(pg.pool().clone(), &prefix).map_err(ServeError::Bus)?)))
             }
             _ => Ok(None),
@@ -122,5 +119,34 @@ fn apply(state: &Weak<State>, message: Invalidation) {
                 let _ = state.reload_service_key().await;
             });
         }
+    }
+}
+
+/// The PostgreSQL channel prefix of instances sharing `schema`: `keypal_{schema}_`, or,
+/// when that would make a channel name longer than PostgreSQL's 63 bytes,
+/// `keypal_{the first 16 hex digits of the schema's SHA-256}_` (the same on every instance).
+fn channel_prefix(schema: &str) -> String {
+    use sha2::Digest;
+    const LONGEST: usize = 63 - "invalidate".len();
+    let plain = format!("keypal_{schema}_");
+    if plain.len() <= LONGEST {
+        return plain;
+    }
+    let digest = sha2::Sha256::digest(schema.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("keypal_{hex}_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_prefix;
+
+    #[test]
+    fn every_schema_name_gives_a_channel_postgres_accepts() {
+        assert_eq!(channel_prefix("tenant_a"), "keypal_tenant_a_");
+        let long = "s".repeat(63);
+        let prefix = channel_prefix(&long);
+        assert!(prefix.len() + "invalidate".len() <= 63, "{prefix}");
+        assert_ne!(channel_prefix(&"t".repeat(63)), prefix, "schemas keep apart");
     }
 }

@@ -52,6 +52,12 @@ pub struct ServeConfig {
     /// With Redis unreachable, let keys with a rate limit through unlimited (default
     /// false: they are refused with 503 `RATE_LIMITER_UNAVAILABLE`).
     pub rate_limit_fail_open: bool,
+    /// How long a verified result is reused (default `10s`, at most a day). Changes made
+    /// through any instance drop the entry at once (with Redis or PostgreSQL announcing
+    /// them); this bounds how stale a change made elsewhere can be.
+    pub cache_ttl: HumanDuration,
+    /// Verified results kept per application at most (default 100 000).
+    pub cache_capacity: u64,
     /// Threads that run slow hashes (bcrypt, argon2id), away from the threads that
     /// serve requests (default: one per core).
     pub hash_workers: Option<NonZeroUsize>,
@@ -76,6 +82,8 @@ impl Default for ServeConfig {
             redis_url: None,
             redis_prefix: "keypal:".to_owned(),
             rate_limit_fail_open: false,
+            cache_ttl: keypal::config::CacheConfig::default().ttl,
+            cache_capacity: keypal::config::CacheConfig::default().capacity,
             hash_workers: None,
             hash_wait: HumanDuration(Duration::from_secs(1)),
             log: "info".to_owned(),
@@ -99,6 +107,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("rate_limit_fail_open", &self.rate_limit_fail_open)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
             .field("hash_workers", &self.hash_workers)
             .field("hash_wait", &self.hash_wait)
             .field("log", &self.log)

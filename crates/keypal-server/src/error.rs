@@ -64,6 +64,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}"))
     }
 
+    /// 409 `SERVICE_KEY_PINNED`: the service key comes from `KEYPAL_SERVICE_KEY` (or the
+    /// config file) and every start applies it again, so it cannot be rotated here.
+    pub fn service_key_pinned() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "SERVICE_KEY_PINNED",
+            "the service key is set by KEYPAL_SERVICE_KEY (or service_key in the config file) and every start \
+             applies it again; to change it, change the variable on every instance and restart them",
+        )
+    }
+
     /// 503 `STORAGE_UNAVAILABLE`: the database failed (logged, never shown).
     pub fn storage(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "storage failed");

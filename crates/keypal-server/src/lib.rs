@@ -17,6 +17,7 @@ mod apps;
 mod auth;
 mod cluster;
 mod config;
+mod deployment;
 mod error;
 mod extract;
 mod hashing;
@@ -32,6 +33,7 @@ mod state;
 mod throttle;
 
 pub use config::{ServeConfig, ServeConfigError, redact_url};
+pub use deployment::{Deployment, DeploymentError};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use hashing::HashPool;
 pub use metrics::Metrics;

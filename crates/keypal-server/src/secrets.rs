@@ -4,7 +4,9 @@
 //!
 //! The master key comes from `KEYPAL_MASTER_KEY` or a key file created on first start
 //! with mode 0600. Derived keys use HKDF-SHA-256 with one label per purpose, so no two
-//! purposes ever share a key.
+//! purposes ever share a key. One more label gives the master key's check value: what a
+//! database records on first start, so that a process with another master key is
+//! refused before it can answer anything ([`crate::Deployment`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +18,7 @@ use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use keypal::Encoding;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// Why the master key could not be loaded or a secret could not be made.
@@ -51,6 +54,7 @@ pub struct Secrets {
     pepper: Zeroizing<[u8; 32]>,
     digest_key: Zeroizing<[u8; 32]>,
     seal: XChaCha20Poly1305,
+    check: [u8; 32],
 }
 
 impl std::fmt::Debug for Secrets {
@@ -58,6 +62,11 @@ impl std::fmt::Debug for Secrets {
         f.write_str("Secrets([redacted])")
     }
 }
+
+/// The HKDF label of the master key's check value. A label of its own: the check value
+/// is a one-way function of the master key that no other purpose shares, so knowing it
+/// gives nothing about the key or any key derived from it.
+pub const CHECK_LABEL: &str = "keypal/master-key-check/v1";
 
 /// Where a new master key was created, to tell the operator once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,41 +122,66 @@ impl Secrets {
             out
         };
         let seal_key = derive(b"keypal/seal/v1");
+        let check = derive(CHECK_LABEL.as_bytes());
         Self {
             pepper: derive(b"keypal/pepper/v1"),
             digest_key: derive(b"keypal/secret-digest/v1"),
             seal: XChaCha20Poly1305::new(&(*seal_key).into()),
+            check: *check,
         }
     }
 
-    /// Loads the master key from `KEYPAL_MASTER_KEY` (passed in as `configured`) or the
-    /// key file, creating the file with a new random key (mode 0600) when it does not exist.
-    pub fn load(configured: Option<&str>, key_file: &Path) -> Result<(Self, Option<CreatedKeyFile>), SecretsError> {
+    /// Reads the master key from `KEYPAL_MASTER_KEY` (passed in as `configured`) or else
+    /// the key file; `None` when neither is there (see [`Secrets::create_key_file`]).
+    pub fn read(configured: Option<&str>, key_file: &Path) -> Result<Option<Self>, SecretsError> {
         if let Some(text) = configured {
             let key = parse_key(text).ok_or(SecretsError::BadMasterKey { source_name: "KEYPAL_MASTER_KEY".into() })?;
-            return Ok((Self::from_master_key(&key), None));
+            return Ok(Some(Self::from_master_key(&key)));
         }
-        let file_error = |error| SecretsError::KeyFile { path: key_file.display().to_string(), error };
         match std::fs::read_to_string(key_file) {
             Ok(text) => {
                 let key = parse_key(&text)
                     .ok_or_else(|| SecretsError::BadMasterKey { source_name: key_file.display().to_string() })?;
-                Ok((Self::from_master_key(&key), None))
+                Ok(Some(Self::from_master_key(&key)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                getrandom::fill(key.as_mut()).map_err(|e| SecretsError::Random(e.to_string()))?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(key_file).map_err(file_error)?;
-                let text = Zeroizing::new(hex(key.as_ref()));
-                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(file_error)?;
-                Ok((Self::from_master_key(&key), Some(CreatedKeyFile(key_file.display().to_string()))))
-            }
-            Err(e) => Err(file_error(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(SecretsError::KeyFile { path: key_file.display().to_string(), error }),
         }
+    }
+
+    /// Creates `key_file` (it must not exist) holding a new random master key, mode 0600.
+    pub fn create_key_file(key_file: &Path) -> Result<(Self, CreatedKeyFile), SecretsError> {
+        let file_error = |error| SecretsError::KeyFile { path: key_file.display().to_string(), error };
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut()).map_err(|e| SecretsError::Random(e.to_string()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(key_file).map_err(file_error)?;
+        let text = Zeroizing::new(hex(key.as_ref()));
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(file_error)?;
+        Ok((Self::from_master_key(&key), CreatedKeyFile(key_file.display().to_string())))
+    }
+
+    /// The master key's check value as lowercase hex: HKDF-SHA-256 of the master key
+    /// with the label [`CHECK_LABEL`]. Two master keys have the same check value only
+    /// if they are the same key; the value reveals nothing else about it.
+    ///
+    /// ```
+    /// use keypal_server::secrets::Secrets;
+    /// let check = Secrets::from_master_key(&[7; 32]).check_value();
+    /// assert_eq!(check.len(), 64);
+    /// assert_eq!(check, Secrets::from_master_key(&[7; 32]).check_value());
+    /// assert_ne!(check, Secrets::from_master_key(&[8; 32]).check_value());
+    /// ```
+    pub fn check_value(&self) -> String {
+        hex(&self.check)
+    }
+
+    /// Whether `stored` is this master key's check value (compared in constant time).
+    pub fn matches_check_value(&self, stored: &str) -> bool {
+        bool::from(self.check_value().as_bytes().ct_eq(stored.as_bytes()))
     }
 
     /// The pepper of applications that hash their keys with HMAC-SHA-256 (as a string for the core's config).
@@ -251,18 +285,32 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("keypal-secrets-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("keypal.key");
-        let (first, created) = Secrets::load(None, &path).unwrap();
-        assert!(created.is_some());
+        assert!(Secrets::read(None, &path).unwrap().is_none(), "no key file yet");
+        let (first, created) = Secrets::create_key_file(&path).unwrap();
+        assert_eq!(created.0, path.display().to_string());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let (second, created) = Secrets::load(None, &path).unwrap();
-        assert!(created.is_none());
+        let second = Secrets::read(None, &path).unwrap().unwrap();
         assert_eq!(first.digest("x"), second.digest("x"), "the same key after a restart");
+        assert!(matches!(Secrets::create_key_file(&path), Err(SecretsError::KeyFile { .. })), "never overwritten");
         std::fs::write(&path, "not a key").unwrap();
-        assert!(matches!(Secrets::load(None, &path), Err(SecretsError::BadMasterKey { .. })));
+        assert!(matches!(Secrets::read(None, &path), Err(SecretsError::BadMasterKey { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_check_value_is_a_purpose_of_its_own_and_never_the_key() {
+        let master = [9u8; 32];
+        let secrets = Secrets::from_master_key(&master);
+        let check = secrets.check_value();
+        assert!(secrets.matches_check_value(&check));
+        assert!(!Secrets::from_master_key(&[10; 32]).matches_check_value(&check));
+        assert!(!secrets.matches_check_value(""));
+        for other in [hex(&master), secrets.pepper(), hex(secrets.digest_key.as_ref())] {
+            assert_ne!(check, other);
+        }
     }
 }

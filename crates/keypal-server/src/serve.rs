@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keypal_sql::{SqlError, SqlOptions, SqlStore};
 use tokio::net::TcpListener;
 
 use crate::cluster::{Bus, Subscription};
 use crate::config::{ServeConfig, redact_url};
+use crate::deployment::{Deployment, DeploymentError};
 use crate::hashing::HashPool;
-use crate::secrets::{Secrets, SecretsError};
 use crate::state::{BootError, Generated, Shared, State};
 use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 
@@ -22,12 +21,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The master key could not be loaded or created.
+    /// The database and the master key could not be opened together (see [`Deployment::open`]).
     #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    /// The database could not be opened or migrated.
-    #[error("{0}")]
-    Database(#[from] SqlError),
+    Deployment(#[from] DeploymentError),
     /// Loading settings and applications failed.
     #[error(transparent)]
     Boot(#[from] BootError),
@@ -43,6 +39,14 @@ pub enum ServeError {
     /// Redis did not answer at start (with fail-closed rate limits, keypal does not start without it).
     #[error("cannot reach Redis: {0}")]
     RedisUnreachable(#[source] keypal_redis::RateLimitUnavailable),
+    /// A setting is out of its range.
+    #[error("the setting {name} {message}")]
+    Setting {
+        /// The setting, as in the configuration file.
+        name: &'static str,
+        /// What is wrong.
+        message: &'static str,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,13 +67,13 @@ impl ServeError {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ServeError::Secrets(_) => "MASTER_KEY_INVALID",
-            ServeError::Database(e) => e.code(),
+            ServeError::Deployment(e) => e.code(),
             ServeError::Boot(_) => "BOOT_FAILED",
             ServeError::Redis(e) => e.code(),
             ServeError::RedisUnreachable(_) => "REDIS_UNREACHABLE",
             ServeError::Bus(e) => e.code(),
             ServeError::BusSubscribe(_) => "BUS_UNAVAILABLE",
+            ServeError::Setting { .. } => "INVALID_SETTING",
             ServeError::Bind { .. } => "LISTEN_FAILED",
             ServeError::HashPool(_) => "HASH_POOL_FAILED",
             ServeError::Io(_) => "SERVER_FAILED",
@@ -87,18 +91,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the master key, opens and migrates the database, loads applications and
-    /// settings (generating the admin password and service key on first start), and binds.
+    /// Opens the deployment (the database and the master key, checked against each
+    /// other), loads applications and settings (generating the admin password and
+    /// service key on first start), and binds.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
-        let (secrets, created) = Secrets::load(config.master_key.as_deref(), &config.key_file)?;
-        if let Some(file) = created {
+        // Settings first: a wrong one is reported before anything is opened or created.
+        let cache = cache_config(config)?;
+        let Deployment { store, secrets, created_key_file } = Deployment::open(config).await?;
+        if let Some(file) = created_key_file {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
-        let mut options = SqlOptions::new().max_connections(config.max_connections);
-        options.schema.clone_from(&config.database_schema);
-        let store = SqlStore::connect_with(&config.database_url, &options).await?;
-        tracing::info!(database = %redact_url(&config.database_url), "database ready");
-        let mut shared = shared_state(config).await?;
+        let mut shared = shared_state(config, cache).await?;
         let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;
         tracing::info!(threads = hash_pool.workers(), wait = ?config.hash_wait.0, "slow hashes run on their own threads");
         shared.hash_pool = Some(hash_pool);
@@ -130,6 +133,32 @@ impl Server {
         self.listener.local_addr().map_err(ServeError::Io)
     }
 
+    /// Every route over this server's state, to drive the service in-process without
+    /// its listener: tests and fuzzing send requests with tower's `ServiceExt::oneshot`.
+    /// Such requests carry no client address (the audit log shows `0.0.0.0`).
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use axum::http::{Request, StatusCode};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = keypal_server::ServeConfig::default();
+    /// config.listen = ([127, 0, 0, 1], 0).into();
+    /// config.database_url = "sqlite::memory:".into();
+    /// config.master_key = Some("0f".repeat(32));
+    /// config.admin_password = Some("correct horse battery staple".into());
+    /// let server = keypal_server::Server::bind(&config).await?;
+    /// let response = server.router().oneshot(Request::get("/healthz").body(Body::empty())?).await?;
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn router(&self) -> axum::Router {
+        crate::routes::router(self.state.clone())
+    }
+
     /// The admin password and service key generated on this first start, if any.
     pub fn generated(&self) -> &Generated {
         &self.generated
@@ -149,7 +178,7 @@ impl Server {
                 }
             }
         });
-        let app = crate::routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         flusher.abort();
         state.flush().await;
@@ -160,8 +189,8 @@ impl Server {
 }
 
 /// The rate limiter shared through Redis, when `redis_url` is set.
-async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
-    let mut shared = Shared::default();
+async fn shared_state(config: &ServeConfig, cache: keypal::config::CacheConfig) -> Result<Shared, ServeError> {
+    let mut shared = Shared { cache, ..Shared::default() };
     let Some(url) = &config.redis_url else { return Ok(shared) };
     let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
     let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
@@ -174,6 +203,22 @@ async fn shared_state(config: &ServeConfig) -> Result<Shared, ServeError> {
     tracing::info!(redis = %redact_url(url), "rate limits shared through Redis");
     shared.limiter = Some(limiter);
     Ok(shared)
+}
+
+/// The longest `cache_ttl`: a cached result outliving a change made elsewhere by more
+/// than a day is not a cache any more.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The verified-result cache every application's manager uses.
+fn cache_config(config: &ServeConfig) -> Result<keypal::config::CacheConfig, ServeError> {
+    let ttl = config.cache_ttl.0;
+    if ttl.is_zero() || ttl > MAX_CACHE_TTL {
+        return Err(ServeError::Setting { name: "cache_ttl", message: "must be longer than zero and at most 1 day" });
+    }
+    if config.cache_capacity == 0 {
+        return Err(ServeError::Setting { name: "cache_capacity", message: "must be at least 1" });
+    }
+    Ok(keypal::config::CacheConfig { ttl: config.cache_ttl, capacity: config.cache_capacity, ..Default::default() })
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -20,8 +20,10 @@ use crate::metrics::Metrics;
 use crate::secrets::{self, Secrets};
 use crate::throttle::LoginThrottle;
 
-/// The object kind of settings (`service_key`, `admin_password`).
-const SETTING: &str = "setting";
+/// The object kind of settings (`service_key`, `admin_password`, `master_key_check`).
+pub(crate) const SETTING: &str = "setting";
+/// The setting holding the service key (its digest, and the key sealed under the master key).
+pub(crate) const SERVICE_KEY: &str = "service_key";
 
 /// An application and its key manager.
 pub struct AppRuntime {
@@ -48,6 +50,8 @@ pub struct ManagerParts {
     pub sinks: Vec<Arc<dyn keypal::EventSink>>,
     /// The rate limiter shared by every instance (Redis), if configured.
     pub limiter: Option<keypal_redis::RedisRateLimiter>,
+    /// The verified-result cache of every application's manager.
+    pub cache: keypal::config::CacheConfig,
     /// Where slow hashes run (none: on the calling thread).
     pub offload: Option<Arc<HashPool>>,
 }
@@ -70,6 +74,8 @@ pub struct State {
     bus: Option<crate::cluster::Bus>,
     apps: RwLock<Apps>,
     service_key_digest: RwLock<String>,
+    /// The service key comes from the configuration (`KEYPAL_SERVICE_KEY`): it cannot be rotated here.
+    service_key_pinned: bool,
     admin_password_hash: RwLock<String>,
     password_hasher: Argon2idHasher,
 }
@@ -83,6 +89,8 @@ pub struct Shared {
     pub sinks: Vec<Arc<dyn keypal::EventSink>>,
     /// Where application and settings changes are announced to other instances.
     pub bus: Option<crate::cluster::Bus>,
+    /// The verified-result cache of every application's manager (`--cache-ttl`, `--cache-capacity`).
+    pub cache: keypal::config::CacheConfig,
     /// The threads slow hashes run on (none: on the calling thread).
     pub hash_pool: Option<Arc<HashPool>>,
 }
@@ -142,6 +150,7 @@ impl State {
             secrets: secrets.clone(),
             sinks,
             limiter: shared.limiter.clone(),
+            cache: shared.cache,
             offload: shared.hash_pool.clone(),
         };
         let state = Arc::new(State {
@@ -155,6 +164,7 @@ impl State {
             hash_pool: shared.hash_pool,
             apps: RwLock::new(Apps::default()),
             service_key_digest: RwLock::new(String::new()),
+            service_key_pinned: service_key.is_some(),
             admin_password_hash: RwLock::new(String::new()),
             password_hasher: Argon2idHasher::new(Argon2Params::default())
                 .map_err(|e| BootError::Corrupt { kind: "argon2 parameters", message: e.to_string() })?,
@@ -162,12 +172,22 @@ impl State {
         let mut generated = Generated::default();
 
         // The service key: configured (authoritative), else stored, else new.
-        let stored = state.store.get_object(SETTING, "service_key").await?;
+        let stored = state.store.get_object(SETTING, SERVICE_KEY).await?;
         match (service_key, stored) {
             (Some(key), stored) => {
                 let digest = state.secrets.digest(key);
-                if stored.as_ref().and_then(|o| o.body["digest"].as_str()) != Some(digest.as_str()) {
-                    state.save_service_key(key, None).await?;
+                match stored.as_ref().map(|o| o.body["digest"].as_str()) {
+                    Some(Some(stored)) if stored == digest => {}
+                    Some(_) => {
+                        tracing::warn!("the service key set by KEYPAL_SERVICE_KEY replaces the stored one");
+                        let event = Event::new(
+                            Action::ServiceKeyRotated,
+                            OffsetDateTime::now_utc(),
+                            AuditContext::new("system"),
+                        );
+                        state.save_service_key(key, Some(&event)).await?;
+                    }
+                    None => state.save_service_key(key, None).await?,
                 }
                 *write(&state.service_key_digest) = digest;
             }
@@ -233,9 +253,9 @@ impl State {
     /// Stores the service key, with `event` in the audit log when given.
     async fn save_service_key(&self, key: &str, event: Option<&Event>) -> Result<(), BootError> {
         let digest = self.secrets.digest(key);
-        let body = json!({ "digest": digest, "sealed": self.secrets.seal("service_key", key)? });
-        if !self.store.update_object(SETTING, "service_key", &body, event).await? {
-            self.store.insert_object(SETTING, "service_key", None, &body, event).await?;
+        let body = json!({ "digest": digest, "sealed": self.secrets.seal(SERVICE_KEY, key)? });
+        if !self.store.update_object(SETTING, SERVICE_KEY, &body, event).await? {
+            self.store.insert_object(SETTING, SERVICE_KEY, None, &body, event).await?;
         }
         *write(&self.service_key_digest) = digest;
         Ok(())
@@ -278,13 +298,24 @@ impl State {
     /// The current service key, decrypted.
     pub async fn service_key(&self) -> Result<String, ApiError> {
         let stored =
-            self.store.get_object(SETTING, "service_key").await?.ok_or_else(|| ApiError::not_found("service key"))?;
+            self.store.get_object(SETTING, SERVICE_KEY).await?.ok_or_else(|| ApiError::not_found("service key"))?;
         let sealed = stored.body["sealed"].as_str().unwrap_or_default();
-        self.secrets.open("service_key", sealed).map(|key| key.to_string()).map_err(|e| ApiError::internal(&e))
+        self.secrets.open(SERVICE_KEY, sealed).map(|key| key.to_string()).map_err(|e| ApiError::internal(&e))
     }
 
-    /// Replaces the service key with a new one (the old one stops working at once) and returns it.
+    /// Whether the service key comes from the configuration (`KEYPAL_SERVICE_KEY`, or
+    /// `service_key` in the config file), which every start applies again.
+    pub fn service_key_pinned(&self) -> bool {
+        self.service_key_pinned
+    }
+
+    /// Replaces the service key with a new one (the old one stops working at once) and
+    /// returns it; 409 `SERVICE_KEY_PINNED` when the configuration sets the service key,
+    /// since the next start would bring the configured one back.
     pub async fn rotate_service_key(&self, context: AuditContext) -> Result<String, ApiError> {
+        if self.service_key_pinned {
+            return Err(ApiError::service_key_pinned());
+        }
         let key = secrets::token("kp_svc_", 40).map_err(|e| ApiError::internal(&e))?;
         let event = Event::new(Action::ServiceKeyRotated, OffsetDateTime::now_utc(), context);
         self.save_service_key(&key, Some(&event)).await.map_err(|e| ApiError::internal(&e))?;
@@ -370,7 +401,7 @@ impl State {
 
     /// Reloads the service key's digest after another instance rotated it.
     pub async fn reload_service_key(&self) -> Result<(), ApiError> {
-        if let Some(stored) = self.store.get_object(SETTING, "service_key").await?
+        if let Some(stored) = self.store.get_object(SETTING, SERVICE_KEY).await?
             && let Some(digest) = stored.body["digest"].as_str()
         {
             *write(&self.service_key_digest) = digest.to_owned();

@@ -8,6 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Db, TestServer, json_of};
+use keypal_server::secrets::Secrets;
+use keypal_server::{Deployment, DeploymentError, ServeConfig, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,11 +34,15 @@ on_both!(
     owner_limit_is_exact_under_64_concurrent_creates,
     a_label_is_taken_once_under_concurrent_creates_and_freed_by_delete,
     recoverable_keys_can_be_revealed_and_others_cannot,
+    recoverable_can_be_turned_on_later_and_off_deleting_the_sealed_copies,
     tiers_rate_limit_and_credits_show_in_the_verdict,
     client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
     deleting_an_application_revokes_its_keys,
     application_and_service_key_changes_are_audited,
     graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything,
+    active_keys_leave_out_expired_keys_and_keys_in_a_rotation_grace,
+    another_master_key_on_the_same_database_refuses_to_start,
+    processes_starting_together_agree_on_one_master_key,
 );
 
 async fn server(db: Db) -> TestServer {
@@ -136,6 +142,29 @@ async fn applications_keys_and_verification_end_to_end(db: Db) {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "NOT_FOUND");
     server.stop().await;
+}
+
+async fn active_keys_leave_out_expired_keys_and_keys_in_a_rotation_grace(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    server.create_key(app_id, json!({"owner_id": "u"})).await;
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    server.create_key(app_id, json!({"owner_id": "u", "expires_at": soon})).await;
+    let (_, rotated) = server.create_key(app_id, json!({"owner_id": "u"})).await;
+    let url = format!("/v1/keys/{}/rotate", rotated["id"].as_str().unwrap());
+    let (status, body) =
+        json_of(server.admin(Method::POST, &url).json(&json!({"grace_seconds": 3600})).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // Four keys: one plain, one expired, one in its grace window, its successor.
+    let (_, view) = json_of(server.admin(Method::GET, &format!("/v1/apps/{app_id}")).send().await.unwrap()).await;
+    assert_eq!((view["app"]["active_keys"].as_u64(), view["app"]["total_keys"].as_u64()), (Some(2), Some(4)), "{view}");
+    let (_, apps) = json_of(server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!(apps["apps"][0]["active_keys"], 2, "{apps}");
 }
 
 async fn rotation_and_revocation_take_effect_before_the_call_returns(db: Db) {
@@ -336,6 +365,53 @@ async fn recoverable_keys_can_be_revealed_and_others_cannot(db: Db) {
     let url = format!("/v1/keys/{}/reveal", record["id"].as_str().unwrap());
     let (status, body) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_RECOVERABLE")));
+    server.stop().await;
+}
+
+async fn recoverable_can_be_turned_on_later_and_off_deleting_the_sealed_copies(db: Db) {
+    let server = server(db).await;
+    let (app, _) = server.create_app(json!({"name": "P", "label": "p"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let reveal = |id: &str| {
+        let url = format!("/v1/keys/{id}/reveal");
+        let request = server.admin(Method::POST, &url);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let patch = |body: Value| {
+        let request = server.admin(Method::PATCH, &format!("/v1/apps/{app_id}")).json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (_, before) = server.create_key(app_id, json!({})).await;
+    let before = before["id"].as_str().unwrap().to_owned();
+
+    // On: keys created or rotated from now on are kept; keys from before are not.
+    let (status, body) = patch(json!({"recoverable": true})).await;
+    assert_eq!((status, &body["app"]["recoverable"]), (StatusCode::OK, &json!(true)), "{body}");
+    let (key, record) = server.create_key(app_id, json!({})).await;
+    let after = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(reveal(&after).await.1["key"].as_str(), Some(key.as_str()));
+    assert_eq!(reveal(&before).await.1["error"]["code"], "NOT_RECOVERABLE");
+    let url = format!("/v1/keys/{before}/rotate");
+    let (_, rotated) = json_of(server.admin(Method::POST, &url).send().await.unwrap()).await;
+    let successor = rotated["record"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(reveal(&successor).await.1["key"], rotated["key"]);
+
+    // Off: the sealed copies are deleted, and audited with their number.
+    let (status, body) = patch(json!({"recoverable": false})).await;
+    assert_eq!((status, &body["app"]["recoverable"]), (StatusCode::OK, &json!(false)), "{body}");
+    let (status, body) = reveal(&after).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("NOT_RECOVERABLE")));
+    let url = format!("/v1/audit?app_id={app_id}&action=app_updated");
+    let (_, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(
+        audit["events"][0]["details"],
+        json!({"fields": ["recoverable"], "sealed_copies_deleted": 2}),
+        "{audit}"
+    );
+    // Deleted, not hidden: turning it on again brings no old copy back.
+    patch(json!({"recoverable": true})).await;
+    assert_eq!(reveal(&after).await.1["error"]["code"], "NOT_RECOVERABLE");
+    assert_eq!(reveal(&successor).await.1["error"]["code"], "NOT_RECOVERABLE");
     server.stop().await;
 }
 
@@ -614,4 +690,164 @@ async fn generated_secrets_are_printed_once_and_kept() {
     let (_, shown) = json_of(again.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
     assert_eq!(shown["service_key"], service_key.as_str());
     again.stop().await;
+}
+
+/// `config` with the master key `byte` repeated, as 64 hex characters.
+fn with_master_key(config: &ServeConfig, byte: u8) -> ServeConfig {
+    let mut config = config.clone();
+    config.master_key = Some(format!("{byte:02x}").repeat(32));
+    config
+}
+
+/// Why `config` cannot start a server (panics when it starts).
+async fn refusal(config: &ServeConfig) -> keypal_server::ServeError {
+    match Server::bind(config).await {
+        Ok(_) => panic!("the server started"),
+        Err(e) => e,
+    }
+}
+
+async fn another_master_key_on_the_same_database_refuses_to_start(db: Db) {
+    let config = with_master_key(&common::config(db), 0x11);
+    let mut first = TestServer::start_with(config.clone()).await;
+    first.login().await;
+    let (app, secret) = first.create_app(json!({"name": "A", "label": "a", "hash": "hmac-sha256"})).await;
+    let (key, _) = first.create_key(app["id"].as_str().unwrap(), json!({})).await;
+
+    // A second instance with another master key, while the first runs: refused at once,
+    // with the problem and the fix in the message.
+    let error = refusal(&with_master_key(&config, 0x22)).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    let message = error.to_string();
+    assert!(message.contains("does not match") && message.contains("set KEYPAL_MASTER_KEY"), "{message}");
+
+    // No master key and no key file: missing, and no new key file is made for a database in use.
+    let mut unset = config.clone();
+    unset.master_key = None;
+    let error = refusal(&unset).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISSING", "{error}");
+    assert!(error.to_string().contains("KEYPAL_MASTER_KEY"), "{error}");
+    assert!(!unset.key_file.exists(), "no key file was created");
+    // A key file holding another key: the message names the file.
+    std::fs::write(&unset.key_file, "33".repeat(32)).unwrap();
+    let error = refusal(&unset).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    assert!(error.to_string().contains(&unset.key_file.display().to_string()), "{error}");
+
+    // The same key starts a second instance, which serves what the first made.
+    let mut same = config.clone();
+    same.admin_password = Some(first.admin_password.clone());
+    let second = TestServer::join(same, &first.service_key).await;
+    assert_eq!(second.verify(&key, &secret, json!({})).await["code"], "VALID");
+    second.stop().await;
+    first.stop().await;
+
+    // What the database holds is the check value, never the key nor anything derived for another purpose.
+    let deployment = Deployment::open(&config).await.unwrap();
+    let stored = deployment.store.get_object("setting", "master_key_check").await.unwrap().expect("recorded");
+    let secrets = Secrets::from_master_key(&[0x11; 32]);
+    assert_eq!(stored.body["check"], secrets.check_value());
+    let text = stored.body.to_string();
+    let base64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, [0x11; 32]);
+    for secret in ["11".repeat(32), base64, secrets.pepper()] {
+        assert!(!text.contains(&secret), "{text}");
+    }
+    deployment.store.close().await;
+}
+
+async fn processes_starting_together_agree_on_one_master_key(db: Db) {
+    let config = common::config(db);
+    // The tables exist; no process has recorded its master key yet.
+    let mut options = keypal_sql::SqlOptions::new();
+    options.schema.clone_from(&config.database_schema);
+    keypal_sql::SqlStore::connect_with(&config.database_url, &options).await.unwrap().close().await;
+
+    let opens = (1..=6u8).map(|byte| {
+        let config = with_master_key(&config, byte);
+        tokio::spawn(async move { Deployment::open(&config).await })
+    });
+    let mut opened = 0;
+    for open in futures::future::join_all(opens).await {
+        match open.unwrap() {
+            Ok(deployment) => {
+                opened += 1;
+                deployment.store.close().await;
+            }
+            Err(DeploymentError::MasterKeyMismatch { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(opened, 1, "exactly one master key is recorded; every other one is refused");
+}
+
+#[tokio::test]
+async fn a_database_from_before_check_values_is_checked_by_its_sealed_service_key() {
+    let config = with_master_key(&common::config(Db::Sqlite), 0x44);
+    TestServer::start_with(config.clone()).await.stop().await;
+    // Take the check value away, as in a database of an older version.
+    let deployment = Deployment::open(&config).await.unwrap();
+    let check = deployment.store.get_object("setting", "master_key_check").await.unwrap().unwrap();
+    let gone = keypal_sql::ObjectRef { kind: "setting", id: "master_key_check", body: Some(&check.body) };
+    deployment.store.delete_objects(&[gone], None).await.unwrap();
+    deployment.store.close().await;
+
+    let error = refusal(&with_master_key(&config, 0x55)).await;
+    assert_eq!(error.code(), "MASTER_KEY_MISMATCH", "{error}");
+    let deployment = Deployment::open(&config).await.expect("its own key opens it, and records the check");
+    assert!(deployment.store.get_object("setting", "master_key_check").await.unwrap().is_some());
+    deployment.store.close().await;
+    assert_eq!(refusal(&with_master_key(&config, 0x55)).await.code(), "MASTER_KEY_MISMATCH");
+}
+
+#[tokio::test]
+async fn a_service_key_set_by_the_environment_cannot_be_rotated() {
+    let mut config = common::config(Db::Sqlite);
+    config.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+    let mut server = TestServer::start_with(config).await;
+    server.login().await;
+    let (status, body) = json_of(server.admin(Method::POST, "/v1/service-key/rotate").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SERVICE_KEY_PINNED")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("KEYPAL_SERVICE_KEY"), "{body}");
+
+    // Nothing changed: the configured key still verifies, no rotation is audited.
+    let (_, shown) = json_of(server.admin(Method::GET, "/v1/service-key").send().await.unwrap()).await;
+    assert_eq!(shown["service_key"], server.service_key.as_str());
+    let (app, secret) = server.create_app(json!({"name": "A", "label": "a"})).await;
+    let (key, _) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    let (_, audit) =
+        json_of(server.admin(Method::GET, "/v1/audit?action=service_key_rotated").send().await.unwrap()).await;
+    assert_eq!(audit["events"], json!([]), "{audit}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_service_key_in_the_environment_replaces_the_stored_one_audited() {
+    let config = common::config(Db::Sqlite);
+    let first = TestServer::start_with(config.clone()).await;
+    let (generated, password) = (first.service_key.clone(), first.admin_password.clone());
+    first.stop().await;
+
+    let mut server = TestServer::start_with({
+        let mut c = config;
+        c.admin_password = Some(password);
+        c.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+        c
+    })
+    .await;
+    server.login().await;
+    let response = server
+        .anon(Method::POST, "/v1/verify")
+        .bearer_auth(&generated)
+        .json(&json!({"key": "sk-nothing", "client_secret": "cs-nothing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "the generated key gave way to the configured one");
+    let (_, audit) =
+        json_of(server.admin(Method::GET, "/v1/audit?action=service_key_rotated").send().await.unwrap()).await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{audit}");
+    assert_eq!(events[0]["actor"], "system");
+    server.stop().await;
 }

@@ -26,15 +26,15 @@ fn redis_url() -> String {
 fn pair_config(redis: Option<String>) -> ServeConfig {
     let mut config = common::config(Db::Postgres);
     config.admin_password = Some("cluster-admin-password".to_owned());
-    config.service_key = Some("kp_svc_clusterservicekey0123456789abcdef".to_owned());
     config.redis_prefix = format!("kpt:{}:", uuid::Uuid::new_v4().simple());
     config.redis_url = redis;
     config
 }
 
 async fn pair(config: &ServeConfig) -> (TestServer, TestServer) {
+    // The service key is A's generated one: set by neither configuration, so it can be rotated.
     let mut a = TestServer::start_with(config.clone()).await;
-    let mut b = TestServer::start_with(config.clone()).await;
+    let mut b = TestServer::join(config.clone(), &a.service_key).await;
     a.login().await;
     b.login().await;
     (a, b)
@@ -80,6 +80,21 @@ async fn a_revocation_on_one_instance_reaches_the_other_through_postgres_notify(
     let took = revocation_reaches_b(&a, &b).await;
     println!("revocation A → B through PostgreSQL LISTEN/NOTIFY: {took:?}");
     assert!(took < Duration::from_millis(500), "took {took:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Without Redis or PostgreSQL to announce changes (two instances on one SQLite file),
+/// `cache_ttl` bounds how long the other instance keeps answering from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_announcements_the_cache_ttl_bounds_how_stale_the_other_instance_is() {
+    let mut config = common::config(Db::Sqlite);
+    config.admin_password = Some("cluster-admin-password".to_owned());
+    config.service_key = Some("kp_svc_clusterservicekey0123456789abcdef".to_owned());
+    config.cache_ttl = keypal::config::HumanDuration(Duration::from_millis(300));
+    let (a, b) = pair(&config).await;
+    // Well under the default 10 s, well over 300 ms.
+    assert!(revocation_reaches_b(&a, &b).await < Duration::from_secs(2));
     a.stop().await;
     b.stop().await;
 }

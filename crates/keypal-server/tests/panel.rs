@@ -50,7 +50,12 @@ struct Panel {
 impl Panel {
     /// A server, and a session logged in through the login form.
     async fn start() -> Panel {
-        let mut server = TestServer::start(Db::Sqlite).await;
+        Self::start_with(common::config(Db::Sqlite)).await
+    }
+
+    /// A server with this config, and a session logged in through the login form.
+    async fn start_with(config: keypal_server::ServeConfig) -> Panel {
+        let mut server = TestServer::start_with(config).await;
         let http = client();
         let response = login(&server, &http, &server.admin_password, "/admin/apps").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -342,6 +347,31 @@ async fn state_changes_need_the_session_csrf_token() {
 }
 
 #[tokio::test]
+async fn a_service_key_from_the_environment_is_shown_as_such_and_never_rotated() {
+    let panel = Panel::start().await;
+    let page = panel.get("/admin/settings").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("action=\"/admin/service-key/rotate\""), "a generated key can be rotated: {page}");
+    assert!(!page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+
+    let mut config = common::config(Db::Sqlite);
+    config.service_key = Some("kp_svc_set_by_the_environment_0123456789abc".to_owned());
+    let panel = Panel::start_with(config).await;
+    let response = panel.get("/admin/settings").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("comes from the environment") && page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+    assert!(!page.contains("/admin/service-key/rotate"), "no rotate form: {page}");
+
+    // A rotate action posted anyway (an old page, a script) is refused, and says why.
+    let response = panel.post("/admin/service-key/rotate", &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("KEYPAL_SERVICE_KEY"), "{page}");
+    assert!(!page.contains("New service key"), "no new key is shown: {page}");
+    assert!(panel.service_key_unchanged().await);
+}
+
+#[tokio::test]
 async fn posts_from_other_origins_are_refused() {
     let panel = Panel::start().await;
     let other_port =
@@ -400,5 +430,97 @@ async fn editing_a_key_keeps_an_expiry_whose_date_was_not_changed() {
     let response = panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap();
     let (_, key) = common::json_of(response).await;
     assert_eq!(key["expires_at"].as_str(), Some("2099-01-31T00:00:00Z"), "a changed date is sent");
+    panel.server.stop().await;
+}
+
+/// The key ids listed on an application page, and its "Older keys" link.
+fn listed_keys(html: &str) -> (Vec<String>, Option<String>) {
+    let ids = html.split("id=\"masked-").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect();
+    let next = html.split("\">Older keys</a>").next().filter(|_| html.contains(">Older keys</a>")).map(|before| {
+        let href = before.rsplit("href=\"").next().unwrap();
+        href.replace("&amp;", "&").replace("&#38;", "&")
+    });
+    (ids, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_page_lists_every_key_page_by_page_and_searches_names_and_owners() {
+    let panel = Panel::start().await;
+    let (app, _) = panel.server.create_app(json!({"name": "A", "label": "a", "max_active_keys_per_owner": 1000})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let mut created = Vec::new();
+    for i in 0..73 {
+        let name = if i % 10 == 3 { format!("Deploy {i}") } else { format!("key {i}") };
+        let (_, record) =
+            panel.server.create_key(app_id, json!({"name": name, "owner_id": format!("user_{}", i % 4)})).await;
+        created.push(record["id"].as_str().unwrap().to_owned());
+    }
+    let revoked = &created[..2];
+    for id in revoked {
+        let response = panel.server.admin(Method::POST, &format!("/v1/keys/{id}/revoke")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // Every active key, newest first, 50 to a page.
+    let mut seen = Vec::new();
+    let mut next = Some(format!("/admin/apps/{app_id}"));
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let page = panel.get(&path).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        let (ids, link) = listed_keys(&page.text().await.unwrap());
+        assert!(ids.len() <= 50);
+        seen.extend(ids);
+        next = link;
+        pages += 1;
+    }
+    let mut active: Vec<String> = created[2..].to_vec();
+    active.reverse();
+    assert_eq!((pages, &seen), (2, &active), "71 active keys on two pages, newest first");
+
+    // The search finds names and owners in any case; the status filter narrows it.
+    let html = panel.get(&format!("/admin/apps/{app_id}?q=DEPLOY")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed_keys(&html).0.len(), 7, "Deploy 3, 13, ... 63");
+    let html =
+        panel.get(&format!("/admin/apps/{app_id}?q=user_1&status=all")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed_keys(&html).0.len(), 18, "user_1 owns keys 1, 5, ... 69");
+    let html = panel.get(&format!("/admin/apps/{app_id}?status=revoked")).send().await.unwrap().text().await.unwrap();
+    let mut listed = listed_keys(&html).0;
+    listed.sort();
+    let mut expected = revoked.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let page = panel.get(&format!("/admin/apps/{app_id}?cursor=not-a-key")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    panel.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_page_turns_recoverable_keys_on_and_off() {
+    let panel = Panel::start().await;
+    let (app, _) = panel.server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let recoverable = || async {
+        let response = panel.server.admin(Method::GET, &format!("/v1/apps/{app_id}")).send().await.unwrap();
+        common::json_of(response).await.1["app"]["recoverable"].clone()
+    };
+    let path = format!("/admin/apps/{app_id}/recoverable");
+    let page = panel.post(&path, &[("csrf", &panel.csrf), ("recoverable", "on")]).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Stop keeping keys"));
+    assert_eq!(recoverable().await, json!(true));
+    let (key, record) = panel.server.create_key(app_id, json!({})).await;
+    let reveal = format!("/v1/keys/{}/reveal", record["id"].as_str().unwrap());
+    let (_, revealed) = common::json_of(panel.server.admin(Method::POST, &reveal).send().await.unwrap()).await;
+    assert_eq!(revealed["key"].as_str(), Some(key.as_str()));
+
+    let page = panel.post(&path, &[("csrf", &panel.csrf), ("recoverable", "off")]).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Keep new keys recoverable"));
+    assert_eq!(recoverable().await, json!(false));
+    let (status, _) = common::json_of(panel.server.admin(Method::POST, &reveal).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let page = panel.post(&path, &[("csrf", &panel.csrf), ("recoverable", "maybe")]).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
     panel.server.stop().await;
 }

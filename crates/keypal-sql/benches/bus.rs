@@ -1,5 +1,5 @@
 //! `cargo bench -p keypal-sql --bench bus`: how fast a revocation on instance A reaches
-//! instance B over [`PgBus`] (`LISTEN`/`NOTIFY`), on the local PostgreSQL (schema
+//! instance B over [`PgBus`] (`LISTEN`/`NOTIFY`), on the benches' PostgreSQL (schema
 //! `keypal_bench_bus`, recreated per run). A and B are two managers with the verified
 //! cache on (60 s TTL), each on a pool of its own; B had the key cached as valid.
 //!
@@ -35,8 +35,9 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 });
 
-fn postgres_url() -> String {
-    std::env::var("KEYPAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+/// The benches' PostgreSQL: `KEYPAL_TEST_POSTGRES_URL`, else a private server (see `keypal-testing`).
+fn postgres_url() -> &'static str {
+    keypal_testing::PostgresServer::required().url()
 }
 
 struct Fixture {
@@ -50,22 +51,23 @@ struct Fixture {
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     RUNTIME.block_on(async {
-        let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL must be running for the benches ({e}): `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
-        });
+        let admin = sqlx::PgPool::connect(postgres_url())
+            .await
+            .unwrap_or_else(|e| panic!("the benches' PostgreSQL does not answer: {e}"));
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")))
             .execute(&admin)
             .await
             .expect("drop bench schema");
         admin.close().await;
         let options = SqlOptions::new().schema(SCHEMA);
-        let store_a = PostgresStore::connect_with(&postgres_url(), &options).await.expect("store A");
-        let store_b = PostgresStore::connect_with(&postgres_url(), &options).await.expect("store B");
-        let bus_a = PgBus::connect(&postgres_url(), PREFIX).await.expect("bus A");
-        let bus_b = PgBus::connect(&postgres_url(), PREFIX).await.expect("bus B");
+        let store_a = PostgresStore::connect_with(postgres_url(), &options).await.expect("store A");
+        let store_b = PostgresStore::connect_with(postgres_url(), &options).await.expect("store B");
+        let bus_a = PgBus::connect(postgres_url(), PREFIX).await.expect("bus A");
+        let bus_b = PgBus::connect(postgres_url(), PREFIX).await.expect("bus B");
         let ttl = Duration::from_secs(60);
         let sink = bus_a.event_sink();
-        let a = KeyManager::builder().store(store_a).cache(CacheMode::On).cache_ttl(ttl).event_sink(sink.clone()).build();
+        let a =
+            KeyManager::builder().store(store_a).cache(CacheMode::On).cache_ttl(ttl).event_sink(sink.clone()).build();
         let b = KeyManager::builder().store(store_b).cache(CacheMode::On).cache_ttl(ttl).build();
         let (a, b) = (a.expect("manager A"), Arc::new(b.expect("manager B")));
         let (tx, rx) = mpsc::unbounded_channel();

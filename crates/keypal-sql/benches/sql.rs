@@ -1,6 +1,6 @@
 //! `cargo bench -p keypal-sql`: cold verify (no cache: every verify reads the
 //! database), create, and listing an owner's 10 000 keys, on SQLite (a file under
-//! `target/`) and the local PostgreSQL (schema `keypal_bench`, recreated per run).
+//! `target/`) and the benches' PostgreSQL (schema `keypal_bench`, recreated per run).
 //!
 //! Each sample is one operation, so divan's median is the p50 latency.
 
@@ -32,8 +32,9 @@ struct Fixture {
     plain: Vec<PlainKey>,
 }
 
-fn postgres_url() -> String {
-    std::env::var("KEYPAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+/// The benches' PostgreSQL: `KEYPAL_TEST_POSTGRES_URL`, else a private server (see `keypal-testing`).
+fn postgres_url() -> &'static str {
+    keypal_testing::PostgresServer::required().url()
 }
 
 async fn fixture(store: SqlStore) -> Fixture {
@@ -67,11 +68,11 @@ static SQLITE: LazyLock<Fixture> = LazyLock::new(|| {
 
 static POSTGRES: LazyLock<Fixture> = LazyLock::new(|| {
     RUNTIME.block_on(async {
-        let admin = sqlx::PgPool::connect(&postgres_url()).await.expect("PostgreSQL must be running for the benches");
+        let admin = sqlx::PgPool::connect(postgres_url()).await.expect("the benches' PostgreSQL answers");
         sqlx::query("DROP SCHEMA IF EXISTS keypal_bench CASCADE").execute(&admin).await.expect("drop bench schema");
         admin.close().await;
         let options = SqlOptions::new().schema("keypal_bench");
-        let store = SqlStore::connect_with(&postgres_url(), &options).await.expect("postgres");
+        let store = SqlStore::connect_with(postgres_url(), &options).await.expect("postgres");
         let fixture = fixture(store).await;
         if let SqlStore::Postgres(pg) = fixture.keys.store() {
             sqlx::query("ANALYZE").execute(pg.pool()).await.expect("analyze");

@@ -112,3 +112,17 @@ pub(crate) fn like_pattern(text: &str) -> String {
     pattern.push('%');
     pattern
 }
+
+/// `event` with `name: value` added to its details (an object; other details are kept,
+/// details that are not an object are kept under `details`).
+pub(crate) fn with_detail(event: &keypal::Event, name: &str, value: Value) -> keypal::Event {
+    let mut event = event.clone();
+    let mut details = match event.details.take() {
+        Some(Value::Object(map)) => map,
+        Some(other) => serde_json::Map::from_iter([("details".to_owned(), other)]),
+        None => serde_json::Map::new(),
+    };
+    details.insert(name.to_owned(), value);
+    event.details = Some(Value::Object(details));
+    event
+}

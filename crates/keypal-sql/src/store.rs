@@ -116,6 +116,22 @@ impl SqlStore {
         dispatch!(self, s => s.update_object(kind, id, body, event).await)
     }
 
+    /// Replaces a document's body like [`SqlStore::update_object`] and, in the same
+    /// transaction, deletes the sealed copy (`encrypted_key`) of every key of
+    /// `namespace`: what turning an application's `recoverable` off does. Appends
+    /// `event` with the number deleted added to its details as `sealed_copies_deleted`.
+    /// `None` (nothing written) when the document does not exist.
+    pub async fn update_object_forgetting_sealed_keys(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        namespace: &str,
+        event: &Event,
+    ) -> Result<Option<u64>, StoreError> {
+        dispatch!(self, s => s.update_object_forgetting_sealed_keys(kind, id, body, namespace, event).await)
+    }
+
     /// Replaces a document's lookup (its body stays), and appends `event` to the audit
     /// log in the same transaction when one is given; returns whether it existed
     /// (nothing is written when it did not). [`StoreError::Duplicate`] when the lookup
@@ -248,8 +264,14 @@ impl Store for SqlStore {
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
         dispatch!(self, s => s.touch(used).await)
     }
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.replace_hash(id, expected, new_hash).await)
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.replace_hash(id, expected, new_hash, new_lookup).await)
     }
     async fn audit(&self, query: &AuditQuery) -> Result<Page<Event>, StoreError> {
         dispatch!(self, s => s.audit(query).await)

@@ -5,5 +5,5 @@ mod common;
 
 mod postgres {
     use super::common::postgres_store;
-    keypal_conformance::store_conformance!(postgres_store());
+    keypal_conformance::store_conformance!(optional postgres_store());
 }

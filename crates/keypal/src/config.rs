@@ -245,6 +245,21 @@ impl Default for LastUsedConfig {
     }
 }
 
+/// The longest duration a configuration or a request may set (an expiry, a grace
+/// period, a cache TTL, an interval): 100 years (`100y`, years of 365.25 days). Longer
+/// ones serve no purpose and would overflow the calendar, so they are refused.
+///
+/// ```
+/// use keypal::config::LONGEST_DURATION;
+/// let d: keypal::config::HumanDuration = serde_json::from_str("\"100y\"")?;
+/// assert_eq!(d.0, LONGEST_DURATION);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The problem of a duration longer than [`LONGEST_DURATION`].
+pub(crate) const TOO_LONG: &str = "must be at most 100 years";
+
 /// A duration written for people: `30d`, `12h`, `15m`, `90s`, `1h 30m`.
 ///
 /// ```
@@ -259,6 +274,18 @@ pub struct HumanDuration(pub Duration);
 impl Serialize for HumanDuration {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+/// `30d`, `12h`, `1h 30m`: the form it is written in.
+///
+/// ```
+/// use keypal::config::HumanDuration;
+/// assert_eq!(HumanDuration(std::time::Duration::from_secs(90)).to_string(), "1m 30s");
+/// ```
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
     }
 }
 
@@ -401,8 +428,14 @@ impl Config {
         if self.cache.ttl.0.is_zero() {
             problems.add("cache.ttl", "must be longer than zero (set cache.mode = \"off\" to disable the cache)");
         }
+        if self.cache.ttl.0 > LONGEST_DURATION {
+            problems.add("cache.ttl", TOO_LONG);
+        }
         if self.last_used.interval.0.is_zero() {
             problems.add("last_used.interval", "must be longer than zero");
+        }
+        if self.last_used.interval.0 > LONGEST_DURATION {
+            problems.add("last_used.interval", TOO_LONG);
         }
         if let Some(hint) = self.lookup.hint_length
             && !(4..=64).contains(&hint)
@@ -589,16 +622,26 @@ impl Config {
             problems.add("policy.name.max_length", "must be at most 1000");
         }
         let expiry = &policy.expiry;
-        if let (Some(min), Some(max)) = (expiry.min, expiry.max)
+        // A duration already refused as too long is not compared with the others.
+        let mut bounded = |name: &str, duration: Option<HumanDuration>| match duration {
+            Some(d) if d.0 > LONGEST_DURATION => {
+                problems.add(format!("policy.expiry.{name}"), TOO_LONG);
+                None
+            }
+            other => other,
+        };
+        let (default, min, max) =
+            (bounded("default", expiry.default), bounded("min", expiry.min), bounded("max", expiry.max));
+        if let (Some(min), Some(max)) = (min, max)
             && min > max
         {
             problems.add("policy.expiry", "min is longer than max");
         }
-        if let Some(default) = expiry.default {
+        if let Some(default) = default {
             if default.0.is_zero() {
                 problems.add("policy.expiry.default", "must be longer than zero");
             }
-            if expiry.min.is_some_and(|min| default < min) || expiry.max.is_some_and(|max| default > max) {
+            if min.is_some_and(|min| default < min) || max.is_some_and(|max| default > max) {
                 problems.add("policy.expiry.default", "lies outside min..max");
             }
         }

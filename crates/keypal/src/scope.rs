@@ -54,9 +54,11 @@ pub fn grants_all<R: AsRef<str>>(granted: &[String], required: &[R]) -> bool {
 /// assert!(validate("*").is_ok());
 /// assert!(validate("bil*ing").is_err());
 /// assert!(validate("has space").is_err());
+/// assert!(validate(&"é".repeat(128)).is_ok(), "characters are counted, not bytes");
+/// assert!(validate(&"é".repeat(129)).is_err());
 /// ```
 pub fn validate(scope: &str) -> Result<(), &'static str> {
-    if scope.is_empty() || scope.len() > 128 {
+    if scope.is_empty() || scope.chars().count() > 128 {
         return Err("a scope is 1 to 128 characters");
     }
     if scope.chars().any(|c| c.is_whitespace() || c.is_control()) {

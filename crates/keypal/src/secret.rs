@@ -35,8 +35,7 @@ impl PlainKey {
 
     /// The first `n` characters (or fewer for a shorter key), for display.
     pub fn start(&self, n: usize) -> &str {
-        let end = self.0.char_indices().nth(n).map_or(self.0.len(), |(i, _)| i);
-        &self.0[..end]
+        first_chars(&self.0, n)
     }
 
     /// The last `n` characters (or fewer for a shorter key), for display.
@@ -46,6 +45,13 @@ impl PlainKey {
         let start = self.0.char_indices().nth(skip).map_or(self.0.len(), |(i, _)| i);
         &self.0[start..]
     }
+}
+
+/// The first `n` characters of `text` (all of it when shorter): a key's start and its
+/// lookup hint, the same when a key is stored and when it is presented.
+pub(crate) fn first_chars(text: &str, n: usize) -> &str {
+    let end = text.char_indices().nth(n).map_or(text.len(), |(i, _)| i);
+    &text[..end]
 }
 
 impl From<String> for PlainKey {

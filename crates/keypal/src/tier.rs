@@ -63,7 +63,7 @@ impl RateLimit {
 #[non_exhaustive]
 pub enum InvalidRateLimit {
     /// Not of the form `N/unit`.
-    #[error("a rate limit is written N/unit, like 100/hour (units: second, minute, hour, day)")]
+    #[error("a rate limit is written N/unit, like 100/hour or 10/30s (units: second, minute, hour, day)")]
     Syntax,
     /// The count is zero.
     #[error("a rate limit must allow at least one request")]
@@ -79,13 +79,20 @@ impl FromStr for RateLimit {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (count, unit) = s.trim().split_once('/').ok_or(InvalidRateLimit::Syntax)?;
         let limit: u32 = count.trim().parse().map_err(|_| InvalidRateLimit::Syntax)?;
-        let seconds = match unit.trim() {
+        // A unit, or a count of units without a space: `30s`, `5m` (what Display writes
+        // for periods that are not one unit, so every limit reads back).
+        let unit = unit.trim();
+        let digits = unit.bytes().take_while(u8::is_ascii_digit).count();
+        let (count, unit) = unit.split_at(digits);
+        let count: u64 = if count.is_empty() { 1 } else { count.parse().map_err(|_| InvalidRateLimit::Syntax)? };
+        let unit_seconds: u64 = match unit {
             "s" | "sec" | "second" => 1,
             "m" | "min" | "minute" => 60,
             "h" | "hour" => 3_600,
             "d" | "day" => 86_400,
             _ => return Err(InvalidRateLimit::Syntax),
         };
+        let seconds = count.checked_mul(unit_seconds).ok_or(InvalidRateLimit::BadPeriod)?;
         Self::new(limit, Duration::from_secs(seconds))
     }
 }
@@ -176,8 +183,20 @@ mod tests {
         assert_eq!("5/s".parse::<RateLimit>().map(|r| r.period.as_secs()), Ok(1));
         assert_eq!("5 / min".parse::<RateLimit>().map(|r| r.period.as_secs()), Ok(60));
         assert_eq!("1000/day".parse::<RateLimit>().map(|r| r.limit), Ok(1000));
-        for bad in ["", "100", "100/week", "x/hour", "-1/hour", "0/s", "100/hour/2"] {
+        assert_eq!("10/30s".parse::<RateLimit>().map(|r| r.period.as_secs()), Ok(30));
+        assert_eq!("10/5m".parse::<RateLimit>().map(|r| r.period.as_secs()), Ok(300));
+        for bad in
+            ["", "100", "100/week", "x/hour", "-1/hour", "0/s", "100/hour/2", "1/0s", "1/s5", "1/99999999999999999999d"]
+        {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn every_limit_reads_back_as_written() {
+        for seconds in [1, 30, 60, 90, 3_600, 7_200, 86_400, 172_800] {
+            let limit = RateLimit::new(10, Duration::from_secs(seconds)).unwrap_or(RateLimit::per_hour(1));
+            assert_eq!(limit.to_string().parse::<RateLimit>(), Ok(limit), "{limit}");
         }
     }
 

@@ -132,3 +132,43 @@ fn bcrypt_is_refused_for_keys_longer_than_it_reads() {
     let Err(Error::Config(error)) = error else { panic!("bcrypt must refuse 85-character keys") };
     assert_eq!(error.problems().iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), ["hash.algorithm"]);
 }
+
+#[test]
+fn durations_beyond_a_hundred_years_are_refused_with_their_paths() {
+    // These used to validate, then panic: moka refuses a TTL over 1000 years, and a
+    // default expiry past the calendar overflowed when a key was created.
+    let config = Config::from_toml(
+        r#"
+        [policy.expiry]
+        default = "101y"
+        min = "584942417y"
+        max = "10000000000000d"
+        [cache]
+        mode = "on"
+        ttl = "2000y"
+        [last_used]
+        interval = "18446744073709551615s"
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let error = KeyManager::from_config(config, MemoryStore::new()).map(|_| ()).unwrap_err();
+    let Error::Config(error) = error else { panic!("{error}") };
+    let paths: Vec<&str> = error.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["policy.expiry.default", "policy.expiry.min", "policy.expiry.max", "cache.ttl", "last_used.interval"]
+    );
+    assert!(error.problems().iter().all(|p| p.message.contains("100 years")), "{error}");
+
+    let longest = Config::from_toml(
+        r#"
+        [policy.expiry]
+        default = "100y"
+        max = "100y"
+        [cache]
+        ttl = "100y"
+        "#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(longest.validate(), Ok(()));
+}

@@ -152,3 +152,23 @@ async fn tier_and_id_with_bcrypt_and_hourly_limits() -> Result {
     assert_eq!(keys.verify(&wrong).await?.code(), Code::NotFound);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_non_ascii_prefix_keeps_keys_found_by_hint() -> Result {
+    // The hint is the key's first characters, when it is stored and when it is looked up
+    // (it was stored as characters and looked up as bytes, so such keys were never found).
+    let keys = KeyManager::builder()
+        .prefix("ключ")
+        .hash(HashAlgorithm::Bcrypt)
+        .bcrypt_cost(4)
+        .store(MemoryStore::new())
+        .build()?;
+    assert_eq!(keys.lookup_strategy(), LookupStrategy::Hint);
+    let created = keys.create(NewKey::new()).await?;
+    let key = created.key.expose();
+    // The default hint is the constant prefix and 3 more characters: `ключ_` and 3.
+    assert_eq!(created.record.start.chars().count(), 8);
+    assert!(key.starts_with(&created.record.start));
+    assert!(keys.verify(key).await?.is_valid());
+    Ok(())
+}

@@ -449,3 +449,22 @@ async fn a_failing_sealer_stores_nothing() -> Result {
     assert_eq!(keys.count(keypal::ListQuery::new()).await?, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn expiries_and_grace_periods_beyond_a_hundred_years_are_invalid_not_a_panic() -> Result {
+    let keys = plain()?;
+    let too_long = Duration::from_secs(101 * 365 * 86_400);
+    for after in [too_long, Duration::MAX] {
+        let refused = keys.create(NewKey::new().expires_in(after)).await;
+        assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "expires_at"), "{refused:?}");
+    }
+    let created = keys.create(NewKey::new().expires_in(Duration::from_secs(100 * 365 * 86_400))).await?;
+    for grace in [too_long, Duration::MAX] {
+        let refused = keys.rotate(&created.record.id, grace).await;
+        assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "grace"), "{refused:?}");
+    }
+    // Nothing changed: the key still verifies and was not rotated.
+    assert!(keys.verify(created.key.expose()).await?.is_valid());
+    assert_eq!(keys.get(&created.record.id).await?.rotated_to, None);
+    Ok(())
+}

@@ -39,3 +39,128 @@ proptest! {
         prop_assert_eq!(code, Code::Malformed);
     }
 }
+
+// The invariants the fuzz targets check (fuzz/, docs/FUZZING.md), on generated cases.
+
+mod invariants;
+
+use invariants::{KeyKind, KeyKit};
+
+/// A piece of a template: literal text (any, braces and non-ASCII included) or a segment.
+fn template_piece() -> impl Strategy<Value = String> {
+    let encoding =
+        prop_oneof![Just("base62"), Just("alnum"), Just("base64url"), Just("base32"), Just("hex"), Just("b")];
+    prop_oneof![
+        "[a-z_\\-]{1,6}",
+        "\\PC{1,4}",
+        Just("{prefix}".to_owned()),
+        Just("{app}".to_owned()),
+        Just("{label}".to_owned()),
+        Just("{tier}".to_owned()),
+        Just("{checksum}".to_owned()),
+        (0usize..80, encoding.clone()).prop_map(|(n, e)| format!("{{id:{n}:{e}}}")),
+        (0usize..300, encoding).prop_map(|(n, e)| format!("{{secret:{n}:{e}}}")),
+        "\\{[a-z:0-9]{0,12}\\}?",
+    ]
+}
+
+/// A template case as the fuzz target reads it: template, prefix, app, label, tiers.
+fn template_case() -> impl Strategy<Value = String> {
+    let template = prop::collection::vec(template_piece(), 1..6).prop_map(|pieces| pieces.concat());
+    let value = prop_oneof![Just(String::new()), "[a-z]{1,8}", "\\PC{1,6}"];
+    let tier = prop_oneof!["[a-z]{1,5}", "[a-z]{1,5}=[a-z]{1,3}", "\\PC{1,4}=\\PC{0,3}"];
+    (template, value.clone(), value.clone(), value, prop::collection::vec(tier, 0..3)).prop_map(
+        |(template, prefix, app, label, tiers)| {
+            let mut lines = vec![template, prefix, app, label];
+            lines.extend(tiers);
+            lines.join("\n")
+        },
+    )
+}
+
+/// A duration as configs write them, from a few seconds to far more than a lifetime.
+fn duration() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..1_000).prop_map(|n| format!("{n}s")),
+        (0u64..200).prop_map(|n| format!("{n}y")),
+        (1u64..u64::MAX).prop_map(|n| format!("{n}s")),
+        Just("584942417355y".to_owned()),
+        Just("10000000000000d".to_owned()),
+    ]
+}
+
+/// A configuration in TOML: each field set or not, values valid or not.
+fn config_text() -> impl Strategy<Value = String> {
+    let prefix = prop::option::of(prop_oneof!["[a-z_]{1,8}", "\\PC{1,6}"]);
+    let template = prop::option::of(template_piece().prop_map(|p| format!("{p}_{{secret:32:base62}}")));
+    let hash = prop_oneof![
+        Just(String::new()),
+        Just("algorithm = \"sha512\"".to_owned()),
+        (3u32..7).prop_map(|cost| format!("algorithm = \"bcrypt\"\nbcrypt_cost = {cost}")),
+        Just("algorithm = \"argon2id\"\nargon2 = { memory_kib = 64, iterations = 1, parallelism = 1 }".to_owned()),
+        Just("algorithm = \"hmac-sha256\"\npeppers = { p1 = \"a-pepper-of-enough-length\" }".to_owned()),
+    ];
+    let durations = (prop::option::of(duration()), prop::option::of(duration()), duration(), duration());
+    (prefix, template, hash, durations, prop::option::of(4usize..70), prop::option::of(0u32..3)).prop_map(
+        |(prefix, template, hash, (expiry, max, ttl, interval), hint, owner_limit)| {
+            let mut text = String::new();
+            if let Some(prefix) = prefix {
+                text += &format!("prefix = {prefix:?}\n");
+            }
+            if let Some(template) = template {
+                text += &format!("template = {template:?}\n");
+            }
+            text += &format!("[hash]\n{hash}\n[cache]\nmode = \"on\"\nttl = \"{ttl}\"\n");
+            text += &format!("[last_used]\ninterval = \"{interval}\"\n[policy]\n");
+            if let Some(limit) = owner_limit {
+                text += &format!("max_active_keys_per_owner = {limit}\n");
+            }
+            text += "[policy.expiry]\n";
+            if let Some(expiry) = expiry {
+                text += &format!("default = \"{expiry}\"\n");
+            }
+            if let Some(max) = max {
+                text += &format!("max = \"{max}\"\n");
+            }
+            if let Some(hint) = hint {
+                text += &format!("[lookup]\nhint_length = {hint}\n");
+            }
+            text
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn templates_parse_or_refuse_and_their_keys_verify(case in template_case()) {
+        let (template, vars) = invariants::template_case(&case);
+        invariants::template(&template, &vars);
+    }
+
+    #[test]
+    fn configs_read_validate_and_build_consistently(text in config_text()) {
+        invariants::config(&text);
+    }
+
+    #[test]
+    fn arbitrary_config_text_is_read_or_refused(text in "\\PC{0,64}") {
+        invariants::config(&text);
+    }
+}
+
+thread_local! {
+    static KITS: Vec<KeyKit> = [KeyKind::WithId, KeyKind::WithoutId, KeyKind::Legacy].map(KeyKit::new).into();
+}
+
+proptest! {
+    #[test]
+    fn keys_of_every_format_kind_parse_and_verify_consistently(data in prop::collection::vec(any::<u8>(), 0..80)) {
+        KITS.with(|kits| {
+            for kit in kits {
+                invariants::key_text(kit, &kit.key_text(&data));
+            }
+        });
+    }
+}

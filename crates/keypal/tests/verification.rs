@@ -129,6 +129,23 @@ async fn a_rate_limited_call_spends_no_credits() -> Result {
     Ok(())
 }
 
+/// A refusal judged on a record from the verified-result cache (cached with 150
+/// credits, 50 left in the store) reports the 50 the store holds.
+#[tokio::test]
+async fn a_refusal_on_a_cached_record_reports_the_credits_the_store_holds() -> Result {
+    let keys = KeyManager::builder().prefix("sk_test").cache(CacheMode::On).store(MemoryStore::new()).build()?;
+    let created = keys.create(NewKey::new().remaining(150).rate_limit("1/minute".parse()?)).await?;
+    let key = created.key.expose();
+    let spent = keys.verify_with(key, &VerifyOptions::new().cost(100)).await?;
+    assert_eq!((spent.code(), spent.remaining()), (Code::Valid, Some(50)));
+    let limited = keys.verify(key).await?;
+    assert_eq!((limited.code(), limited.remaining()), (Code::RateLimited, Some(50)));
+    let admin = VerifyOptions::new().scopes(["admin"]);
+    let refused = keys.verify_with(key, &admin).await?;
+    assert_eq!((refused.code(), refused.remaining()), (Code::InsufficientScope, Some(50)));
+    Ok(())
+}
+
 #[tokio::test]
 async fn credits_run_out_without_going_below_zero() -> Result {
     let keys = manager(Arc::new(ManualClock::starting_now()))?;
@@ -409,8 +426,9 @@ impl keypal::Store for ChangesDuringLookup {
         id: keypal::KeyId,
         expected: &str,
         new_hash: &str,
+        new_lookup: &keypal::Lookup,
     ) -> std::result::Result<bool, keypal::StoreError> {
-        self.inner.replace_hash(id, expected, new_hash).await
+        self.inner.replace_hash(id, expected, new_hash, new_lookup).await
     }
     async fn audit(&self, query: &keypal::AuditQuery) -> std::result::Result<keypal::Page<Event>, keypal::StoreError> {
         self.inner.audit(query).await

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use keypal::config::HumanDuration;
 use keypal_server::{ServeConfig, redact_url};
 use tracing_subscriber::EnvFilter;
 
@@ -28,9 +27,11 @@ const SERVICE_KEY_ENV: &str = "KEYPAL_SERVICE_KEY";
 #[command(after_help = "Every option can also be set by the KEYPAL_* variable shown with it.\n\
     Precedence: option, then environment variable, then the --config file, then the default.\n\n\
     Secrets are read from the environment only (or from the --config file), never from options:\n  \
-    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file\n  \
+    KEYPAL_MASTER_KEY      the master key (32 bytes, hex or base64); unset: read from --key-file;\n                         \
+    it must be the one the database was created with (else MASTER_KEY_MISMATCH)\n  \
     KEYPAL_ADMIN_PASSWORD  the admin password; unset on first start: generated and printed once\n  \
-    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated")]
+    KEYPAL_SERVICE_KEY     the key callers of POST /v1/verify present; unset on first start: generated;\n                         \
+    while set, it is not rotated through the API or the panel")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR", env = "KEYPAL_LISTEN", hide_env_values = true)]
@@ -74,6 +75,17 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
+    /// How long a verified result is reused, like `10s` or `500ms` (at most a day) [default: 10s].
+    /// Changes made through any instance drop cached results at once; this bounds how
+    /// stale a change made elsewhere can be.
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_CACHE_TTL", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub cache_ttl: Option<std::time::Duration>,
+
+    /// Verified results kept per application at most [default: 100000].
+    #[arg(long, value_name = "N", env = "KEYPAL_CACHE_CAPACITY", hide_env_values = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: Option<u64>,
     /// Threads that run slow hashes (bcrypt, argon2id), away from the threads serving
     /// requests [default: one per core].
     #[arg(long, value_name = "N", env = "KEYPAL_HASH_WORKERS", hide_env_values = true)]
@@ -147,11 +159,17 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
+    if let Some(ttl) = args.cache_ttl {
+        config.cache_ttl = keypal::config::HumanDuration(ttl);
+    }
+    if let Some(capacity) = args.cache_capacity {
+        config.cache_capacity = capacity;
+    }
     if let Some(workers) = args.hash_workers {
         config.hash_workers = Some(workers);
     }
     if let Some(wait) = args.hash_wait {
-        config.hash_wait = HumanDuration(wait);
+        config.hash_wait = keypal::config::HumanDuration(wait);
     }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
@@ -185,12 +203,14 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
     line("redis_prefix", &config.redis_prefix)?;
     line("rate_limit_fail_open", &config.rate_limit_fail_open.to_string())?;
+    line("cache_ttl", &config.cache_ttl.to_string())?;
+    line("cache_capacity", &config.cache_capacity.to_string())?;
     let workers = config.hash_workers();
     line(
         "hash_workers",
         &if config.hash_workers.is_some() { workers.to_string() } else { format!("{workers} (one per core)") },
     )?;
-    line("hash_wait", &humantime::format_duration(config.hash_wait.0).to_string())?;
+    line("hash_wait", &config.hash_wait.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }

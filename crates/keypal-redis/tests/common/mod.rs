@@ -1,4 +1,5 @@
-//! Fresh stores for tests: each under a key prefix of its own on the local Redis.
+//! Fresh stores for tests: each under a key prefix of its own on the test binary's Redis
+//! (see `keypal-testing`).
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Once;
@@ -6,10 +7,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use keypal_redis::RedisStore;
 use keypal_redis::redis;
+use keypal_testing::RedisServer;
 
-/// The Redis server the tests use (`KEYPAL_TEST_REDIS_URL` overrides it).
-pub fn redis_url() -> String {
-    std::env::var("KEYPAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+/// The URL of this test binary's Redis, or `None` when the test is skipped
+/// (`redis-server` is not installed; fails instead under `CI=true`). Every test that
+/// needs Redis asks for it first, and returns on `None`.
+pub fn redis_url() -> Option<&'static str> {
+    RedisServer::shared().map(RedisServer::url)
+}
+
+/// The URL, for helpers called once the test has asked for [`redis_url`].
+pub fn url() -> &'static str {
+    redis_url().expect("the test asks for redis_url() first")
 }
 
 fn unix_now() -> u64 {
@@ -18,36 +27,33 @@ fn unix_now() -> u64 {
 
 /// A prefix no other test uses: `kpt:<unix seconds>_<random>:`.
 pub fn fresh_prefix() -> String {
-    format!("kpt:{}_{}:", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12])
+    RedisServer::fresh_prefix()
 }
 
-/// A store under `prefix`. Redis must be running: the test fails (never skips) when
-/// it is not, saying how to start it.
+/// A store under `prefix` (once the test has asked for [`redis_url`]).
 pub async fn store_with_prefix(prefix: &str) -> RedisStore {
-    match RedisStore::connect(&redis_url(), prefix).await {
+    match RedisStore::connect(url(), prefix).await {
         Ok(store) => store,
-        Err(e) => panic!(
-            "Redis is required for this test and is not reachable at {}: {e} ({}). Start it with \
-             `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` (CI does).",
-            redis_url(),
-            e.code()
-        ),
+        Err(e) => panic!("the test Redis at {} does not answer: {e} ({})", url(), e.code()),
     }
 }
 
-/// A store under a fresh prefix (see [`fresh_prefix`]).
-pub async fn redis_store() -> RedisStore {
+/// A store under a fresh prefix (see [`fresh_prefix`]), or `None` when the test is
+/// skipped (see [`redis_url`]).
+pub async fn redis_store() -> Option<RedisStore> {
+    redis_url()?;
     drop_stale_prefixes().await;
-    store_with_prefix(&fresh_prefix()).await
+    Some(store_with_prefix(&fresh_prefix()).await)
 }
 
 /// A plain connection to the test server, for looking at keys directly.
 pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).expect("a valid Redis URL");
+    let client = redis::Client::open(url()).expect("a valid Redis URL");
     client.get_multiplexed_async_connection().await.expect("connect to the test Redis")
 }
 
-/// Deletes the keys of test prefixes more than an hour old (once per test process).
+/// Deletes the keys of test prefixes more than an hour old (once per test process), on a
+/// long-lived server named by `KEYPAL_TEST_REDIS_URL`.
 async fn drop_stale_prefixes() {
     static ONCE: Once = Once::new();
     let mut first = false;
@@ -55,7 +61,7 @@ async fn drop_stale_prefixes() {
     if !first {
         return;
     }
-    let Ok(client) = redis::Client::open(redis_url()) else { return };
+    let Ok(client) = redis::Client::open(url()) else { return };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
     let cutoff = unix_now().saturating_sub(3600);
     let mut cursor: u64 = 0;

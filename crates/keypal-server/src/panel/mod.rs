@@ -49,6 +49,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/admin/apps/{id}/delete", page(post(pages::delete_app)))
         .route("/admin/apps/{id}/keys", page(post(pages::create_key)))
         .route("/admin/apps/{id}/client-secret", page(post(pages::regenerate_secret)))
+        .route("/admin/apps/{id}/recoverable", page(post(pages::set_recoverable)))
         .route("/admin/keys/{id}/edit", page(get(pages::edit_key_page).post(pages::edit_key)))
         .route("/admin/keys/{id}/rotate", page(post(pages::rotate_key)))
         .route("/admin/keys/{id}/reveal", page(post(pages::reveal_key)))

@@ -10,11 +10,13 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{Html, IntoResponse, Response};
-use keypal::{Action, Code, KeyId, ListQuery, Store};
-use keypal_sql::Granularity;
+use keypal::KeyManager;
+use keypal::{Action, Code, KeyId, KeyRecord, ListQuery, Store};
+use keypal_sql::{Granularity, SqlStore};
 use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::format;
 use super::{Flash, FormErrors, Layout, PanelSession, SecretModal, asset, error_page, redirect, safe_next};
@@ -415,7 +417,12 @@ struct AppPage {
     app: AppView,
     totals: Vec<(&'static str, u64)>,
     keys: Vec<KeyRow>,
-    filter_owner: String,
+    /// The text searched in names and owners.
+    search: String,
+    /// The link to the next page of keys, when there is one.
+    next_page: Option<String>,
+    /// On a later page, the link back to the first.
+    first_page: Option<String>,
     statuses: Vec<Choice>,
     key_form: KeyForm,
     modal: Option<SecretModal>,
@@ -501,8 +508,11 @@ impl KeyForm {
 
 #[derive(Deserialize, Default)]
 pub struct KeyFilter {
-    owner: Option<String>,
+    /// Text searched in key names and owner ids.
+    q: Option<String>,
     status: Option<String>,
+    /// The last key of the previous page.
+    cursor: Option<String>,
     ok: Option<String>,
     err: Option<String>,
 }
@@ -554,22 +564,15 @@ async fn build_app_page(
 
     let filter_status =
         parts.filter.status.clone().filter(|s| STATUSES.contains(&s.as_str())).unwrap_or_else(|| "active".to_owned());
-    let filter_owner = parts.filter.owner.clone().map(|o| o.trim().to_owned()).unwrap_or_default();
-    let mut query = ListQuery::new().include_revoked(filter_status != "active").limit(1000);
-    if !filter_owner.is_empty() {
-        query = query.owner_id(filter_owner.clone());
-    }
-    let page = runtime.keys.list(query).await?;
-    let mut keys = Vec::new();
-    for record in page.items.iter() {
+    let search = parts.filter.q.as_deref().map(str::trim).unwrap_or_default().to_owned();
+    let cursor = match parts.filter.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(text) => Some(Uuid::parse_str(text).map_err(|_| ApiError::invalid("cursor", "not a key id"))?),
+        None => None,
+    };
+    let (records, next_cursor) = key_page(&runtime.keys, &filter_status, &search, cursor, now).await?;
+    let mut keys = Vec::with_capacity(records.len());
+    for record in &records {
         let (status, status_class) = format::status(record, now);
-        let wanted = match filter_status.as_str() {
-            "all" | "active" => true,
-            other => status.eq_ignore_ascii_case(other),
-        };
-        if !wanted || keys.len() >= 200 {
-            continue;
-        }
         let hours = state.store.usage(record.id, day_ago, now + time::Duration::minutes(1), Granularity::Hour).await?;
         let mut counts = vec![0u64; 24];
         for bucket in hours {
@@ -597,6 +600,9 @@ async fn build_app_page(
             revealable: record.encrypted_key.is_some(),
         });
     }
+    let first = format!("/admin/apps/{}?status={filter_status}&q={}", body.app.id, super::encode_path(&search));
+    let next_page = next_cursor.map(|c| format!("{first}&cursor={c}"));
+    let first_page = cursor.is_some().then_some(first);
     let flash = parts.flash.or_else(|| {
         let mut params = BTreeMap::new();
         if let Some(ok) = parts.filter.ok {
@@ -613,12 +619,64 @@ async fn build_app_page(
         app: body.app,
         totals,
         keys,
-        filter_owner,
+        search,
+        next_page,
+        first_page,
         statuses: choices(STATUSES.iter().map(|s| (*s, *s)), &filter_status),
         key_form: parts.key_form,
         modal: parts.modal.map(|m| m.on(&address)),
     };
     Ok(render(parts.status, &page))
+}
+
+/// Keys shown on one page of an application's key table.
+const KEYS_PER_PAGE: usize = 50;
+
+/// One page of an application's keys under the status filter and the search, newest
+/// first, after `cursor`; with the cursor of the next page when more keys match.
+///
+/// "active" and "all" are store filters; the other statuses are judged here on pages
+/// read from the store, so a page is full even when few keys match.
+async fn key_page(
+    keys: &KeyManager<Arc<SqlStore>>,
+    status: &str,
+    search: &str,
+    mut cursor: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<(Vec<KeyRecord>, Option<Uuid>), ApiError> {
+    let mut query = match status {
+        "active" => ListQuery::new().active_only(true),
+        _ => ListQuery::new().include_revoked(true),
+    }
+    .search(search)
+    .at(now)
+    .limit(KEYS_PER_PAGE as u32 + 1);
+    let mut found = Vec::new();
+    loop {
+        if let Some(c) = cursor {
+            query = query.cursor(c);
+        }
+        let page = keys.list(query.clone()).await?;
+        for record in page.items {
+            let wanted = match status {
+                "all" | "active" => true,
+                other => format::status(&record, now).0.eq_ignore_ascii_case(other),
+            };
+            if !wanted {
+                cursor = Some(record.id.0);
+                continue;
+            }
+            if found.len() == KEYS_PER_PAGE {
+                let next = found.last().map(|r: &KeyRecord| r.id.0);
+                return Ok((found, next));
+            }
+            cursor = Some(record.id.0);
+            found.push(record);
+        }
+        if page.next_cursor.is_none() {
+            return Ok((found, None));
+        }
+    }
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -701,6 +759,39 @@ pub async fn regenerate_secret(
             };
             app_page(&state, &session, &id, parts).await
         }
+        Err(e) if e.status == StatusCode::NOT_FOUND => redirect("/admin/apps?err=not_found"),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RecoverableForm {
+    #[serde(default)]
+    csrf: String,
+    /// `on` or `off`.
+    #[serde(default)]
+    recoverable: String,
+}
+
+/// Turns keeping keys recoverable on (for keys created or rotated afterwards) or off
+/// (deleting the sealed copies), as `PATCH /v1/apps/{id}` does.
+pub async fn set_recoverable(
+    session: PanelSession,
+    AxumState(state): Shared,
+    Path(id): Path<String>,
+    Form(form): Form<RecoverableForm>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return refused.into_response();
+    }
+    let (on, done) = match form.recoverable.as_str() {
+        "on" => (true, "Keys created or rotated from now on can be revealed."),
+        "off" => (false, "Keys are no longer kept; every sealed copy was deleted."),
+        _ => return error_page(&ApiError::invalid("recoverable", "must be on or off")),
+    };
+    let patch = crate::apps::AppPatch { recoverable: Some(on), ..Default::default() };
+    match routes::apps::update(session.admin(), AxumState(state.clone()), ApiPath(id.clone()), ApiJson(patch)).await {
+        Ok(_) => app_page(&state, &session, &id, AppPageParts { flash: Flash::ok(done), ..AppPageParts::new() }).await,
         Err(e) if e.status == StatusCode::NOT_FOUND => redirect("/admin/apps?err=not_found"),
         Err(e) => error_page(&e),
     }
@@ -967,6 +1058,8 @@ pub async fn edit_key(
 struct SettingsPage {
     layout: Layout,
     masked: String,
+    /// The service key comes from `KEYPAL_SERVICE_KEY`: no rotate form.
+    pinned: bool,
     modal: Option<SecretModal>,
 }
 
@@ -979,15 +1072,17 @@ fn mask(secret: &str) -> String {
 async fn settings_page(
     state: &Arc<State>,
     session: &PanelSession,
+    status: StatusCode,
     flash: Option<Flash>,
     modal: Option<SecretModal>,
 ) -> Response {
     match state.service_key().await {
         Ok(key) => render(
-            StatusCode::OK,
+            status,
             &SettingsPage {
                 layout: layout("Service key", "settings", Some(session), flash),
                 masked: mask(&key),
+                pinned: state.service_key_pinned(),
                 modal: modal.map(|m| m.on("/admin/settings")),
             },
         ),
@@ -996,7 +1091,7 @@ async fn settings_page(
 }
 
 pub async fn settings(session: PanelSession, AxumState(state): Shared) -> Response {
-    settings_page(&state, &session, None, None).await
+    settings_page(&state, &session, StatusCode::OK, None, None).await
 }
 
 pub async fn reveal_service_key(
@@ -1022,7 +1117,11 @@ pub async fn rotate_service_key(
     match state.rotate_service_key(session.admin().context()).await {
         Ok(key) => {
             let modal = SecretModal::once("New service key", key);
-            settings_page(&state, &session, Flash::ok("Service key rotated; the old one no longer works."), modal).await
+            let flash = Flash::ok("Service key rotated; the old one no longer works.");
+            settings_page(&state, &session, StatusCode::OK, flash, modal).await
+        }
+        Err(e) if e.code == "SERVICE_KEY_PINNED" => {
+            settings_page(&state, &session, e.status, Flash::err(e.message), None).await
         }
         Err(e) => error_page(&e),
     }

@@ -116,9 +116,12 @@ pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<S
     Ok(ApiJson(ServiceKey { service_key: state.service_key().await? }))
 }
 
-/// Replaces the service key; the old one stops working at once.
+/// Replaces the service key; the old one stops working at once. Refused with 409
+/// `SERVICE_KEY_PINNED` while `KEYPAL_SERVICE_KEY` sets it (the next start would undo it).
 #[utoipa::path(post, path = "/v1/service-key/rotate", tag = "service key",
-    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody,
+            description = "SERVICE_KEY_PINNED: the service key is set by KEYPAL_SERVICE_KEY")))]
 pub async fn rotate_service_key(admin: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
     Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key(admin.context()).await? }))
 }

@@ -91,7 +91,7 @@ fn new_client_secret() -> Result<String, ApiError> {
 async fn view(runtime: &AppRuntime) -> Result<AppView, ApiError> {
     let all = ListQuery::new().include_revoked(true);
     let total = runtime.keys.count(all).await?;
-    let active = runtime.keys.count(ListQuery::new()).await?;
+    let active = runtime.keys.count(ListQuery::new().active_only(true)).await?;
     Ok(runtime.app.view(active, total))
 }
 
@@ -173,7 +173,14 @@ pub async fn update(
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let event = app_event(&admin, Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
     // The body only: the client secret's digest (the lookup) is not this request's to write.
-    if !state.store.update_object(apps::KIND, &id, &body, Some(&event)).await? {
+    let written = if current.app.recoverable && !runtime.app.recoverable {
+        // Turned off: the sealed copies go with the setting, in one transaction.
+        let namespace = runtime.app.namespace();
+        state.store.update_object_forgetting_sealed_keys(apps::KIND, &id, &body, &namespace, &event).await?.is_some()
+    } else {
+        state.store.update_object(apps::KIND, &id, &body, Some(&event)).await?
+    };
+    if !written {
         // Deleted since it was read.
         return Err(ApiError::not_found("application"));
     }

@@ -72,6 +72,16 @@ impl TestServer {
     /// Starts a server with this config (the admin password and service key are generated
     /// unless set).
     pub async fn start_with(config: ServeConfig) -> TestServer {
+        Self::launch(config, None).await
+    }
+
+    /// Starts another instance on the database of a running one, whose service key
+    /// `service_key` is stored there (generated or rotated, not set by the configuration).
+    pub async fn join(config: ServeConfig, service_key: &str) -> TestServer {
+        Self::launch(config, Some(service_key.to_owned())).await
+    }
+
+    async fn launch(config: ServeConfig, stored_service_key: Option<String>) -> TestServer {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
             Err(e) if config.database_url.starts_with("postgres") => panic!(
@@ -90,6 +100,7 @@ impl TestServer {
         let service_key = config
             .service_key
             .clone()
+            .or(stored_service_key)
             .or_else(|| server.generated().service_key.clone())
             .expect("a generated service key");
         let (stop, stopped) = oneshot::channel::<()>();

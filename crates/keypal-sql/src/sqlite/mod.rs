@@ -205,6 +205,46 @@ impl SqliteStore {
         commit_object_change(tx, done.rows_affected(), event).await
     }
 
+    /// Replaces a document's body like `update_object` and, in the same transaction,
+    /// deletes the sealed copy of every key of `namespace`; appends `event` with the
+    /// number deleted added to its details as `sealed_copies_deleted`. `None` (nothing
+    /// written) when the document does not exist.
+    pub async fn update_object_forgetting_sealed_keys(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        namespace: &str,
+        event: &Event,
+    ) -> Result<Option<u64>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE keypal_objects SET body = ?3, updated_at = ?4 WHERE kind = ?1 AND id = ?2")
+            .bind(kind)
+            .bind(id)
+            .bind(body.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let forgotten = sqlx::query(
+            "UPDATE keypal_keys SET encrypted_key = NULL, version = version + 1 \
+             WHERE namespace = ?1 AND encrypted_key IS NOT NULL",
+        )
+        .bind(namespace)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        let event = crate::codec::with_detail(event, "sealed_copies_deleted", forgotten.into());
+        append_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(forgotten))
+    }
+
     /// Replaces a document's lookup (its body stays), with `event` in the audit log in
     /// the same transaction when one is given; returns whether it existed (nothing is
     /// written when it did not). [`StoreError::Duplicate`] when the lookup is taken in its kind.
@@ -819,14 +859,27 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE keypal_keys SET hash = ?3, version = version + 1 WHERE id = ?1 AND hash = ?2")
-            .bind(id.0)
-            .bind(expected)
-            .bind(new_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
+        // One statement: the hash and its lookup move together or not at all; a
+        // unique lookup another key holds fails on the lookup index (Duplicate).
+        let done = sqlx::query(
+            "UPDATE keypal_keys SET hash = ?3, lookup_kind = ?4, lookup_value = ?5, version = version + 1 \
+             WHERE id = ?1 AND hash = ?2",
+        )
+        .bind(id.0)
+        .bind(expected)
+        .bind(new_hash)
+        .bind(new_lookup.kind())
+        .bind(new_lookup.value())
+        .execute(&self.pool)
+        .await
+        .map_err(duplicate_or_backend)?;
         Ok(done.rows_affected() == 1)
     }
 

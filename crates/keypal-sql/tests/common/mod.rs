@@ -1,14 +1,17 @@
-//! Fresh databases for tests: an SQLite file of its own, or a PostgreSQL schema of its own.
+//! Fresh databases for tests: an SQLite file of its own, or a PostgreSQL schema of its own
+//! on the test binary's PostgreSQL (see `keypal-testing`).
 #![allow(dead_code, clippy::expect_used, clippy::panic)]
 
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use keypal_sql::{PostgresStore, SqlOptions, SqliteStore};
+use keypal_testing::PostgresServer;
 
-/// The PostgreSQL server the tests use (`KEYPAL_TEST_POSTGRES_URL` overrides it).
-pub fn postgres_url() -> String {
-    std::env::var("KEYPAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+/// The URL of this test binary's PostgreSQL, or `None` when the test is skipped
+/// (PostgreSQL is not installed; fails instead under `CI=true`).
+pub fn postgres_url() -> Option<&'static str> {
+    PostgresServer::shared().map(PostgresServer::url)
 }
 
 /// A URL for a new SQLite file under the target directory.
@@ -29,7 +32,7 @@ fn unix_now() -> u64 {
 
 /// A schema name no other test uses: `kpt_<unix seconds>_<random>`.
 pub fn fresh_schema() -> String {
-    format!("kpt_{}_{}", unix_now(), &uuid::Uuid::new_v4().simple().to_string()[..12])
+    PostgresServer::fresh_schema()
 }
 
 /// Options for a store in a new schema of its own, with a small pool.
@@ -37,30 +40,28 @@ pub fn postgres_options(schema: &str) -> SqlOptions {
     SqlOptions::new().schema(schema).max_connections(4).idle_timeout(Some(std::time::Duration::from_secs(5)))
 }
 
-/// A migrated store in a new schema. PostgreSQL must be running: the test fails (never
-/// skips) when it is not, saying how to start it.
-pub async fn postgres_store() -> PostgresStore {
-    drop_stale_schemas().await;
+/// A migrated store in a new schema, or `None` when the test is skipped (see
+/// [`postgres_url`]).
+pub async fn postgres_store() -> Option<PostgresStore> {
+    let url = postgres_url()?;
+    drop_stale_schemas(url).await;
     let schema = fresh_schema();
-    match PostgresStore::connect_with(&postgres_url(), &postgres_options(&schema)).await {
-        Ok(store) => store,
-        Err(e) => panic!(
-            "PostgreSQL is required for this test and is not reachable at {}: {e}. Start it with \
-             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (CI does).",
-            postgres_url()
-        ),
+    match PostgresStore::connect_with(url, &postgres_options(&schema)).await {
+        Ok(store) => Some(store),
+        Err(e) => panic!("the test PostgreSQL at {url} does not answer: {e}"),
     }
 }
 
-/// Drops test schemas left by runs more than an hour old (once per test process).
-async fn drop_stale_schemas() {
+/// Drops test schemas left by runs more than an hour old (once per test process), on a
+/// long-lived server named by `KEYPAL_TEST_POSTGRES_URL`.
+async fn drop_stale_schemas(url: &str) {
     static ONCE: Once = Once::new();
     let mut first = false;
     ONCE.call_once(|| first = true);
     if !first {
         return;
     }
-    let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await else { return };
+    let Ok(pool) = sqlx::PgPool::connect(url).await else { return };
     let names: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'kpt\\_%'")
         .fetch_all(&pool)
         .await

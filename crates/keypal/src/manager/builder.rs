@@ -345,11 +345,19 @@ impl<S: Store> KeyManagerBuilder<S> {
             }])
             .into());
         };
-        let hint_len = config.lookup.hint_length.unwrap_or(current_format.formatter.fixed_prefix_len() + 3);
-        match current_format.formatter.generate(config.default_tier.as_deref()) {
-            Ok(sample) if sample.expose().len() < hint_len + 16 => problems.add(
+        let sample = current_format.formatter.generate(config.default_tier.as_deref());
+        // The hint counts characters: by default the constant prefix and 3 more.
+        let prefix = current_format.formatter.fixed_prefix_len();
+        let prefix_chars =
+            sample.as_ref().ok().and_then(|key| key.expose().get(..prefix)).map_or(prefix, |p| p.chars().count());
+        let hint_len = config.lookup.hint_length.unwrap_or(prefix_chars + 3);
+        match sample {
+            Ok(sample) if sample.expose().chars().count() < hint_len + 16 => problems.add(
                 "lookup.hint_length",
-                format!("keys are {} characters: a hint of {hint_len} would reveal too much", sample.expose().len()),
+                format!(
+                    "keys are {} characters: a hint of {hint_len} would reveal too much",
+                    sample.expose().chars().count()
+                ),
             ),
             Ok(sample) if hashing.current().algorithm() == "bcrypt" && sample.expose().len() > 72 => problems.add(
                 "hash.algorithm",

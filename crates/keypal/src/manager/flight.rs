@@ -22,12 +22,11 @@ use zeroize::Zeroizing;
 
 use super::{KeyManager, LookupStrategy};
 use crate::Error;
-use crate::record::KeyRecord;
 use crate::store::{Store, StoreError};
 
 /// What a flight finds: the record whose hash matched, if any. The error is shared
 /// by every verification that awaited the flight.
-type Found = Result<Option<Arc<KeyRecord>>, Arc<Error>>;
+type Found = Result<Option<super::verify::Found>, Arc<Error>>;
 
 /// A lookup in progress, awaited by every verification of its key.
 type Flight = Shared<Pin<Box<dyn Future<Output = Found> + Send>>>;
@@ -115,10 +114,10 @@ impl<S: Store> KeyManager<S> {
         strategy: LookupStrategy,
         id: Option<&str>,
         digest: &[u8; 32],
-    ) -> Result<Option<Arc<KeyRecord>>, Error> {
+    ) -> Result<Option<super::verify::Found>, Error> {
         let cache = self.inner.cache.as_ref();
         if let Some(record) = cache.and_then(|c| c.get(digest)) {
-            return Ok(Some(record));
+            return Ok(Some(super::verify::Found { record, cached: true }));
         }
         let generation = cache.map_or(0, crate::cache::VerifiedCache::generation);
         let flight = flights.join(*digest, generation, |landing| {

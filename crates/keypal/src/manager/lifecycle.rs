@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{Format, KeyManager, LookupStrategy};
 use crate::clock::truncate_to_micros;
+use crate::config::LONGEST_DURATION;
 use crate::event::{Action, AuditQuery, Event};
 use crate::hash::{Hashing, sha256};
 use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey, NotedIn};
@@ -178,6 +179,9 @@ impl<S: Store> KeyManager<S> {
         // Revoked, or already rotated and in its grace window: one replacement only.
         if old.revoked_at.is_some() {
             return Err(Error::AlreadyRevoked(*id));
+        }
+        if grace > LONGEST_DURATION {
+            return Err(too_far("grace"));
         }
         let grace_end = truncate_to_micros(now + grace);
         let old_revoked_at = old.expires_at.map_or(grace_end, |exp| grace_end.min(exp.max(now)));
@@ -462,7 +466,7 @@ impl<S: Store> KeyManager<S> {
             return Err(Error::invalid("name", "is required"));
         }
         let owner_id = match request.owner_id {
-            Some(owner) if owner.is_empty() || owner.len() > 256 => {
+            Some(owner) if owner.is_empty() || owner.chars().count() > 256 => {
                 return Err(Error::invalid("owner_id", "must be 1 to 256 characters"));
             }
             other => other,
@@ -472,6 +476,7 @@ impl<S: Store> KeyManager<S> {
         self.check_tier(tier.as_deref())?;
 
         let expires_at = match request.expiry {
+            Some(Expiry::In(after)) if after > LONGEST_DURATION => return Err(too_far("expires_at")),
             Some(Expiry::In(after)) => Some(now + after),
             Some(Expiry::At(at)) => Some(at),
             Some(Expiry::Never) => None,
@@ -498,6 +503,7 @@ impl<S: Store> KeyManager<S> {
         let expiry = &self.inner.policy.expiry;
         match expires_at {
             Some(at) if at <= now => Err(Error::invalid("expires_at", "is in the past")),
+            Some(at) if at - now > LONGEST_DURATION => Err(too_far("expires_at")),
             Some(at) => {
                 let lifetime = at - now;
                 if let Some(min) = expiry.min
@@ -585,4 +591,10 @@ impl<S: Store> KeyManager<S> {
             _ => Ok(()),
         }
     }
+}
+
+/// The refusal of a time further than [`LONGEST_DURATION`] from now: an expiry or the
+/// end of a grace period (much further would overflow the calendar's arithmetic).
+fn too_far(field: &str) -> Error {
+    Error::invalid(field, "must be at most 100 years from now")
 }

@@ -22,6 +22,7 @@ use crate::hash::sha256;
 use crate::ratelimit::RateLimitStatus;
 use crate::record::{KeyRecord, Lookup};
 use crate::scope;
+use crate::secret::first_chars;
 use crate::store::{Credits, Store};
 use crate::tier::RateLimit;
 use crate::verification::{Code, Verification, VerifyOptions};
@@ -29,6 +30,14 @@ use crate::{Error, StoreError};
 
 /// The options of [`KeyManager::verify`]: no required scopes, cost 1.
 static DEFAULT_OPTIONS: VerifyOptions = VerifyOptions { scopes: Vec::new(), cost: 1 };
+
+/// A record whose hash matched the presented key, and whether it came from the
+/// verified-result cache (whose copy keeps the credits it was cached with).
+#[derive(Clone)]
+pub(super) struct Found {
+    pub(super) record: Arc<KeyRecord>,
+    pub(super) cached: bool,
+}
 
 /// The rest of a verification that has to await, boxed.
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<Verification, Error>> + Send + 'a>>;
@@ -83,10 +92,18 @@ impl<S: Store> KeyManager<S> {
                 };
                 match found {
                     None => Verification::rejected(Code::NotFound),
-                    Some(record) => match self.judge(record, options, second) {
-                        Judged::Done(verification) => verification,
-                        Judged::Pending(rest) => rest.await?,
-                    },
+                    Some(Found { record, cached }) => {
+                        let verification = match self.judge(record, options, second) {
+                            Judged::Done(verification) => verification,
+                            Judged::Pending(rest) => rest.await?,
+                        };
+                        if cached && reports_credits_of_the_record(&verification) {
+                            // Boxed: rare, and it would otherwise grow every verification's future.
+                            Box::pin(self.with_stored_credits(verification)).await?
+                        } else {
+                            verification
+                        }
+                    }
                 }
             }
         };
@@ -123,21 +140,22 @@ impl<S: Store> KeyManager<S> {
         strategy: LookupStrategy,
         id: Option<&str>,
         digest: Option<&[u8; 32]>,
-    ) -> Result<Option<Arc<KeyRecord>>, Error> {
+    ) -> Result<Option<Found>, Error> {
         let inner = &*self.inner;
         let bytes = key.as_bytes();
         let mut generation = 0;
         if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
             if let Some(record) = cache.get(digest) {
-                return Ok(Some(record));
+                return Ok(Some(Found { record, cached: true }));
             }
             generation = cache.generation();
         }
         let found = match (strategy, digest) {
-            (LookupStrategy::Digest, Some(digest)) => {
-                let record = inner.store.find(&Lookup::Digest(*digest)).await?;
-                record.filter(|r| self.owns(r) && inner.hashing.verify_with_sha256(bytes, digest, &r.hash))
-            }
+            (LookupStrategy::Digest, Some(digest)) => match self.match_by_digest(bytes, digest).await? {
+                Some(record) => Some(record),
+                // Boxed: rare, and it would otherwise grow every verification's future.
+                None => Box::pin(self.match_by_hint_after_hash_change(key)).await?,
+            },
             (LookupStrategy::Id, _) => {
                 let record = match id {
                     Some(id) => inner.store.find(&Lookup::Id(id.to_owned())).await?,
@@ -146,21 +164,91 @@ impl<S: Store> KeyManager<S> {
                 self.matching(bytes, record.filter(|r| self.owns(r)).as_slice()).await?
             }
             _ => {
-                let hint = key.get(..inner.hint_len).unwrap_or(key);
-                let candidates = inner.store.find_by_hint(hint).await?;
-                let candidates: Vec<_> = candidates.into_iter().filter(|r| self.owns(r)).collect();
-                self.matching(bytes, &candidates).await?
+                match self.match_by_hint(key).await? {
+                    Some(record) => Some(record),
+                    // Boxed: rare, and it would otherwise grow every verification's future.
+                    None => Box::pin(self.match_by_digest_after_hash_change(key, digest)).await?,
+                }
             }
         };
         let Some(mut record) = found else { return Ok(None) };
-        if inner.hashing.needs_rehash(&record.hash) {
+        if inner.hashing.needs_rehash(&record.hash) || !self.is_current_lookup(&record.lookup, strategy, key, digest) {
+            let lookup = self.current_lookup(&record, strategy, key, digest);
             // Boxed: rare, and it would otherwise grow every verification's future.
-            record = Box::pin(self.rehash(bytes, record)).await;
+            record = Box::pin(self.rehash(bytes, record, lookup)).await;
         }
         if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
             cache.insert(*digest, record.clone(), generation);
         }
-        Ok(Some(record))
+        Ok(Some(Found { record, cached: false }))
+    }
+
+    /// The record stored under the key's digest, when it is this namespace's and its
+    /// hash matches.
+    async fn match_by_digest(&self, key: &[u8], digest: &[u8; 32]) -> Result<Option<Arc<KeyRecord>>, Error> {
+        let inner = &*self.inner;
+        let record = inner.store.find(&Lookup::Digest(*digest)).await?;
+        Ok(record.filter(|r| self.owns(r) && inner.hashing.verify_with_sha256(key, digest, &r.hash)))
+    }
+
+    /// The record among the key's hint candidates (this namespace's) whose hash
+    /// matches, checked through the offload when a hash is slow (a dummy check when
+    /// there is no candidate, so an unknown key costs what a known one does).
+    async fn match_by_hint(&self, key: &str) -> Result<Option<Arc<KeyRecord>>, Error> {
+        let inner = &*self.inner;
+        let candidates = inner.store.find_by_hint(first_chars(key, inner.hint_len)).await?;
+        let candidates: Vec<_> = candidates.into_iter().filter(|r| self.owns(r)).collect();
+        self.matching(key.as_bytes(), &candidates).await
+    }
+
+    /// Under a fast hash (digest lookup), a key not found by its digest may have been
+    /// stored while the hash was slow: found by its hint. Re-hashed once verified.
+    async fn match_by_hint_after_hash_change(&self, key: &str) -> Result<Option<Arc<KeyRecord>>, Error> {
+        self.match_by_hint(key).await
+    }
+
+    /// Under a slow hash (hint lookup), a key no hint candidate matches may have been
+    /// stored while the hash was fast: found by its digest. Re-hashed once verified.
+    async fn match_by_digest_after_hash_change(
+        &self,
+        key: &str,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<Option<Arc<KeyRecord>>, Error> {
+        let digest = digest.copied().unwrap_or_else(|| sha256(key.as_bytes()));
+        self.match_by_digest(key.as_bytes(), &digest).await
+    }
+
+    /// Whether a record is stored under the lookup the key's format gives now: a
+    /// record stored before the hash changed between a fast and a slow algorithm has
+    /// the other one (a digest for a hint, or the reverse).
+    fn is_current_lookup(
+        &self,
+        lookup: &Lookup,
+        strategy: LookupStrategy,
+        key: &str,
+        digest: Option<&[u8; 32]>,
+    ) -> bool {
+        match (strategy, lookup) {
+            (LookupStrategy::Id, _) => true,
+            (LookupStrategy::Digest, Lookup::Digest(stored)) => digest.is_none_or(|d| d == stored),
+            (LookupStrategy::Hint, Lookup::Hint(stored)) => stored == first_chars(key, self.inner.hint_len),
+            _ => false,
+        }
+    }
+
+    /// The lookup the key's format gives now (an id lookup stays as stored).
+    fn current_lookup(
+        &self,
+        record: &KeyRecord,
+        strategy: LookupStrategy,
+        key: &str,
+        digest: Option<&[u8; 32]>,
+    ) -> Lookup {
+        match strategy {
+            LookupStrategy::Id => record.lookup.clone(),
+            LookupStrategy::Digest => Lookup::Digest(digest.copied().unwrap_or_else(|| sha256(key.as_bytes()))),
+            LookupStrategy::Hint => Lookup::Hint(first_chars(key, self.inner.hint_len).to_owned()),
+        }
     }
 
     /// Whether a record belongs to this manager's namespace.
@@ -168,19 +256,36 @@ impl<S: Store> KeyManager<S> {
         record.namespace == self.inner.namespace
     }
 
-    /// Re-hashes under the current policy after a successful verify of an outdated
-    /// hash (compare-and-swap). Best effort: if the store (or the offload of a slow
-    /// hash) refuses, the next verify tries again.
-    async fn rehash(&self, key: &[u8], record: Arc<KeyRecord>) -> Arc<KeyRecord> {
+    /// Re-stores the key under the current policy after a successful verify of an
+    /// outdated hash or lookup: hashed with the current hasher (through the offload
+    /// when it is slow), found by `lookup`, both in one compare-and-swap. Best effort:
+    /// if the store (or the offload) refuses, the next verify tries again.
+    async fn rehash(&self, key: &[u8], record: Arc<KeyRecord>, lookup: Lookup) -> Arc<KeyRecord> {
         let Ok(new_hash) = self.hash_new(key).await else { return record };
-        match self.inner.store.replace_hash(record.id, &record.hash, &new_hash).await {
+        match self.inner.store.replace_hash(record.id, &record.hash, &new_hash, &lookup).await {
             Ok(true) => {
                 let mut updated = KeyRecord::clone(&record);
                 updated.hash = new_hash;
+                updated.lookup = lookup;
                 updated.version += 1;
                 Arc::new(updated)
             }
             _ => record,
+        }
+    }
+
+    /// A refusal judged on a cached record, with the credits the store holds now: the
+    /// cached record's count is the one it was cached with, spent since by every
+    /// verification that passed. A key deleted since is `NOT_FOUND`.
+    async fn with_stored_credits(&self, verification: Verification) -> Result<Verification, Error> {
+        let Some(id) = verification.record().map(|r| r.id) else { return Ok(verification) };
+        match self.inner.store.get(id).await? {
+            Some(stored) => {
+                let mut verification = verification;
+                verification.remaining = stored.remaining;
+                Ok(verification)
+            }
+            None => Ok(Verification::rejected(Code::NotFound)),
         }
     }
 
@@ -330,6 +435,12 @@ fn refusal(record: &KeyRecord, options: &VerifyOptions, now: &RequestTime<'_>) -
     } else {
         None
     }
+}
+
+/// Whether a verification reports the credits of its record as it was read (a
+/// refusal before credits are spent), rather than what spending them left.
+fn reports_credits_of_the_record(verification: &Verification) -> bool {
+    verification.remaining.is_some() && !matches!(verification.code, Code::Valid | Code::UsageExceeded)
 }
 
 /// A refusal for being over the rate limit.

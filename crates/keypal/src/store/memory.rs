@@ -354,15 +354,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn replace_hash(&self, id: KeyId, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
+    async fn replace_hash(
+        &self,
+        id: KeyId,
+        expected: &str,
+        new_hash: &str,
+        new_lookup: &Lookup,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.write();
-        match inner.records.get(&id) {
-            Some(current) if current.hash == expected => {
-                inner.modify(id, |r| r.hash = new_hash.to_owned())?;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(current) = inner.records.get(&id).filter(|r| r.hash == expected) else {
+            return Ok(false);
+        };
+        if inner.find_unique(new_lookup).is_some_and(|holder| holder.id != id) {
+            return Err(StoreError::Duplicate);
         }
+        let mut next = KeyRecord::clone(current);
+        next.hash = new_hash.to_owned();
+        next.lookup = new_lookup.clone();
+        next.version += 1;
+        // Out of the old lookup's index, into the new one's.
+        inner.remove(id);
+        inner.add(Arc::new(next));
+        Ok(true)
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Page<Event>, StoreError> {

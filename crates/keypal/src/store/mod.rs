@@ -150,7 +150,7 @@ impl Default for ListQuery {
 }
 
 impl ListQuery {
-    /// Active keys of every owner, 100 per page.
+    /// Keys not yet revoked (expired ones included) of every owner, 100 per page.
     pub fn new() -> Self {
         Self::default()
     }
@@ -338,13 +338,20 @@ pub trait Store: Send + Sync + 'static {
     /// time, and never on a record changed otherwise. Unknown ids are ignored.
     fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces the stored hash if it is still `expected` (compare-and-swap). Returns
-    /// whether it was replaced.
+    /// Replaces the stored hash and its lookup together, in one atomic unit, if the
+    /// stored hash is still `expected` (compare-and-swap), bumping `version`. Returns
+    /// whether they were replaced: `false` for an unknown id or another hash.
+    ///
+    /// The lookup moves with the hash because a hash's algorithm decides how its key
+    /// is found (a digest for a fast hash, a hint for a slow one): after the swap the
+    /// record is found by `new_lookup` only. A unique `new_lookup` (id or digest) that
+    /// another record holds is [`StoreError::Duplicate`], and nothing changes.
     fn replace_hash(
         &self,
         id: KeyId,
         expected: &str,
         new_hash: &str,
+        new_lookup: &Lookup,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Reads the audit log, newest first.
@@ -438,8 +445,9 @@ impl<T: Store> Store for Arc<T> {
         id: KeyId,
         expected: &str,
         new_hash: &str,
+        new_lookup: &Lookup,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        T::replace_hash(self, id, expected, new_hash)
+        T::replace_hash(self, id, expected, new_hash, new_lookup)
     }
     fn audit(&self, query: &AuditQuery) -> impl Future<Output = Result<Page<Event>, StoreError>> + Send {
         T::audit(self, query)
