@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use keypal::config::HumanDuration;
 use keypal_server::{ServeConfig, redact_url};
 use tracing_subscriber::EnvFilter;
 
@@ -223,7 +222,7 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
         "hash_workers",
         &if config.hash_workers.is_some() { workers.to_string() } else { format!("{workers} (one per core)") },
     )?;
-    line("hash_wait", &humantime::format_duration(config.hash_wait.0).to_string())?;
+    line("hash_wait", &config.hash_wait.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }
