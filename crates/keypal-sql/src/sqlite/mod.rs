@@ -79,6 +79,16 @@ macro_rules! select_objects {
     };
 }
 
+/// Whether `url` names an in-memory database: `sqlite::memory:` or `sqlite://:memory:`
+/// (which sqlx opens as a shared-cache database named `file:sqlx-in-memory-N`), or
+/// `mode=memory`.
+fn names_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
+}
+
 /// A [`Store`] on SQLite. Cheap to clone (a pool handle).
 ///
 /// ```
@@ -118,15 +128,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        // An in-memory database lives as long as a connection to it, and sqlx opens
-        // `sqlite::memory:` as a shared cache, where a second connection meets "table is
-        // locked" while the first writes: keep exactly one connection, forever.
-        let in_memory = connect
-            .get_filename()
-            .to_str()
-            .is_none_or(|f| f.is_empty() || f == ":memory:" || f.starts_with("file:sqlx-in-memory-"))
-            || url.contains(":memory:")
-            || url.contains("mode=memory");
+        // An in-memory database lives as long as a connection to it, and connections to
+        // it lock each other out: keep exactly one, forever.
+        let in_memory =
+            connect.get_filename().to_str().is_none_or(|f| f.is_empty() || f == ":memory:") || names_memory(url);
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { options.max_connections })
             .min_connections(if in_memory { 1 } else { options.min_connections })
