@@ -138,3 +138,24 @@ def filter_failure(context, failure, case, response):
         return True
     field = (error.get("field") or "").split(".", 1)[0]
     return not (error.get("code") == "INVALID_INPUT" and field in rules)
+
+
+@schemathesis.check
+def error_code_is_documented(ctx, response, case):
+    """An error's code is one the operation's document lists for that status (each is an
+    example of the response), not only the status: `{"error": {"code": ...}}`."""
+    if response.status_code < 400 or response.status_code == 405:
+        return None  # 405 answers a method the path does not have: no operation's refusal.
+    documented = case.operation.definition.raw.get("responses", {}).get(str(response.status_code))
+    if documented is None:
+        return None  # status_code_conformance reports an undocumented status.
+    try:
+        code = json.loads(response.content)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        raise AssertionError(f"a {response.status_code} without the error body")
+    examples = documented.get("content", {}).get("application/json", {}).get("examples", {})
+    if code not in examples:
+        raise AssertionError(
+            f"{code} with {response.status_code}: the document lists {sorted(examples)} for this status"
+        )
+    return None
