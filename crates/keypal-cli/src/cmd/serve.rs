@@ -165,7 +165,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
         config.rate_limit_fail_open = open;
     }
     if let Some(timeout) = args.rate_limit_timeout {
-        config.rate_limit_timeout = HumanDuration(timeout);
+        config.rate_limit_timeout = keypal::config::HumanDuration(timeout);
     }
     if let Some(max) = args.max_connections {
         config.max_connections = max;
@@ -180,7 +180,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
         config.hash_workers = Some(workers);
     }
     if let Some(wait) = args.hash_wait {
-        config.hash_wait = HumanDuration(wait);
+        config.hash_wait = keypal::config::HumanDuration(wait);
     }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
