@@ -261,9 +261,28 @@ async fn owners_manage_their_own_keys_with_the_client_secret(db: Db) {
     assert_eq!(revoke("alice", bob_key).await.unwrap().status(), StatusCode::FORBIDDEN, "another owner's key");
     let unknown = uuid::Uuid::now_v7().to_string();
     assert_eq!(revoke("alice", &unknown).await.unwrap().status(), StatusCode::NOT_FOUND);
-    assert_eq!(revoke("alice", "not-a-uuid").await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(revoke("alice", "not-a-uuid").await.unwrap().status(), StatusCode::BAD_REQUEST, "not a key id");
     assert_eq!(revoke("alice", alice_key).await.unwrap().status(), StatusCode::OK);
     assert_eq!(server.verify(key, &secret, json!({})).await["code"], "REVOKED");
+
+    // The owner's revoked keys are listed when asked for, a page at a time like every list.
+    let (_, phone) = json_of(create("alice", json!({"name": "phone"})).await.unwrap()).await;
+    let list =
+        |query: &str| server.anon(Method::GET, &format!("/v1/owners/alice/keys{query}")).bearer_auth(&secret).send();
+    let ids = |page: &Value| -> Vec<String> {
+        page["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let phone_key = phone["record"]["id"].as_str().unwrap();
+    let (_, active) = json_of(list("").await.unwrap()).await;
+    assert_eq!(ids(&active), [phone_key], "revoked keys are left out by default");
+    let (status, first) = json_of(list("?include_revoked=true&limit=1").await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(ids(&first), [phone_key], "newest first");
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let (_, second) = json_of(list(&format!("?include_revoked=true&limit=1&cursor={cursor}")).await.unwrap()).await;
+    assert_eq!(ids(&second), [alice_key], "the revoked key");
+    assert!(second["keys"][0]["revoked_at"].is_string());
+    assert_eq!(list("?limit=0").await.unwrap().status(), StatusCode::BAD_REQUEST);
 
     // Missing or wrong client secret: 401.
     let response = server.anon(Method::GET, "/v1/owners/alice/keys").send().await.unwrap();

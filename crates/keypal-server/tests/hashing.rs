@@ -21,7 +21,7 @@ async fn a_saturated_hashing_pool_answers_503_hashing_busy_with_retry_after() {
     let mut server = TestServer::start_with(config).await;
     server.login().await;
     let (app, secret) =
-        server.create_app(json!({"name": "Slow", "label": "slow", "hash": "bcrypt", "bcrypt_cost": 8})).await;
+        server.create_app(json!({"name": "Slow", "label": "slow", "hash": "bcrypt", "bcrypt_cost": 10})).await;
     let (key, _) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
     let (fast_app, fast_secret) = server.create_app(json!({"name": "Fast", "label": "fast"})).await;
     let (fast_key, _) = server.create_key(fast_app["id"].as_str().unwrap(), json!({})).await;

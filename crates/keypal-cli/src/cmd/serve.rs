@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use keypal::config::HumanDuration;
 use keypal_server::{ServeConfig, redact_url};
 use tracing_subscriber::EnvFilter;
 
@@ -166,7 +165,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
         config.rate_limit_fail_open = open;
     }
     if let Some(timeout) = args.rate_limit_timeout {
-        config.rate_limit_timeout = HumanDuration(timeout);
+        config.rate_limit_timeout = keypal::config::HumanDuration(timeout);
     }
     if let Some(max) = args.max_connections {
         config.max_connections = max;
@@ -181,7 +180,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
         config.hash_workers = Some(workers);
     }
     if let Some(wait) = args.hash_wait {
-        config.hash_wait = HumanDuration(wait);
+        config.hash_wait = keypal::config::HumanDuration(wait);
     }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
@@ -223,7 +222,7 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
         "hash_workers",
         &if config.hash_workers.is_some() { workers.to_string() } else { format!("{workers} (one per core)") },
     )?;
-    line("hash_wait", &humantime::format_duration(config.hash_wait.0).to_string())?;
+    line("hash_wait", &config.hash_wait.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }
