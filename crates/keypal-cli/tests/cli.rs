@@ -588,6 +588,7 @@ fn serve_check_prints_the_defaults() {
             "redis_url             unset",
             "redis_prefix          keypal:",
             "rate_limit_fail_open  false",
+            "rate_limit_timeout    200ms",
             "cache_ttl             10s",
             "cache_capacity        100000",
             &hash_workers,
@@ -701,6 +702,7 @@ fn serve_help_names_every_variable() {
         "KEYPAL_MAX_CONNECTIONS",
         "KEYPAL_LOG",
         "KEYPAL_CACHE_TTL",
+        "KEYPAL_RATE_LIMIT_TIMEOUT",
         "KEYPAL_CACHE_CAPACITY",
         "KEYPAL_MASTER_KEY",
         "KEYPAL_ADMIN_PASSWORD",
@@ -799,7 +801,11 @@ fn serve_refuses_a_database_of_another_master_key() {
     serve_once(&database, &"11".repeat(32));
 
     let key_file = dir.join("keypal.key");
-    let serve = ["serve", "--listen", "127.0.0.1:0", "--database-url", &database, "--key-file", path_str(&key_file)];
+    // A port that is taken: were the master key not checked first, the run would end with
+    // LISTEN_FAILED (and would not serve forever).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let serve = ["serve", "--listen", &addr, "--database-url", &database, "--key-file", path_str(&key_file)];
     let out = keypal(&serve).env("KEYPAL_MASTER_KEY", &"22".repeat(32)).env("KEYPAL_LOG", "off").run();
     out.assert_error("error: keypal serve [MASTER_KEY_MISMATCH]: the master key from KEYPAL_MASTER_KEY does not match");
     assert!(out.stderr.contains("set KEYPAL_MASTER_KEY"), "{out:#?}");

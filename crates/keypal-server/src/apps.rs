@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::schema::{HashName, Label, Name, RateLimitText, Template, TierSegment};
 use crate::secrets::Secrets;
 
 /// The object kind of applications.
@@ -77,8 +78,10 @@ pub struct App {
 #[serde(deny_unknown_fields)]
 pub struct TierInput {
     /// The text of `{tier}` in keys (default: the tier's name).
+    #[schema(value_type = Option<TierSegment>)]
     pub segment: Option<String>,
     /// Like `100/hour`, `10/minute`, `5000/day`.
+    #[schema(value_type = Option<RateLimitText>)]
     pub rate_limit: Option<String>,
 }
 
@@ -87,25 +90,35 @@ pub struct TierInput {
 #[serde(deny_unknown_fields)]
 pub struct NewApp {
     /// A human name (1-100 characters).
+    #[schema(value_type = Name)]
     pub name: String,
     /// `[a-z0-9-]{1,32}`, unique.
+    #[schema(value_type = Label)]
     pub label: String,
     /// Metadata of keys created without any: any JSON value.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>, example = json!({"plan": "team"}))]
     pub default_metadata: Option<Value>,
     /// Default `sk-proj-{app}-{label}-{secret:32:base64url}`.
+    #[schema(value_type = Option<Template>)]
     pub template: Option<String>,
     /// `sha256` (default), `sha512`, `hmac-sha256`, `argon2id` or `bcrypt`.
+    #[schema(value_type = Option<HashName>)]
     pub hash: Option<String>,
-    /// bcrypt's cost (10-15).
+    /// bcrypt's cost (10-15), only with `hash: "bcrypt"` (default 10).
+    #[schema(minimum = 10, maximum = 15)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub bcrypt_cost: Option<u32>,
     /// Tiers by name.
+    #[schema(example = json!({"free": {"rate_limit": "100/hour"}}))]
     pub tiers: Option<BTreeMap<String, TierInput>>,
     /// The tier of keys created without one (needed when the template has `{tier}`).
     pub default_tier: Option<String>,
     /// Default 10 (1-100000).
+    #[schema(minimum = 1, maximum = 100_000, example = 10)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub max_active_keys_per_owner: Option<u32>,
     /// Keep keys encrypted so they can be revealed (default false).
+    #[schema(example = false)]
     pub recoverable: Option<bool>,
 }
 
@@ -114,23 +127,30 @@ pub struct NewApp {
 #[serde(deny_unknown_fields)]
 pub struct AppPatch {
     /// A new name.
+    #[schema(value_type = Option<Name>)]
     pub name: Option<String>,
     /// New default metadata (`null` clears it).
     #[serde(default, deserialize_with = "crate::patch::double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>, example = json!({"plan": "enterprise"}))]
     pub default_metadata: Option<Option<Value>>,
     /// A new template for new keys (keys of the old one keep verifying).
+    #[schema(value_type = Option<Template>)]
     pub template: Option<String>,
     /// A new hash for new keys (existing keys are re-hashed when they next verify).
+    #[schema(value_type = Option<HashName>)]
     pub hash: Option<String>,
-    /// A new bcrypt cost.
+    /// A new bcrypt cost (10-15; bcrypt only: a new `hash` other than bcrypt drops the cost).
+    #[schema(minimum = 10, maximum = 15)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub bcrypt_cost: Option<u32>,
     /// New tiers (replace the old ones).
     pub tiers: Option<BTreeMap<String, TierInput>>,
     /// A new default tier (`null` clears it).
     #[serde(default, deserialize_with = "crate::patch::double_option")]
     pub default_tier: Option<Option<String>>,
-    /// A new owner limit.
+    /// A new owner limit (1-100000).
+    #[schema(minimum = 1, maximum = 100_000, example = 20)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub max_active_keys_per_owner: Option<u32>,
     /// Keep keys encrypted so they can be revealed. Turned on, it applies to keys
     /// created or rotated afterwards; turned off, the sealed copies of every key of the
@@ -170,7 +190,7 @@ pub struct AppView {
     /// The label.
     pub label: String,
     /// Metadata of keys created without any.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub default_metadata: Option<Value>,
     /// The key format.
     pub template: String,
@@ -244,7 +264,7 @@ impl App {
             template: check_template(request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?,
             legacy_templates: Vec::new(),
             hash: parse_hash(request.hash.as_deref())?,
-            bcrypt_cost: check_bcrypt_cost(request.bcrypt_cost)?,
+            bcrypt_cost: request.bcrypt_cost.map(check_bcrypt_cost).transpose()?,
             tiers: parse_tiers(request.tiers.unwrap_or_default())?,
             default_tier: request.default_tier,
             max_active_keys_per_owner: check_max(request.max_active_keys_per_owner)?,
@@ -276,9 +296,14 @@ impl App {
         }
         if let Some(hash) = patch.hash {
             app.hash = parse_hash(Some(&hash))?;
+            // A cost belongs to bcrypt: moving to another hash drops it (sending one
+            // along with another hash is still refused, naming `bcrypt_cost`).
+            if app.hash != HashAlgorithm::Bcrypt {
+                app.bcrypt_cost = None;
+            }
         }
         if let Some(cost) = patch.bcrypt_cost {
-            app.bcrypt_cost = check_bcrypt_cost(Some(cost))?;
+            app.bcrypt_cost = Some(check_bcrypt_cost(cost)?);
         }
         if let Some(tiers) = patch.tiers {
             app.tiers = parse_tiers(tiers)?;
@@ -354,17 +379,15 @@ fn public_field(path: &str) -> String {
     }
 }
 
-/// A trimmed name of 1-100 characters without control characters.
+/// A name: 1-100 characters, not only spaces, no control characters; kept trimmed.
 pub fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    let length = name.chars().count();
-    if length == 0 || length > 100 {
+    if name.chars().count() > 100 || name.trim().is_empty() {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
     }
     if name.chars().any(char::is_control) {
         return Err(ApiError::invalid("name", "must not contain control characters"));
     }
-    Ok(name.to_owned())
+    Ok(name.trim().to_owned())
 }
 
 /// Metadata stored as it was sent, except NUL characters (`\u0000`), which PostgreSQL's
@@ -416,13 +439,13 @@ fn check_label(label: &str) -> Result<String, ApiError> {
     Ok(label.to_owned())
 }
 
-/// bcrypt's cost: 10 (about 50 ms a check) to 15 (about 2 s). Lower is too cheap to
-/// guess against; higher makes every key creation and first verify take minutes.
-fn check_bcrypt_cost(cost: Option<u32>) -> Result<Option<u32>, ApiError> {
-    match cost {
-        Some(cost) if !(10..=15).contains(&cost) => Err(ApiError::invalid("bcrypt_cost", "must be 10 to 15")),
-        cost => Ok(cost),
+/// bcrypt's cost: 10 (the default) to 15. Each step doubles the work of every key
+/// created and every verification of an unknown key; past 15 one hash takes seconds.
+fn check_bcrypt_cost(cost: u32) -> Result<u32, ApiError> {
+    if !(10..=15).contains(&cost) {
+        return Err(ApiError::invalid("bcrypt_cost", "must be 10 to 15"));
     }
+    Ok(cost)
 }
 
 fn check_max(max: Option<u32>) -> Result<u32, ApiError> {
@@ -433,17 +456,19 @@ fn check_max(max: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// The hashes an application can use.
+pub const HASHES: [HashAlgorithm; 5] = [
+    HashAlgorithm::Sha256,
+    HashAlgorithm::Sha512,
+    HashAlgorithm::HmacSha256,
+    HashAlgorithm::Argon2id,
+    HashAlgorithm::Bcrypt,
+];
+
 fn parse_hash(name: Option<&str>) -> Result<HashAlgorithm, ApiError> {
-    let all = [
-        HashAlgorithm::Sha256,
-        HashAlgorithm::Sha512,
-        HashAlgorithm::HmacSha256,
-        HashAlgorithm::Argon2id,
-        HashAlgorithm::Bcrypt,
-    ];
     match name {
         None => Ok(HashAlgorithm::Sha256),
-        Some(name) => all
+        Some(name) => HASHES
             .into_iter()
             .find(|a| a.name() == name)
             .ok_or_else(|| ApiError::invalid("hash", "must be one of sha256, sha512, hmac-sha256, argon2id, bcrypt")),

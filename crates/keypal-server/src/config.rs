@@ -52,6 +52,10 @@ pub struct ServeConfig {
     /// With Redis unreachable, let keys with a rate limit through unlimited (default
     /// false: they are refused with 503 `RATE_LIMITER_UNAVAILABLE`).
     pub rate_limit_fail_open: bool,
+    /// How long one rate-limit decision waits for Redis, connecting included (default
+    /// `200ms`); past it the request is refused with 503 `RATE_LIMITER_UNAVAILABLE`
+    /// (or let through, with `rate_limit_fail_open`).
+    pub rate_limit_timeout: HumanDuration,
     /// How long a verified result is reused (default `10s`, at most a day). Changes made
     /// through any instance drop the entry at once (with Redis or PostgreSQL announcing
     /// them); this bounds how stale a change made elsewhere can be.
@@ -82,6 +86,7 @@ impl Default for ServeConfig {
             redis_url: None,
             redis_prefix: "keypal:".to_owned(),
             rate_limit_fail_open: false,
+            rate_limit_timeout: HumanDuration(Duration::from_millis(200)),
             cache_ttl: keypal::config::CacheConfig::default().ttl,
             cache_capacity: keypal::config::CacheConfig::default().capacity,
             hash_workers: None,
@@ -107,6 +112,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("rate_limit_fail_open", &self.rate_limit_fail_open)
+            .field("rate_limit_timeout", &self.rate_limit_timeout)
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_capacity", &self.cache_capacity)
             .field("hash_workers", &self.hash_workers)

@@ -1,7 +1,7 @@
 //! Every non-2xx answer: `{"error": {"code", "message", "field"?}}` with a stable code.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -192,8 +192,18 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::PathRejection> for ApiError {
-    fn from(_: axum::extract::rejection::PathRejection) -> Self {
-        ApiError::not_found("resource")
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        let PathRejection::FailedToDeserializePathParams(error) = &rejection else {
+            return ApiError::internal(&rejection.body_text());
+        };
+        match error.kind() {
+            ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+                ApiError::invalid(key.clone(), "must be a UUID, like 0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d")
+            }
+            ErrorKind::InvalidUtf8InPathParam { key } => ApiError::invalid(key.clone(), "must be UTF-8"),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", rejection.body_text()),
+        }
     }
 }

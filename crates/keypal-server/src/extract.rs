@@ -3,9 +3,13 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::schema::OwnerId;
 
 /// A JSON object body (`Content-Type: application/json`), or a 400/413/415 [`ApiError`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,14 +76,80 @@ impl JsonBytes {
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// Path parameters, or a 404 `NOT_FOUND`.
+/// Path parameters, or a 400 `INVALID_INPUT` naming the one that does not parse.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// An optional JSON object body: empty means the defaults.
+/// An example id in the document (a UUID v7, like every id keypal makes).
+pub fn example_id() -> serde_json::Value {
+    serde_json::json!("0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d")
+}
+
+/// The path of `/v1/apps/{id}...`.
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AppPath {
+    /// The application's id.
+    #[param(example = example_id)]
+    pub id: Uuid,
+}
+
+/// The path of `/v1/keys/{id}...`.
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyPath {
+    /// The key's id.
+    #[param(example = example_id)]
+    pub id: Uuid,
+}
+
+/// The path of `/v1/owners/{owner_id}/keys`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OwnerPath {
+    /// The owner: 1-256 characters, no control characters.
+    #[param(inline, value_type = OwnerId)]
+    pub owner_id: String,
+}
+
+/// The path of `/v1/owners/{owner_id}/keys/{key_id}...`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OwnerKeyPath {
+    /// The owner: 1-256 characters, no control characters.
+    #[param(inline, value_type = OwnerId)]
+    pub owner_id: String,
+    /// The key's id.
+    #[param(example = example_id)]
+    pub key_id: Uuid,
+}
+
+/// The id of a page's path for the admin panel, whose pages answer an id that is not a
+/// UUID as one that names nothing: it becomes the nil UUID, which no application or key
+/// has (keypal's ids are UUID v7), so the handler answers 404.
+fn panel_id(id: &str) -> Uuid {
+    id.parse().unwrap_or(Uuid::nil())
+}
+
+impl AppPath {
+    /// The path of the application `id` names, for the admin panel (see [`panel_id`]).
+    pub fn from_panel(id: &str) -> ApiPath<Self> {
+        ApiPath(AppPath { id: panel_id(id) })
+    }
+}
+
+impl KeyPath {
+    /// The path of the key `id` names, for the admin panel (see [`panel_id`]).
+    pub fn from_panel(id: &str) -> ApiPath<Self> {
+        ApiPath(KeyPath { id: panel_id(id) })
+    }
+}
+
+/// An optional JSON object body: no body, or `null` (what a client sends for an optional
+/// body it has none of), means the defaults.
 pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if is_blank(body) {
+    if is_blank(body) || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     json_object(body)

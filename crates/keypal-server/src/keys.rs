@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::schema::{Name, OwnerId, RateLimitText, Scopes};
 use crate::secrets::Secrets;
 
 /// Seals recoverable keys under the master key, bound to their key id.
@@ -24,27 +25,35 @@ impl keypal::KeySealer for Sealer {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyView {
     /// Its id.
+    #[schema(example = "0190f3c2-9a41-7b7e-8c2d-5e6f70819203")]
     pub id: Uuid,
     /// Its application.
+    #[schema(example = "0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d")]
     pub app_id: Option<String>,
     /// A human name.
+    #[schema(example = "CI")]
     pub name: Option<String>,
     /// Who owns it.
+    #[schema(example = "user_42")]
     pub owner_id: Option<String>,
     /// First characters + `…` + last 4.
+    #[schema(example = "sk-proj-k3j9x2ab-billing-Zm9v…Xy3Q")]
     pub masked: String,
     /// The tier.
     pub tier: Option<String>,
     /// Granted scopes.
+    #[schema(example = json!(["read", "billing:*"]))]
     pub scopes: Vec<String>,
     /// Any JSON value.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>, example = json!({"plan": "team"}))]
     pub metadata: Option<Value>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(example = "2026-12-03T10:15:00Z")]
     pub created_at: OffsetDateTime,
     /// When it stops working.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(example = "2027-12-03T10:15:00Z")]
     pub expires_at: Option<OffsetDateTime>,
     /// When it last verified (may lag a few seconds).
     #[serde(with = "time::serde::rfc3339::option")]
@@ -53,6 +62,7 @@ pub struct KeyView {
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     /// Disabled keys are refused until enabled.
+    #[schema(example = true)]
     pub enabled: bool,
     /// Credits left; `null` is unlimited.
     pub remaining: Option<u64>,
@@ -89,6 +99,7 @@ impl From<&KeyRecord> for KeyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedKey {
     /// The key: shown once, never stored in plaintext.
+    #[schema(example = "sk-proj-k3j9x2ab-billing-Zm9vYmFyYmF6cXV4cXV1eHh5eXozXy3Q")]
     pub key: String,
     /// Its record.
     pub record: KeyView,
@@ -99,24 +110,32 @@ pub struct CreatedKey {
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     /// A human name (1-100 characters).
+    #[schema(value_type = Option<Name>)]
     pub name: Option<String>,
     /// Who owns it.
+    #[schema(value_type = Option<OwnerId>)]
     pub owner_id: Option<String>,
     /// Any JSON value (default: the application's `default_metadata`).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>, example = json!({"team": "infra"}))]
     pub metadata: Option<Value>,
     /// Granted scopes.
+    #[schema(value_type = Option<Scopes>)]
     pub scopes: Option<Vec<String>>,
     /// A tier of the application.
     pub tier: Option<String>,
     /// Expires this many days from now (1-3650).
+    #[schema(minimum = 1, maximum = 3650, example = 90)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub expires_in_days: Option<u32>,
-    /// Expires at this instant (RFC 3339), instead of `expires_in_days`.
+    /// Expires at this instant (RFC 3339, in the future), instead of `expires_in_days`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// Usage credits (default unlimited).
+    #[schema(maximum = 9_223_372_036_854_775_807_u64, example = 1000)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub remaining: Option<u64>,
     /// A per-key rate limit overriding the tier's, like `100/hour`.
+    #[schema(value_type = Option<RateLimitText>)]
     pub rate_limit: Option<String>,
 }
 
@@ -126,24 +145,28 @@ pub struct NewKeyRequest {
 pub struct KeyPatchRequest {
     /// A new name (`null` clears it).
     #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[schema(value_type = Option<Name>)]
     pub name: Option<Option<String>>,
     /// New metadata (`null` clears it).
     #[serde(default, deserialize_with = "crate::patch::double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>, example = json!({"team": "infra"}))]
     pub metadata: Option<Option<Value>>,
     /// New scopes.
+    #[schema(value_type = Option<Scopes>)]
     pub scopes: Option<Vec<String>>,
     /// Enable or disable.
+    #[schema(example = false)]
     pub enabled: Option<bool>,
     /// A new expiry (RFC 3339; `null`: never).
     #[serde(default, deserialize_with = "crate::patch::double_option_time")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<time::OffsetDateTime>)]
     pub expires_at: Option<Option<OffsetDateTime>>,
     /// A new tier (`null` clears it).
     #[serde(default, deserialize_with = "crate::patch::double_option")]
     pub tier: Option<Option<String>>,
     /// New credits (`null`: unlimited).
-    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[serde(default, deserialize_with = "crate::number::double_option")]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64, example = 500)]
     pub remaining: Option<Option<u64>>,
 }
 
@@ -152,5 +175,7 @@ pub struct KeyPatchRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// Seconds the old key keeps working (default 0: invalid at once; at most 30 days).
+    #[schema(maximum = 2_592_000, example = 3600)]
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub grace_seconds: Option<u64>,
 }

@@ -193,7 +193,11 @@ async fn shared_state(config: &ServeConfig, cache: keypal::config::CacheConfig) 
     let mut shared = Shared { cache, ..Shared::default() };
     let Some(url) = &config.redis_url else { return Ok(shared) };
     let mode = if config.rate_limit_fail_open { FailMode::Open } else { FailMode::Closed };
-    let limiter = RedisRateLimiter::builder(config.redis_prefix.clone()).fail_mode(mode).connect(url).await?;
+    let limiter = RedisRateLimiter::builder(config.redis_prefix.clone())
+        .fail_mode(mode)
+        .timeout(config.rate_limit_timeout.0)
+        .connect(url)
+        .await?;
     if let Err(e) = limiter.ping().await {
         if mode == FailMode::Closed {
             return Err(ServeError::RedisUnreachable(e));
@@ -214,6 +218,12 @@ fn cache_config(config: &ServeConfig) -> Result<keypal::config::CacheConfig, Ser
     let ttl = config.cache_ttl.0;
     if ttl.is_zero() || ttl > MAX_CACHE_TTL {
         return Err(ServeError::Setting { name: "cache_ttl", message: "must be longer than zero and at most 1 day" });
+    }
+    if config.rate_limit_timeout.0.is_zero() || config.rate_limit_timeout.0 > Duration::from_secs(60) {
+        return Err(ServeError::Setting {
+            name: "rate_limit_timeout",
+            message: "must be longer than zero and at most 1 minute",
+        });
     }
     if config.cache_capacity == 0 {
         return Err(ServeError::Setting { name: "cache_capacity", message: "must be at least 1" });

@@ -271,6 +271,11 @@ impl State {
         Ok(())
     }
 
+    /// The Redis rate limiter, when Redis is configured.
+    pub fn rate_limiter(&self) -> Option<&keypal_redis::RedisRateLimiter> {
+        self.parts.limiter.as_ref()
+    }
+
     /// Whether `password` is the admin password (argon2id: slow on purpose, so it runs
     /// on the hashing threads).
     ///

@@ -306,16 +306,23 @@ fn table() -> Vec<Row> {
         // ---- /v1/apps/{id} ----
         r("GET", "/v1/apps/{app}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/apps/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("GET", "/v1/apps/not-a-uuid", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/apps/not-a-uuid", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("GET", "/v1/apps/{key}", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("GET", "/v1/apps/%FF%FE", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("GET", "/v1/apps/%00", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("GET", format!("/v1/apps/{}", long(5000)), Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/apps/%FF%FE", Admin, e.clone(), 400, "INVALID_INPUT/id"),
+        r("GET", "/v1/apps/%00", Admin, e.clone(), 400, "INVALID_INPUT/id"),
+        r("GET", format!("/v1/apps/{}", long(5000)), Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("PATCH", "/v1/apps/{unknown}", Admin, json!({"name": "X"}), 404, "NOT_FOUND"),
-        r("PATCH", "/v1/apps/'%3B%20DROP%20TABLE%20keypal_keys%3B--", Admin, json!({"name": "X"}), 404, "NOT_FOUND"),
+        r(
+            "PATCH",
+            "/v1/apps/'%3B%20DROP%20TABLE%20keypal_keys%3B--",
+            Admin,
+            json!({"name": "X"}),
+            400,
+            "INVALID_INPUT/id",
+        ),
         r("PATCH", "/v1/apps/{app}", Anon, json!({"name": "X"}), 401, "UNAUTHENTICATED"),
         r("DELETE", "/v1/apps/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("DELETE", "/v1/apps/garbage", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("DELETE", "/v1/apps/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("DELETE", "/v1/apps/{app}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("DELETE", "/v1/apps/{app}", Client, e.clone(), 401, "UNAUTHENTICATED"),
         patch_app(json!({"name": ""}), 400, "INVALID_INPUT/name"),
@@ -349,7 +356,7 @@ fn table() -> Vec<Row> {
         r("PUT", "/v1/apps/{app}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         // ---- /v1/apps/{id}/client-secret ----
         r("POST", "/v1/apps/{unknown}/client-secret", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("POST", "/v1/apps/nope/client-secret", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/apps/nope/client-secret", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("POST", "/v1/apps/{app}/client-secret", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/apps/{app}/client-secret", Client, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/apps/{app}/client-secret", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
@@ -357,7 +364,7 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/apps/{app}/keys", Anon, json!({}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/apps/{app}/keys", Client, json!({}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/apps/{unknown}/keys", Admin, json!({}), 404, "NOT_FOUND"),
-        r("POST", "/v1/apps/not-an-app/keys", Admin, json!({}), 404, "NOT_FOUND"),
+        r("POST", "/v1/apps/not-an-app/keys", Admin, json!({}), 400, "INVALID_INPUT/id"),
         new_key(json!({"owner_id": ""}), 400, "INVALID_INPUT/owner_id"),
         new_key(json!({"owner_id": long(257)}), 400, "INVALID_INPUT/owner_id"),
         new_key(json!({"owner_id": "a\nb"}), 400, "INVALID_INPUT/owner_id"),
@@ -413,10 +420,10 @@ fn table() -> Vec<Row> {
         r("GET", "/v1/keys/{key}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/keys/{key}", Service, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/keys/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("GET", "/v1/keys/garbage", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/keys/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("GET", "/v1/keys/{app}", Admin, e.clone(), 404, "NOT_FOUND"),
         r("PATCH", "/v1/keys/{unknown}", Admin, json!({"name": "x"}), 404, "NOT_FOUND"),
-        r("PATCH", "/v1/keys/12345", Admin, json!({"name": "x"}), 404, "NOT_FOUND"),
+        r("PATCH", "/v1/keys/12345", Admin, json!({"name": "x"}), 400, "INVALID_INPUT/id"),
         r("PATCH", "/v1/keys/{key}", Anon, json!({"enabled": false}), 401, "UNAUTHENTICATED"),
         patch_key(json!({"name": 5}), 400, "INVALID_JSON"),
         patch_key(json!({"name": ""}), 400, "INVALID_INPUT/name"),
@@ -438,7 +445,7 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/keys/{key}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         // ---- rotate ----
         r("POST", "/v1/keys/{unknown}/rotate", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("POST", "/v1/keys/garbage/rotate", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/keys/garbage/rotate", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("POST", "/v1/keys/{key}/rotate", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{revoked}/rotate", Admin, e.clone(), 409, "ALREADY_REVOKED"),
         rotate(json!({"grace_seconds": 2_592_001}), 400, "INVALID_INPUT/grace_seconds"),
@@ -456,17 +463,17 @@ fn table() -> Vec<Row> {
         r("GET", "/v1/keys/{key}/rotate", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         // ---- revoke, delete, reveal ----
         r("POST", "/v1/keys/{unknown}/revoke", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("POST", "/v1/keys/garbage/revoke", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/keys/garbage/revoke", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("POST", "/v1/keys/{key}/revoke", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{key}/revoke", Client, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{revoked}/revoke", Admin, e.clone(), 409, "ALREADY_REVOKED"),
         r("DELETE", "/v1/keys/{key}/revoke", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         r("DELETE", "/v1/keys/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("DELETE", "/v1/keys/garbage", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("DELETE", "/v1/keys/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("DELETE", "/v1/keys/{key}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("DELETE", "/v1/keys/{key}", BogusCookie, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{unknown}/reveal", Admin, e.clone(), 404, "NOT_FOUND"),
-        r("POST", "/v1/keys/garbage/reveal", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/keys/garbage/reveal", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("POST", "/v1/keys/{key}/reveal", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{key}/reveal", Admin, e.clone(), 409, "NOT_RECOVERABLE"),
         r("GET", "/v1/keys/{key}/reveal", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
@@ -499,6 +506,11 @@ fn table() -> Vec<Row> {
         r("GET", "/v1/owners/alice/keys", Service, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/owners/alice/keys", Admin, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/owners/a%00b/keys", Client, e.clone(), 400, "INVALID_INPUT/owner_id"),
+        r("GET", "/v1/owners/alice/keys?limit=0", Client, e.clone(), 400, "INVALID_INPUT/limit"),
+        r("GET", "/v1/owners/alice/keys?limit=1001", Client, e.clone(), 400, "INVALID_INPUT/limit"),
+        r("GET", "/v1/owners/alice/keys?include_revoked=maybe", Client, e.clone(), 400, "INVALID_QUERY"),
+        r("GET", "/v1/owners/alice/keys?cursor=not-a-uuid", Client, e.clone(), 400, "INVALID_QUERY"),
+        r("GET", "/v1/owners/alice/keys?owner_id=bob", Client, e.clone(), 400, "INVALID_QUERY"),
         r("POST", "/v1/owners/dave/keys", Anon, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/owners/dave/keys", WrongSecret, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
         owner_key(json!({}), 400, "INVALID_JSON"),
@@ -528,7 +540,7 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/owners/alice/keys", Client, json!({"name": "second"}), 403, "KEY_LIMIT_REACHED"),
         r("POST", "/v1/owners/alice/keys/{bob_key}/revoke", Client, e.clone(), 403, "FORBIDDEN"),
         r("POST", "/v1/owners/alice/keys/{unknown}/revoke", Client, e.clone(), 404, "NOT_FOUND"),
-        r("POST", "/v1/owners/alice/keys/not-a-key/revoke", Client, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/owners/alice/keys/not-a-key/revoke", Client, e.clone(), 400, "INVALID_INPUT/key_id"),
         r("POST", "/v1/owners/alice/keys/{b_key}/revoke", Client, e.clone(), 404, "NOT_FOUND"),
         r("POST", "/v1/owners/carol/keys/{revoked}/revoke", Client, e.clone(), 409, "ALREADY_REVOKED"),
         r("POST", "/v1/owners/alice/keys/{key}/revoke", WrongSecret, e.clone(), 401, "UNAUTHENTICATED"),
@@ -736,7 +748,9 @@ async fn sqlite_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
-    every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    if common::available(Db::Postgres) {
+        every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
+    }
 }
 
 /// The admin's cookie does not let another site change anything: a state-changing

@@ -80,12 +80,17 @@ fn body(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> impl Strategy<Valu
 }
 
 fn verify_request() -> impl Strategy<Value = Vec<u8>> {
-    body(vec![
+    // A fixture key sent alone with a fixture client secret: its own application's or another's.
+    let pair = (0..9, 0..3).prop_map(|(key, secret)| {
+        json!({"key": format!("@key{key}@"), "client_secret": format!("@secret{secret}@")}).to_string().into_bytes()
+    });
+    let any = body(vec![
         ("key", text("key", 9).boxed()),
         ("client_secret", text("secret", 3).boxed()),
         ("scopes", scopes().boxed()),
         ("cost", number().boxed()),
-    ])
+    ]);
+    prop_oneof![1 => pair, 3 => any]
 }
 
 fn new_key_request() -> impl Strategy<Value = Vec<u8>> {
@@ -102,7 +107,18 @@ fn new_key_request() -> impl Strategy<Value = Vec<u8>> {
     let tier = prop_oneof![Just(json!("free")), Just(json!("pro")), Just(json!("gold")), any_json()];
     let name = prop_oneof![Just(json!("  a name  ")), "\\PC{0,120}".prop_map(Value::from), any_json()];
     let owner = prop_oneof![Just(json!("owner-2")), "\\PC{0,8}".prop_map(Value::from), any_json()];
-    body(vec![
+    // Values each valid on its own (a tier only in the application that has tiers).
+    let valid = body(vec![
+        ("name", prop_oneof![Just(json!("  a name  ")), "[a-z]{1,20}".prop_map(Value::from)].boxed()),
+        ("owner_id", Just(json!("owner-2")).boxed()),
+        ("metadata", any_json().boxed()),
+        ("scopes", Just(json!(["read", "write:*", "read"])).boxed()),
+        ("tier", Just(json!("pro")).boxed()),
+        ("expires_in_days", (1u32..=3650).prop_map(Value::from).boxed()),
+        ("remaining", (0u64..5).prop_map(Value::from).boxed()),
+        ("rate_limit", Just(json!("10/minute")).boxed()),
+    ]);
+    let any = body(vec![
         ("name", name.boxed()),
         ("owner_id", owner.boxed()),
         ("metadata", any_json().boxed()),
@@ -112,7 +128,8 @@ fn new_key_request() -> impl Strategy<Value = Vec<u8>> {
         ("expires_at", expires_at.boxed()),
         ("remaining", number().boxed()),
         ("rate_limit", rate_limit.boxed()),
-    ])
+    ]);
+    prop_oneof![valid, any]
 }
 
 /// Runs `cases` cases of `strategy` through `check`, on a fixture of its own.

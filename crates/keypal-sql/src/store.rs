@@ -84,6 +84,21 @@ impl SqlStore {
         dispatch!(self, s => s.close().await)
     }
 
+    /// Checks that the database answers (one `SELECT 1`); bound it with a deadline of
+    /// your own, as a readiness probe does.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = keypal_sql::SqlStore::connect("sqlite::memory:").await?;
+    /// let answered = tokio::time::timeout(std::time::Duration::from_secs(1), store.ping()).await;
+    /// assert!(matches!(answered, Ok(Ok(()))));
+    /// # Ok::<(), keypal_sql::SqlError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
     /// Stores a new document, and `event` in the audit log in the same transaction
     /// when one is given; [`StoreError::Duplicate`] when its id or lookup is taken in its kind.
     pub async fn insert_object(

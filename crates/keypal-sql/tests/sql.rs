@@ -418,3 +418,26 @@ async fn documents_written_together_are_written_all_or_nothing() {
         assert!(store.get_object("label", "free").await.expect("get").is_none(), "{d}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_memory_sqlite_database_is_one_connection_kept_open() {
+    // sqlx names `:memory:` a shared-cache database of its own (`file:sqlx-in-memory-N`):
+    // several connections to it lock each other ("database table is locked", found by
+    // fuzzing `keypal serve` on `sqlite::memory:`), and it vanishes when the last closes.
+    for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://?mode=memory"] {
+        let store = SqliteStore::connect(url).await.expect(url);
+        let options = store.pool().options();
+        assert_eq!((options.get_max_connections(), options.get_idle_timeout()), (1, None), "{url}");
+        let keys = KeyManager::builder().store(store).build().expect("a manager");
+        let creates: Vec<_> = (0..32)
+            .map(|_| {
+                let keys = keys.clone();
+                tokio::spawn(async move { keys.create(NewKey::new()).await })
+            })
+            .collect();
+        for create in creates {
+            create.await.expect("a task").unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        assert_eq!(keys.count(keypal::ListQuery::new()).await.expect("a count"), 32, "{url}");
+    }
+}

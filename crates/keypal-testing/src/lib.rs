@@ -111,10 +111,16 @@ impl Service {
     pub(crate) fn provide<'a, T>(&self, outcome: &'a Result<T, HarnessError>) -> Option<&'a T> {
         match outcome {
             Ok(server) => Some(server),
-            Err(error @ HarnessError::Unavailable { .. }) if !in_ci() => {
+            Err(HarnessError::Unavailable { reason, .. }) if !in_ci() => {
                 if !self.said.swap(true, Ordering::Relaxed) {
                     // Straight to the process's stderr, which `cargo test` does not capture.
-                    let _ = writeln!(std::io::stderr(), "skipped: the tests that need {}: {error}", self.name);
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "skipped: the tests that need {} ({reason}): install the Debian package `{}`, or set {}",
+                        self.name,
+                        self.package,
+                        self.url_env
+                    );
                 }
                 None
             }

@@ -66,8 +66,26 @@ fn template_piece() -> impl Strategy<Value = String> {
 
 /// A template case as the fuzz target reads it: template, prefix, app, label, tiers.
 fn template_case() -> impl Strategy<Value = String> {
-    let template = prop::collection::vec(template_piece(), 1..6).prop_map(|pieces| pieces.concat());
-    let value = prop_oneof![Just(String::new()), "[a-z]{1,8}", "\\PC{1,6}"];
+    // Mostly well-formed: a start (literal text, non-ASCII included, or a fixed-text
+    // segment), maybe an id, one secret, maybe a checksum; else any pieces.
+    let start = prop_oneof![
+        "[a-z_]{1,6}",
+        "[^{}\\s]{1,4}_",
+        Just("{prefix}_".to_owned()),
+        Just("{tier}_".to_owned()),
+        Just("{app}-{label}-".to_owned()),
+    ];
+    let id = prop::option::of(
+        (1usize..=64, prop_oneof![Just("base32"), Just("hex")]).prop_map(|(n, e)| format!("{{id:{n}:{e}}}_")),
+    );
+    let secret = (16usize..=64, prop_oneof![Just("base62"), Just("base64url"), Just("alnum")])
+        .prop_map(|(n, e)| format!("{{secret:{n}:{e}}}"));
+    let checksum = prop_oneof![Just(""), Just("{checksum}")];
+    let well_formed = (start, id, secret, checksum)
+        .prop_map(|(start, id, secret, checksum)| format!("{start}{}{secret}{checksum}", id.unwrap_or_default()));
+    let pieces = prop::collection::vec(template_piece(), 1..6).prop_map(|pieces| pieces.concat());
+    let template = prop_oneof![2 => well_formed, 1 => pieces];
+    let value = prop_oneof![Just(String::new()), "[a-z]{1,8}", "[^{}\\s]{1,6}", "\\PC{1,6}"];
     let tier = prop_oneof!["[a-z]{1,5}", "[a-z]{1,5}=[a-z]{1,3}", "\\PC{1,4}=\\PC{0,3}"];
     (template, value.clone(), value.clone(), value, prop::collection::vec(tier, 0..3)).prop_map(
         |(template, prefix, app, label, tiers)| {
@@ -81,17 +99,17 @@ fn template_case() -> impl Strategy<Value = String> {
 /// A duration as configs write them, from a few seconds to far more than a lifetime.
 fn duration() -> impl Strategy<Value = String> {
     prop_oneof![
-        (0u64..1_000).prop_map(|n| format!("{n}s")),
-        (0u64..200).prop_map(|n| format!("{n}y")),
-        (1u64..u64::MAX).prop_map(|n| format!("{n}s")),
-        Just("584942417355y".to_owned()),
-        Just("10000000000000d".to_owned()),
+        6 => (1u64..1_000).prop_map(|n| format!("{n}s")),
+        2 => (0u64..200).prop_map(|n| format!("{n}y")),
+        1 => (1u64..u64::MAX).prop_map(|n| format!("{n}s")),
+        1 => Just("584942417y".to_owned()),
+        1 => Just("10000000000000d".to_owned()),
     ]
 }
 
 /// A configuration in TOML: each field set or not, values valid or not.
 fn config_text() -> impl Strategy<Value = String> {
-    let prefix = prop::option::of(prop_oneof!["[a-z_]{1,8}", "\\PC{1,6}"]);
+    let prefix = prop::option::of(prop_oneof!["[a-z_]{1,8}", "[^{}\\s]{1,6}", "\\PC{1,6}"]);
     let template = prop::option::of(template_piece().prop_map(|p| format!("{p}_{{secret:32:base62}}")));
     let hash = prop_oneof![
         Just(String::new()),

@@ -70,6 +70,13 @@ pub struct ServeArgs {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub rate_limit_fail_open: Option<bool>,
 
+    /// How long one rate-limit decision waits for Redis, like 200ms or 1s (at most 1m);
+    /// past it the request is refused with 503 RATE_LIMITER_UNAVAILABLE (or let through
+    /// with --rate-limit-fail-open) [default: 200ms].
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_RATE_LIMIT_TIMEOUT", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub rate_limit_timeout: Option<Duration>,
+
     /// Largest database connection pool [default: 10].
     #[arg(long, value_name = "N", env = "KEYPAL_MAX_CONNECTIONS", hide_env_values = true,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -86,6 +93,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "KEYPAL_CACHE_CAPACITY", hide_env_values = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_capacity: Option<u64>,
+
     /// Threads that run slow hashes (bcrypt, argon2id), away from the threads serving
     /// requests [default: one per core].
     #[arg(long, value_name = "N", env = "KEYPAL_HASH_WORKERS", hide_env_values = true)]
@@ -156,6 +164,9 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(open) = args.rate_limit_fail_open {
         config.rate_limit_fail_open = open;
     }
+    if let Some(timeout) = args.rate_limit_timeout {
+        config.rate_limit_timeout = keypal::config::HumanDuration(timeout);
+    }
     if let Some(max) = args.max_connections {
         config.max_connections = max;
     }
@@ -203,6 +214,7 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("redis_url", &config.redis_url.as_deref().map_or_else(|| "unset".to_owned(), redact_url))?;
     line("redis_prefix", &config.redis_prefix)?;
     line("rate_limit_fail_open", &config.rate_limit_fail_open.to_string())?;
+    line("rate_limit_timeout", &config.rate_limit_timeout.to_string())?;
     line("cache_ttl", &config.cache_ttl.to_string())?;
     line("cache_capacity", &config.cache_capacity.to_string())?;
     let workers = config.hash_workers();

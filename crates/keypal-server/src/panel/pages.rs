@@ -23,7 +23,7 @@ use super::{Flash, FormErrors, Layout, PanelSession, SecretModal, asset, error_p
 use crate::apps::{AppView, NewApp, TierInput};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, AppPath, KeyPath};
 use crate::keys::{KeyPatchRequest, NewKeyRequest};
 use crate::routes;
 use crate::state::State;
@@ -401,7 +401,7 @@ pub async fn delete_app(
     if let Err(refused) = session.check_csrf(&form.csrf) {
         return refused.into_response();
     }
-    match routes::apps::delete(session.admin(), AxumState(state), ApiPath(id)).await {
+    match routes::apps::delete(session.admin(), AxumState(state), AppPath::from_panel(&id)).await {
         Ok(_) => redirect("/admin/apps?ok=app_deleted"),
         Err(e) if e.status == StatusCode::NOT_FOUND => redirect("/admin/apps?err=not_found"),
         Err(e) => error_page(&e),
@@ -554,7 +554,7 @@ async fn build_app_page(
     // Fresh numbers: write pending usage counts and last-used times first.
     state.flush().await;
     let runtime = state.app_by_text(id)?;
-    let ApiJson(body) = routes::apps::get(session.admin(), AxumState(state.clone()), ApiPath(id.to_owned())).await?;
+    let ApiJson(body) = routes::apps::get(session.admin(), AxumState(state.clone()), AppPath::from_panel(id)).await?;
     let now = OffsetDateTime::now_utc();
     let day_ago = now - time::Duration::hours(24);
     let namespace = runtime.app.namespace();
@@ -715,8 +715,13 @@ pub async fn create_key(
         };
         return app_page(&state, &session, &id, parts).await;
     };
-    match routes::apps::create_key(session.admin(), AxumState(state.clone()), ApiPath(id.clone()), ApiJson(request))
-        .await
+    match routes::apps::create_key(
+        session.admin(),
+        AxumState(state.clone()),
+        AppPath::from_panel(&id),
+        ApiJson(request),
+    )
+    .await
     {
         Ok((_, ApiJson(created))) => {
             let parts = AppPageParts {
@@ -750,7 +755,7 @@ pub async fn regenerate_secret(
     if let Err(refused) = session.check_csrf(&form.csrf) {
         return refused.into_response();
     }
-    match routes::apps::regenerate_secret(session.admin(), AxumState(state.clone()), ApiPath(id.clone())).await {
+    match routes::apps::regenerate_secret(session.admin(), AxumState(state.clone()), AppPath::from_panel(&id)).await {
         Ok(ApiJson(secret)) => {
             let parts = AppPageParts {
                 flash: Flash::ok("Client secret regenerated; the old one no longer works."),
@@ -790,7 +795,9 @@ pub async fn set_recoverable(
         _ => return error_page(&ApiError::invalid("recoverable", "must be on or off")),
     };
     let patch = crate::apps::AppPatch { recoverable: Some(on), ..Default::default() };
-    match routes::apps::update(session.admin(), AxumState(state.clone()), ApiPath(id.clone()), ApiJson(patch)).await {
+    match routes::apps::update(session.admin(), AxumState(state.clone()), AppPath::from_panel(&id), ApiJson(patch))
+        .await
+    {
         Ok(_) => app_page(&state, &session, &id, AppPageParts { flash: Flash::ok(done), ..AppPageParts::new() }).await,
         Err(e) if e.status == StatusCode::NOT_FOUND => redirect("/admin/apps?err=not_found"),
         Err(e) => error_page(&e),
@@ -825,7 +832,7 @@ pub async fn rotate_key(
     let Some(app_id) = app_of_key(&state, &id).await else { return redirect("/admin/apps?err=not_found") };
     let grace: u64 = form.grace_seconds.trim().parse().unwrap_or(0);
     let body = serde_json::json!({ "grace_seconds": grace }).to_string();
-    match routes::keys::rotate(session.admin(), AxumState(state.clone()), ApiPath(id), body.into()).await {
+    match routes::keys::rotate(session.admin(), AxumState(state.clone()), KeyPath::from_panel(&id), body.into()).await {
         Ok(ApiJson(rotated)) => {
             let message = if grace == 0 {
                 "Key rotated; the old key no longer works."
@@ -863,7 +870,7 @@ pub async fn key_action(
         return super::forbidden("Reveal with the button on the page.");
     }
     let Some(app_id) = app_of_key(&state, &id).await else { return redirect("/admin/apps?err=not_found") };
-    let (admin, shared, path) = (session.admin(), AxumState(state.clone()), ApiPath(id));
+    let (admin, shared, path) = (session.admin(), AxumState(state.clone()), KeyPath::from_panel(&id));
     let done = match action.as_str() {
         "revoke" => routes::keys::revoke(admin, shared, path).await.map(|_| "revoked"),
         "delete" => routes::keys::delete(admin, shared, path).await.map(|_| "deleted"),
@@ -894,7 +901,7 @@ pub async fn reveal_key(
     if let Err(refused) = session.check_csrf(token) {
         return refused.into_response();
     }
-    routes::keys::reveal(session.admin(), AxumState(state), ApiPath(id)).await.into_response()
+    routes::keys::reveal(session.admin(), AxumState(state), KeyPath::from_panel(&id)).await.into_response()
 }
 
 #[derive(Template)]
@@ -981,7 +988,7 @@ async fn edit_page(
     status: StatusCode,
     flash: Option<Flash>,
 ) -> Response {
-    let ApiJson(key) = match routes::keys::get(session.admin(), AxumState(state.clone()), ApiPath(id.to_owned())).await
+    let ApiJson(key) = match routes::keys::get(session.admin(), AxumState(state.clone()), KeyPath::from_panel(id)).await
     {
         Ok(key) => key,
         Err(e) if e.status == StatusCode::NOT_FOUND => return redirect("/admin/apps?err=not_found"),
@@ -1036,7 +1043,9 @@ pub async fn edit_key(
         )
         .await;
     };
-    match routes::keys::update(session.admin(), AxumState(state.clone()), ApiPath(id.clone()), ApiJson(request)).await {
+    match routes::keys::update(session.admin(), AxumState(state.clone()), KeyPath::from_panel(&id), ApiJson(request))
+        .await
+    {
         Ok(ApiJson(key)) => redirect(&format!("/admin/apps/{}?ok=updated", key.app_id.unwrap_or_default())),
         Err(e) if e.status == StatusCode::NOT_FOUND => redirect("/admin/apps?err=not_found"),
         Err(e) if e.status.is_client_error() => {

@@ -14,8 +14,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{self, Admin, Caller, SESSION_COOKIE, SESSION_TTL};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::schema::OwnerId;
 use crate::state::State;
 
 type Shared = AxumState<Arc<State>>;
@@ -25,6 +26,7 @@ type Shared = AxumState<Arc<State>>;
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// The admin password.
+    #[schema(example = "correct horse battery staple")]
     pub password: String,
 }
 
@@ -43,9 +45,13 @@ pub fn session_cookie(token: &str, max_age: i64, tls: bool) -> Result<HeaderValu
 }
 
 /// Logs in: 204 and a session cookie; 401 for a wrong password; 429 after repeated failures.
-#[utoipa::path(post, path = "/v1/session", tag = "session", request_body = Login,
-    responses((status = 204, description = "logged in; the session cookie is set"), (status = 401, body = ErrorBody),
-        (status = 429, description = "TOO_MANY_ATTEMPTS", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/session", operation_id = "log_in", tag = "session", request_body = Login,
+    responses(
+        (status = 204, description = "logged in; the session cookie is set",
+            headers(("Set-Cookie" = String, description = "`keypal_session=...; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200`"))),
+        (status = 401, description = "UNAUTHENTICATED: wrong password"),
+        (status = 403, description = "CROSS_SITE"),
+        (status = 429, description = "TOO_MANY_ATTEMPTS")))]
 pub async fn login(
     caller: Caller,
     AxumState(state): Shared,
@@ -82,7 +88,13 @@ pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<St
 }
 
 /// Logs out (ends the session and clears the cookie).
-#[utoipa::path(delete, path = "/v1/session", tag = "session", responses((status = 204)))]
+///
+/// The session cookie is optional: without one, this only clears the cookie.
+#[utoipa::path(delete, path = "/v1/session", operation_id = "log_out", tag = "session", security((), ("admin_session" = [])),
+    responses(
+        (status = 204, description = "logged out; the session cookie is cleared",
+            headers(("Set-Cookie" = String, description = "`keypal_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`"))),
+        (status = 403, description = "CROSS_SITE")))]
 pub async fn logout(AxumState(state): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
     if !auth::same_origin(&headers) {
         return Err(auth::cross_site());
@@ -106,28 +118,29 @@ pub async fn logout(AxumState(state): Shared, headers: HeaderMap) -> Result<Resp
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceKey {
     /// The key callers of `POST /v1/verify` send as `Authorization: Bearer ...`.
+    #[schema(example = "kp_svc_R2H7gHhbzposmJlW0SiWOUUUHH6uMaUba0C1Cc8Q")]
     pub service_key: String,
 }
 
 /// The current service key.
-#[utoipa::path(get, path = "/v1/service-key", tag = "service key",
-    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/service-key", operation_id = "get_service_key", tag = "service key", security(("admin_session" = [])),
+    responses((status = 200, description = "the service key", body = ServiceKey)))]
 pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
     Ok(ApiJson(ServiceKey { service_key: state.service_key().await? }))
 }
 
 /// Replaces the service key; the old one stops working at once. Refused with 409
 /// `SERVICE_KEY_PINNED` while `KEYPAL_SERVICE_KEY` sets it (the next start would undo it).
-#[utoipa::path(post, path = "/v1/service-key/rotate", tag = "service key",
-    responses((status = 200, body = ServiceKey), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody,
-            description = "SERVICE_KEY_PINNED: the service key is set by KEYPAL_SERVICE_KEY")))]
+#[utoipa::path(post, path = "/v1/service-key/rotate", operation_id = "rotate_service_key", tag = "service key", security(("admin_session" = [])),
+    responses((status = 200, description = "the new service key", body = ServiceKey),
+        (status = 409, description = "SERVICE_KEY_PINNED: the service key is set by KEYPAL_SERVICE_KEY")))]
 pub async fn rotate_service_key(admin: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
     Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key(admin.context()).await? }))
 }
 
 /// `GET /v1/audit` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Only this application's events.
@@ -135,16 +148,30 @@ pub struct AuditParams {
     /// Only this key's events.
     pub key_id: Option<Uuid>,
     /// Only this owner's events.
+    #[param(inline, value_type = Option<OwnerId>)]
     pub owner_id: Option<String>,
     /// A key's `created`, `imported`, `revoked`, `rotated`, `enabled`, `disabled`,
     /// `updated` or `deleted`; an application's `app_created`, `app_updated`,
     /// `app_deleted` or `client_secret_rotated`; or `service_key_rotated`.
+    #[param(inline, value_type = Option<AuditAction>)]
     pub action: Option<String>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<Uuid>,
 }
+
+/// The schema of an audit action's name: one of [`Action::ALL`].
+pub struct AuditAction;
+
+impl utoipa::PartialSchema for AuditAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::one_of(Action::ALL.iter().map(|a| a.as_str()))
+    }
+}
+
+impl ToSchema for AuditAction {}
 
 /// An audit event.
 #[derive(Debug, Serialize, ToSchema)]
@@ -169,7 +196,7 @@ pub struct EventView {
     /// With which user agent.
     pub user_agent: Option<String>,
     /// More about it.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub details: Option<Value>,
 }
 
@@ -200,8 +227,8 @@ pub struct EventList {
 }
 
 /// The audit log, newest first, filtered.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = EventList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit_events", tag = "audit", params(AuditParams), security(("admin_session" = [])),
+    responses((status = 200, description = "a page of events", body = EventList)))]
 pub async fn audit(
     _: Admin,
     AxumState(state): Shared,
@@ -222,10 +249,7 @@ pub async fn audit(
         query = query.action(action);
     }
     if let Some(limit) = params.limit {
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 1000"));
-        }
-        query = query.limit(limit);
+        query = query.limit(crate::routes::apps::check_limit(limit)?);
     }
     if let Some(cursor) = params.cursor {
         query = query.cursor(cursor);

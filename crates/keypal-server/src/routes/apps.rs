@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use crate::apps::{self, App, AppPatch, AppView, NewApp};
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, AppPath};
 use crate::keys::{CreatedKey, KeyView, NewKeyRequest};
+use crate::openapi::rules;
+use crate::schema::OwnerId;
 use crate::secrets;
 use crate::state::{AppRuntime, State};
 use keypal_sql::{NewObject, ObjectRef};
@@ -69,18 +71,76 @@ pub struct KeyList {
     pub next_cursor: Option<Uuid>,
 }
 
+/// The rules of an application's settings that the document's schemas cannot say (they
+/// depend on other fields), by field: the `x-keypal-rules` of the operations that take them.
+/// A value that breaks one is refused with 400 `INVALID_INPUT` naming the field.
+pub const APP_RULES: &[(&str, &str)] = &[
+    ("template", "one {secret}, at most one {tier}, {id} and {checksum}, and {checksum} last (docs/CORE.md)"),
+    ("tiers", "tier names are 1 to 64 characters without control characters"),
+    ("default_tier", "one of `tiers`; needed when the template has {tier}"),
+    ("bcrypt_cost", "only with `hash: \"bcrypt\"`"),
+    ("default_metadata", NO_NUL),
+];
+
+/// The rule of metadata that a JSON schema cannot say.
+const NO_NUL: &str = "no NUL character (\\u0000) in any string or key inside (PostgreSQL's jsonb refuses them)";
+
+/// The rules of a new key that the schema cannot say (they depend on the time, on other
+/// fields or on the application): see [`APP_RULES`].
+pub const KEY_RULES: &[(&str, &str)] = &[
+    ("tier", "one of the application's tiers"),
+    ("expires_at", "in the future; not with `expires_in_days`"),
+    ("metadata", NO_NUL),
+];
+
+/// The rules of an owner's new key that the schema cannot say: see [`APP_RULES`].
+pub const OWNER_KEY_RULES: &[(&str, &str)] = &[("metadata", NO_NUL)];
+
 /// `GET /v1/apps/{id}/keys` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KeyListParams {
     /// Only this owner's keys.
+    #[param(inline, value_type = Option<OwnerId>)]
     pub owner_id: Option<String>,
     /// Include revoked keys (default false).
+    #[param(example = false)]
     pub include_revoked: Option<bool>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<Uuid>,
+}
+
+/// A list query from the parameters every list of keys takes.
+pub fn page_query(
+    include_revoked: Option<bool>,
+    limit: Option<u32>,
+    cursor: Option<Uuid>,
+) -> Result<ListQuery, ApiError> {
+    let mut query = ListQuery::new().include_revoked(include_revoked.unwrap_or(false));
+    if let Some(limit) = limit {
+        query = query.limit(check_limit(limit)?);
+    }
+    if let Some(cursor) = cursor {
+        query = query.cursor(cursor);
+    }
+    Ok(query)
+}
+
+/// A page size: 1 to 1000.
+pub fn check_limit(limit: u32) -> Result<u32, ApiError> {
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    Ok(limit)
+}
+
+/// The application `id` (404 when there is none).
+pub fn find(state: &State, id: Uuid) -> Result<Arc<AppRuntime>, ApiError> {
+    state.app(id).ok_or_else(|| ApiError::not_found("application"))
 }
 
 fn new_client_secret() -> Result<String, ApiError> {
@@ -96,8 +156,8 @@ async fn view(runtime: &AppRuntime) -> Result<AppView, ApiError> {
 }
 
 /// Every application.
-#[utoipa::path(get, path = "/v1/apps", tag = "applications",
-    responses((status = 200, body = AppList), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/apps", operation_id = "list_apps", tag = "applications", security(("admin_session" = [])),
+    responses((status = 200, description = "every application, oldest first", body = AppList)))]
 pub async fn list(_: Admin, AxumState(state): Shared) -> Result<ApiJson<AppList>, ApiError> {
     let mut apps = Vec::new();
     for runtime in state.apps() {
@@ -107,9 +167,10 @@ pub async fn list(_: Admin, AxumState(state): Shared) -> Result<ApiJson<AppList>
 }
 
 /// Creates an application; answers its client secret once.
-#[utoipa::path(post, path = "/v1/apps", tag = "applications", request_body = NewApp,
-    responses((status = 201, body = CreatedApp), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 409, description = "LABEL_TAKEN", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/apps", operation_id = "create_app", tag = "applications", request_body = NewApp, security(("admin_session" = [])),
+    extensions(("x-keypal-rules" = json!(rules(APP_RULES)))),
+    responses((status = 201, description = "created; the client secret is shown once", body = CreatedApp),
+        (status = 409, description = "LABEL_TAKEN")))]
 pub async fn create(
     admin: Admin,
     AxumState(state): Shared,
@@ -144,61 +205,65 @@ pub async fn create(
 }
 
 /// One application.
-#[utoipa::path(get, path = "/v1/apps/{id}", tag = "applications",
-    responses((status = 200, body = AppBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/apps/{id}", operation_id = "get_app", tag = "applications", params(AppPath), security(("admin_session" = [])),
+    responses((status = 200, description = "the application", body = AppBody)))]
 pub async fn get(
     _: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
 ) -> Result<ApiJson<AppBody>, ApiError> {
-    let runtime = state.app_by_text(&id)?;
+    let runtime = find(&state, id)?;
     Ok(ApiJson(AppBody { app: view(&runtime).await? }))
 }
 
 /// Changes an application (a new template keeps the old one's keys working).
-#[utoipa::path(patch, path = "/v1/apps/{id}", tag = "applications", request_body = AppPatch,
-    responses((status = 200, body = AppBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/apps/{id}", operation_id = "update_app", tag = "applications", params(AppPath), request_body = AppPatch,
+    extensions(("x-keypal-rules" = json!(rules(APP_RULES)))),
+    security(("admin_session" = [])), responses((status = 200, description = "the changed application", body = AppBody)))]
 pub async fn update(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<ApiJson<AppBody>, ApiError> {
-    let current = state.app_by_text(&id)?;
-    // The stored document's id is the canonical text of the UUID, whatever form the path had.
-    let id = current.app.id.to_string();
+    let current = find(&state, id)?;
     let fields = patch.fields();
     let app = current.app.patched(patch)?;
     let runtime = state.runtime(app)?;
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
     let event = app_event(&admin, Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
     // The body only: the client secret's digest (the lookup) is not this request's to write.
+    let document = id.to_string();
     let written = if current.app.recoverable && !runtime.app.recoverable {
         // Turned off: the sealed copies go with the setting, in one transaction.
         let namespace = runtime.app.namespace();
-        state.store.update_object_forgetting_sealed_keys(apps::KIND, &id, &body, &namespace, &event).await?.is_some()
+        state
+            .store
+            .update_object_forgetting_sealed_keys(apps::KIND, &document, &body, &namespace, &event)
+            .await?
+            .is_some()
     } else {
-        state.store.update_object(apps::KIND, &id, &body, Some(&event)).await?
+        state.store.update_object(apps::KIND, &document, &body, Some(&event)).await?
     };
     if !written {
         // Deleted since it was read.
         return Err(ApiError::not_found("application"));
     }
     state.install(runtime, None);
-    state.announce(Invalidation::App(id.clone())).await;
-    let runtime = state.app_by_text(&id)?;
+    state.announce(Invalidation::App(id.to_string())).await;
+    let runtime = find(&state, id)?;
     Ok(ApiJson(AppBody { app: view(&runtime).await? }))
 }
 
 /// Deletes an application, revoking every key it has.
-#[utoipa::path(delete, path = "/v1/apps/{id}", tag = "applications",
-    responses((status = 200, body = DeletedApp), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/apps/{id}", operation_id = "delete_app", tag = "applications", params(AppPath), security(("admin_session" = [])),
+    responses((status = 200, description = "deleted, with every key revoked", body = DeletedApp)))]
 pub async fn delete(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
 ) -> Result<ApiJson<DeletedApp>, ApiError> {
-    let runtime = state.app_by_text(&id)?;
+    let runtime = find(&state, id)?;
     // No more verifications or creates for this app while its keys are revoked.
     state.uninstall(runtime.app.id);
     let keys = runtime.keys.with_context(admin.context());
@@ -231,14 +296,15 @@ pub async fn delete(
 }
 
 /// Replaces the client secret; the old one stops working at once.
-#[utoipa::path(post, path = "/v1/apps/{id}/client-secret", tag = "applications",
-    responses((status = 200, body = ClientSecret), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/apps/{id}/client-secret", operation_id = "regenerate_client_secret", tag = "applications", params(AppPath),
+    security(("admin_session" = [])),
+    responses((status = 200, description = "the new client secret, shown once", body = ClientSecret)))]
 pub async fn regenerate_secret(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
 ) -> Result<ApiJson<ClientSecret>, ApiError> {
-    let runtime = state.app_by_text(&id)?;
+    let runtime = find(&state, id)?;
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
     let event = app_event(&admin, Action::ClientSecretRotated, &runtime.app, None);
@@ -340,16 +406,18 @@ pub fn check_credits(remaining: u64) -> Result<u64, ApiError> {
 }
 
 /// Creates a key in an application; answers the key once.
-#[utoipa::path(post, path = "/v1/apps/{id}/keys", tag = "keys", request_body = NewKeyRequest,
-    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, description = "KEY_LIMIT_REACHED", body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/apps/{id}/keys", operation_id = "create_key", tag = "keys", params(AppPath), request_body = NewKeyRequest,
+    extensions(("x-keypal-rules" = json!(rules(KEY_RULES)))),
+    security(("admin_session" = [])),
+    responses((status = 201, description = "created; the key is shown once", body = CreatedKey),
+        (status = 403, description = "KEY_LIMIT_REACHED")))]
 pub async fn create_key(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
     ApiJson(request): ApiJson<NewKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
-    let runtime = state.app_by_text(&id)?;
+    let runtime = find(&state, id)?;
     let new = new_key(&runtime.app, request)?;
     let created = runtime.keys.with_context(admin.context()).create(new).await?;
     Ok((
@@ -359,27 +427,18 @@ pub async fn create_key(
 }
 
 /// An application's keys, newest first.
-#[utoipa::path(get, path = "/v1/apps/{id}/keys", tag = "keys", params(KeyListParams),
-    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/apps/{id}/keys", operation_id = "list_keys", tag = "keys", params(AppPath, KeyListParams),
+    security(("admin_session" = [])), responses((status = 200, description = "a page of keys", body = KeyList)))]
 pub async fn list_keys(
     _: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AppPath { id }): ApiPath<AppPath>,
     ApiQuery(params): ApiQuery<KeyListParams>,
 ) -> Result<ApiJson<KeyList>, ApiError> {
-    let runtime = state.app_by_text(&id)?;
-    let mut query = ListQuery::new().include_revoked(params.include_revoked.unwrap_or(false));
+    let runtime = find(&state, id)?;
+    let mut query = page_query(params.include_revoked, params.limit, params.cursor)?;
     if let Some(owner) = params.owner_id {
         query = query.owner_id(check_owner(&owner)?);
-    }
-    if let Some(limit) = params.limit {
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 1000"));
-        }
-        query = query.limit(limit);
-    }
-    if let Some(cursor) = params.cursor {
-        query = query.cursor(cursor);
     }
     let page = runtime.keys.list(query).await?;
     Ok(ApiJson(KeyList { keys: page.items.iter().map(KeyView::from).collect(), next_cursor: page.next_cursor }))

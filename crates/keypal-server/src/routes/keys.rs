@@ -10,10 +10,11 @@ use keypal_sql::SqlStore;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, JsonBytes};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, JsonBytes, KeyPath};
 use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, RotateRequest};
 use crate::routes::apps::{check_credits, check_scopes};
 use crate::state::{AppRuntime, State};
@@ -31,8 +32,8 @@ pub struct RevealedKey {
 }
 
 /// The key `id` and its application (404 when either is unknown).
-async fn find(state: &State, id: &str) -> Result<(KeyId, Arc<KeyRecord>, Arc<AppRuntime>), ApiError> {
-    let id: KeyId = id.parse().map_err(|_| ApiError::not_found("key"))?;
+async fn find(state: &State, id: Uuid) -> Result<(KeyId, Arc<KeyRecord>, Arc<AppRuntime>), ApiError> {
+    let id = KeyId(id);
     let record = state.store.get(id).await?.ok_or_else(|| ApiError::not_found("key"))?;
     let runtime = record
         .namespace
@@ -47,28 +48,29 @@ fn manager(runtime: &AppRuntime, admin: &Admin) -> KeyManager<Arc<SqlStore>> {
 }
 
 /// One key.
-#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
-    responses((status = 200, body = KeyView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/keys/{id}", operation_id = "get_key", tag = "keys", params(KeyPath), security(("admin_session" = [])),
+    responses((status = 200, description = "the key", body = KeyView)))]
 pub async fn get(
     _: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
-    let (_, record, _) = find(&state, &id).await?;
+    let (_, record, _) = find(&state, id).await?;
     Ok(ApiJson(KeyView::from(&*record)))
 }
 
 /// Changes a key's name, metadata, scopes, enabled flag, expiry, tier or credits.
-#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyPatchRequest,
-    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "update_key", tag = "keys", params(KeyPath), request_body = KeyPatchRequest,
+    extensions(("x-keypal-rules" = json!(crate::openapi::rules(crate::routes::apps::KEY_RULES)))),
+    security(("admin_session" = [])),
+    responses((status = 200, description = "the changed key", body = KeyView), (status = 409, description = "ALREADY_REVOKED")))]
 pub async fn update(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
     ApiJson(request): ApiJson<KeyPatchRequest>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
-    let (id, record, runtime) = find(&state, &id).await?;
+    let (id, record, runtime) = find(&state, id).await?;
     // A revoked key stays as it was for the audit log (revocation removed its metadata).
     if record.is_revoked_at(OffsetDateTime::now_utc()) {
         return Err(keypal::Error::AlreadyRevoked(id).into());
@@ -104,12 +106,15 @@ pub async fn update(
 
 /// Replaces a key with a new one (same owner, scopes, tier, metadata); the old key stops
 /// working at once, or after `grace_seconds`.
-#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateRequest,
-    responses((status = 200, body = CreatedKey), (status = 404, body = ErrorBody), (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotate_key", tag = "keys", params(KeyPath),
+    request_body(content = Option<RotateRequest>, description = "optional: no body, or `null`, is `{}`"),
+    security(("admin_session" = [])),
+    responses((status = 200, description = "the new key, shown once, and its record", body = CreatedKey),
+        (status = 409, description = "ALREADY_REVOKED")))]
 pub async fn rotate(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
     body: JsonBytes,
 ) -> Result<ApiJson<CreatedKey>, ApiError> {
     let request: RotateRequest = body.optional()?;
@@ -117,20 +122,20 @@ pub async fn rotate(
     if grace > MAX_GRACE {
         return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
     }
-    let (id, _, runtime) = find(&state, &id).await?;
+    let (id, _, runtime) = find(&state, id).await?;
     let rotated = manager(&runtime, &admin).rotate(&id, grace).await?;
     Ok(ApiJson(CreatedKey { key: rotated.key.expose().to_owned(), record: (&rotated.record).into() }))
 }
 
 /// Revokes a key and removes its metadata; the record stays for the audit log.
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys",
-    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody), (status = 409, description = "ALREADY_REVOKED", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", operation_id = "revoke_key", tag = "keys", params(KeyPath), security(("admin_session" = [])),
+    responses((status = 200, description = "the revoked key", body = KeyView), (status = 409, description = "ALREADY_REVOKED")))]
 pub async fn revoke(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
-    let (id, _, runtime) = find(&state, &id).await?;
+    let (id, _, runtime) = find(&state, id).await?;
     let record = revoke_and_strip(&manager(&runtime, &admin), &id).await?;
     Ok(ApiJson(KeyView::from(&record)))
 }
@@ -145,27 +150,27 @@ pub async fn revoke_and_strip(keys: &KeyManager<Arc<SqlStore>>, id: &KeyId) -> R
 }
 
 /// Deletes a key for good (the audit log keeps the deletion).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "delete_key", tag = "keys", params(KeyPath), security(("admin_session" = [])),
+    responses((status = 204, description = "deleted")))]
 pub async fn delete(
     admin: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
-    let (id, _, runtime) = find(&state, &id).await?;
+    let (id, _, runtime) = find(&state, id).await?;
     manager(&runtime, &admin).delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The full key, for applications created with `recoverable: true`.
-#[utoipa::path(post, path = "/v1/keys/{id}/reveal", tag = "keys",
-    responses((status = 200, body = RevealedKey), (status = 404, body = ErrorBody), (status = 409, description = "NOT_RECOVERABLE", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys/{id}/reveal", operation_id = "reveal_key", tag = "keys", params(KeyPath), security(("admin_session" = [])),
+    responses((status = 200, description = "the full key", body = RevealedKey), (status = 409, description = "NOT_RECOVERABLE")))]
 pub async fn reveal(
     _: Admin,
     AxumState(state): Shared,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<ApiJson<RevealedKey>, ApiError> {
-    let (id, record, runtime) = find(&state, &id).await?;
+    let (id, record, runtime) = find(&state, id).await?;
     let not_recoverable =
         || ApiError::new(StatusCode::CONFLICT, "NOT_RECOVERABLE", "this key was not kept encrypted; it was shown once");
     let sealed = record.encrypted_key.as_deref().filter(|_| runtime.app.recoverable).ok_or_else(not_recoverable)?;

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod apps;
 pub mod keys;
 pub mod owners;
+pub mod ready;
 pub mod verify;
 
 use std::sync::Arc;
@@ -13,15 +14,16 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
+use crate::openapi::{BaseDoc, DOCUMENT};
 use crate::state::State;
 
 /// The largest request body (JSON metadata included).
@@ -31,25 +33,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every route, with body limits, timeouts, redacted tracing and panic safety.
 pub fn router(state: Arc<State>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/session", post(admin::login).delete(admin::logout))
-        .route("/v1/apps", get(apps::list).post(apps::create))
-        .route("/v1/apps/{id}", get(apps::get).patch(apps::update).delete(apps::delete))
-        .route("/v1/apps/{id}/client-secret", post(apps::regenerate_secret))
-        .route("/v1/apps/{id}/keys", get(apps::list_keys).post(apps::create_key))
-        .route("/v1/keys/{id}", get(keys::get).patch(keys::update).delete(keys::delete))
-        .route("/v1/keys/{id}/rotate", post(keys::rotate))
-        .route("/v1/keys/{id}/revoke", post(keys::revoke))
-        .route("/v1/keys/{id}/reveal", post(keys::reveal))
-        .route("/v1/service-key", get(admin::service_key))
-        .route("/v1/service-key/rotate", post(admin::rotate_service_key))
-        .route("/v1/audit", get(admin::audit))
-        .route("/v1/verify", post(verify::verify))
-        .route("/v1/owners/{owner_id}/keys", get(owners::list).post(owners::create))
-        .route("/v1/owners/{owner_id}/keys/{key_id}/revoke", post(owners::revoke))
+    Router::from(api())
         .merge(crate::panel::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -96,14 +80,44 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this endpoint does not take that method")
 }
 
-/// Liveness: 200 `ok`.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = String)))]
+/// Every route of the API. The router and the OpenAPI document (`GET /openapi.json`) are
+/// both made from this list, each route with its handler's `#[utoipa::path]`, so no route
+/// is left out of the document: one line per path.
+pub fn api() -> OpenApiRouter<Arc<State>> {
+    OpenApiRouter::with_openapi(BaseDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(ready::readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .routes(routes!(admin::login, admin::logout))
+        .routes(routes!(apps::list, apps::create))
+        .routes(routes!(apps::get, apps::update, apps::delete))
+        .routes(routes!(apps::regenerate_secret))
+        .routes(routes!(apps::list_keys, apps::create_key))
+        .routes(routes!(keys::get, keys::update, keys::delete))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(keys::reveal))
+        .routes(routes!(admin::service_key))
+        .routes(routes!(admin::rotate_service_key))
+        .routes(routes!(admin::audit))
+        .routes(routes!(verify::verify))
+        .routes(routes!(owners::list, owners::create))
+        .routes(routes!(owners::revoke))
+}
+
+/// Liveness: 200 `ok` while the process serves requests. It touches no dependency:
+/// `GET /readyz` says whether the database and Redis answer.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "system",
+    responses((status = 200, description = "alive", body = String, content_type = "text/plain", example = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Prometheus metrics: verifications by code, a latency histogram, and the hashing threads.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain",
+        example = "keypal_verifications_total{code=\"VALID\"} 12\n")))]
 pub async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     let mut text = state.metrics.render();
@@ -114,7 +128,8 @@ pub async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 /// This API's OpenAPI document.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "system",
+    responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object)))]
 pub async fn openapi() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    axum::Json(&*DOCUMENT).into_response()
 }

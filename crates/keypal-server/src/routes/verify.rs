@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Service;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::State;
 
@@ -31,6 +31,7 @@ pub struct VerifyRequest {
     /// Scopes the key must grant.
     pub scopes: Option<Vec<String>>,
     /// Credits to spend (default 1).
+    #[serde(default, deserialize_with = "crate::number::option")]
     pub cost: Option<u64>,
 }
 
@@ -77,7 +78,7 @@ pub struct VerifiedKey {
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// Its metadata.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub metadata: Option<Value>,
     /// When it stops working.
     #[serde(with = "time::serde::rfc3339::option")]
@@ -99,11 +100,11 @@ pub struct RateLimitView {
 /// Verifies a key for an application. Every verdict is a 200 with a `code`; only a bad
 /// service key (401) or client secret (403) is an error, besides a service that cannot
 /// answer now (503: the database, the shared rate limiter, or every hashing thread busy).
-#[utoipa::path(post, path = "/v1/verify", tag = "verification", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/v1/verify", operation_id = "verify", tag = "verification", request_body = VerifyRequest,
     security(("service_key" = [])),
-    responses((status = 200, body = VerifyResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, description = "INVALID_CLIENT_SECRET", body = ErrorBody),
-        (status = 503, description = "HASHING_BUSY (with Retry-After), STORAGE_UNAVAILABLE, RATE_LIMITER_UNAVAILABLE", body = ErrorBody)))]
+    responses((status = 200, description = "the verdict: `valid` and its `code`", body = VerifyResponse),
+        (status = 403, description = "INVALID_CLIENT_SECRET"),
+        (status = 503, description = "RATE_LIMITER_UNAVAILABLE, HASHING_BUSY (with Retry-After)")))]
 pub async fn verify(
     _: Service,
     AxumState(state): AxumState<Arc<State>>,

@@ -3,9 +3,9 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use keypal_server::{ServeConfig, Server};
+use keypal_testing::PostgresServer;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -20,8 +20,19 @@ pub enum Db {
 
 pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
 
-pub fn postgres_url() -> String {
-    std::env::var("KEYPAL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+/// Whether tests on `db` run here: `false` when PostgreSQL is not installed (the test is
+/// then skipped, with one line saying so; under `CI=true` this fails it instead).
+pub fn available(db: Db) -> bool {
+    match db {
+        Db::Sqlite => true,
+        Db::Postgres => PostgresServer::shared().is_some(),
+    }
+}
+
+/// The URL of this test binary's PostgreSQL (see `keypal-testing`), once the test has
+/// checked [`available`].
+pub fn postgres_url() -> &'static str {
+    PostgresServer::shared().map(PostgresServer::url).expect("the test checks available(Db::Postgres) first")
 }
 
 fn scratch_dir() -> std::path::PathBuf {
@@ -32,7 +43,8 @@ fn scratch_dir() -> std::path::PathBuf {
     dir
 }
 
-/// A server config on `db`, with a key file and database of its own.
+/// A server config on `db`, with a key file and database of its own (for PostgreSQL,
+/// once the test has checked [`available`]).
 pub fn config(db: Db) -> ServeConfig {
     let dir = scratch_dir();
     let mut config = ServeConfig::default();
@@ -41,9 +53,8 @@ pub fn config(db: Db) -> ServeConfig {
     match db {
         Db::Sqlite => config.database_url = format!("sqlite://{}", dir.join("keypal.db").display()),
         Db::Postgres => {
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            config.database_url = postgres_url();
-            config.database_schema = Some(format!("kpt_{secs}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+            config.database_url = postgres_url().to_owned();
+            config.database_schema = Some(PostgresServer::fresh_schema());
             config.max_connections = 8;
         }
     }
@@ -84,11 +95,9 @@ impl TestServer {
     async fn launch(config: ServeConfig, stored_service_key: Option<String>) -> TestServer {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
-            Err(e) if config.database_url.starts_with("postgres") => panic!(
-                "PostgreSQL is required and not reachable at {}: {e}. Start it with \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.",
-                postgres_url()
-            ),
+            Err(e) if config.database_url.starts_with("postgres") => {
+                panic!("the test PostgreSQL at {} does not answer: {e}", config.database_url)
+            }
             Err(e) => panic!("the server did not start: {e}"),
         };
         let addr = server.local_addr().expect("address");

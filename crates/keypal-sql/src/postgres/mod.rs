@@ -159,6 +159,13 @@ impl PostgresStore {
         self.pool.close().await;
     }
 
+    /// Checks that the database answers: one `SELECT 1` on a pooled connection. It waits
+    /// as long as the pool lets it (for a connection) and the database takes: put a
+    /// deadline of your own around it (a readiness probe does).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(backend)
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.pool.begin().await.map_err(backend)
     }

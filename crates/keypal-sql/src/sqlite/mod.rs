@@ -79,6 +79,16 @@ macro_rules! select_objects {
     };
 }
 
+/// Whether `url` names an in-memory database: `sqlite::memory:` or `sqlite://:memory:`
+/// (which sqlx opens as a shared-cache database named `file:sqlx-in-memory-N`), or
+/// `mode=memory`.
+fn names_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
+}
+
 /// A [`Store`] on SQLite. Cheap to clone (a pool handle).
 ///
 /// ```
@@ -118,9 +128,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        // Each connection to `:memory:` is its own database: keep exactly one, forever.
-        let in_memory = connect.get_filename().to_str().is_none_or(|f| f.is_empty() || f == ":memory:")
-            || url.contains("mode=memory");
+        // An in-memory database lives as long as a connection to it, and connections to
+        // it lock each other out: keep exactly one, forever.
+        let in_memory =
+            connect.get_filename().to_str().is_none_or(|f| f.is_empty() || f == ":memory:") || names_memory(url);
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { options.max_connections })
             .min_connections(if in_memory { 1 } else { options.min_connections })
@@ -155,6 +166,13 @@ impl SqliteStore {
     /// Closes every connection (waiting for operations in flight).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Checks that the database answers: one `SELECT 1` on a pooled connection. It waits
+    /// as long as the pool lets it (for a connection) and the database takes: put a
+    /// deadline of your own around it (a readiness probe does).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(backend)
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {

@@ -1,0 +1,143 @@
+"""A client generated from keypal's OpenAPI document calls every endpoint.
+
+scripts/schemathesis.sh runs it against the server it started (KEYPAL_URL,
+KEYPAL_ADMIN_PASSWORD): it fetches GET /openapi.json, generates a Python client with
+openapi-python-client (refusing any warning about the document), and calls each of the
+document's operations through it, checking the status and that the answer parses into
+the generated model. It fails if an operation of the document was not called.
+
+    python client.py VENV WORKDIR
+"""
+
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+BASE_URL = os.environ["KEYPAL_URL"]
+ADMIN_PASSWORD = os.environ["KEYPAL_ADMIN_PASSWORD"]
+
+
+def generate(venv: Path, work: Path):
+    """Generates the client package from the served document; returns (package, document)."""
+    with urllib.request.urlopen(f"{BASE_URL}/openapi.json") as response:
+        document = json.load(response)
+    (work / "openapi.json").write_text(json.dumps(document))
+    # No formatter runs afterwards (post_hooks): a warning then is about the document.
+    (work / "generator.yaml").write_text("post_hooks: []\n")
+    subprocess.run(
+        [
+            str(venv / "bin" / "openapi-python-client"),
+            "generate",
+            "--path", str(work / "openapi.json"),
+            "--config", str(work / "generator.yaml"),
+            "--meta", "none",
+            "--output-path", str(work / "keypal_client"),
+            "--overwrite",
+            "--fail-on-warning",
+        ],
+        check=True,
+    )
+    sys.path.insert(0, str(work))
+    return importlib.import_module("keypal_client"), document
+
+
+class Calls:
+    """Calls operations by id and remembers which were called."""
+
+    def __init__(self, package, document):
+        self.package = package
+        self.expected = {
+            operation["operationId"]
+            for item in document["paths"].values()
+            for operation in item.values()
+        }
+        self.modules = {}
+        for item in document["paths"].values():
+            for operation in item.values():
+                tag = operation["tags"][0].replace(" ", "_")
+                self.modules[operation["operationId"]] = f"keypal_client.api.{tag}.{operation['operationId']}"
+        self.called = set()
+
+    def __call__(self, operation_id, status, model=None, **kwargs):
+        module = importlib.import_module(self.modules[operation_id])
+        response = module.sync_detailed(**kwargs)
+        if response.status_code != status:
+            raise AssertionError(f"{operation_id}: {response.status_code} {response.content[:300]!r}, expected {status}")
+        if model is not None and not isinstance(response.parsed, model):
+            raise AssertionError(f"{operation_id}: parsed {type(response.parsed).__name__}, expected {model.__name__}")
+        self.called.add(operation_id)
+        return response
+
+    def check_all_called(self):
+        missing = sorted(self.expected - self.called)
+        if missing:
+            raise AssertionError(f"operations not called through the generated client: {missing}")
+
+
+def main():
+    venv, work = Path(sys.argv[1]), Path(sys.argv[2])
+    package, document = generate(venv, work)
+    m = importlib.import_module("keypal_client.models")
+    Client = package.Client
+    AuthenticatedClient = package.AuthenticatedClient
+    call = Calls(package, document)
+
+    anon = Client(base_url=BASE_URL)
+    call("healthz", 200, client=anon)
+    call("metrics", 200, client=anon)
+    call("openapi", 200, client=anon)
+
+    login = call("log_in", 204, client=anon, body=m.Login(password=ADMIN_PASSWORD))
+    cookie = login.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    admin = Client(base_url=BASE_URL, cookies={"keypal_session": cookie})
+
+    label = "client-" + secrets.token_hex(4)
+    created = call("create_app", 201, m.CreatedApp, client=admin,
+                   body=m.NewApp(name="Generated client", label=label, recoverable=True,
+                                 tiers=m.NewAppTiersType0.from_dict({"free": {"rate_limit": "100/hour"}})))
+    app_id = created.parsed.app.id
+    call("list_apps", 200, m.AppList, client=admin)
+    call("get_app", 200, m.AppBody, client=admin, id=app_id)
+    call("update_app", 200, m.AppBody, client=admin, id=app_id, body=m.AppPatch(name="Generated client v2"))
+    secret = call("regenerate_client_secret", 200, m.ClientSecret, client=admin, id=app_id).parsed.client_secret
+
+    made = call("create_key", 201, m.CreatedKey, client=admin, id=app_id,
+                body=m.NewKeyRequest(name="ci", owner_id="alice", scopes=["read"], tier="free", expires_in_days=30))
+    key_id = made.parsed.record.id
+    call("list_keys", 200, m.KeyList, client=admin, id=app_id, owner_id="alice", include_revoked=True, limit=10)
+    call("get_key", 200, m.KeyView, client=admin, id=key_id)
+    call("update_key", 200, m.KeyView, client=admin, id=key_id, body=m.KeyPatchRequest(name="ci deploys"))
+    revealed = call("reveal_key", 200, m.RevealedKey, client=admin, id=key_id)
+    assert revealed.parsed.key == made.parsed.key, "reveal gives back the key"
+    rotated = call("rotate_key", 200, m.CreatedKey, client=admin, id=key_id, body=m.RotateRequest(grace_seconds=60))
+
+    service_key = call("get_service_key", 200, m.ServiceKey, client=admin).parsed.service_key
+    service = AuthenticatedClient(base_url=BASE_URL, token=service_key)
+    verdict = call("verify", 200, m.VerifyResponse, client=service,
+                   body=m.VerifyRequest(key=rotated.parsed.key, client_secret=secret, scopes=["read"]))
+    assert verdict.parsed.valid and verdict.parsed.code == "VALID", verdict.parsed
+
+    backend = AuthenticatedClient(base_url=BASE_URL, token=secret)
+    own = call("create_owner_key", 201, m.CreatedKey, client=backend, owner_id="bob",
+               body=m.OwnerKeyRequest(name="laptop", expires_in_days=7))
+    call("list_owner_keys", 200, m.KeyList, client=backend, owner_id="bob", include_revoked=True, limit=5)
+    call("revoke_owner_key", 200, m.KeyView, client=backend, owner_id="bob", key_id=own.parsed.record.id)
+
+    call("revoke_key", 200, m.KeyView, client=admin, id=rotated.parsed.record.id)
+    call("delete_key", 204, client=admin, id=rotated.parsed.record.id)
+    call("list_audit_events", 200, m.EventList, client=admin, app_id=app_id, limit=50)
+    call("rotate_service_key", 200, m.ServiceKey, client=admin)
+    call("delete_app", 200, m.DeletedApp, client=admin, id=app_id)
+    call("log_out", 204, client=admin)
+
+    call.check_all_called()
+    print(f"client.py: the generated client called all {len(call.called)} operations")
+
+
+if __name__ == "__main__":
+    main()
