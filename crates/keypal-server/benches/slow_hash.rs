@@ -7,11 +7,13 @@
 //! `KEYPAL_BENCH_BCRYPT_COST`, 10), then measures:
 //!
 //! 1. **Idle:** `/healthz` and a SHA-256 verify (a valid key, cached), each probed by
-//!    one connection every 5 ms, for `KEYPAL_BENCH_SECS`.
+//!    one connection every 5 ms, for `KEYPAL_BENCH_SECS` (10) in all.
 //! 2. **Flood:** the same probes while `KEYPAL_BENCH_FLOODERS` (8) connections send
 //!    well-formed unknown keys to the bcrypt application in a closed loop (each costs
 //!    a dummy bcrypt, by design; every one is a different key, so none is shared).
-//!    Target: the probes' p99 within 2x of idle.
+//!    Target: the probes' p99 within 2x of idle. Idle and flood alternate in
+//!    `KEYPAL_BENCH_SLICES` (5) slices each, so that other work on a busy machine
+//!    weighs on both alike.
 //! 3. **Burst:** `KEYPAL_BENCH_BURST` (32) connections send the first verification of
 //!    one new bcrypt key at once, `KEYPAL_BENCH_ROUNDS` (5) times with a new key each
 //!    time; the time until the last answer, against one first verification alone
@@ -21,7 +23,7 @@
 //! cargo bench -p keypal-server --bench slow_hash
 //! ```
 //!
-//! Settings (environment): `KEYPAL_BENCH_SECS` (5), `KEYPAL_BENCH_FLOODERS` (8),
+//! Settings (environment): `KEYPAL_BENCH_SECS` (10), `KEYPAL_BENCH_SLICES` (5), `KEYPAL_BENCH_FLOODERS` (8),
 //! `KEYPAL_BENCH_BURST` (32), `KEYPAL_BENCH_ROUNDS` (5), `KEYPAL_BENCH_BCRYPT_COST` (10),
 //! `KEYPAL_BENCH_HASH_WORKERS` (the server's default: one per core),
 //! `KEYPAL_BENCH_SERVER_THREADS` (one per core, as `keypal serve`).
@@ -224,7 +226,8 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let secs = Duration::from_secs_f64(env_or("KEYPAL_BENCH_SECS", 5.0));
+    let secs = Duration::from_secs_f64(env_or("KEYPAL_BENCH_SECS", 10.0));
+    let slices: usize = env_or("KEYPAL_BENCH_SLICES", 5);
     let flooders: usize = env_or("KEYPAL_BENCH_FLOODERS", 8);
     let burst_size: usize = env_or("KEYPAL_BENCH_BURST", 32);
     let rounds: usize = env_or("KEYPAL_BENCH_ROUNDS", 5);
@@ -271,24 +274,40 @@ fn main() {
         );
         // Warm: the fast key cached, connections and pages warm.
         let _ = probe_both(&target, &fast, Duration::from_secs(1)).await;
-        let (idle_health, idle_verify) = probe_both(&target, &fast, secs).await;
-
-        let stop = Arc::new(AtomicBool::new(false));
+        // Idle and flood slices alternate, so that other work on a busy machine weighs
+        // on both alike.
+        let slice = secs / u32::try_from(slices).expect("slices");
+        let (mut idle_health, mut idle_verify, mut flood_health, mut flood_verify) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let flood = Arc::new(Flood::default());
-        let mut flooding = Vec::new();
-        for n in 0..flooders {
-            let task = flooder(target.clone(), template.clone(), slow_secret.clone(), n, stop.clone(), flood.clone());
-            flooding.push(tokio::spawn(task));
+        let (mut checked, mut refused) = (0, 0);
+        for _ in 0..slices {
+            let (health, verify) = probe_both(&target, &fast, slice).await;
+            idle_health.extend(health.0);
+            idle_verify.extend(verify.0);
+
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut flooding = Vec::new();
+            for n in 0..flooders {
+                let task =
+                    flooder(target.clone(), template.clone(), slow_secret.clone(), n, stop.clone(), flood.clone());
+                flooding.push(tokio::spawn(task));
+            }
+            // The flood's own first requests take a moment to fill the hashing threads.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = (flood.checked.load(Ordering::Relaxed), flood.refused.load(Ordering::Relaxed));
+            let (health, verify) = probe_both(&target, &fast, slice).await;
+            checked += flood.checked.load(Ordering::Relaxed) - before.0;
+            refused += flood.refused.load(Ordering::Relaxed) - before.1;
+            flood_health.extend(health.0);
+            flood_verify.extend(verify.0);
+            stop.store(true, Ordering::Relaxed);
+            for task in flooding {
+                task.await.expect("flooder");
+            }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (checked, refused) = (flood.checked.load(Ordering::Relaxed), flood.refused.load(Ordering::Relaxed));
-        let (flood_health, flood_verify) = probe_both(&target, &fast, secs).await;
-        let checked = flood.checked.load(Ordering::Relaxed) - checked;
-        let refused = flood.refused.load(Ordering::Relaxed) - refused;
-        stop.store(true, Ordering::Relaxed);
-        for task in flooding {
-            task.await.expect("flooder");
-        }
+        let (idle_health, idle_verify) = (Latencies::new(idle_health), Latencies::new(idle_verify));
+        let (flood_health, flood_verify) = (Latencies::new(flood_health), Latencies::new(flood_verify));
 
         println!("\n| probe | idle p50 | idle p99 | flood p50 | flood p99 | p99 flood/idle |");
         println!("|---|---|---|---|---|---|");
@@ -304,7 +323,7 @@ fn main() {
                 flooded.ms(0.99) / idle.ms(0.99)
             );
         }
-        let seconds = secs.as_secs_f64();
+        let seconds = slice.as_secs_f64() * slices as f64;
         println!(
             "flood: {flooders} connections, {:.0} unknown keys checked/s, {:.0} refused/s (HASHING_BUSY)",
             checked as f64 / seconds,
