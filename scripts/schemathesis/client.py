@@ -89,6 +89,8 @@ def main():
 
     anon = Client(base_url=BASE_URL)
     call("healthz", 200, client=anon)
+    ready = call("readyz", 200, m.Readiness, client=anon)
+    assert ready.parsed.ready, ready.parsed
     call("metrics", 200, client=anon)
     call("openapi", 200, client=anon)
 
