@@ -2,10 +2,8 @@
 
 use keypal::{Action, Code, Lookup, RateLimit, StoreError};
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use crate::error::{CorruptRow, OutOfRange};
-use crate::usage::UsageCounts;
 
 /// A backend error from sqlx.
 pub(crate) fn backend(error: sqlx::Error) -> StoreError {
@@ -48,54 +46,6 @@ pub(crate) fn action(text: &str) -> Result<Action, StoreError> {
 pub(crate) fn code(text: Option<String>) -> Result<Option<Code>, StoreError> {
     text.map(|t| Code::ALL.into_iter().find(|c| c.as_str() == t).ok_or_else(|| corrupt("code", format!("{t:?}"))))
         .transpose()
-}
-
-/// JSON text (SQLite keeps JSON as text).
-pub(crate) fn json_text(value: &Value) -> String {
-    value.to_string()
-}
-
-pub(crate) fn parse_json(column: &'static str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(column, e))).transpose()
-}
-
-pub(crate) fn parse_scopes(text: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt("scopes", e))
-}
-
-/// SQLite keeps timestamps as integer microseconds since the Unix epoch.
-pub(crate) fn micros(at: OffsetDateTime) -> i64 {
-    // Every representable OffsetDateTime fits: i64 microseconds span ±292 000 years.
-    i64::try_from(at.unix_timestamp_nanos() / 1_000).unwrap_or(if at.year() < 0 { i64::MIN } else { i64::MAX })
-}
-
-pub(crate) fn from_micros(column: &'static str, micros: i64) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).map_err(|e| corrupt(column, e))
-}
-
-pub(crate) fn from_micros_opt(column: &'static str, micros: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
-    micros.map(|m| from_micros(column, m)).transpose()
-}
-
-/// Reads seven counters (in [`UsageCounts::by_code`] order) starting at column `first`.
-pub(crate) fn usage_counts<'r, R>(row: &'r R, first: usize) -> Result<UsageCounts, StoreError>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let get = |i: usize, column: &'static str| -> Result<u64, StoreError> {
-        to_u64(column, row.try_get::<i64, _>(first + i).map_err(backend)?)
-    };
-    Ok(UsageCounts {
-        valid: get(0, "valid")?,
-        revoked: get(1, "revoked")?,
-        disabled: get(2, "disabled")?,
-        expired: get(3, "expired")?,
-        insufficient_scope: get(4, "insufficient_scope")?,
-        rate_limited: get(5, "rate_limited")?,
-        usage_exceeded: get(6, "usage_exceeded")?,
-    })
 }
 
 /// The `LIKE` pattern (escape character `\`) of a listing's search: `%text%`, the text

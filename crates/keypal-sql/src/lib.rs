@@ -29,9 +29,14 @@
 //! # }).unwrap();
 //! ```
 
+// The row codec first: its column macros serve the modules after it.
+#[macro_use]
+mod rows;
 #[cfg(feature = "postgres")]
 mod bus;
 mod codec;
+mod dialect;
+mod dialect_store;
 mod error;
 mod migrate;
 mod objects;
@@ -45,6 +50,8 @@ mod usage;
 
 #[cfg(feature = "postgres")]
 pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
+pub use dialect::Dialect;
+pub use dialect_store::DialectStore;
 pub use error::{CorruptRow, OutOfRange, SqlError};
 pub use migrate::MIGRATIONS_TABLE;
 pub use objects::{NewObject, Object, ObjectRef};
@@ -68,9 +75,9 @@ pub mod testing {
     pub const SQLITE_VERIFY_PATH: &[(&str, &str)] = &[
         ("find_by_digest", crate::sqlite::FIND_BY_DIGEST),
         ("find_by_id", crate::sqlite::FIND_BY_ID),
-        ("find_by_hint", crate::sqlite::FIND_BY_HINT),
-        ("get", crate::sqlite::GET),
-        ("consume", crate::sqlite::CONSUME),
+        ("find_by_hint", crate::dialect_store::FIND_BY_HINT),
+        ("get", crate::dialect_store::GET),
+        ("consume", crate::dialect_store::CONSUME),
         ("touch", crate::sqlite::TOUCH),
     ];
 
@@ -78,9 +85,9 @@ pub mod testing {
     #[cfg(feature = "postgres")]
     pub const POSTGRES_VERIFY_PATH: &[(&str, &str)] = &[
         ("find", crate::postgres::FIND),
-        ("find_by_hint", crate::postgres::FIND_BY_HINT),
-        ("get", crate::postgres::GET),
-        ("consume", crate::postgres::CONSUME),
+        ("find_by_hint", crate::dialect_store::FIND_BY_HINT),
+        ("get", crate::dialect_store::GET),
+        ("consume", crate::dialect_store::CONSUME),
         ("touch", crate::postgres::TOUCH),
     ];
 

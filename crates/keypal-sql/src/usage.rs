@@ -29,8 +29,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use keypal::{Action, Code, Event, EventSink, KeyId};
+use keypal::{Action, Code, Event, EventSink, KeyId, StoreError};
 use time::OffsetDateTime;
+
+use crate::DialectStore;
+use crate::codec::{backend, corrupt, to_i64, to_u64};
+use crate::dialect::{Arg, Dialect, UsageTime};
 
 /// Verification counts by result code, for the codes that name a key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,5 +227,106 @@ impl EventSink for UsageCounter {
             .entry((key_id, bucket_start(event.at, 60)))
             .or_insert_with(|| (event.namespace.clone(), UsageCounts::default()));
         entry.1.add(code);
+    }
+}
+
+/// The start of the minute of `at`.
+fn minute_of(at: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(bucket_start(at, 60)).map_err(|e| corrupt("bucket", e))
+}
+
+/// Reads seven counters (in [`UsageCounts::by_code`] order) starting at column `first`.
+fn counts_of<D: Dialect>(row: &D::Row, first: usize) -> Result<UsageCounts, StoreError> {
+    let get = |i: usize, column: &'static str| -> Result<u64, StoreError> {
+        to_u64(column, D::read_at(row, first + i).map_err(backend)?)
+    };
+    Ok(UsageCounts {
+        valid: get(0, "valid")?,
+        revoked: get(1, "revoked")?,
+        disabled: get(2, "disabled")?,
+        expired: get(3, "expired")?,
+        insufficient_scope: get(4, "insufficient_scope")?,
+        rate_limited: get(5, "rate_limited")?,
+        usage_exceeded: get(6, "usage_exceeded")?,
+    })
+}
+
+impl<D: Dialect> DialectStore<D> {
+    /// Adds counted verifications (see [`UsageCounter`]): one upsert per key per minute.
+    pub async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for delta in deltas {
+            let c = &delta.counts;
+            sqlx::query(
+                "INSERT INTO keypal_usage AS u (key_id, bucket, namespace, valid, revoked, disabled, expired, \
+                 insufficient_scope, rate_limited, usage_exceeded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (key_id, bucket) DO UPDATE SET valid = u.valid + excluded.valid, \
+                 revoked = u.revoked + excluded.revoked, disabled = u.disabled + excluded.disabled, \
+                 expired = u.expired + excluded.expired, insufficient_scope = u.insufficient_scope + excluded.insufficient_scope, \
+                 rate_limited = u.rate_limited + excluded.rate_limited, usage_exceeded = u.usage_exceeded + excluded.usage_exceeded",
+            )
+            .arg(delta.key_id.0)
+            .arg(UsageTime(minute_of(delta.minute)?))
+            .arg(delta.namespace.clone())
+            .arg(to_i64("valid", c.valid)?)
+            .arg(to_i64("revoked", c.revoked)?)
+            .arg(to_i64("disabled", c.disabled)?)
+            .arg(to_i64("expired", c.expired)?)
+            .arg(to_i64("insufficient_scope", c.insufficient_scope)?)
+            .arg(to_i64("rate_limited", c.rate_limited)?)
+            .arg(to_i64("usage_exceeded", c.usage_exceeded)?)
+            .execute(D::executor(&mut tx))
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    /// A key's verification counts in `[since, until)`, per minute or hour, oldest first
+    /// (buckets without verifications are left out).
+    pub async fn usage(
+        &self,
+        key: KeyId,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        per: Granularity,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let query = sqlx::query(D::USAGE_BY_BUCKET)
+            .arg(key.0)
+            .arg(UsageTime(minute_of(since)?))
+            .arg(UsageTime(until))
+            .arg(per.seconds());
+        let rows = self.fetch_all(query).await?;
+        rows.iter()
+            .map(|row| {
+                let start: i64 = D::read_at(row, 0).map_err(backend)?;
+                let start = OffsetDateTime::from_unix_timestamp(start).map_err(|e| corrupt("bucket", e))?;
+                Ok(UsageBucket { start, counts: counts_of::<D>(row, 1)? })
+            })
+            .collect()
+    }
+
+    /// The verification counts of every key of `namespace` in `[since, until)`, by code.
+    pub async fn usage_totals(
+        &self,
+        namespace: Option<&str>,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<UsageCounts, StoreError> {
+        let query = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(valid), 0) AS BIGINT), CAST(COALESCE(SUM(revoked), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(disabled), 0) AS BIGINT), CAST(COALESCE(SUM(expired), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(insufficient_scope), 0) AS BIGINT), CAST(COALESCE(SUM(rate_limited), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(usage_exceeded), 0) AS BIGINT) FROM keypal_usage \
+             WHERE namespace IS NOT DISTINCT FROM $1 AND bucket >= $2 AND bucket < $3",
+        )
+        .arg(namespace.map(str::to_owned))
+        .arg(UsageTime(minute_of(since)?))
+        .arg(UsageTime(until));
+        let rows = self.fetch_all(query).await?;
+        rows.first().map_or(Ok(UsageCounts::default()), |row| counts_of::<D>(row, 0))
     }
 }

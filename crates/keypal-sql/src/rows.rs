@@ -1,0 +1,209 @@
+//! keypal's rows: the columns of keys, audit events and documents, how each is read
+//! back into keypal's types, and the statements that insert them. Written once for
+//! both dialects.
+
+use keypal::{AuditContext, Event, KeyId, KeyRecord, StoreError};
+use sqlx::{Database, Transaction};
+use uuid::Uuid;
+
+use crate::codec::{self, backend, duplicate_or_backend, to_i64, to_u64};
+use crate::dialect::{Arg, Dialect, JsonValue, Read, Scopes, Timestamp, Unreadable};
+use crate::objects::Object;
+
+/// The columns of a key row, in the order [`record`] reads them.
+macro_rules! key_columns {
+    () => {
+        "id, namespace, lookup_kind, lookup_value, hash, start, last4, name, owner_id, tier, scopes, metadata, \
+         created_at, expires_at, last_used_at, revoked_at, enabled, rotated_from, rotated_to, remaining, \
+         rate_limit, encrypted_key, version"
+    };
+}
+
+/// `SELECT <key columns> FROM keypal_keys <rest>`.
+macro_rules! select_keys {
+    ($rest:literal) => {
+        concat!("SELECT ", key_columns!(), " FROM keypal_keys ", $rest)
+    };
+}
+
+/// `SELECT <object columns> FROM keypal_objects <rest>`, as [`object`] reads them.
+macro_rules! select_objects {
+    ($rest:literal) => {
+        concat!("SELECT kind, id, lookup, body, created_at, updated_at FROM keypal_objects ", $rest)
+    };
+}
+
+/// The columns of an audit row, as [`event`] reads them.
+macro_rules! audit_columns {
+    () => {
+        "id, at, action, key_id, namespace, owner_id, code, actor, ip, user_agent, details"
+    };
+}
+
+/// The columns of one row, read by name into keypal's types.
+pub(crate) struct Columns<'r, D: Database>(pub &'r D::Row);
+
+impl<D: Database> Columns<'_, D> {
+    /// The value of `column`; a value that is not one of `T` is a [`CorruptRow`](crate::CorruptRow).
+    pub(crate) fn get<T>(&self, column: &'static str) -> Result<T, StoreError>
+    where
+        D: Read<T>,
+    {
+        D::read(self.0, column).map_err(|error| match error {
+            sqlx::Error::ColumnDecode { source, .. } => codec::corrupt(column, source),
+            other => backend(other),
+        })
+    }
+}
+
+/// Reads a document row (columns as in [`select_objects!`]).
+pub(crate) fn object<D: Dialect>(row: &D::Row) -> Result<Object, StoreError> {
+    let c = Columns::<D>(row);
+    let body: String = c.get("body")?;
+    Ok(Object {
+        kind: c.get("kind")?,
+        id: c.get("id")?,
+        lookup: c.get("lookup")?,
+        body: serde_json::from_str(&body).map_err(|e| codec::corrupt("body", e))?,
+        created_at: c.get::<Timestamp>("created_at")?.0,
+        updated_at: c.get::<Timestamp>("updated_at")?.0,
+    })
+}
+
+/// Reads a key row (columns as in [`key_columns!`]).
+pub(crate) fn record<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreError> {
+    let c = Columns::<D>(row);
+    let kind: String = c.get("lookup_kind")?;
+    let value: String = c.get("lookup_value")?;
+    let hash: String = c.get("hash")?;
+    let created_at = c.get::<Timestamp>("created_at")?.0;
+    let mut r = KeyRecord::new(KeyId(c.get("id")?), codec::lookup(&kind, &value)?, hash, created_at);
+    r.namespace = c.get("namespace")?;
+    r.start = c.get("start")?;
+    r.last4 = c.get("last4")?;
+    r.name = c.get("name")?;
+    r.owner_id = c.get("owner_id")?;
+    r.tier = c.get("tier")?;
+    r.scopes = c.get::<Scopes>("scopes")?.0;
+    r.metadata = c.get::<Option<JsonValue>>("metadata")?.map(|j| j.0);
+    r.expires_at = c.get::<Option<Timestamp>>("expires_at")?.map(|t| t.0);
+    r.last_used_at = c.get::<Option<Timestamp>>("last_used_at")?.map(|t| t.0);
+    r.revoked_at = c.get::<Option<Timestamp>>("revoked_at")?.map(|t| t.0);
+    r.enabled = c.get("enabled")?;
+    r.rotated_from = c.get::<Option<Uuid>>("rotated_from")?.map(KeyId);
+    r.rotated_to = c.get::<Option<Uuid>>("rotated_to")?.map(KeyId);
+    r.remaining = c.get::<Option<i64>>("remaining")?.map(|n| to_u64("remaining", n)).transpose()?;
+    r.rate_limit = codec::rate_limit(c.get("rate_limit")?)?;
+    r.encrypted_key = c.get("encrypted_key")?;
+    r.version = to_u64("version", c.get("version")?)?;
+    Ok(r)
+}
+
+/// Reads key rows.
+pub(crate) fn records<D: Dialect>(rows: &[D::Row]) -> Result<Vec<std::sync::Arc<KeyRecord>>, StoreError> {
+    rows.iter().map(|row| record::<D>(row).map(std::sync::Arc::new)).collect()
+}
+
+/// Reads an audit row (columns as in [`audit_columns!`]).
+pub(crate) fn event<D: Dialect>(row: &D::Row) -> Result<Event, StoreError> {
+    let c = Columns::<D>(row);
+    let at = c.get::<Timestamp>("at")?.0;
+    let action = codec::action(&c.get::<String>("action")?)?;
+    let mut context = AuditContext::new(c.get::<String>("actor")?);
+    context.ip = c.get("ip")?;
+    context.user_agent = c.get("user_agent")?;
+    let mut e = Event::new(action, at, context);
+    e.id = c.get("id")?;
+    e.key_id = c.get::<Option<Uuid>>("key_id")?.map(KeyId);
+    e.namespace = c.get("namespace")?;
+    e.owner_id = c.get("owner_id")?;
+    e.code = codec::code(c.get("code")?)?;
+    e.details = c.get::<Option<JsonValue>>("details")?.map(|j| j.0);
+    Ok(e)
+}
+
+/// Inserts a key row. [`StoreError::Duplicate`] when its id or unique lookup is taken.
+pub(crate) async fn insert_record<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    r: &KeyRecord,
+) -> Result<(), StoreError> {
+    let query = sqlx::query(concat!(
+        "INSERT INTO keypal_keys (",
+        key_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+    ))
+    .arg(r.id.0)
+    .arg(r.namespace.clone())
+    .arg(r.lookup.kind())
+    .arg(r.lookup.value())
+    .arg(r.hash.as_str())
+    .arg(r.start.clone())
+    .arg(r.last4.clone())
+    .arg(r.name.clone())
+    .arg(r.owner_id.clone())
+    .arg(r.tier.clone())
+    .arg(Scopes(r.scopes.clone()))
+    .arg(r.metadata.clone().map(JsonValue))
+    .arg(Timestamp(r.created_at))
+    .arg(r.expires_at.map(Timestamp))
+    .arg(r.last_used_at.map(Timestamp))
+    .arg(r.revoked_at.map(Timestamp))
+    .arg(r.enabled)
+    .arg(r.rotated_from.map(|id| id.0))
+    .arg(r.rotated_to.map(|id| id.0))
+    .arg(r.remaining.map(|n| to_i64("remaining", n)).transpose()?)
+    .arg(r.rate_limit.map(|l| l.to_string()))
+    .arg(r.encrypted_key.clone())
+    .arg(to_i64("version", r.version)?);
+    query.execute(D::executor(tx)).await.map_err(duplicate_or_backend)?;
+    Ok(())
+}
+
+/// Appends `event` about `record` (key, namespace and owner filled in from it).
+pub(crate) async fn append<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    event: &Event,
+    record: &KeyRecord,
+) -> Result<(), StoreError> {
+    insert_event(tx, event, Some(record.id), record.namespace.clone(), record.owner_id.clone()).await
+}
+
+/// Appends `event` about what it names itself (an application, a setting): no key.
+pub(crate) async fn append_event<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    insert_event(tx, event, event.key_id, event.namespace.clone(), event.owner_id.clone()).await
+}
+
+async fn insert_event<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    event: &Event,
+    key_id: Option<KeyId>,
+    namespace: Option<String>,
+    owner_id: Option<String>,
+) -> Result<(), StoreError> {
+    let query = sqlx::query(concat!(
+        "INSERT INTO keypal_audit (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .arg(event.id)
+    .arg(Timestamp(event.at))
+    .arg(event.action.as_str())
+    .arg(key_id.map(|id| id.0))
+    .arg(namespace)
+    .arg(owner_id)
+    .arg(event.code.map(|c| c.as_str().to_owned()))
+    .arg(event.context.actor.as_str())
+    .arg(event.context.ip.clone())
+    .arg(event.context.user_agent.clone())
+    .arg(event.details.clone().map(JsonValue));
+    query.execute(D::executor(tx)).await.map_err(backend)?;
+    Ok(())
+}
+
+/// A value that is not what its column should hold.
+pub(crate) fn unreadable(reason: impl ToString) -> sqlx::error::BoxDynError {
+    Box::new(Unreadable(reason.to_string()))
+}
