@@ -7,6 +7,15 @@
 //! with a strict Content-Security-Policy: scripts and styles from this server only, no
 //! inline code. Secrets never appear in URLs: new keys and secrets are shown in the
 //! answer to the POST that made them.
+//!
+//! A module per page: `login`, `apps` (the applications), `app` (one application
+//! and its keys), `key` (one key), `settings` (the service key) and `audit`. What
+//! they share: `page` (the frame, flash messages, the secret dialog, error pages and
+//! redirects), `form` (typed text into the API's requests, errors next to fields),
+//! `session` (the admin's session and the CSRF checks) and `format` (times, states
+//! and charts). Every change a page makes, and every rule it follows, is the JSON API's:
+//! the handlers call the functions of `crate::routes`, never the store, to change
+//! anything.
 
 mod app;
 mod apps;

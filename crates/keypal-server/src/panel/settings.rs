@@ -40,12 +40,12 @@ async fn settings_page(
     flash: Option<Flash>,
     modal: Option<SecretModal>,
 ) -> Response {
-    match state.service_key().await {
-        Ok(key) => render(
+    match routes::admin::service_key(session.admin(), AxumState(state.clone())).await {
+        Ok(ApiJson(key)) => render(
             status,
             &SettingsPage {
                 layout: Layout::signed_in("Service key", "settings", session, flash),
-                masked: mask(&key),
+                masked: mask(&key.service_key),
                 pinned: state.service_key_pinned(),
                 modal: modal.map(|m| m.on("/admin/settings")),
             },
