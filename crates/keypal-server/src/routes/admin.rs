@@ -36,7 +36,7 @@ fn is_tls(headers: &HeaderMap) -> bool {
 }
 
 /// The session cookie: HttpOnly, SameSite=Strict, Secure over TLS.
-pub fn session_cookie(token: &str, max_age: i64, tls: bool) -> Result<HeaderValue, ApiError> {
+fn session_cookie(token: &str, max_age: i64, tls: bool) -> Result<HeaderValue, ApiError> {
     let secure = if tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
@@ -58,17 +58,22 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(login): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    // Another site must not log a browser in to a session of its choosing.
-    if !auth::same_origin(&headers) {
-        return Err(auth::cross_site());
-    }
-    let token = log_in(&state, &caller, &login.password).await?;
-    let cookie = session_cookie(&token, SESSION_TTL.whole_seconds(), is_tls(&headers))?;
+    let cookie = log_in(&state, &caller, &headers, &login.password).await?;
     Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cookie)]).into_response())
 }
 
-/// Checks the password (throttled per address) and starts a session; returns its token.
-pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<String, ApiError> {
+/// Logs an admin in, for the API and the panel alike: refuses another site's request,
+/// checks the password (throttled per address) and starts a session; returns its cookie.
+pub async fn log_in(
+    state: &State,
+    caller: &Caller,
+    headers: &HeaderMap,
+    password: &str,
+) -> Result<HeaderValue, ApiError> {
+    // Another site must not log a browser in to a session of its choosing.
+    if !auth::same_origin(headers) {
+        return Err(auth::cross_site());
+    }
     if let Some(wait) = state.throttle.check(caller.ip) {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -84,7 +89,8 @@ pub async fn log_in(state: &State, caller: &Caller, password: &str) -> Result<St
         return Err(ApiError::unauthenticated("wrong password"));
     }
     state.throttle.succeed(caller.ip);
-    auth::start_session(state).await
+    let token = auth::start_session(state).await?;
+    session_cookie(&token, SESSION_TTL.whole_seconds(), is_tls(headers))
 }
 
 /// Logs out (ends the session and clears the cookie).
