@@ -33,6 +33,12 @@
 //!
 //! Records and events carry timestamps truncated to whole microseconds, the precision
 //! of the SQL stores, so they read back equal on every store.
+//!
+//! ## Buses
+//!
+//! [`bus`] is the same for the cross-node invalidation buses (`RedisBus`, `PgBus`): one
+//! set of tests, run by [`bus_conformance!`] against any [`bus::BusUnderTest`], and one
+//! set of benchmarks, [`bus_benchmarks!`].
 // Panicking is how a test reports failure: `unwrap`, `expect` and `panic!` are the
 // assertions of this crate, so the workspace lints against them do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -56,6 +62,7 @@ macro_rules! assert_err {
 }
 
 pub mod audit;
+pub mod bus;
 pub mod concurrency;
 pub mod credits;
 pub mod fixtures;

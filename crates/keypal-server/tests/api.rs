@@ -13,25 +13,7 @@ use keypal_server::{Deployment, DeploymentError, ServeConfig, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Runs `$body(db)` as one test per database.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Db::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if super::common::available(super::Db::Postgres) {
-                    super::$name(super::Db::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
-on_both!(
+common::on_both!(
     applications_keys_and_verification_end_to_end,
     rotation_and_revocation_take_effect_before_the_call_returns,
     owners_manage_their_own_keys_with_the_client_secret,

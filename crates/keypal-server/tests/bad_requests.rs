@@ -86,38 +86,37 @@ fn new_app(fields: Value, status: u16, code: &'static str) -> Row {
     if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
         body.extend(fields.clone());
     }
-    r("POST", "/v1/apps", Auth::Admin, body, status, code)
+    CREATE_APP.row(body, status, code)
 }
 
+/// A method, path and caller that many rows share.
+struct Endpoint {
+    method: &'static str,
+    path: &'static str,
+    auth: Auth,
+}
+
+impl Endpoint {
+    /// The row sending `body` here, which must be answered with `status` and `code`.
+    fn row(&self, body: impl Into<Body>, status: u16, code: &'static str) -> Row {
+        r(self.method, self.path, self.auth, body, status, code)
+    }
+}
+
+/// `POST /v1/apps` as admin.
+const CREATE_APP: Endpoint = Endpoint { method: "POST", path: "/v1/apps", auth: Auth::Admin };
 /// `POST /v1/apps/{app}/keys` as admin.
-fn new_key(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("POST", "/v1/apps/{app}/keys", Auth::Admin, body, status, code)
-}
-
+const NEW_KEY: Endpoint = Endpoint { method: "POST", path: "/v1/apps/{app}/keys", auth: Auth::Admin };
 /// `PATCH /v1/apps/{app}` as admin.
-fn patch_app(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("PATCH", "/v1/apps/{app}", Auth::Admin, body, status, code)
-}
-
+const PATCH_APP: Endpoint = Endpoint { method: "PATCH", path: "/v1/apps/{app}", auth: Auth::Admin };
 /// `PATCH /v1/keys/{key}` as admin.
-fn patch_key(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("PATCH", "/v1/keys/{key}", Auth::Admin, body, status, code)
-}
-
+const PATCH_KEY: Endpoint = Endpoint { method: "PATCH", path: "/v1/keys/{key}", auth: Auth::Admin };
 /// `POST /v1/keys/{key}/rotate` as admin.
-fn rotate(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("POST", "/v1/keys/{key}/rotate", Auth::Admin, body, status, code)
-}
-
+const ROTATE: Endpoint = Endpoint { method: "POST", path: "/v1/keys/{key}/rotate", auth: Auth::Admin };
 /// `POST /v1/verify` with the service key (`{secret}` in the body is application A's client secret).
-fn verify(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("POST", "/v1/verify", Auth::Service, body, status, code)
-}
-
+const VERIFY: Endpoint = Endpoint { method: "POST", path: "/v1/verify", auth: Auth::Service };
 /// `POST /v1/owners/dave/keys` with application A's client secret.
-fn owner_key(body: impl Into<Body>, status: u16, code: &'static str) -> Row {
-    r("POST", "/v1/owners/dave/keys", Auth::Client, body, status, code)
-}
+const OWNER_KEY: Endpoint = Endpoint { method: "POST", path: "/v1/owners/dave/keys", auth: Auth::Client };
 
 /// The fixture the table refers to.
 struct Fixture {
@@ -189,28 +188,28 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/apps", Client, app_ok.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/apps", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         // ---- POST /v1/apps: name ----
-        r("POST", "/v1/apps", Admin, json!({}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"label": "new"}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New"}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"name": "", "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": "   ", "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": long(101), "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": "bell\u{7}", "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": "nul\u{0}byte", "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": "line\nbreak", "label": "new"}), 400, "INVALID_INPUT/name"),
-        r("POST", "/v1/apps", Admin, json!({"name": 5, "label": "new"}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"name": null, "label": "new"}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"name": ["New"], "label": "new"}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"label": "new"}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"name": "New"}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"name": "", "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": "   ", "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": long(101), "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": "bell\u{7}", "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": "nul\u{0}byte", "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": "line\nbreak", "label": "new"}), 400, "INVALID_INPUT/name"),
+        CREATE_APP.row(json!({"name": 5, "label": "new"}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"name": null, "label": "new"}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"name": ["New"], "label": "new"}), 400, "INVALID_JSON"),
         // ---- label ----
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": ""}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": "Caps"}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": "under_score"}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": "with space"}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": "é"}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": long(33)}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": "nul\u{0}"}), 400, "INVALID_INPUT/label"),
-        r("POST", "/v1/apps", Admin, json!({"name": "New", "label": 7}), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!({"name": "Again", "label": "alpha"}), 409, "LABEL_TAKEN"),
+        CREATE_APP.row(json!({"name": "New", "label": ""}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": "Caps"}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": "under_score"}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": "with space"}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": "é"}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": long(33)}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": "nul\u{0}"}), 400, "INVALID_INPUT/label"),
+        CREATE_APP.row(json!({"name": "New", "label": 7}), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!({"name": "Again", "label": "alpha"}), 409, "LABEL_TAKEN"),
         // ---- template ----
         new_app(json!({"template": "sk-{secret:32:base64url"}), 400, "INVALID_INPUT/template"),
         new_app(json!({"template": "sk-}{secret:32:hex}"}), 400, "INVALID_INPUT/template"),
@@ -270,37 +269,27 @@ fn table() -> Vec<Row> {
         new_app(json!({"default_metadata": {"note": "nul\u{0}"}}), 400, "INVALID_INPUT/default_metadata"),
         new_app(json!({"default_metadata": {"nul\u{0}": 1}}), 400, "INVALID_INPUT/default_metadata"),
         // ---- bodies that are not a new application ----
-        r("POST", "/v1/apps", Admin, json!([]), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!(["New", "new"]), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!("New"), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json!(null), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json_raw("{not json"), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json_raw(""), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json_raw(r#"{"name": "N", "label": "new"} trailing"#), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json_raw(r#"{"name": "N", "name": "M", "label": "new"}"#), 400, "INVALID_JSON"),
-        r("POST", "/v1/apps", Admin, json_raw(*b"{\"name\": \"\xff\xfe\", \"label\": \"new\"}"), 400, "INVALID_JSON"),
-        r(
-            "POST",
-            "/v1/apps",
-            Admin,
+        CREATE_APP.row(json!([]), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!(["New", "new"]), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!("New"), 400, "INVALID_JSON"),
+        CREATE_APP.row(json!(null), 400, "INVALID_JSON"),
+        CREATE_APP.row(json_raw("{not json"), 400, "INVALID_JSON"),
+        CREATE_APP.row(json_raw(""), 400, "INVALID_JSON"),
+        CREATE_APP.row(json_raw(r#"{"name": "N", "label": "new"} trailing"#), 400, "INVALID_JSON"),
+        CREATE_APP.row(json_raw(r#"{"name": "N", "name": "M", "label": "new"}"#), 400, "INVALID_JSON"),
+        CREATE_APP.row(json_raw(*b"{\"name\": \"\xff\xfe\", \"label\": \"new\"}"), 400, "INVALID_JSON"),
+        CREATE_APP.row(
             json_raw(r#"{"name": "N", "label": "new", "default_metadata": "#.to_owned() + &nested(200) + "}"),
             400,
             "INVALID_JSON",
         ),
-        r("POST", "/v1/apps", Admin, json_raw(nested(30_000)), 400, "INVALID_JSON"),
-        r(
-            "POST",
-            "/v1/apps",
-            Admin,
-            raw(Some("text/plain"), r#"{"name": "N", "label": "new"}"#),
-            415,
-            "UNSUPPORTED_MEDIA_TYPE",
-        ),
-        r("POST", "/v1/apps", Admin, raw(None, r#"{"name": "N", "label": "new"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        r("POST", "/v1/apps", Admin, raw(Some("application/xml"), "<app/>"), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        r("POST", "/v1/apps", Admin, e.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        r("POST", "/v1/apps", Admin, json_raw(big_json(1 << 20)), 413, "PAYLOAD_TOO_LARGE"),
-        r("POST", "/v1/apps", Admin, json_raw(big_json(65 * 1024)), 413, "PAYLOAD_TOO_LARGE"),
+        CREATE_APP.row(json_raw(nested(30_000)), 400, "INVALID_JSON"),
+        CREATE_APP.row(raw(Some("text/plain"), r#"{"name": "N", "label": "new"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        CREATE_APP.row(raw(None, r#"{"name": "N", "label": "new"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        CREATE_APP.row(raw(Some("application/xml"), "<app/>"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        CREATE_APP.row(e.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        CREATE_APP.row(json_raw(big_json(1 << 20)), 413, "PAYLOAD_TOO_LARGE"),
+        CREATE_APP.row(json_raw(big_json(65 * 1024)), 413, "PAYLOAD_TOO_LARGE"),
         r("PUT", "/v1/apps", Admin, app_ok.clone(), 405, "METHOD_NOT_ALLOWED"),
         r("DELETE", "/v1/apps", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         // ---- /v1/apps/{id} ----
@@ -325,33 +314,33 @@ fn table() -> Vec<Row> {
         r("DELETE", "/v1/apps/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("DELETE", "/v1/apps/{app}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("DELETE", "/v1/apps/{app}", Client, e.clone(), 401, "UNAUTHENTICATED"),
-        patch_app(json!({"name": ""}), 400, "INVALID_INPUT/name"),
-        patch_app(json!({"name": "tab\there"}), 400, "INVALID_INPUT/name"),
-        patch_app(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
-        patch_app(json!({"name": 42}), 400, "INVALID_JSON"),
-        patch_app(json!({"label": "renamed"}), 400, "INVALID_JSON"),
-        patch_app(json!({"recoverable": "yes"}), 400, "INVALID_JSON"),
-        patch_app(json!({"template": "sk-{secret:32"}), 400, "INVALID_INPUT/template"),
-        patch_app(json!({"template": "sk-{secret:32:base7}"}), 400, "INVALID_INPUT/template"),
-        patch_app(json!({"template": "sk-{secret:8:hex}"}), 400, "INVALID_INPUT/template"),
-        patch_app(json!({"template": "sk-\u{7f}{secret:32:hex}"}), 400, "INVALID_INPUT/template"),
-        patch_app(json!({"hash": "md5"}), 400, "INVALID_INPUT/hash"),
-        patch_app(json!({"bcrypt_cost": 12}), 400, "INVALID_INPUT/bcrypt_cost"),
-        patch_app(json!({"hash": "bcrypt", "bcrypt_cost": 40}), 400, "INVALID_INPUT/bcrypt_cost"),
-        patch_app(json!({"hash": "bcrypt", "bcrypt_cost": 16}), 400, "INVALID_INPUT/bcrypt_cost"),
-        patch_app(json!({"tiers": {"free": {"rate_limit": "often"}}}), 400, "INVALID_INPUT/tiers.free.rate_limit"),
-        patch_app(json!({"tiers": {"free": {"burst": 3}}}), 400, "INVALID_JSON"),
-        patch_app(json!({"default_tier": "gold"}), 400, "INVALID_INPUT/default_tier"),
-        patch_app(json!({"max_active_keys_per_owner": 0}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
-        patch_app(json!({"max_active_keys_per_owner": 100_001}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
-        patch_app(json!({"max_active_keys_per_owner": -5}), 400, "INVALID_JSON"),
-        patch_app(json!({"max_active_keys_per_owner": "ten"}), 400, "INVALID_JSON"),
-        patch_app(json!({"default_metadata": {"k": "\u{0}"}}), 400, "INVALID_INPUT/default_metadata"),
-        patch_app(json!({"name": "Fine", "hash": "md5"}), 400, "INVALID_INPUT/hash"),
-        patch_app(raw(Some("text/plain"), r#"{"name": "X"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        patch_app(e.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        patch_app(json_raw(""), 400, "INVALID_JSON"),
-        patch_app(json_raw("name=X"), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        PATCH_APP.row(json!({"name": "tab\there"}), 400, "INVALID_INPUT/name"),
+        PATCH_APP.row(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
+        PATCH_APP.row(json!({"name": 42}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"label": "renamed"}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"recoverable": "yes"}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"template": "sk-{secret:32"}), 400, "INVALID_INPUT/template"),
+        PATCH_APP.row(json!({"template": "sk-{secret:32:base7}"}), 400, "INVALID_INPUT/template"),
+        PATCH_APP.row(json!({"template": "sk-{secret:8:hex}"}), 400, "INVALID_INPUT/template"),
+        PATCH_APP.row(json!({"template": "sk-\u{7f}{secret:32:hex}"}), 400, "INVALID_INPUT/template"),
+        PATCH_APP.row(json!({"hash": "md5"}), 400, "INVALID_INPUT/hash"),
+        PATCH_APP.row(json!({"bcrypt_cost": 12}), 400, "INVALID_INPUT/bcrypt_cost"),
+        PATCH_APP.row(json!({"hash": "bcrypt", "bcrypt_cost": 40}), 400, "INVALID_INPUT/bcrypt_cost"),
+        PATCH_APP.row(json!({"hash": "bcrypt", "bcrypt_cost": 16}), 400, "INVALID_INPUT/bcrypt_cost"),
+        PATCH_APP.row(json!({"tiers": {"free": {"rate_limit": "often"}}}), 400, "INVALID_INPUT/tiers.free.rate_limit"),
+        PATCH_APP.row(json!({"tiers": {"free": {"burst": 3}}}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"default_tier": "gold"}), 400, "INVALID_INPUT/default_tier"),
+        PATCH_APP.row(json!({"max_active_keys_per_owner": 0}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
+        PATCH_APP.row(json!({"max_active_keys_per_owner": 100_001}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
+        PATCH_APP.row(json!({"max_active_keys_per_owner": -5}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"max_active_keys_per_owner": "ten"}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"default_metadata": {"k": "\u{0}"}}), 400, "INVALID_INPUT/default_metadata"),
+        PATCH_APP.row(json!({"name": "Fine", "hash": "md5"}), 400, "INVALID_INPUT/hash"),
+        PATCH_APP.row(raw(Some("text/plain"), r#"{"name": "X"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        PATCH_APP.row(e.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        PATCH_APP.row(json_raw(""), 400, "INVALID_JSON"),
+        PATCH_APP.row(json_raw("name=X"), 400, "INVALID_JSON"),
         r("POST", "/v1/apps/{app}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         r("PUT", "/v1/apps/{app}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         // ---- /v1/apps/{id}/client-secret ----
@@ -365,44 +354,52 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/apps/{app}/keys", Client, json!({}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/apps/{unknown}/keys", Admin, json!({}), 404, "NOT_FOUND"),
         r("POST", "/v1/apps/not-an-app/keys", Admin, json!({}), 400, "INVALID_INPUT/id"),
-        new_key(json!({"owner_id": ""}), 400, "INVALID_INPUT/owner_id"),
-        new_key(json!({"owner_id": long(257)}), 400, "INVALID_INPUT/owner_id"),
-        new_key(json!({"owner_id": "a\nb"}), 400, "INVALID_INPUT/owner_id"),
-        new_key(json!({"owner_id": "nul\u{0}"}), 400, "INVALID_INPUT/owner_id"),
-        new_key(json!({"owner_id": 7}), 400, "INVALID_JSON"),
-        new_key(json!({"name": ""}), 400, "INVALID_INPUT/name"),
-        new_key(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
-        new_key(json!({"name": "esc\u{1b}[0m"}), 400, "INVALID_INPUT/name"),
-        new_key(json!({"scopes": ["read write"]}), 400, "INVALID_INPUT/scopes"),
-        new_key(json!({"scopes": [""]}), 400, "INVALID_INPUT/scopes"),
-        new_key(json!({"scopes": ["nul\u{0}"]}), 400, "INVALID_INPUT/scopes"),
-        new_key(json!({"scopes": (0..101).map(|i| format!("s{i}")).collect::<Vec<_>>()}), 400, "INVALID_INPUT/scopes"),
-        new_key(json!({"scopes": [1, 2]}), 400, "INVALID_JSON"),
-        new_key(json!({"scopes": "read"}), 400, "INVALID_JSON"),
-        new_key(json!({"tier": "gold"}), 400, "INVALID_INPUT/tier"),
-        new_key(json!({"tier": 1}), 400, "INVALID_JSON"),
-        new_key(json!({"expires_in_days": 0}), 400, "INVALID_INPUT/expires_in_days"),
-        new_key(json!({"expires_in_days": 3651}), 400, "INVALID_INPUT/expires_in_days"),
-        new_key(json!({"expires_in_days": -1}), 400, "INVALID_JSON"),
-        new_key(json!({"expires_in_days": "7"}), 400, "INVALID_JSON"),
-        new_key(json!({"expires_in_days": 7, "expires_at": "2099-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
-        new_key(json!({"expires_at": "2000-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
-        new_key(json!({"expires_at": "tomorrow"}), 400, "INVALID_JSON"),
-        new_key(json!({"expires_at": "2099-13-45T00:00:00Z"}), 400, "INVALID_JSON"),
-        new_key(json!({"expires_at": 4_102_444_800_u64}), 400, "INVALID_JSON"),
-        new_key(json!({"remaining": -1}), 400, "INVALID_JSON"),
-        new_key(json!({"remaining": 9_223_372_036_854_775_808_u64}), 400, "INVALID_INPUT/remaining"),
-        new_key(json_raw(r#"{"remaining": 18446744073709551616}"#), 400, "INVALID_JSON"),
-        new_key(json!({"remaining": "5"}), 400, "INVALID_JSON"),
-        new_key(json!({"remaining": 1.5}), 400, "INVALID_JSON"),
-        new_key(json!({"rate_limit": "fast"}), 400, "INVALID_INPUT/rate_limit"),
-        new_key(json!({"rate_limit": "10/eon"}), 400, "INVALID_INPUT/rate_limit"),
-        new_key(json!({"rate_limit": 10}), 400, "INVALID_JSON"),
-        new_key(json!({"metadata": {"k": "nul\u{0}"}}), 400, "INVALID_INPUT/metadata"),
-        new_key(json!({"owner": "alice"}), 400, "INVALID_JSON"),
-        new_key(json!({"owner_id": "alice"}), 403, "KEY_LIMIT_REACHED"),
-        new_key(raw(Some("text/plain"), "{}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        new_key(json_raw("{\"name\": \"a\x00b\"}"), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"owner_id": ""}), 400, "INVALID_INPUT/owner_id"),
+        NEW_KEY.row(json!({"owner_id": long(257)}), 400, "INVALID_INPUT/owner_id"),
+        NEW_KEY.row(json!({"owner_id": "a\nb"}), 400, "INVALID_INPUT/owner_id"),
+        NEW_KEY.row(json!({"owner_id": "nul\u{0}"}), 400, "INVALID_INPUT/owner_id"),
+        NEW_KEY.row(json!({"owner_id": 7}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        NEW_KEY.row(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
+        NEW_KEY.row(json!({"name": "esc\u{1b}[0m"}), 400, "INVALID_INPUT/name"),
+        NEW_KEY.row(json!({"scopes": ["read write"]}), 400, "INVALID_INPUT/scopes"),
+        NEW_KEY.row(json!({"scopes": [""]}), 400, "INVALID_INPUT/scopes"),
+        NEW_KEY.row(json!({"scopes": ["nul\u{0}"]}), 400, "INVALID_INPUT/scopes"),
+        NEW_KEY.row(
+            json!({"scopes": (0..101).map(|i| format!("s{i}")).collect::<Vec<_>>()}),
+            400,
+            "INVALID_INPUT/scopes",
+        ),
+        NEW_KEY.row(json!({"scopes": [1, 2]}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"scopes": "read"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"tier": "gold"}), 400, "INVALID_INPUT/tier"),
+        NEW_KEY.row(json!({"tier": 1}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"expires_in_days": 0}), 400, "INVALID_INPUT/expires_in_days"),
+        NEW_KEY.row(json!({"expires_in_days": 3651}), 400, "INVALID_INPUT/expires_in_days"),
+        NEW_KEY.row(json!({"expires_in_days": -1}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"expires_in_days": "7"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(
+            json!({"expires_in_days": 7, "expires_at": "2099-01-01T00:00:00Z"}),
+            400,
+            "INVALID_INPUT/expires_at",
+        ),
+        NEW_KEY.row(json!({"expires_at": "2000-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
+        NEW_KEY.row(json!({"expires_at": "tomorrow"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"expires_at": "2099-13-45T00:00:00Z"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"expires_at": 4_102_444_800_u64}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"remaining": -1}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"remaining": 9_223_372_036_854_775_808_u64}), 400, "INVALID_INPUT/remaining"),
+        NEW_KEY.row(json_raw(r#"{"remaining": 18446744073709551616}"#), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"remaining": "5"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"remaining": 1.5}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"rate_limit": "fast"}), 400, "INVALID_INPUT/rate_limit"),
+        NEW_KEY.row(json!({"rate_limit": "10/eon"}), 400, "INVALID_INPUT/rate_limit"),
+        NEW_KEY.row(json!({"rate_limit": 10}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"metadata": {"k": "nul\u{0}"}}), 400, "INVALID_INPUT/metadata"),
+        NEW_KEY.row(json!({"owner": "alice"}), 400, "INVALID_JSON"),
+        NEW_KEY.row(json!({"owner_id": "alice"}), 403, "KEY_LIMIT_REACHED"),
+        NEW_KEY.row(raw(Some("text/plain"), "{}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        NEW_KEY.row(json_raw("{\"name\": \"a\x00b\"}"), 400, "INVALID_JSON"),
         // ---- GET /v1/apps/{id}/keys ----
         r("GET", "/v1/apps/{app}/keys", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/apps/{unknown}/keys", Admin, e.clone(), 404, "NOT_FOUND"),
@@ -425,21 +422,21 @@ fn table() -> Vec<Row> {
         r("PATCH", "/v1/keys/{unknown}", Admin, json!({"name": "x"}), 404, "NOT_FOUND"),
         r("PATCH", "/v1/keys/12345", Admin, json!({"name": "x"}), 400, "INVALID_INPUT/id"),
         r("PATCH", "/v1/keys/{key}", Anon, json!({"enabled": false}), 401, "UNAUTHENTICATED"),
-        patch_key(json!({"name": 5}), 400, "INVALID_JSON"),
-        patch_key(json!({"name": ""}), 400, "INVALID_INPUT/name"),
-        patch_key(json!({"name": "c\rr"}), 400, "INVALID_INPUT/name"),
-        patch_key(json!({"enabled": "no"}), 400, "INVALID_JSON"),
-        patch_key(json!({"scopes": "read"}), 400, "INVALID_JSON"),
-        patch_key(json!({"scopes": ["a b"]}), 400, "INVALID_INPUT/scopes"),
-        patch_key(json!({"tier": "gold"}), 400, "INVALID_INPUT/tier"),
-        patch_key(json!({"remaining": -1}), 400, "INVALID_JSON"),
-        patch_key(json!({"remaining": 9_223_372_036_854_775_808_u64}), 400, "INVALID_INPUT/remaining"),
-        patch_key(json!({"expires_at": "soon"}), 400, "INVALID_JSON"),
-        patch_key(json!({"expires_at": "2000-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
-        patch_key(json!({"metadata": {"k": "\u{0}"}}), 400, "INVALID_INPUT/metadata"),
-        patch_key(json!({"metadata": {"ok": 1}, "owner_id": "eve"}), 400, "INVALID_JSON"),
-        patch_key(json!({"enabled": false, "scopes": ["bad scope"]}), 400, "INVALID_INPUT/scopes"),
-        patch_key(raw(Some("text/plain"), r#"{"name": "x"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        PATCH_KEY.row(json!({"name": 5}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        PATCH_KEY.row(json!({"name": "c\rr"}), 400, "INVALID_INPUT/name"),
+        PATCH_KEY.row(json!({"enabled": "no"}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"scopes": "read"}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"scopes": ["a b"]}), 400, "INVALID_INPUT/scopes"),
+        PATCH_KEY.row(json!({"tier": "gold"}), 400, "INVALID_INPUT/tier"),
+        PATCH_KEY.row(json!({"remaining": -1}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"remaining": 9_223_372_036_854_775_808_u64}), 400, "INVALID_INPUT/remaining"),
+        PATCH_KEY.row(json!({"expires_at": "soon"}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"expires_at": "2000-01-01T00:00:00Z"}), 400, "INVALID_INPUT/expires_at"),
+        PATCH_KEY.row(json!({"metadata": {"k": "\u{0}"}}), 400, "INVALID_INPUT/metadata"),
+        PATCH_KEY.row(json!({"metadata": {"ok": 1}, "owner_id": "eve"}), 400, "INVALID_JSON"),
+        PATCH_KEY.row(json!({"enabled": false, "scopes": ["bad scope"]}), 400, "INVALID_INPUT/scopes"),
+        PATCH_KEY.row(raw(Some("text/plain"), r#"{"name": "x"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
         r("PATCH", "/v1/keys/{revoked}", Admin, json!({"name": "again"}), 409, "ALREADY_REVOKED"),
         r("PUT", "/v1/keys/{key}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         r("POST", "/v1/keys/{key}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
@@ -448,18 +445,18 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/keys/garbage/rotate", Admin, e.clone(), 400, "INVALID_INPUT/id"),
         r("POST", "/v1/keys/{key}/rotate", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/keys/{revoked}/rotate", Admin, e.clone(), 409, "ALREADY_REVOKED"),
-        rotate(json!({"grace_seconds": 2_592_001}), 400, "INVALID_INPUT/grace_seconds"),
-        rotate(json!({"grace_seconds": u64::MAX}), 400, "INVALID_INPUT/grace_seconds"),
-        rotate(json!({"grace_seconds": -1}), 400, "INVALID_JSON"),
-        rotate(json!({"grace_seconds": "60"}), 400, "INVALID_JSON"),
-        rotate(json!({"grace_seconds": 1.5}), 400, "INVALID_JSON"),
-        rotate(json!({"grace": 60}), 400, "INVALID_JSON"),
-        rotate(json!([60]), 400, "INVALID_JSON"),
-        rotate(json_raw("{"), 400, "INVALID_JSON"),
-        rotate(json_raw(*b"\xff"), 400, "INVALID_JSON"),
-        rotate(raw(Some("text/plain"), r#"{"grace_seconds": 60}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        rotate(raw(None, r#"{"grace_seconds": 60}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        rotate(json_raw(format!(r#"{{"grace_seconds": 1, "x": "{}"}}"#, long(1 << 20))), 413, "PAYLOAD_TOO_LARGE"),
+        ROTATE.row(json!({"grace_seconds": 2_592_001}), 400, "INVALID_INPUT/grace_seconds"),
+        ROTATE.row(json!({"grace_seconds": u64::MAX}), 400, "INVALID_INPUT/grace_seconds"),
+        ROTATE.row(json!({"grace_seconds": -1}), 400, "INVALID_JSON"),
+        ROTATE.row(json!({"grace_seconds": "60"}), 400, "INVALID_JSON"),
+        ROTATE.row(json!({"grace_seconds": 1.5}), 400, "INVALID_JSON"),
+        ROTATE.row(json!({"grace": 60}), 400, "INVALID_JSON"),
+        ROTATE.row(json!([60]), 400, "INVALID_JSON"),
+        ROTATE.row(json_raw("{"), 400, "INVALID_JSON"),
+        ROTATE.row(json_raw(*b"\xff"), 400, "INVALID_JSON"),
+        ROTATE.row(raw(Some("text/plain"), r#"{"grace_seconds": 60}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ROTATE.row(raw(None, r#"{"grace_seconds": 60}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ROTATE.row(json_raw(format!(r#"{{"grace_seconds": 1, "x": "{}"}}"#, long(1 << 20))), 413, "PAYLOAD_TOO_LARGE"),
         r("GET", "/v1/keys/{key}/rotate", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         // ---- revoke, delete, reveal ----
         r("POST", "/v1/keys/{unknown}/revoke", Admin, e.clone(), 404, "NOT_FOUND"),
@@ -483,22 +480,26 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/verify", Client, json!({"key": "k", "client_secret": "cs"}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/verify", Admin, json!({"key": "k", "client_secret": "cs"}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/verify", Basic, json!({"key": "k", "client_secret": "cs"}), 401, "UNAUTHENTICATED"),
-        verify(json!({"key": "k", "client_secret": "cs-wrong"}), 403, "INVALID_CLIENT_SECRET"),
-        verify(json!({"key": "k", "client_secret": ""}), 403, "INVALID_CLIENT_SECRET"),
-        verify(json!({}), 400, "INVALID_JSON"),
-        verify(json!(["k", "{secret}"]), 400, "INVALID_JSON"),
-        verify(json!({"key": "k"}), 400, "INVALID_JSON"),
-        verify(json!({"client_secret": "{secret}"}), 400, "INVALID_JSON"),
-        verify(json!({"key": 5, "client_secret": "{secret}"}), 400, "INVALID_JSON"),
-        verify(json!({"key": null, "client_secret": "{secret}"}), 400, "INVALID_JSON"),
-        verify(json!({"key": "k", "client_secret": "{secret}", "cost": -1}), 400, "INVALID_JSON"),
-        verify(json!({"key": "k", "client_secret": "{secret}", "cost": "1"}), 400, "INVALID_JSON"),
-        verify(json!({"key": "k", "client_secret": "{secret}", "scopes": "read"}), 400, "INVALID_JSON"),
-        verify(json!({"key": "k", "client_secret": "{secret}", "scopes": [1]}), 400, "INVALID_JSON"),
-        verify(json!({"key": "k", "client_secret": "{secret}", "app": "alpha"}), 400, "INVALID_JSON"),
-        verify(raw(Some("text/plain"), r#"{"key": "k", "client_secret": "cs"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
-        verify(json_raw("key=k&client_secret=cs"), 400, "INVALID_JSON"),
-        verify(json_raw(format!(r#"{{"key": "{}", "client_secret": "cs"}}"#, long(1 << 20))), 413, "PAYLOAD_TOO_LARGE"),
+        VERIFY.row(json!({"key": "k", "client_secret": "cs-wrong"}), 403, "INVALID_CLIENT_SECRET"),
+        VERIFY.row(json!({"key": "k", "client_secret": ""}), 403, "INVALID_CLIENT_SECRET"),
+        VERIFY.row(json!({}), 400, "INVALID_JSON"),
+        VERIFY.row(json!(["k", "{secret}"]), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"client_secret": "{secret}"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": 5, "client_secret": "{secret}"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": null, "client_secret": "{secret}"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "cost": -1}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "cost": "1"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "scopes": "read"}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "scopes": [1]}), 400, "INVALID_JSON"),
+        VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "app": "alpha"}), 400, "INVALID_JSON"),
+        VERIFY.row(raw(Some("text/plain"), r#"{"key": "k", "client_secret": "cs"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        VERIFY.row(json_raw("key=k&client_secret=cs"), 400, "INVALID_JSON"),
+        VERIFY.row(
+            json_raw(format!(r#"{{"key": "{}", "client_secret": "cs"}}"#, long(1 << 20))),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
         r("GET", "/v1/verify", Service, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         // ---- /v1/owners/... ----
         r("GET", "/v1/owners/alice/keys", Anon, e.clone(), 401, "UNAUTHENTICATED"),
@@ -513,21 +514,21 @@ fn table() -> Vec<Row> {
         r("GET", "/v1/owners/alice/keys?owner_id=bob", Client, e.clone(), 400, "INVALID_QUERY"),
         r("POST", "/v1/owners/dave/keys", Anon, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/owners/dave/keys", WrongSecret, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
-        owner_key(json!({}), 400, "INVALID_JSON"),
-        owner_key(json!(["n"]), 400, "INVALID_JSON"),
-        owner_key(json!({"name": ""}), 400, "INVALID_INPUT/name"),
-        owner_key(json!({"name": "   "}), 400, "INVALID_INPUT/name"),
-        owner_key(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
-        owner_key(json!({"name": 5}), 400, "INVALID_JSON"),
-        owner_key(json!({"name": "n", "expires_in_days": 0}), 400, "INVALID_INPUT/expires_in_days"),
-        owner_key(json!({"name": "n", "expires_in_days": 366}), 400, "INVALID_INPUT/expires_in_days"),
-        owner_key(json!({"name": "n", "expires_in_days": 1.5}), 400, "INVALID_JSON"),
-        owner_key(json!({"name": "n", "expires_in_days": "x"}), 400, "INVALID_JSON"),
-        owner_key(json!({"name": "n", "expires_in_days": -3}), 400, "INVALID_JSON"),
-        owner_key(json!({"name": "n", "scopes": ["a b"]}), 400, "INVALID_INPUT/scopes"),
-        owner_key(json!({"name": "n", "metadata": ["\u{0}"]}), 400, "INVALID_INPUT/metadata"),
-        owner_key(json!({"name": "n", "tier": "free"}), 400, "INVALID_JSON"),
-        owner_key(raw(Some("text/plain"), r#"{"name": "n"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        OWNER_KEY.row(json!({}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!(["n"]), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        OWNER_KEY.row(json!({"name": "   "}), 400, "INVALID_INPUT/name"),
+        OWNER_KEY.row(json!({"name": long(101)}), 400, "INVALID_INPUT/name"),
+        OWNER_KEY.row(json!({"name": 5}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!({"name": "n", "expires_in_days": 0}), 400, "INVALID_INPUT/expires_in_days"),
+        OWNER_KEY.row(json!({"name": "n", "expires_in_days": 366}), 400, "INVALID_INPUT/expires_in_days"),
+        OWNER_KEY.row(json!({"name": "n", "expires_in_days": 1.5}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!({"name": "n", "expires_in_days": "x"}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!({"name": "n", "expires_in_days": -3}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(json!({"name": "n", "scopes": ["a b"]}), 400, "INVALID_INPUT/scopes"),
+        OWNER_KEY.row(json!({"name": "n", "metadata": ["\u{0}"]}), 400, "INVALID_INPUT/metadata"),
+        OWNER_KEY.row(json!({"name": "n", "tier": "free"}), 400, "INVALID_JSON"),
+        OWNER_KEY.row(raw(Some("text/plain"), r#"{"name": "n"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
         r("POST", "/v1/owners/a%01b/keys", Client, json!({"name": "n"}), 400, "INVALID_INPUT/owner_id"),
         r(
             "POST",
@@ -741,17 +742,7 @@ async fn every_bad_request_is_a_stable_4xx_and_changes_nothing(db: Db) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
-    every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_every_bad_request_is_a_stable_4xx_and_changes_nothing() {
-    if common::available(Db::Postgres) {
-        every_bad_request_is_a_stable_4xx_and_changes_nothing(Db::Postgres).await;
-    }
-}
+common::on_both!(every_bad_request_is_a_stable_4xx_and_changes_nothing);
 
 /// The admin's cookie does not let another site change anything: a state-changing
 /// request whose `Origin` is not this server is refused (403 `CROSS_SITE`) before it

@@ -18,7 +18,27 @@ pub enum Db {
     Postgres,
 }
 
-pub const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
+/// Runs each named `async fn name(db: Db)` of the calling file as one test per
+/// database: `sqlite::name`, and `postgres::name` when PostgreSQL is [`available`].
+#[allow(unused_macros)]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Db::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::common::available($crate::common::Db::Postgres) {
+                    super::$name($crate::common::Db::Postgres).await;
+                }
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both;
 
 /// Whether tests on `db` run here: `false` when PostgreSQL is not installed (the test is
 /// then skipped, with one line saying so; under `CI=true` this fails it instead).
