@@ -101,8 +101,10 @@ def main():
     label = "client-" + secrets.token_hex(4)
     created = call("create_app", 201, m.CreatedApp, client=admin,
                    body=m.NewApp(name="Generated client", label=label, recoverable=True,
+                                 legacy_templates=["{secret:43:base64url}"],
                                  tiers=m.NewAppTiersType0.from_dict({"free": {"rate_limit": "100/hour"}})))
     app_id = created.parsed.app.id
+    assert created.parsed.app.legacy_templates == ["{secret:43:base64url}"], created.parsed.app
     call("list_apps", 200, m.AppList, client=admin)
     call("get_app", 200, m.AppBody, client=admin, id=app_id)
     call("update_app", 200, m.AppBody, client=admin, id=app_id, body=m.AppPatch(name="Generated client v2"))

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::schema::{HashName, Label, Name, RateLimitText, Template, TierSegment};
+use crate::schema::{HashName, Label, LegacyTemplates, Name, RateLimitText, Template, TierSegment};
 use crate::secrets::Secrets;
 
 /// The object kind of applications.
@@ -34,6 +34,8 @@ pub fn label_claim(app: &App) -> Value {
 pub const DEFAULT_TEMPLATE: &str = "sk-proj-{app}-{label}-{secret:32:base64url}";
 /// The owner limit of applications created without one.
 pub const DEFAULT_MAX_ACTIVE_KEYS_PER_OWNER: u32 = 10;
+/// The most earlier formats an application keeps verifying (`legacy_templates`).
+pub const MAX_LEGACY_TEMPLATES: usize = 8;
 /// The pepper id of HMAC-hashed keys (the pepper is derived from the master key).
 const PEPPER_ID: &str = "m1";
 
@@ -101,6 +103,10 @@ pub struct NewApp {
     /// Default `sk-proj-{app}-{label}-{secret:32:base64url}`.
     #[schema(value_type = Option<Template>)]
     pub template: Option<String>,
+    /// Earlier formats whose keys keep verifying (never used for new keys): at most 8,
+    /// each a template, none the current one, none twice (default none).
+    #[schema(value_type = Option<LegacyTemplates>)]
+    pub legacy_templates: Option<Vec<String>>,
     /// `sha256` (default), `sha512`, `hmac-sha256`, `argon2id` or `bcrypt`.
     #[schema(value_type = Option<HashName>)]
     pub hash: Option<String>,
@@ -133,9 +139,14 @@ pub struct AppPatch {
     #[serde(default, deserialize_with = "crate::patch::double_option")]
     #[schema(value_type = Option<Value>, example = json!({"plan": "enterprise"}))]
     pub default_metadata: Option<Option<Value>>,
-    /// A new template for new keys (keys of the old one keep verifying).
+    /// A new template for new keys (keys of the old one keep verifying: without
+    /// `legacy_templates`, the old template joins them).
     #[schema(value_type = Option<Template>)]
     pub template: Option<String>,
+    /// The earlier formats whose keys keep verifying, replacing the list (`[]` empties it:
+    /// keys of a format left out stop verifying). At most 8, none the template, none twice.
+    #[schema(value_type = Option<LegacyTemplates>)]
+    pub legacy_templates: Option<Vec<String>>,
     /// A new hash for new keys (existing keys are re-hashed when they next verify).
     #[schema(value_type = Option<HashName>)]
     pub hash: Option<String>,
@@ -165,6 +176,7 @@ impl AppPatch {
             ("name", self.name.is_some()),
             ("default_metadata", self.default_metadata.is_some()),
             ("template", self.template.is_some()),
+            ("legacy_templates", self.legacy_templates.is_some()),
             ("hash", self.hash.is_some()),
             ("bcrypt_cost", self.bcrypt_cost.is_some()),
             ("tiers", self.tiers.is_some()),
@@ -194,6 +206,8 @@ pub struct AppView {
     pub default_metadata: Option<Value>,
     /// The key format.
     pub template: String,
+    /// Earlier formats whose keys keep verifying (never used for new keys).
+    pub legacy_templates: Vec<String>,
     /// The hash of new keys.
     pub hash: &'static str,
     /// bcrypt's cost.
@@ -225,6 +239,7 @@ impl App {
             label: self.label.clone(),
             default_metadata: self.default_metadata.clone(),
             template: self.template.clone(),
+            legacy_templates: self.legacy_templates.clone(),
             hash: self.hash.name(),
             bcrypt_cost: self.bcrypt_cost,
             tiers: self
@@ -255,14 +270,15 @@ impl App {
         let public_id = keypal::format::random_string(keypal::Encoding::Base32, 8)
             .map_err(|e| ApiError::internal(&e))?
             .to_ascii_lowercase();
+        let template = check_template("template", request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?;
         let app = App {
             id: Uuid::now_v7(),
             public_id,
             name: check_name(&request.name)?,
             label: check_label(&request.label)?,
             default_metadata: check_default_metadata(request.default_metadata)?,
-            template: check_template(request.template.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()))?,
-            legacy_templates: Vec::new(),
+            legacy_templates: check_legacy_templates(request.legacy_templates.unwrap_or_default(), &template)?,
+            template,
             hash: parse_hash(request.hash.as_deref())?,
             bcrypt_cost: request.bcrypt_cost.map(check_bcrypt_cost).transpose()?,
             tiers: parse_tiers(request.tiers.unwrap_or_default())?,
@@ -286,13 +302,25 @@ impl App {
         if let Some(template) = patch.template
             && template != app.template
         {
-            let template = check_template(template)?;
-            // Keys of the old format keep verifying.
+            let template = check_template("template", template)?;
             let old = std::mem::replace(&mut app.template, template);
-            app.legacy_templates.retain(|t| *t != app.template);
-            if !app.legacy_templates.contains(&old) {
-                app.legacy_templates.push(old);
+            if patch.legacy_templates.is_none() {
+                // Keys of the old format keep verifying.
+                app.legacy_templates.retain(|t| *t != app.template);
+                if !app.legacy_templates.contains(&old) {
+                    app.legacy_templates.push(old);
+                }
+                if app.legacy_templates.len() > MAX_LEGACY_TEMPLATES {
+                    let message = format!(
+                        "the old template would make more than {MAX_LEGACY_TEMPLATES} earlier formats: \
+                         send legacy_templates with the ones to keep"
+                    );
+                    return Err(ApiError::invalid("legacy_templates", message));
+                }
             }
+        }
+        if let Some(legacy) = patch.legacy_templates {
+            app.legacy_templates = check_legacy_templates(legacy, &app.template)?;
         }
         if let Some(hash) = patch.hash {
             app.hash = parse_hash(Some(&hash))?;
@@ -374,7 +402,7 @@ fn public_field(path: &str) -> String {
         "hash.algorithm" => "hash".to_owned(),
         "hash.bcrypt_cost" => "bcrypt_cost".to_owned(),
         "policy.max_active_keys_per_owner" => "max_active_keys_per_owner".to_owned(),
-        "legacy_templates" | "app" | "label" => "template".to_owned(),
+        "app" | "label" => "template".to_owned(),
         other => other.to_owned(),
     }
 }
@@ -422,12 +450,35 @@ fn check_default_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiE
     Ok(metadata)
 }
 
-/// A template's literal text becomes part of every key: no control characters.
-fn check_template(template: String) -> Result<String, ApiError> {
+/// A template's literal text becomes part of every key: no control characters (a
+/// refusal names `field`). The rest is the core's, checked when the key manager is built.
+fn check_template(field: &str, template: String) -> Result<String, ApiError> {
     if template.chars().any(char::is_control) {
-        return Err(ApiError::invalid("template", "must not contain control characters"));
+        return Err(ApiError::invalid(field, "must not contain control characters"));
     }
     Ok(template)
+}
+
+/// Earlier formats: at most [`MAX_LEGACY_TEMPLATES`], each a template (checked as
+/// `template` is; the key manager's build parses them, naming `legacy_templates[i]`),
+/// not `current`, none twice.
+fn check_legacy_templates(legacy: Vec<String>, current: &str) -> Result<Vec<String>, ApiError> {
+    if legacy.len() > MAX_LEGACY_TEMPLATES {
+        return Err(ApiError::invalid("legacy_templates", format!("at most {MAX_LEGACY_TEMPLATES} earlier formats")));
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(legacy.len());
+    for (i, template) in legacy.into_iter().enumerate() {
+        let field = format!("legacy_templates[{i}]");
+        let template = check_template(&field, template)?;
+        if template == current {
+            return Err(ApiError::invalid(field, "is the current template"));
+        }
+        if let Some(j) = checked.iter().position(|t| *t == template) {
+            return Err(ApiError::invalid(field, format!("repeats legacy_templates[{j}]")));
+        }
+        checked.push(template);
+    }
+    Ok(checked)
 }
 
 fn check_label(label: &str) -> Result<String, ApiError> {

@@ -80,6 +80,15 @@ text_schema!(
         .into()
 );
 
+text_schema!(
+    /// An application's earlier key formats: at most 8 templates.
+    LegacyTemplates => ArrayBuilder::new()
+        .items(Template::schema())
+        .max_items(Some(crate::apps::MAX_LEGACY_TEMPLATES))
+        .examples([json!(["{secret:43:base64url}"])])
+        .into()
+);
+
 /// See [`Template`]. Lengths may have leading zeros, as the template parser takes them.
 fn template_pattern() -> String {
     let literal = format!("[^{{}}{CONTROL}]*");

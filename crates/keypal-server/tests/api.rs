@@ -31,6 +31,7 @@ common::on_both!(
     processes_starting_together_agree_on_one_master_key,
     changing_an_applications_hash_keeps_every_key_verifying,
     a_refusal_reports_the_credits_the_store_holds,
+    legacy_formats_verify_beside_new_keys_until_they_are_removed,
 );
 
 async fn server(db: Db) -> TestServer {
@@ -505,6 +506,62 @@ async fn changing_an_applications_hash_keeps_every_key_verifying(db: Db) {
     let body = json!({"hash": "sha256", "bcrypt_cost": 12});
     let (status, refused) = json_of(server.admin(Method::PATCH, &url).json(&body).send().await.unwrap()).await;
     assert_eq!((status, &refused["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("bcrypt_cost")), "{refused}");
+    server.stop().await;
+}
+
+/// The tiered system's move (docs/SERVER.md, "Earlier key formats"): its bare 43-character
+/// base64url keys keep verifying beside its new `sprint-{tier}_…` keys while the bare
+/// format is one of the application's `legacy_templates`, and stop once it is removed.
+async fn legacy_formats_verify_beside_new_keys_until_they_are_removed(db: Db) {
+    const BARE: &str = "{secret:43:base64url}";
+    let server = server(db).await;
+    let (app, secret) = server.create_app(json!({"name": "Sprint", "label": "sprint", "template": BARE})).await;
+    assert_eq!(app["legacy_templates"], json!([]), "{app}");
+    let app_id = app["id"].as_str().unwrap();
+    let url = format!("/v1/apps/{app_id}");
+    let (bare_key, _) = server.create_key(app_id, json!({"name": "before the tiers"})).await;
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    assert!(bare_key.len() == 43 && bare_key.bytes().all(base64url), "{bare_key}");
+
+    let patch = json!({
+        "template": "sprint-{tier}_{secret:43:base64url}",
+        "tiers": {"free": {}, "pro": {}, "ent": {}, "entplus": {}},
+        "default_tier": "free",
+        "legacy_templates": [BARE],
+    });
+    let (status, patched) = json_of(server.admin(Method::PATCH, &url).json(&patch).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["app"]["legacy_templates"], json!([BARE]), "{patched}");
+    let (status, shown) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!((status, &shown["app"]["legacy_templates"]), (StatusCode::OK, &json!([BARE])), "{shown}");
+
+    let (pro_key, _) = server.create_key(app_id, json!({"name": "after", "tier": "pro"})).await;
+    let prefix = "sprint-pro_";
+    assert!(pro_key.starts_with(prefix) && pro_key.len() == prefix.len() + 43, "{pro_key}");
+    let (free_key, _) = server.create_key(app_id, json!({"name": "default tier"})).await;
+    let prefix = "sprint-free_";
+    assert!(free_key.starts_with(prefix) && free_key.len() == prefix.len() + 43, "{free_key}");
+    for key in [&bare_key, &pro_key, &free_key] {
+        let v = server.verify(key, &secret, json!({})).await;
+        assert_eq!(v["code"], "VALID", "{key}: {v}");
+    }
+
+    // Without the legacy format, the bare key is no key of the application's.
+    let (status, patched) =
+        json_of(server.admin(Method::PATCH, &url).json(&json!({"legacy_templates": []})).send().await.unwrap()).await;
+    assert_eq!((status, &patched["app"]["legacy_templates"]), (StatusCode::OK, &json!([])), "{patched}");
+    let v = server.verify(&bare_key, &secret, json!({})).await;
+    assert_eq!(v["code"], "MALFORMED", "the bare key, its format removed: {v}");
+    let v = server.verify(&pro_key, &secret, json!({})).await;
+    assert_eq!(v["code"], "VALID", "a new key: {v}");
+
+    // Put back, the bare key verifies again (it was never revoked).
+    let (status, patched) =
+        json_of(server.admin(Method::PATCH, &url).json(&json!({"legacy_templates": [BARE]})).send().await.unwrap())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let v = server.verify(&bare_key, &secret, json!({})).await;
+    assert_eq!(v["code"], "VALID", "the bare key, its format back: {v}");
     server.stop().await;
 }
 

@@ -227,6 +227,33 @@ fn table() -> Vec<Row> {
             "INVALID_INPUT/default_tier",
         ),
         new_app(json!({"template": 12}), 400, "INVALID_JSON"),
+        // ---- legacy_templates: each checked as a template is ----
+        new_app(json!({"legacy_templates": ["{secret:43:base64url"]}), 400, "INVALID_INPUT/legacy_templates[0]"),
+        new_app(
+            json!({"legacy_templates": ["{secret:43:base64url}", "sk-no-secret"]}),
+            400,
+            "INVALID_INPUT/legacy_templates[1]",
+        ),
+        new_app(json!({"legacy_templates": ["{secret:4:hex}"]}), 400, "INVALID_INPUT/legacy_templates[0]"),
+        new_app(json!({"legacy_templates": ["{bogus}{secret:32:hex}"]}), 400, "INVALID_INPUT/legacy_templates[0]"),
+        new_app(json!({"legacy_templates": ["\u{1b}{secret:32:hex}"]}), 400, "INVALID_INPUT/legacy_templates[0]"),
+        new_app(
+            json!({"template": "sk_{secret:32:hex}", "legacy_templates": ["sk_{secret:32:hex}"]}),
+            400,
+            "INVALID_INPUT/legacy_templates[0]",
+        ),
+        new_app(
+            json!({"legacy_templates": ["{secret:43:base64url}", "{secret:43:base64url}"]}),
+            400,
+            "INVALID_INPUT/legacy_templates[1]",
+        ),
+        new_app(
+            json!({"legacy_templates": (0..9).map(|n| format!("v{n}_{{secret:32:hex}}")).collect::<Vec<_>>()}),
+            400,
+            "INVALID_INPUT/legacy_templates",
+        ),
+        new_app(json!({"legacy_templates": "{secret:43:base64url}"}), 400, "INVALID_JSON"),
+        new_app(json!({"legacy_templates": [7]}), 400, "INVALID_JSON"),
         // ---- hash and bcrypt_cost ----
         new_app(json!({"hash": "md5"}), 400, "INVALID_INPUT/hash"),
         new_app(json!({"hash": "SHA256"}), 400, "INVALID_INPUT/hash"),
@@ -324,6 +351,12 @@ fn table() -> Vec<Row> {
         PATCH_APP.row(json!({"template": "sk-{secret:32:base7}"}), 400, "INVALID_INPUT/template"),
         PATCH_APP.row(json!({"template": "sk-{secret:8:hex}"}), 400, "INVALID_INPUT/template"),
         PATCH_APP.row(json!({"template": "sk-\u{7f}{secret:32:hex}"}), 400, "INVALID_INPUT/template"),
+        PATCH_APP.row(json!({"legacy_templates": ["{secret:43:base64"]}), 400, "INVALID_INPUT/legacy_templates[0]"),
+        PATCH_APP.row(
+            json!({"template": "sk_{secret:32:hex}", "legacy_templates": ["{secret:43:base64url}", "sk_{secret:32:hex}"]}),
+            400,
+            "INVALID_INPUT/legacy_templates[1]",
+        ),
         PATCH_APP.row(json!({"hash": "md5"}), 400, "INVALID_INPUT/hash"),
         PATCH_APP.row(json!({"bcrypt_cost": 12}), 400, "INVALID_INPUT/bcrypt_cost"),
         PATCH_APP.row(json!({"hash": "bcrypt", "bcrypt_cost": 40}), 400, "INVALID_INPUT/bcrypt_cost"),

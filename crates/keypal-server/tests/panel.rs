@@ -496,6 +496,25 @@ async fn the_application_page_lists_every_key_page_by_page_and_searches_names_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_page_shows_the_earlier_formats_that_still_verify() {
+    let panel = Panel::start().await;
+    let body = json!({"name": "A", "label": "a", "template": "sk_{secret:32:hex}"});
+    let (plain, _) = panel.server.create_app(body).await;
+    let page = panel.get(&format!("/admin/apps/{}", plain["id"].as_str().unwrap())).send().await.unwrap();
+    assert!(!page.text().await.unwrap().contains("Earlier formats"), "none to show");
+
+    let legacy = ["{secret:43:base64url}", "old-{label}-{secret:32:hex}"];
+    let body = json!({"name": "B", "label": "b", "template": "sk_{secret:32:hex}", "legacy_templates": legacy});
+    let (app, _) = panel.server.create_app(body).await;
+    let page = panel.get(&format!("/admin/apps/{}", app["id"].as_str().unwrap())).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let shown = "Earlier formats, still verified: <code>{secret:43:base64url}</code> · <code>old-{label}-{secret:32:hex}</code>";
+    assert!(html.contains(shown), "{html}");
+    panel.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_page_turns_recoverable_keys_on_and_off() {
     let panel = Panel::start().await;
     let (app, _) = panel.server.create_app(json!({"name": "A", "label": "a"})).await;

@@ -106,6 +106,7 @@ impl AppForm {
             label: self.label.trim().to_owned(),
             default_metadata,
             template: optional(&self.template),
+            legacy_templates: None,
             hash: optional(&self.hash),
             bcrypt_cost: None,
             tiers: Some(tiers),

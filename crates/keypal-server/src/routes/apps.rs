@@ -76,6 +76,7 @@ pub struct KeyList {
 /// A value that breaks one is refused with 400 `INVALID_INPUT` naming the field.
 pub const APP_RULES: &[(&str, &str)] = &[
     ("template", "one {secret}, at most one {tier}, {id} and {checksum}, and {checksum} last (docs/CORE.md)"),
+    ("legacy_templates", "each one a template as `template` is; none the current template, none twice"),
     ("tiers", "tier names are 1 to 64 characters without control characters"),
     ("default_tier", "one of `tiers`; needed when the template has {tier}"),
     ("bcrypt_cost", "only with `hash: \"bcrypt\"`"),
