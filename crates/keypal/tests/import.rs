@@ -173,6 +173,23 @@ async fn a_hash_of_the_secret_needs_a_format_with_a_secret_segment() -> Result {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_hash_is_imported_under_a_lookup_its_key_will_be_found_by() -> Result {
+    // Keys of a format with an id are found by it, never by hint: a hint alone would strand the key.
+    let keys = kota(HashAlgorithm::Sha256)?;
+    let key = keys.generate_key();
+    let (id, secret) = id_and_secret(key.expose());
+    let hash = ImportedHash::new(ImportAlgorithm::Bcrypt, bcrypt(&secret)?).covers(HashCovers::Secret);
+    let refused = keys.import(ImportKey::hash(hash.clone()).hint(key.start(8))).await;
+    assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "id"), "{refused:?}");
+    // And no key of a format without an id is found by one.
+    let keys = plain()?;
+    let refused = keys.import(ImportKey::hash(hash.covers(HashCovers::Key)).id(id)).await;
+    assert!(matches!(refused, Err(Error::Invalid { ref field, .. }) if field == "id"), "{refused:?}");
+    assert_eq!(contents(&keys).await?, (0, 0));
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

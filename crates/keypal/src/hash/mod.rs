@@ -196,7 +196,8 @@ impl Hashing {
     }
 
     /// Whether `key` matches `stored`, whichever accepted algorithm made it; false when no
-    /// hasher recognizes `stored`.
+    /// hasher recognizes `stored`, as for a hash of a key's secret segment alone
+    /// (`$secret$…`: [`Hashing::verify_with_secret`] checks those).
     pub fn verify(&self, key: &[u8], stored: &str) -> bool {
         self.find(stored).is_some_and(|h| h.verify(key, stored))
     }
@@ -642,6 +643,27 @@ mod tests {
             let err = Hashing::import_bcrypt(b).unwrap_err();
             assert!(matches!(err, HashError::InvalidImport { .. }), "{b}");
         }
+    }
+
+    #[test]
+    fn a_hash_of_the_secret_is_checked_against_the_secret_only() {
+        let hashing = Hashing::new(Arc::new(Sha256Hasher));
+        let secret = &KEY[8..];
+        let of_secret = format!("{SECRET_TAG}{}", BcryptHasher::new(4).unwrap().hash(secret));
+        assert!(hashing.verify_with_secret(KEY, Some(secret), &of_secret));
+        assert!(!hashing.verify_with_secret(KEY, Some(&WRONG[8..]), &of_secret));
+        assert!(!hashing.verify_with_secret(KEY, None, &of_secret));
+        assert!(!hashing.verify_with_secret(secret, Some(KEY), &of_secret));
+        // Not a hash of the whole key, nor one to keep: slow like the hash it wraps, and
+        // re-hashed whole under the current policy.
+        assert!(!hashing.verify(KEY, &of_secret) && !hashing.verify(secret, &of_secret));
+        assert!(hashing.is_slow_hash(&of_secret));
+        assert!(hashing.needs_rehash(&of_secret));
+        let of_secret = format!("{SECRET_TAG}{}", Sha256Hasher.hash(secret));
+        assert!(!hashing.is_slow_hash(&of_secret));
+        assert!(hashing.needs_rehash(&of_secret));
+        // Wrapped twice is garbled.
+        assert!(!hashing.verify_with_secret(KEY, Some(secret), &format!("{SECRET_TAG}{of_secret}")));
     }
 
     #[test]

@@ -452,6 +452,22 @@ impl<S: Store> KeyManager<S> {
                 })?
             }
         };
+        // A key is looked up by id under a format with an id, else by digest or hint:
+        // stored under a lookup no accepted format uses, it would never be found.
+        let by_id = matches!(lookup, Lookup::Id(_));
+        if !self.inner.formats.iter().any(|f| (f.strategy == LookupStrategy::Id) == by_id) {
+            return Err(if by_id {
+                let hint = self.inner.hint_len;
+                Error::invalid(
+                    "id",
+                    format!(
+                        "no accepted key format has an {{id}} segment: give the key's first {hint} characters (hint)"
+                    ),
+                )
+            } else {
+                Error::invalid("id", "keys of the accepted formats are found by their {id} segment: give it")
+            });
+        }
         if let Lookup::Hint(hint) = &lookup {
             let candidates = self.inner.store.find_by_hint(hint).await?;
             if let Some(existing) = candidates.iter().find(|r| self.owns_record(r) && r.hash == stored) {
