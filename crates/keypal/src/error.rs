@@ -35,6 +35,14 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// The key to import is already stored (in this manager's namespace `existing`
+    /// names it; a key whose id or digest another namespace holds is not named).
+    /// Nothing was imported.
+    #[error("the key is already stored{}", existing.map(|id| format!(" as key {id}")).unwrap_or_default())]
+    AlreadyExists {
+        /// The stored key, when it is this manager's.
+        existing: Option<KeyId>,
+    },
     /// A request field is invalid; `field` names it.
     #[error("{field}: {message}")]
     Invalid {
@@ -66,12 +74,13 @@ pub enum Error {
 
 impl Error {
     /// The stable code: `CONFIG_INVALID`, `NOT_FOUND`, `ALREADY_REVOKED`, `KEY_LIMIT_REACHED`,
-    /// `COLLISION`, `INVALID_INPUT`, `FORMAT_ERROR`, `HASH_ERROR`, `RATE_LIMITER_UNAVAILABLE`,
+    /// `COLLISION`, `ALREADY_EXISTS`, `INVALID_INPUT`, `FORMAT_ERROR`, `HASH_ERROR`, `RATE_LIMITER_UNAVAILABLE`,
     /// `SEAL_ERROR`, `HASHING_BUSY`, `HASHING_FAILED`, `STORAGE_ERROR`.
     ///
     /// ```
     /// let error = keypal::Error::LimitReached { limit: 10 };
     /// assert_eq!(error.code(), "KEY_LIMIT_REACHED");
+    /// assert_eq!(keypal::Error::AlreadyExists { existing: None }.code(), "ALREADY_EXISTS");
     /// ```
     pub fn code(&self) -> &'static str {
         match self {
@@ -80,6 +89,7 @@ impl Error {
             Error::AlreadyRevoked(_) => "ALREADY_REVOKED",
             Error::LimitReached { .. } => "KEY_LIMIT_REACHED",
             Error::Collision { .. } => "COLLISION",
+            Error::AlreadyExists { .. } => "ALREADY_EXISTS",
             Error::Invalid { .. } => "INVALID_INPUT",
             Error::Format(_) => "FORMAT_ERROR",
             Error::Hash(_) => "HASH_ERROR",

@@ -68,7 +68,10 @@ pub use invalidation::{InvalidInvalidation, Invalidation};
 pub use manager::{KeyManager, KeyManagerBuilder, LookupStrategy, Rotated};
 pub use offload::{Offload, OffloadError};
 pub use ratelimit::{GcraLimiter, RateLimitStatus, RateLimiter, RateLimiterError};
-pub use record::{Created, Expiry, ImportKey, ImportSource, InvalidKeyId, KeyId, KeyPatch, KeyRecord, Lookup, NewKey};
+pub use record::{
+    Created, DigestEncoding, Expiry, HashCovers, ImportAlgorithm, ImportKey, ImportSource, ImportedHash, InvalidKeyId,
+    KeyId, KeyPatch, KeyRecord, Lookup, NewKey,
+};
 pub use secret::{AsKey, KeySealer, PlainKey, SealError};
 pub use store::{Credits, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};

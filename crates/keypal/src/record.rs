@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PlainKey;
+use crate::hash::HashError;
 use crate::tier::RateLimit;
 
 /// A key's id: a UUID v7, so ids sort by creation time. Safe to log and show.
@@ -292,6 +293,21 @@ impl KeyRecord {
     /// `start…last4`, the form keys are shown in lists.
     pub fn masked(&self) -> String {
         format!("{}…{}", self.start, self.last4)
+    }
+
+    /// What the stored hash covers: the whole key, or only its `{secret}` segment for a
+    /// key imported from a system that hashed the secret alone (until its first
+    /// successful verification re-hashes it whole). Read from the stored hash string,
+    /// which says so itself ([`HashCovers::of`]).
+    ///
+    /// ```
+    /// use keypal::{HashCovers, KeyId, KeyRecord, Lookup};
+    /// let at = time::OffsetDateTime::now_utc();
+    /// let record = KeyRecord::new(KeyId::new(), Lookup::Id("k3x9q2mfp7ta".into()), "$secret$$sha256$00", at);
+    /// assert_eq!(record.hash_covers(), HashCovers::Secret);
+    /// ```
+    pub fn hash_covers(&self) -> HashCovers {
+        HashCovers::of(&self.hash)
     }
 }
 
@@ -589,10 +605,238 @@ pub struct ImportKey {
 pub enum ImportSource {
     /// The plaintext key.
     Plaintext(PlainKey),
-    /// A SHA-256 hex digest of the key.
+    /// A SHA-256 hex digest of the key (the same as a [`ImportSource::Hash`] of
+    /// [`ImportAlgorithm::Sha256`] in hex).
     Sha256Hex(String),
-    /// A bcrypt hash of the key (`$2a$`, `$2b$`, `$2y$`).
+    /// A bcrypt hash of the key, `$2a$`, `$2b$` or `$2y$` (the same as a
+    /// [`ImportSource::Hash`] of [`ImportAlgorithm::Bcrypt`]).
     Bcrypt(String),
+    /// A hash of the key, or of its secret segment, in any of the encodings keypal imports.
+    Hash(ImportedHash),
+}
+
+/// The algorithm of a hash issued elsewhere. Written `sha256`, `sha512`, `bcrypt` or
+/// `argon2id` (any case on input).
+///
+/// ```
+/// use keypal::ImportAlgorithm;
+/// let algorithm: ImportAlgorithm = "argon2id".parse()?;
+/// assert_eq!(algorithm, ImportAlgorithm::Argon2id);
+/// assert_eq!(ImportAlgorithm::Sha512.to_string(), "sha512");
+/// assert!("md5".parse::<ImportAlgorithm>().is_err());
+/// # Ok::<(), keypal::hash::HashError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ImportAlgorithm {
+    /// SHA-256 of the key (or of the key with a salt appended), in a [`DigestEncoding`].
+    Sha256,
+    /// SHA-512 of the key (or of the key with a salt appended), in a [`DigestEncoding`].
+    Sha512,
+    /// bcrypt, an MCF string `$2a$`, `$2b$` or `$2y$` with cost 4 to 31.
+    Bcrypt,
+    /// argon2id, a PHC string `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>`.
+    Argon2id,
+}
+
+/// How a SHA-256 or SHA-512 digest to import is written. Written `hex`, `base64` or
+/// `base64url` (any case on input). Hex digits may be of either case; base64 and
+/// base64url may come with their `=` padding or without it (Better Auth stores
+/// SHA-256 digests as unpadded base64url).
+///
+/// ```
+/// use keypal::DigestEncoding;
+/// assert_eq!("base64url".parse::<DigestEncoding>()?, DigestEncoding::Base64Url);
+/// assert_eq!(DigestEncoding::Hex.to_string(), "hex");
+/// assert!("base32".parse::<DigestEncoding>().is_err());
+/// # Ok::<(), keypal::hash::HashError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum DigestEncoding {
+    /// Hexadecimal, two digits a byte (the default).
+    #[default]
+    Hex,
+    /// Standard base64 (`+` and `/`, RFC 4648 §4).
+    Base64,
+    /// URL-safe base64 (`-` and `_`, RFC 4648 §5).
+    Base64Url,
+}
+
+/// What a stored hash covers: the whole key, or only its `{secret}` segment. Written
+/// `key` or `secret` (any case on input).
+///
+/// keypal hashes whole keys. Some systems hashed only the secret part and kept the rest
+/// (an id, a tier) in the clear; their hashes are imported as covering the secret, and
+/// checked against the `{secret}` segment the key's format finds in a presented key.
+/// After its first successful verification such a key is re-hashed whole, under the
+/// manager's policy. [`KeyRecord::hash_covers`] tells which a record's hash covers.
+///
+/// ```
+/// use keypal::HashCovers;
+/// assert_eq!(HashCovers::default(), HashCovers::Key);
+/// assert_eq!("secret".parse::<HashCovers>()?, HashCovers::Secret);
+/// assert_eq!(HashCovers::of("$sha256$ab12"), HashCovers::Key);
+/// assert_eq!(HashCovers::of("$secret$$2b$10$..."), HashCovers::Secret);
+/// # Ok::<(), keypal::hash::HashError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum HashCovers {
+    /// The whole key, as keypal hashes it (the default).
+    #[default]
+    Key,
+    /// Only the key's `{secret}` segment.
+    Secret,
+}
+
+impl HashCovers {
+    /// What a stored hash string covers: [`HashCovers::Secret`] when it starts with
+    /// keypal's `$secret$` tag (which wraps the hash of the secret, as in
+    /// `$secret$$2b$10$…`), else [`HashCovers::Key`].
+    pub fn of(stored: &str) -> Self {
+        if stored.starts_with(crate::hash::SECRET_TAG) { HashCovers::Secret } else { HashCovers::Key }
+    }
+}
+
+/// Reads one of `names` (ASCII case ignored), or fails with a [`HashError::UnknownName`].
+fn named<T: Copy>(text: &str, names: &[(&str, T)], what: &'static str, expected: &'static str) -> Result<T, HashError> {
+    names
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|&(_, value)| value)
+        .ok_or(HashError::UnknownName { what, expected })
+}
+
+impl ImportAlgorithm {
+    const NAMES: [(&'static str, Self); 4] =
+        [("sha256", Self::Sha256), ("sha512", Self::Sha512), ("bcrypt", Self::Bcrypt), ("argon2id", Self::Argon2id)];
+
+    /// The name: `sha256`, `sha512`, `bcrypt` or `argon2id`.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, value)| *value == self).map_or("", |(name, _)| name)
+    }
+}
+
+impl DigestEncoding {
+    const NAMES: [(&'static str, Self); 3] =
+        [("hex", Self::Hex), ("base64", Self::Base64), ("base64url", Self::Base64Url)];
+
+    /// The name: `hex`, `base64` or `base64url`.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, value)| *value == self).map_or("", |(name, _)| name)
+    }
+}
+
+impl HashCovers {
+    const NAMES: [(&'static str, Self); 2] = [("key", Self::Key), ("secret", Self::Secret)];
+
+    /// The name: `key` or `secret`.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, value)| *value == self).map_or("", |(name, _)| name)
+    }
+}
+
+impl FromStr for ImportAlgorithm {
+    type Err = HashError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        named(s, &Self::NAMES, "hash algorithm", "sha256, sha512, bcrypt or argon2id")
+    }
+}
+
+impl FromStr for DigestEncoding {
+    type Err = HashError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        named(s, &Self::NAMES, "digest encoding", "hex, base64 or base64url")
+    }
+}
+
+impl FromStr for HashCovers {
+    type Err = HashError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        named(s, &Self::NAMES, "hash coverage", "key or secret")
+    }
+}
+
+impl fmt::Display for ImportAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for DigestEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for HashCovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hash of a key issued elsewhere, as that system stored it.
+///
+/// - SHA-256 and SHA-512 digests in hex, base64 or base64url (padded or not), of the
+///   key alone or of the key with a `salt` appended (`sha256(key + salt)`, the
+///   TypeScript keypal's `salt` option);
+/// - bcrypt (`$2a$`, `$2b$`, `$2y$`) and argon2id (PHC) strings as they are.
+///
+/// Each may cover the whole key or only its `{secret}` segment ([`HashCovers`]).
+/// [`Hashing::import`](crate::hash::Hashing::import) turns it into a stored hash, or
+/// says what is wrong with it.
+///
+/// ```
+/// use keypal::{DigestEncoding, HashCovers, ImportAlgorithm, ImportKey, ImportedHash};
+/// // Better Auth: unpadded base64url SHA-256 of the key.
+/// let better_auth = ImportedHash::new(ImportAlgorithm::Sha256, "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg")
+///     .encoding(DigestEncoding::Base64Url);
+/// // A `kota_…` key: bcrypt of the secret segment only, found by the key's id.
+/// let kota = ImportedHash::new(ImportAlgorithm::Bcrypt, "$2b$10$abcdefghijklmnopqrstuuJ0S3r6Tp2kq7L1c0fUo0mE0tGvLZcVK")
+///     .covers(HashCovers::Secret);
+/// let import = ImportKey::hash(kota).id("k3x9q2mfp7ta");
+/// # let _ = (better_auth, import);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportedHash {
+    /// The algorithm.
+    pub algorithm: ImportAlgorithm,
+    /// How a SHA digest is written (SHA-256 and SHA-512 only; `None` is hex).
+    pub encoding: Option<DigestEncoding>,
+    /// The text appended to the key before it was hashed (SHA-256 and SHA-512 only).
+    pub salt: Option<String>,
+    /// What the hash covers: the whole key (default) or its secret segment.
+    pub covers: HashCovers,
+    /// The hash as the other system stored it.
+    pub value: String,
+}
+
+impl ImportedHash {
+    /// A hash of the whole key by `algorithm`, written as `value` (hex for a SHA
+    /// digest), without salt.
+    pub fn new(algorithm: ImportAlgorithm, value: impl Into<String>) -> Self {
+        Self { algorithm, encoding: None, salt: None, covers: HashCovers::Key, value: value.into() }
+    }
+    /// Sets how the SHA digest is written.
+    pub fn encoding(mut self, encoding: DigestEncoding) -> Self {
+        self.encoding = Some(encoding);
+        self
+    }
+    /// Sets the salt appended to the key before it was hashed.
+    pub fn salt(mut self, salt: impl Into<String>) -> Self {
+        self.salt = Some(salt.into());
+        self
+    }
+    /// Sets what the hash covers.
+    pub fn covers(mut self, covers: HashCovers) -> Self {
+        self.covers = covers;
+        self
+    }
 }
 
 impl ImportKey {
@@ -610,6 +854,10 @@ impl ImportKey {
     /// Imports a key known by its bcrypt hash.
     pub fn bcrypt(hash: impl Into<String>) -> Self {
         Self::from_source(ImportSource::Bcrypt(hash.into()))
+    }
+    /// Imports a key known by a hash in any of the forms [`ImportedHash`] describes.
+    pub fn hash(hash: ImportedHash) -> Self {
+        Self::from_source(ImportSource::Hash(hash))
     }
     /// Sets the lookup hint (the key's first characters).
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

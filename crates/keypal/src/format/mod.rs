@@ -40,6 +40,21 @@ pub trait Formatter: Send + Sync + std::fmt::Debug + 'static {
     /// Whether keys carry a public id segment (lookup by id).
     fn has_id(&self) -> bool;
 
+    /// The `{secret}` segment of a key of this format: what a hash of the secret alone
+    /// (imported from a system that hashed only that part) is checked against. `None`
+    /// when the key is not of this format, or the format cannot tell its secret apart
+    /// (the default: such a format cannot take secret-only hashes).
+    fn secret<'k>(&'k self, key: &'k str) -> Option<&'k str> {
+        let _ = key;
+        None
+    }
+
+    /// Whether [`Formatter::secret`] finds the secret in keys of this format (a
+    /// [`Template`] always does; the default is `false`).
+    fn has_secret(&self) -> bool {
+        false
+    }
+
     /// Length in bytes of the constant text every key of this format starts with
     /// (8 for `"sk_live_{secret:32:base62}"`, 0 when it starts with `{tier}` or a secret).
     /// Used to choose lookup hints.

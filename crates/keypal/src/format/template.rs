@@ -326,6 +326,36 @@ impl Formatter for Template {
     }
 
     fn parse<'k>(&'k self, key: &'k str) -> Option<ParsedKey<'k>> {
+        self.split(key).map(|(parsed, _)| parsed)
+    }
+
+    fn has_id(&self) -> bool {
+        self.has_id
+    }
+
+    fn secret<'k>(&'k self, key: &'k str) -> Option<&'k str> {
+        self.split(key).map(|(_, secret)| secret)
+    }
+
+    fn has_secret(&self) -> bool {
+        true
+    }
+
+    fn fixed_prefix_len(&self) -> usize {
+        match self.segments.first() {
+            Some(Segment::Literal(text)) => text.len(),
+            _ => 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.source.clone()
+    }
+}
+
+impl Template {
+    /// The exact parse of `key`: its id and tier, and its secret segment.
+    fn split<'k>(&'k self, key: &'k str) -> Option<(ParsedKey<'k>, &'k str)> {
         let bytes = key.as_bytes();
         // Every segment but `{tier}` has a fixed length, so the tier text's length is known.
         let tier_len = bytes.len().checked_sub(self.fixed_len)?;
@@ -333,6 +363,7 @@ impl Formatter for Template {
             return None;
         }
         let mut parsed = ParsedKey { id: None, tier: None };
+        let mut secret = None;
         let mut pos = 0;
         for segment in &self.segments {
             let end = pos + segment.len(tier_len);
@@ -354,6 +385,7 @@ impl Formatter for Template {
                     if !encoding.contains_all(part) {
                         return None;
                     }
+                    secret = key.get(pos..end);
                 }
                 Segment::Checksum => {
                     if !checksum::verify(key.get(..pos)?, part) {
@@ -363,22 +395,8 @@ impl Formatter for Template {
             }
             pos = end;
         }
-        Some(parsed)
-    }
-
-    fn has_id(&self) -> bool {
-        self.has_id
-    }
-
-    fn fixed_prefix_len(&self) -> usize {
-        match self.segments.first() {
-            Some(Segment::Literal(text)) => text.len(),
-            _ => 0,
-        }
-    }
-
-    fn describe(&self) -> String {
-        self.source.clone()
+        // Every template has exactly one secret segment.
+        Some((parsed, secret?))
     }
 }
 

@@ -131,6 +131,27 @@ fn kota_tier_and_id() {
         assert_eq!(parsed.id, Some(&key[10..22]));
         assert!(all_in(&key[10..22], Encoding::Base32));
         assert!(all_in(&key[23..], Encoding::Hex));
+        assert_eq!(format.secret(&key), Some(&key[23..]));
+    }
+}
+
+#[test]
+fn the_secret_segment_is_found_where_the_template_puts_it() {
+    let format = kota();
+    assert!(format.has_secret());
+    let key = "kota_team_abcdefgh2345_0123456789abcdef0123456789abcdef0123";
+    assert_eq!(format.secret(key), Some("0123456789abcdef0123456789abcdef0123"));
+    // Only of a key of the format.
+    assert_eq!(format.secret(&key[..key.len() - 1]), None);
+    assert_eq!(format.secret(&key.replacen("team", "gold", 1)), None);
+    // Anywhere in the key: before a checksum, after a tier of any length.
+    let vars = FormatVars { tiers: tiers(&[("free", "f"), ("enterprise", "ent")]), ..FormatVars::default() };
+    let format = Template::parse("{tier}-{secret:16:base62}.{checksum}", &vars).unwrap();
+    for tier in ["free", "enterprise"] {
+        let key = generate(&format, Some(tier));
+        let secret = format.secret(&key).unwrap();
+        assert_eq!(secret.len(), 16);
+        assert!(key.ends_with(&format!("-{secret}.{}", &key[key.len() - 6..])));
     }
 }
 

@@ -108,6 +108,12 @@ fn parse(stored: &str) -> Option<(PasswordHash, Params, Version)> {
     Some((hash, params, version))
 }
 
+/// Whether `stored` is an argon2id PHC string this module verifies: well-formed,
+/// within keypal's limits, with a salt and a hash.
+pub(super) fn is_well_formed(stored: &str) -> bool {
+    parse(stored).is_some_and(|(hash, _, _)| hash.salt.is_some() && hash.hash.is_some())
+}
+
 impl Hasher for Argon2idHasher {
     fn algorithm(&self) -> &str {
         "argon2id"

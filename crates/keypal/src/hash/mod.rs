@@ -10,12 +10,16 @@
 //! | HMAC-SHA-256 | `$hmac-sha256$kid=<kid>$<64 lowercase hex>` (kid: `[A-Za-z0-9_-]{1,32}`) |
 //! | argon2id | PHC string `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>` |
 //! | bcrypt | MCF `$2b$10$...` (verify also accepts `$2a$` and `$2y$`) |
+//! | SHA-256 / SHA-512 of the key with a salt appended (imported only) | `$salted-sha256$salt=<salt as unpadded base64url>$<64 lowercase hex>`, `$salted-sha512$…` |
+//! | any of these, of the key's `{secret}` segment alone (imported only) | `$secret$` then the hash: `$secret$$2b$10$...` |
 //!
 //! All comparisons of hash outputs are constant-time ([`subtle`]).
 
 mod argon2;
 mod bcrypt;
 mod hmac;
+mod import;
+mod salted;
 mod sha;
 
 use std::fmt;
@@ -29,7 +33,14 @@ use subtle::ConstantTimeEq;
 pub use self::argon2::{Argon2Params, Argon2idHasher};
 pub use self::bcrypt::{BcryptHasher, DEFAULT_BCRYPT_COST};
 pub use self::hmac::HmacSha256Hasher;
+use self::salted::SaltedShaHasher;
+use self::sha::Sha;
 pub use self::sha::{Sha256Hasher, Sha512Hasher};
+use crate::record::{ImportAlgorithm, ImportedHash};
+
+/// The tag that marks a stored hash of a key's `{secret}` segment alone: it wraps the
+/// hash of the secret (`$secret$$2b$10$…`). See [`crate::HashCovers`].
+pub(crate) const SECRET_TAG: &str = "$secret$";
 
 /// One hash algorithm with its current parameters.
 ///
@@ -102,6 +113,15 @@ pub enum HashError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A name of an import's algorithm, digest encoding or coverage that keypal does not
+    /// know (the name itself is not repeated: it may be anything a caller sent).
+    #[error("unknown {what}: expected {expected}")]
+    UnknownName {
+        /// What was named: `"hash algorithm"`, `"digest encoding"` or `"hash coverage"`.
+        what: &'static str,
+        /// The names keypal knows.
+        expected: &'static str,
+    },
 }
 
 /// The set of hashers a manager accepts: one current (used for new hashes) plus any
@@ -109,8 +129,11 @@ pub enum HashError {
 ///
 /// A stored string goes to the first hasher that recognizes it: the current one, then
 /// those added with [`Hashing::with_hasher`] in the order added, then the built-in
-/// SHA-256, SHA-512, bcrypt and argon2id verifiers (which read cost and parameters from
-/// the string, so any cost verifies).
+/// SHA-256, SHA-512, bcrypt, argon2id and salted SHA verifiers (which read cost,
+/// parameters and salt from the string, so any cost verifies).
+///
+/// A hash of a key's `{secret}` segment alone (`$secret$…`, imported from a system
+/// that hashed only that part) is checked by [`Hashing::verify_with_secret`].
 ///
 /// ```
 /// use std::sync::Arc;
@@ -140,13 +163,16 @@ pub struct Hashing {
 
 impl Hashing {
     /// A set with `current` for new hashes, which also accepts SHA-256, SHA-512, bcrypt
-    /// (any cost) and argon2id (any parameters) stored strings.
+    /// (any cost), argon2id (any parameters) and imported salted SHA-256 and SHA-512
+    /// stored strings.
     pub fn new(current: Arc<dyn Hasher>) -> Self {
-        let fallbacks: [Arc<dyn Hasher>; 4] = [
+        let fallbacks: [Arc<dyn Hasher>; 6] = [
             Arc::new(Sha256Hasher),
             Arc::new(Sha512Hasher),
             Arc::new(BcryptHasher::default_cost()),
             Arc::new(Argon2idHasher::default_params()),
+            Arc::new(SaltedShaHasher(Sha::Sha256)),
+            Arc::new(SaltedShaHasher(Sha::Sha512)),
         ];
         Self { current, added: Vec::new(), fallbacks: Arc::new(fallbacks), dummy: Arc::new(OnceLock::new()) }
     }
@@ -170,9 +196,34 @@ impl Hashing {
     }
 
     /// Whether `key` matches `stored`, whichever accepted algorithm made it; false when no
-    /// hasher recognizes `stored`.
+    /// hasher recognizes `stored`, as for a hash of a key's secret segment alone
+    /// (`$secret$…`: [`Hashing::verify_with_secret`] checks those).
     pub fn verify(&self, key: &[u8], stored: &str) -> bool {
         self.find(stored).is_some_and(|h| h.verify(key, stored))
+    }
+
+    /// Whether a key matches `stored`, whatever the hash covers: a hash of the
+    /// `{secret}` segment alone (`$secret$<hash>`, see [`crate::HashCovers`]) is
+    /// checked against `secret`, the segment the key's format finds in it (never
+    /// matched when there is none), any other hash against the whole `key`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keypal::hash::{Hasher, Hashing, Sha256Hasher};
+    ///
+    /// let hashing = Hashing::new(Arc::new(Sha256Hasher));
+    /// let of_secret = format!("$secret${}", Sha256Hasher.hash(b"0a1b2c"));
+    /// assert!(hashing.verify_with_secret(b"kota_free_id_0a1b2c", Some(b"0a1b2c"), &of_secret));
+    /// assert!(!hashing.verify_with_secret(b"kota_free_id_0a1b2c", None, &of_secret));
+    /// // A hash of the whole key is checked against the whole key.
+    /// let whole = Sha256Hasher.hash(b"kota_free_id_0a1b2c");
+    /// assert!(hashing.verify_with_secret(b"kota_free_id_0a1b2c", Some(b"0a1b2c"), &whole));
+    /// ```
+    pub fn verify_with_secret(&self, key: &[u8], secret: Option<&[u8]>, stored: &str) -> bool {
+        match stored.strip_prefix(SECRET_TAG) {
+            Some(of_secret) => secret.is_some_and(|secret| self.verify(secret, of_secret)),
+            None => self.verify(key, stored),
+        }
     }
 
     /// Same as [`Hashing::verify`], but reuses an already computed SHA-256 of the key when
@@ -211,7 +262,8 @@ impl Hashing {
     /// # Ok::<(), keypal::hash::HashError>(())
     /// ```
     pub fn is_slow_hash(&self, stored: &str) -> bool {
-        self.find(stored).is_some_and(|h| h.is_slow())
+        let hash = stored.strip_prefix(SECRET_TAG).unwrap_or(stored);
+        self.find(hash).is_some_and(|h| h.is_slow())
     }
 
     /// Costs about one verify under the current hasher, against a dummy hash computed once
@@ -222,7 +274,7 @@ impl Hashing {
     }
 
     /// Wraps an existing SHA-256 hex digest (64 hex characters, any case) issued
-    /// elsewhere as a stored string.
+    /// elsewhere as a stored string: [`Hashing::import`] of a hex SHA-256 digest.
     ///
     /// # Errors
     /// [`HashError::InvalidImport`] for anything but 64 hex characters.
@@ -235,28 +287,17 @@ impl Hashing {
     /// # Ok::<(), keypal::hash::HashError>(())
     /// ```
     pub fn import_sha256_hex(hex: &str) -> Result<String, HashError> {
-        let invalid = |reason| HashError::InvalidImport { kind: "SHA-256 hex", reason };
-        if hex.len() != 64 {
-            return Err(invalid("expected 64 hex characters"));
-        }
-        let digest: [u8; 32] = hex_decode(hex).ok_or_else(|| invalid("not a hexadecimal string"))?;
-        Ok(sha::format_sha256(&digest))
+        Self::import(&ImportedHash::new(ImportAlgorithm::Sha256, hex))
     }
 
     /// Accepts an existing bcrypt MCF hash (`$2a$`, `$2b$` or `$2y$`, well-formed) as a
-    /// stored string.
+    /// stored string: [`Hashing::import`] of a bcrypt hash.
     ///
     /// # Errors
     /// [`HashError::InvalidImport`] when `mcf` is not such a hash (60 characters, cost 4
     /// to 31, canonical bcrypt base64).
     pub fn import_bcrypt(mcf: &str) -> Result<String, HashError> {
-        match bcrypt::parse_cost(mcf) {
-            Some(_) => Ok(mcf.to_owned()),
-            None => Err(HashError::InvalidImport {
-                kind: "bcrypt",
-                reason: "expected a 60-character $2a$, $2b$ or $2y$ hash with cost 4 to 31",
-            }),
-        }
+        Self::import(&ImportedHash::new(ImportAlgorithm::Bcrypt, mcf))
     }
 
     fn find(&self, stored: &str) -> Option<&dyn Hasher> {
@@ -602,6 +643,27 @@ mod tests {
             let err = Hashing::import_bcrypt(b).unwrap_err();
             assert!(matches!(err, HashError::InvalidImport { .. }), "{b}");
         }
+    }
+
+    #[test]
+    fn a_hash_of_the_secret_is_checked_against_the_secret_only() {
+        let hashing = Hashing::new(Arc::new(Sha256Hasher));
+        let secret = &KEY[8..];
+        let of_secret = format!("{SECRET_TAG}{}", BcryptHasher::new(4).unwrap().hash(secret));
+        assert!(hashing.verify_with_secret(KEY, Some(secret), &of_secret));
+        assert!(!hashing.verify_with_secret(KEY, Some(&WRONG[8..]), &of_secret));
+        assert!(!hashing.verify_with_secret(KEY, None, &of_secret));
+        assert!(!hashing.verify_with_secret(secret, Some(KEY), &of_secret));
+        // Not a hash of the whole key, nor one to keep: slow like the hash it wraps, and
+        // re-hashed whole under the current policy.
+        assert!(!hashing.verify(KEY, &of_secret) && !hashing.verify(secret, &of_secret));
+        assert!(hashing.is_slow_hash(&of_secret));
+        assert!(hashing.needs_rehash(&of_secret));
+        let of_secret = format!("{SECRET_TAG}{}", Sha256Hasher.hash(secret));
+        assert!(!hashing.is_slow_hash(&of_secret));
+        assert!(hashing.needs_rehash(&of_secret));
+        // Wrapped twice is garbled.
+        assert!(!hashing.verify_with_secret(KEY, Some(secret), &format!("{SECRET_TAG}{of_secret}")));
     }
 
     #[test]

@@ -30,9 +30,35 @@ pub struct Sha256Hasher;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sha512Hasher;
 
+/// SHA-256 or SHA-512.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sha {
+    Sha256,
+    Sha512,
+}
+
+impl Sha {
+    /// The length of a digest in bytes.
+    pub(super) fn len(self) -> usize {
+        match self {
+            Sha::Sha256 => 32,
+            Sha::Sha512 => 64,
+        }
+    }
+}
+
 /// The stored string of a SHA-256 digest.
 pub(super) fn format_sha256(digest: &[u8; 32]) -> String {
     format!("{SHA256_PREFIX}{}", hex_encode(digest))
+}
+
+/// The stored string of a digest by `sha` of the whole key (`$sha256$…`, `$sha512$…`).
+pub(super) fn format_digest(sha: Sha, digest: &[u8]) -> String {
+    let prefix = match sha {
+        Sha::Sha256 => SHA256_PREFIX,
+        Sha::Sha512 => SHA512_PREFIX,
+    };
+    format!("{prefix}{}", hex_encode(digest))
 }
 
 /// The digest in a `$sha256$` stored string; `None` when garbled.
@@ -76,7 +102,7 @@ impl Hasher for Sha512Hasher {
     }
 
     fn hash(&self, key: &[u8]) -> String {
-        format!("{SHA512_PREFIX}{}", hex_encode(&sha512(key)))
+        format_digest(Sha::Sha512, &sha512(key))
     }
 
     fn recognizes(&self, stored: &str) -> bool {

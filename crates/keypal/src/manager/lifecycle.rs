@@ -10,7 +10,10 @@ use crate::clock::truncate_to_micros;
 use crate::config::LONGEST_DURATION;
 use crate::event::{Action, AuditQuery, Event};
 use crate::hash::{Hashing, sha256};
-use crate::record::{Created, Expiry, ImportKey, ImportSource, KeyId, KeyPatch, KeyRecord, Lookup, NewKey, NotedIn};
+use crate::record::{
+    Created, Expiry, HashCovers, ImportAlgorithm, ImportKey, ImportSource, ImportedHash, KeyId, KeyPatch, KeyRecord,
+    Lookup, NewKey, NotedIn,
+};
 use crate::scope;
 use crate::store::{ListQuery, NamespaceFilter, Page, Store, StoreError};
 use crate::{Error, PlainKey};
@@ -239,7 +242,21 @@ impl<S: Store> KeyManager<S> {
     }
 
     /// Imports a key issued elsewhere so it keeps working: its plaintext (which must
-    /// parse under an accepted format), its SHA-256 hex digest, or its bcrypt hash.
+    /// parse under an accepted format), or a hash of it ([`ImportedHash`]: SHA-256 or
+    /// SHA-512 in hex, base64 or base64url, salted or not, bcrypt, argon2id; of the
+    /// whole key or of its secret segment).
+    ///
+    /// A hash is found by the key's id or first characters (`hint`), given with it; a
+    /// plain SHA-256 of the whole key may also be found by its digest. The first
+    /// successful verification of an imported key re-hashes it under the manager's
+    /// policy when its hash is of another algorithm or covers only the secret.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the key is already stored: its id or digest is
+    /// taken, a key under the same hint has the same stored hash, or (for a plaintext)
+    /// the key already verifies. [`Error::Hash`] for a hash that is not what it claims,
+    /// [`Error::Invalid`] for a missing lookup (`hint`) or a request field. Nothing is
+    /// stored on any error.
     ///
     /// ```
     /// use keypal::{ImportKey, KeyManager, MemoryStore, NewKey};
@@ -253,6 +270,8 @@ impl<S: Store> KeyManager<S> {
     /// let old_key = "fqz9XjX6ytY0jAqZDjR1OeL12rbmZrF6P0pB5oU3qZ0";
     /// keys.import(ImportKey::plaintext(old_key).with(NewKey::new().owner_id("u1"))).await?;
     /// assert!(keys.verify(old_key).await?.is_valid());
+    /// let again = keys.import(ImportKey::plaintext(old_key)).await;
+    /// assert_eq!(again.unwrap_err().code(), "ALREADY_EXISTS");
     /// # Ok::<(), keypal::Error>(())
     /// # }).unwrap();
     /// ```
@@ -262,34 +281,30 @@ impl<S: Store> KeyManager<S> {
         let mut fields = self.check_new(import.details.clone(), now)?;
         let (lookup, hash, start, last4) = match &import.source {
             ImportSource::Plaintext(key) => {
-                let Some((format, _)) = self.parse(key.expose()) else {
+                let text = key.expose();
+                let Some((format, parsed)) = self.parse(text) else {
                     return Err(Error::invalid("key", "does not parse under any accepted format"));
                 };
                 if fields.tier.is_none() {
-                    fields.tier = format.formatter.parse(key.expose()).and_then(|p| p.tier.map(str::to_owned));
+                    fields.tier = parsed.tier.map(str::to_owned);
                 }
                 let lookup = self.lookup_of(key, format)?;
-                let hash = self.hash_new(key.expose().as_bytes()).await?;
+                let digest = sha256(text.as_bytes());
+                if let Some(existing) = self.find_matching(text, format.strategy, parsed.id, Some(&digest)).await? {
+                    return Err(Error::AlreadyExists { existing: Some(existing.id) });
+                }
+                let hash = self.hash_new(text.as_bytes()).await?;
                 (lookup, hash, self.start_of(key), key.end(4).to_owned())
             }
             ImportSource::Sha256Hex(hex) => {
-                let stored = Hashing::import_sha256_hex(hex)?;
-                let lookup = match self.hash_import_lookup(&import)? {
-                    Some(lookup) => lookup,
-                    None => Lookup::from_parts("digest", &stored["$sha256$".len()..])
-                        .ok_or_else(|| Error::invalid("sha256", "is not 64 hex characters"))?,
-                };
-                (lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default())
+                self.hash_import(&import, &ImportedHash::new(ImportAlgorithm::Sha256, hex.as_str())).await?
             }
             ImportSource::Bcrypt(mcf) => {
-                let stored = Hashing::import_bcrypt(mcf)?;
-                let lookup = self.hash_import_lookup(&import)?.ok_or_else(|| {
-                    Error::invalid("hint", "a bcrypt import needs the key's first characters (hint) or its id")
-                })?;
-                (lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default())
+                self.hash_import(&import, &ImportedHash::new(ImportAlgorithm::Bcrypt, mcf.as_str())).await?
             }
+            ImportSource::Hash(hash) => self.hash_import(&import, hash).await?,
         };
-        let mut record = self.record_from(KeyId::new(), lookup, hash, start, last4, &fields, created_at);
+        let mut record = self.record_from(KeyId::new(), lookup.clone(), hash, start, last4, &fields, created_at);
         if let ImportSource::Plaintext(key) = &import.source {
             record.encrypted_key = self.seal(record.id, key)?;
         }
@@ -299,7 +314,11 @@ impl<S: Store> KeyManager<S> {
                 self.emit_about(event, &record);
                 Ok(KeyRecord::clone(&record))
             }
-            Err(StoreError::Duplicate) => Err(Error::invalid("key", "this key is already stored")),
+            Err(StoreError::Duplicate) => {
+                // Its id or digest is taken: named when the holder is this namespace's.
+                let holder = self.inner.store.find(&lookup).await?;
+                Err(Error::AlreadyExists { existing: holder.filter(|r| self.owns_record(r)).map(|r| r.id) })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -388,16 +407,74 @@ impl<S: Store> KeyManager<S> {
         })
     }
 
-    /// The lookup of a hash import from its `id` or `hint`, when given.
-    fn hash_import_lookup(&self, import: &ImportKey) -> Result<Option<Lookup>, Error> {
-        match (&import.id, &import.hint) {
-            (Some(id), _) => Ok(Some(Lookup::Id(id.clone()))),
-            (None, Some(hint)) if hint.chars().count() == self.inner.hint_len => Ok(Some(Lookup::Hint(hint.clone()))),
-            (None, Some(_)) => {
-                Err(Error::invalid("hint", format!("must be the key's first {} characters", self.inner.hint_len)))
-            }
-            (None, None) => Ok(None),
+    /// The lookup, stored hash, start and last four characters of a key imported by
+    /// its hash. Refuses a hash already stored under the same hint (the store's
+    /// unique index refuses a taken id or digest).
+    async fn hash_import(
+        &self,
+        import: &ImportKey,
+        hash: &ImportedHash,
+    ) -> Result<(Lookup, String, String, String), Error> {
+        let stored = Hashing::import(hash)?;
+        if hash.covers == HashCovers::Secret
+            && !self
+                .inner
+                .formats
+                .iter()
+                .any(|f| f.formatter.has_secret() && (import.id.is_none() || f.formatter.has_id()))
+        {
+            return Err(Error::invalid(
+                "covers",
+                "a hash of the secret alone needs a key format with a {secret} segment (and an {id} segment when \
+                 the key is found by its id): no accepted format has one",
+            ));
         }
+        let lookup = match (&import.id, &import.hint) {
+            (Some(id), _) => Lookup::Id(id.clone()),
+            (None, Some(hint)) if hint.chars().count() == self.inner.hint_len => Lookup::Hint(hint.clone()),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "hint",
+                    format!("must be the key's first {} characters", self.inner.hint_len),
+                ));
+            }
+            // Only a plain SHA-256 of the whole key is the digest keys are found by.
+            (None, None) => {
+                stored.strip_prefix("$sha256$").and_then(|hex| Lookup::from_parts("digest", hex)).ok_or_else(|| {
+                    Error::invalid(
+                        "hint",
+                        format!(
+                            "this hash needs the key's id or its first {} characters (hint) to be found: only a \
+                             SHA-256 of the whole key, without salt, is found by its digest",
+                            self.inner.hint_len
+                        ),
+                    )
+                })?
+            }
+        };
+        // A key is looked up by id under a format with an id, else by digest or hint:
+        // stored under a lookup no accepted format uses, it would never be found.
+        let by_id = matches!(lookup, Lookup::Id(_));
+        if !self.inner.formats.iter().any(|f| (f.strategy == LookupStrategy::Id) == by_id) {
+            return Err(if by_id {
+                let hint = self.inner.hint_len;
+                Error::invalid(
+                    "id",
+                    format!(
+                        "no accepted key format has an {{id}} segment: give the key's first {hint} characters (hint)"
+                    ),
+                )
+            } else {
+                Error::invalid("id", "keys of the accepted formats are found by their {id} segment: give it")
+            });
+        }
+        if let Lookup::Hint(hint) = &lookup {
+            let candidates = self.inner.store.find_by_hint(hint).await?;
+            if let Some(existing) = candidates.iter().find(|r| self.owns_record(r) && r.hash == stored) {
+                return Err(Error::AlreadyExists { existing: Some(existing.id) });
+            }
+        }
+        Ok((lookup, stored, import.hint.clone().unwrap_or_default(), import.last4.clone().unwrap_or_default()))
     }
 
     async fn new_record(

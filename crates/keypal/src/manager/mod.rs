@@ -194,8 +194,12 @@ impl<S: Store> KeyManager<S> {
     }
 
     /// Checks a key against a stored hash of any accepted algorithm, in constant time.
+    /// A hash of the secret segment alone ([`crate::HashCovers::Secret`]) is checked
+    /// against the secret the key's format finds in it.
     pub fn validate_key(&self, key: &(impl AsKey + ?Sized), hash: &str) -> bool {
-        self.inner.hashing.verify(key.key_str().as_bytes(), hash)
+        let key = key.key_str();
+        let secret = self.secret_of(key).map(str::as_bytes);
+        self.inner.hashing.verify_with_secret(key.as_bytes(), secret, hash)
     }
 
     /// The store.

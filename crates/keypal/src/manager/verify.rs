@@ -150,27 +150,7 @@ impl<S: Store> KeyManager<S> {
             }
             generation = cache.generation();
         }
-        let found = match (strategy, digest) {
-            (LookupStrategy::Digest, Some(digest)) => match self.match_by_digest(bytes, digest).await? {
-                Some(record) => Some(record),
-                // Boxed: rare, and it would otherwise grow every verification's future.
-                None => Box::pin(self.match_by_hint_after_hash_change(key)).await?,
-            },
-            (LookupStrategy::Id, _) => {
-                let record = match id {
-                    Some(id) => inner.store.find(&Lookup::Id(id.to_owned())).await?,
-                    None => None,
-                };
-                self.matching(bytes, record.filter(|r| self.owns(r)).as_slice()).await?
-            }
-            _ => {
-                match self.match_by_hint(key).await? {
-                    Some(record) => Some(record),
-                    // Boxed: rare, and it would otherwise grow every verification's future.
-                    None => Box::pin(self.match_by_digest_after_hash_change(key, digest)).await?,
-                }
-            }
-        };
+        let found = self.find_matching(key, strategy, id, digest).await?;
         let Some(mut record) = found else { return Ok(None) };
         if inner.hashing.needs_rehash(&record.hash) || !self.is_current_lookup(&record.lookup, strategy, key, digest) {
             let lookup = self.current_lookup(&record, strategy, key, digest);
@@ -181,6 +161,40 @@ impl<S: Store> KeyManager<S> {
             cache.insert(*digest, record.clone(), generation);
         }
         Ok(Some(Found { record, cached: false }))
+    }
+
+    /// The record of this namespace whose hash the key matches, found by the lookup
+    /// `strategy` gives (by the other of digest and hint too, for a key stored before
+    /// the hash changed between a fast and a slow algorithm). `digest` is the key's
+    /// SHA-256, when computed (it is for the digest strategy).
+    pub(super) async fn find_matching(
+        &self,
+        key: &str,
+        strategy: LookupStrategy,
+        id: Option<&str>,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<Option<Arc<KeyRecord>>, Error> {
+        Ok(match (strategy, digest) {
+            (LookupStrategy::Digest, Some(digest)) => match self.match_by_digest(key.as_bytes(), digest).await? {
+                Some(record) => Some(record),
+                // Boxed: rare, and it would otherwise grow every verification's future.
+                None => Box::pin(self.match_by_hint_after_hash_change(key)).await?,
+            },
+            (LookupStrategy::Id, _) => {
+                let record = match id {
+                    Some(id) => self.inner.store.find(&Lookup::Id(id.to_owned())).await?,
+                    None => None,
+                };
+                self.matching(key, record.filter(|r| self.owns(r)).as_slice()).await?
+            }
+            _ => {
+                match self.match_by_hint(key).await? {
+                    Some(record) => Some(record),
+                    // Boxed: rare, and it would otherwise grow every verification's future.
+                    None => Box::pin(self.match_by_digest_after_hash_change(key, digest)).await?,
+                }
+            }
+        })
     }
 
     /// The record stored under the key's digest, when it is this namespace's and its
@@ -198,7 +212,7 @@ impl<S: Store> KeyManager<S> {
         let inner = &*self.inner;
         let candidates = inner.store.find_by_hint(first_chars(key, inner.hint_len)).await?;
         let candidates: Vec<_> = candidates.into_iter().filter(|r| self.owns(r)).collect();
-        self.matching(key.as_bytes(), &candidates).await
+        self.matching(key, &candidates).await
     }
 
     /// Under a fast hash (digest lookup), a key not found by its digest may have been
