@@ -135,6 +135,14 @@ def main():
     call("revoke_key", 200, m.KeyView, client=admin, id=rotated.parsed.record.id)
     call("delete_key", 204, client=admin, id=rotated.parsed.record.id)
     call("list_audit_events", 200, m.EventList, client=admin, app_id=app_id, limit=50)
+
+    made = call("create_token", 201, m.CreatedToken, client=admin,
+                body=m.NewToken(name="client-" + secrets.token_hex(4), expires_in_days=1))
+    script = AuthenticatedClient(base_url=BASE_URL, token=made.parsed.token)
+    listed = call("list_tokens", 200, m.TokenList, client=script)
+    assert [t.id for t in listed.parsed.tokens if t.id == made.parsed.record.id], "the token lists itself"
+    assert made.parsed.token not in str(listed.content), "a list never shows a token"
+    call("revoke_token", 204, client=admin, id=made.parsed.record.id)
     call("rotate_service_key", 200, m.ServiceKey, client=admin)
     call("delete_app", 200, m.DeletedApp, client=admin, id=app_id)
     call("log_out", 204, client=admin)

@@ -79,11 +79,18 @@ def admin(method, path, body=None):
 
 
 def requires(scheme):
-    """A filter: operations whose every security requirement names `scheme`."""
+    """A filter: operations that need a credential (no requirement is empty) and take
+    `scheme` (one of their requirements names it). The management API takes the admin
+    session or a management token: the run uses its session there (client.py calls it
+    with a token)."""
 
     def matches(context):
         requirements = context.operation.definition.raw.get("security")
-        return bool(requirements) and all(scheme in requirement for requirement in requirements)
+        return (
+            bool(requirements)
+            and all(requirement for requirement in requirements)
+            and any(scheme in requirement for requirement in requirements)
+        )
 
     return matches
 

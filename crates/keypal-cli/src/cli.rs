@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
-/// Generate, hash, verify and inspect API keys; check configurations; run the keypal service.
+/// Generate, hash, verify and inspect API keys; check configurations; run the keypal service and manage it.
 #[derive(Debug, Parser)]
 #[command(
     name = "keypal",
@@ -36,4 +36,6 @@ pub enum Command {
     Completions(cmd::completions::CompletionsArgs),
     /// Run the keypal HTTP service.
     Serve(cmd::serve::ServeArgs),
+    /// Make, list and revoke the management tokens scripts send to the management API.
+    Tokens(cmd::tokens::TokensArgs),
 }

@@ -1,11 +1,12 @@
-//! `keypal`: generate, hash, verify and inspect API keys, check configurations, and
-//! run the keypal service.
+//! `keypal`: generate, hash, verify and inspect API keys, check configurations, run
+//! the keypal service, and manage a deployment (`keypal tokens`).
 //!
 //! Exit status: 0 on success, 1 when the thing checked is not valid (`verify`,
 //! `inspect`, `config check`), 2 on errors (bad usage, unreadable input, failures).
 
 mod cli;
 mod cmd;
+mod deployment;
 mod error;
 mod format;
 mod hashing;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(&args),
         Command::Completions(args) => cmd::completions::run(&args),
         Command::Serve(args) => cmd::serve::run(&args),
+        Command::Tokens(args) => cmd::tokens::run(&args),
     };
     match result {
         Ok(status) => status.exit_code(),

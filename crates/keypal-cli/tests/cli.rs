@@ -547,6 +547,10 @@ fn help_everywhere() {
         &["config", "check", "--help"],
         &["completions", "--help"],
         &["serve", "--help"],
+        &["tokens", "--help"],
+        &["tokens", "create", "--help"],
+        &["tokens", "list", "--help"],
+        &["tokens", "revoke", "--help"],
     ] {
         let out = keypal(args).run();
         out.assert_code(0);
@@ -825,4 +829,142 @@ fn serve_takes_the_redis_prefix_and_fail_open_from_flags_and_environment() {
     assert!(out.lines().contains(&"rate_limit_fail_open  true"), "{out:#?}");
     let out = keypal(&["serve", "--check"]).env("KEYPAL_RATE_LIMIT_FAIL_OPEN", "false").run();
     assert!(out.lines().contains(&"rate_limit_fail_open  false"), "{out:#?}");
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// A new empty directory.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = temp_file(name, "");
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `keypal serve` on `database` with `master_key`, running until killed; and its address.
+fn serve_in_background(database: &str, master_key: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
+        .env_clear()
+        .env("KEYPAL_MASTER_KEY", master_key)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keypal binary runs");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("keypal: listening on http://").map(str::to_owned));
+    let Some(addr) = addr else {
+        child.kill().expect("the child can be stopped");
+        panic!("keypal serve did not start on {database}");
+    };
+    (child, addr)
+}
+
+/// The status of `GET path` at `addr` with `Authorization: Bearer token`.
+fn status_with_token(addr: &str, path: &str, token: &str) -> u16 {
+    use std::io::Read;
+
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("the request is sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("the answer is read");
+    response.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("{response}"))
+}
+
+#[test]
+fn a_token_made_on_the_command_line_manages_a_running_server_until_revoked() {
+    let dir = scratch_dir("tokens-dir");
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let master_key = "33".repeat(32);
+    let tokens = |args: &[&str]| {
+        let mut all = vec!["tokens"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--database-url", &database]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+
+    // Made before any server started: the token alone on stdout.
+    let out = tokens(&["create", "--name", "ci", "--expires-in-days", "30"]);
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 1, "{out:#?}");
+    let token = out.stdout.trim_end().to_owned();
+    assert!(token.starts_with("kp_mgmt_") && token.len() == 48, "{out:#?}");
+    assert!(out.stderr.contains("created management token ci") && !out.stderr.contains(&token), "{out:#?}");
+
+    // Listed as a table, and as the JSON of GET /v1/tokens; never the token.
+    let out = tokens(&["list"]);
+    out.assert_code(0);
+    let lines = out.lines();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("NAME") && lines[0].contains("LAST USED"), "{out:#?}");
+    assert_eq!(lines.len(), 2, "{out:#?}");
+    assert!(lines[1].contains(" ci ") && lines[1].trim_end().ends_with("never"), "never used yet: {out:#?}");
+    let out = tokens(&["list", "--json"]);
+    out.assert_code(0);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list["tokens"][0]["name"], "ci", "{list}");
+    assert!(list["tokens"][0]["expires_at"].is_string(), "{list}");
+    let id = list["tokens"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!out.all().contains(&token));
+
+    // A server on the same database takes it; revoked on the command line while it runs,
+    // it is refused at its next request.
+    let (mut server, addr) = serve_in_background(&database, &master_key);
+    let with_token = status_with_token(&addr, "/v1/apps", &token);
+    let without = status_with_token(&addr, "/v1/apps", "kp_mgmt_not-a-token");
+    let used = tokens(&["list", "--json"]);
+    let revoked = tokens(&["revoke", &id]);
+    let after = status_with_token(&addr, "/v1/apps", &token);
+    server.kill().expect("the server can be stopped");
+    server.wait().expect("the server ends");
+    assert_eq!((with_token, without), (200, 401));
+    let used: serde_json::Value = serde_json::from_str(&used.stdout).unwrap();
+    assert!(used["tokens"][0]["last_used_at"].is_string(), "its use is recorded: {used}");
+    revoked.assert_code(0);
+    assert!(revoked.stdout.is_empty() && revoked.stderr.contains("revoked management token ci"), "{revoked:#?}");
+    assert_eq!(after, 401, "refused at once after the revocation");
+
+    let out = tokens(&["list"]);
+    assert_eq!(out.lines().len(), 1, "only the header once revoked: {out:#?}");
+    tokens(&["revoke", &id]).assert_error("[NOT_FOUND] no such management token");
+    // Its name is free again.
+    tokens(&["create", "--name", "ci"]).assert_code(0);
+}
+
+#[test]
+fn tokens_refuse_bad_input_and_another_master_key() {
+    let dir = scratch_dir("tokens-refusals");
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let config =
+        temp_file("tokens.toml", &format!("database_url = \"{database}\"\nmaster_key = \"{}\"\n", "44".repeat(32)));
+    // The deployment named by a --config file, as keypal serve reads it.
+    let tokens = |args: &[&str]| {
+        let mut all = vec!["tokens"];
+        all.extend_from_slice(args);
+        keypal(&all).env("KEYPAL_CONFIG", path_str(&config)).run()
+    };
+    tokens(&["create", "--name", "ci"]).assert_code(0);
+    tokens(&["create", "--name", "ci"]).assert_error("[TOKEN_NAME_TAKEN]");
+    tokens(&["create", "--name", "with space"]).assert_error("[INVALID_INPUT] name: must be 1-64 of");
+    tokens(&["create", "--name", "n", "--expires-in-days", "0"]).assert_error("[INVALID_INPUT] expires_in_days");
+    tokens(&["create", "--name", "n", "--expires-in-days", "3651"]).assert_error("expires_in_days");
+    tokens(&["create"]).assert_error("--name");
+    tokens(&["revoke", "not-an-id"]).assert_error("invalid value 'not-an-id'");
+    tokens(&["revoke", "0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d"]).assert_error("[NOT_FOUND]");
+    assert_eq!(tokens(&["list"]).lines().len(), 2, "nothing refused was made");
+
+    // Another master key: refused before anything is read or written.
+    let wrong = keypal(&["tokens", "create", "--name", "other", "--config", path_str(&config)])
+        .env("KEYPAL_MASTER_KEY", &"55".repeat(32))
+        .run();
+    wrong.assert_error("[MASTER_KEY_MISMATCH]");
+    assert!(!wrong.all().contains(&"55".repeat(32)), "never the key: {wrong:#?}");
+    assert_eq!(tokens(&["list"]).lines().len(), 2);
 }

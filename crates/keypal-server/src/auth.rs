@@ -1,4 +1,5 @@
-//! Who is calling: an admin session (cookie), the service key, or an application's
+//! Who is calling: the administrator (the admin session's cookie, or a management
+//! token as `Authorization: Bearer kp_mgmt_...`), the service key, or an application's
 //! client secret (both `Authorization: Bearer ...`).
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::secrets;
 use crate::state::{AppRuntime, State};
+use crate::tokens::Tokens;
 
 /// The admin session cookie.
 pub const SESSION_COOKIE: &str = "keypal_session";
@@ -95,23 +97,62 @@ pub fn cross_site() -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "CROSS_SITE", "requests from another site are refused")
 }
 
-/// A request with a valid admin session: its cookie authenticates it, so a request that
-/// changes state must come from this server's own pages or from a client that is not a
-/// browser (see [`same_origin`]).
+/// A caller of the management API: the admin session (the panel, or a client that
+/// logged in) or a management token (scripts). Every handler of `/v1/apps`, `/v1/keys`,
+/// `/v1/audit` and `/v1/tokens` takes it, so this is the one place that says who may
+/// manage keypal.
+///
+/// A request with `Authorization: Bearer` is judged by its token alone (see
+/// [`crate::tokens::Tokens::authenticate`]: 401 `UNAUTHENTICATED` for a wrong or revoked
+/// one, 401 `TOKEN_EXPIRED` past its expiry). Browsers never add that header to another
+/// site's request, so only the cookie needs the cross-site checks of [`AdminSession`].
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// Where it came from.
     pub caller: Caller,
+    /// Who it is in the audit log: `admin`, or `token:<name>`.
+    actor: String,
 }
 
 impl Admin {
-    /// The audit context of this admin.
+    /// The administrator of a valid admin session, calling from `caller`.
+    pub fn session(caller: Caller) -> Self {
+        Admin { caller, actor: "admin".to_owned() }
+    }
+
+    /// Who it is in the audit log: `admin`, or `token:<name>` for a management token.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The audit context of this caller.
     pub fn context(&self) -> AuditContext {
-        self.caller.context("admin")
+        self.caller.context(&self.actor)
     }
 }
 
 impl FromRequestParts<Arc<State>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts) else {
+            return AdminSession::from_request_parts(parts, state).await.map(|AdminSession(admin)| admin);
+        };
+        let token = Tokens::new(&state.store, &state.secrets).authenticate(token).await.inspect_err(|_| {
+            state.metrics.reject_caller();
+        })?;
+        Ok(Admin { caller: Caller::from_request_parts(parts, state).await?, actor: token.actor() })
+    }
+}
+
+/// A request with a valid admin session, and nothing else: what the service key's
+/// endpoints take. Its cookie authenticates it, so a request that changes state must
+/// come from this server's own pages or from a client that is not a browser (see
+/// [`same_origin`]).
+#[derive(Debug, Clone)]
+pub struct AdminSession(pub Admin);
+
+impl FromRequestParts<Arc<State>> for AdminSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
@@ -122,7 +163,7 @@ impl FromRequestParts<Arc<State>> for Admin {
         if !session_is_valid(state, token).await? {
             return Err(ApiError::unauthenticated("the session has expired; log in again"));
         }
-        Ok(Admin { caller: Caller::from_request_parts(parts, state).await? })
+        Ok(AdminSession(Admin::session(Caller::from_request_parts(parts, state).await?)))
     }
 }
 

@@ -144,6 +144,21 @@ impl From<keypal::Error> for ApiError {
     }
 }
 
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(error: crate::tokens::TokenError) -> Self {
+        use crate::tokens::TokenError as E;
+        match &error {
+            E::Invalid { field, message } => ApiError::invalid(*field, *message),
+            E::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "TOKEN_NAME_TAKEN", error.to_string()),
+            E::NotFound => ApiError::not_found("management token"),
+            E::Unknown => ApiError::unauthenticated(error.to_string()),
+            E::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED", error.to_string()),
+            E::Store(e) => ApiError::storage(e),
+            _ => ApiError::internal(&error),
+        }
+    }
+}
+
 impl From<keypal::StoreError> for ApiError {
     fn from(error: keypal::StoreError) -> Self {
         ApiError::storage(&error)

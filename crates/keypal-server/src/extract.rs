@@ -104,6 +104,15 @@ pub struct KeyPath {
     pub id: Uuid,
 }
 
+/// The path of `/v1/tokens/{id}`.
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TokenPath {
+    /// The management token's id.
+    #[param(example = example_id)]
+    pub id: Uuid,
+}
+
 /// The path of `/v1/owners/{owner_id}/keys`.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -143,6 +152,13 @@ impl KeyPath {
     /// The path of the key `id` names, for the admin panel (see [`panel_id`]).
     pub fn from_panel(id: &str) -> ApiPath<Self> {
         ApiPath(KeyPath { id: panel_id(id) })
+    }
+}
+
+impl TokenPath {
+    /// The path of the management token `id` names, for the admin panel (see [`panel_id`]).
+    pub fn from_panel(id: &str) -> ApiPath<Self> {
+        ApiPath(TokenPath { id: panel_id(id) })
     }
 }
 

@@ -33,6 +33,7 @@ pub mod secrets;
 mod serve;
 mod state;
 mod throttle;
+pub mod tokens;
 
 pub use config::{ServeConfig, ServeConfigError, redact_url};
 pub use deployment::{Deployment, DeploymentError};

@@ -10,7 +10,7 @@ use serde_json::json;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi, PartialSchema};
 
@@ -39,6 +39,7 @@ pub const CODES: &[ErrorCode] = &[
     code(400, "INVALID_INPUT", "a value is out of bounds; `field` names it"),
     code(400, "INVALID_QUERY", "a query parameter is unknown or of the wrong type"),
     code(401, "UNAUTHENTICATED", "no credential, or a wrong one"),
+    code(401, "TOKEN_EXPIRED", "the management token has expired; make a new one"),
     code(403, "INVALID_CLIENT_SECRET", "the client secret belongs to no application"),
     code(403, "KEY_LIMIT_REACHED", "the owner already has the most active keys the application allows"),
     code(403, "FORBIDDEN", "the key belongs to another owner"),
@@ -49,6 +50,7 @@ pub const CODES: &[ErrorCode] = &[
     code(409, "ALREADY_REVOKED", "the key is already revoked"),
     code(409, "NOT_RECOVERABLE", "this key was not kept encrypted; it was shown once"),
     code(409, "LABEL_TAKEN", "another application has this label"),
+    code(409, "TOKEN_NAME_TAKEN", "a management token that is not revoked has this name"),
     code(409, "SERVICE_KEY_PINNED", "the service key is set by KEYPAL_SERVICE_KEY; change it there"),
     code(413, "PAYLOAD_TOO_LARGE", "the body is larger than 64 KiB"),
     code(415, "UNSUPPORTED_MEDIA_TYPE", "send a JSON body with Content-Type: application/json"),
@@ -105,10 +107,11 @@ pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
     tags(
         (name = "system", description = "Liveness, metrics and this document."),
         (name = "session", description = "The administrator's session."),
-        (name = "applications", description = "Applications (admin session)."),
-        (name = "keys", description = "Keys of any application (admin session)."),
+        (name = "applications", description = "Applications (admin session or management token)."),
+        (name = "keys", description = "Keys of any application (admin session or management token)."),
         (name = "service key", description = "The key services present to verify keys (admin session)."),
-        (name = "audit", description = "The audit log (admin session)."),
+        (name = "audit", description = "The audit log (admin session or management token)."),
+        (name = "tokens", description = "Management tokens for scripts (admin session or management token)."),
         (name = "verification", description = "Verifying keys (service key)."),
         (name = "owners", description = "An application's backend manages its users' keys (client secret)."),
     ),
@@ -116,8 +119,14 @@ pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
 )]
 pub struct BaseDoc;
 
-/// The three ways to authenticate.
+/// The four ways to authenticate. The management API takes a management token wherever
+/// it takes the admin session (the [`crate::auth::Admin`] extractor), except the service
+/// key's operations, which take the session only ([`crate::auth::AdminSession`]); the
+/// routes declare the session, and this adds the token to the operations that take it.
 struct Security;
+
+/// The operations that take the admin session and no management token.
+const SESSION_ONLY: [&str; 2] = ["get_service_key", "rotate_service_key"];
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -129,12 +138,28 @@ impl Modify for Security {
                 "The cookie `POST /v1/session` sets.",
             ))),
         );
+        let mut management_token = Http::new(HttpAuthScheme::Bearer);
+        management_token.description =
+            Some("A management token (`kp_mgmt_...`, `POST /v1/tokens` or `keypal tokens create`).".to_owned());
+        components.add_security_scheme("management_token", SecurityScheme::Http(management_token));
         let mut service_key = Http::new(HttpAuthScheme::Bearer);
         service_key.description = Some("The service key (`GET /v1/service-key`).".to_owned());
         components.add_security_scheme("service_key", SecurityScheme::Http(service_key));
         let mut client_secret = Http::new(HttpAuthScheme::Bearer);
         client_secret.description = Some("An application's client secret (`cs-...`).".to_owned());
         components.add_security_scheme("client_secret", SecurityScheme::Http(client_secret));
+
+        let session_alone = serde_json::json!([{ "admin_session": [] }]);
+        for item in openapi.paths.paths.values_mut() {
+            for (_, operation) in operations(item) {
+                let id = operation.operation_id.as_deref().unwrap_or_default();
+                let declared = operation.security.as_ref().and_then(|s| serde_json::to_value(s).ok());
+                if declared.as_ref() == Some(&session_alone) && !SESSION_ONLY.contains(&id) {
+                    let token = SecurityRequirement::new("management_token", Vec::<String>::new());
+                    operation.security.get_or_insert_with(Vec::new).push(token);
+                }
+            }
+        }
     }
 }
 
@@ -143,8 +168,8 @@ impl Modify for Security {
 ///
 /// - 400 `INVALID_INPUT` for a path or query value out of bounds, `INVALID_QUERY` for a
 ///   query that does not parse, `INVALID_JSON` for a body that does not;
-/// - 401 `UNAUTHENTICATED` when it needs a credential; 403 `CROSS_SITE` when it changes
-///   something with the admin's cookie;
+/// - 401 `UNAUTHENTICATED` when it needs a credential, and `TOKEN_EXPIRED` when it takes a
+///   management token; 403 `CROSS_SITE` when it changes something with the admin's cookie;
 /// - 404 `NOT_FOUND` when its path names something (the path's id may name nothing);
 /// - 413 `PAYLOAD_TOO_LARGE` and 415 `UNSUPPORTED_MEDIA_TYPE` when it takes a body;
 /// - 408 `REQUEST_TIMEOUT` and 500 `INTERNAL` always; 503 `STORAGE_UNAVAILABLE` unless it
@@ -205,7 +230,7 @@ fn refusals(method: &str, operation: &Operation) -> BTreeSet<&'static str> {
     let body = operation.request_body.is_some();
     let requirements: Vec<serde_json::Value> =
         operation.security.iter().flatten().filter_map(|r| serde_json::to_value(r).ok()).collect();
-    let required = |scheme: &str| !requirements.is_empty() && requirements.iter().all(|r| r.get(scheme).is_some());
+    let accepts = |scheme: &str| requirements.iter().any(|r| r.get(scheme).is_some());
     let credential =
         !requirements.is_empty() && requirements.iter().all(|r| r.as_object().is_some_and(|o| !o.is_empty()));
     let system = operation.tags.iter().flatten().any(|t| t == "system");
@@ -220,7 +245,8 @@ fn refusals(method: &str, operation: &Operation) -> BTreeSet<&'static str> {
     add(query, "INVALID_QUERY");
     add(body, "INVALID_JSON");
     add(credential, "UNAUTHENTICATED");
-    add(required("admin_session") && method != "get", "CROSS_SITE");
+    add(accepts("management_token"), "TOKEN_EXPIRED");
+    add(accepts("admin_session") && method != "get", "CROSS_SITE");
     add(path, "NOT_FOUND");
     add(body, "PAYLOAD_TOO_LARGE");
     add(body, "UNSUPPORTED_MEDIA_TYPE");

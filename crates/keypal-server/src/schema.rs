@@ -69,6 +69,11 @@ text_schema!(
 );
 
 text_schema!(
+    /// A management token's name: 1-64 of `A-Z`, `a-z`, `0-9`, `.`, `_` and `-`.
+    TokenName => text(1, 64, "^[A-Za-z0-9._-]*$".to_owned(), "ci")
+);
+
+text_schema!(
     /// A key template (docs/CORE.md): literal text without braces, `{app}`, `{label}`,
     /// `{tier}`, `{id:N:ENCODING}` (N 1-64), `{checksum}`, and one `{secret:N:ENCODING}`
     /// (N 16-256). `x-keypal-rules` says the rest: at most one `{tier}`, `{id}` and

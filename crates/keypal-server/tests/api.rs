@@ -32,6 +32,9 @@ common::on_both!(
     changing_an_applications_hash_keeps_every_key_verifying,
     a_refusal_reports_the_credits_the_store_holds,
     legacy_formats_verify_beside_new_keys_until_they_are_removed,
+    a_management_token_manages_keypal_and_is_audited_by_its_name,
+    revoked_and_expired_management_tokens_are_refused,
+    a_management_token_is_taken_by_exactly_the_operations_documenting_it,
 );
 
 async fn server(db: Db) -> TestServer {
@@ -981,5 +984,190 @@ async fn a_new_service_key_in_the_environment_replaces_the_stored_one_audited() 
     let events = audit["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{audit}");
     assert_eq!(events[0]["actor"], "system");
+    server.stop().await;
+}
+
+/// `POST /v1/tokens` as admin; returns (token, record).
+async fn create_token(server: &TestServer, body: Value) -> (String, Value) {
+    let (status, created) = json_of(server.admin(Method::POST, "/v1/tokens").json(&body).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    (created["token"].as_str().unwrap().to_owned(), created["record"].clone())
+}
+
+/// A request bearing a management token, and no cookie.
+fn with_token(server: &TestServer, token: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+    server.anon(method, path).bearer_auth(token)
+}
+
+async fn a_management_token_manages_keypal_and_is_audited_by_its_name(db: Db) {
+    let server = server(db).await;
+    let (token, record) = create_token(&server, json!({"name": "ci", "expires_in_days": 30})).await;
+    assert!(token.starts_with("kp_mgmt_") && token.len() == "kp_mgmt_".len() + 40, "{token}");
+    assert_eq!(record["name"], "ci");
+    assert_eq!(record["last_used_at"], Value::Null);
+    let expires = time::OffsetDateTime::parse(
+        record["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let in_30_days = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    assert!((expires - in_30_days).abs() < time::Duration::minutes(1), "{record}");
+
+    // The management API, with the token alone: no cookie, no Origin check.
+    let (status, app) = json_of(
+        with_token(&server, &token, Method::POST, "/v1/apps")
+            .header("origin", "https://ci.example")
+            .json(&json!({"name": "Scripted", "label": "scripted"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{app}");
+    let app_id = app["app"]["id"].as_str().unwrap();
+    let url = format!("/v1/apps/{app_id}/keys");
+    let (status, key) =
+        json_of(with_token(&server, &token, Method::POST, &url).json(&json!({"owner_id": "u"})).send().await.unwrap())
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let key_id = key["record"]["id"].as_str().unwrap();
+    let url = format!("/v1/keys/{key_id}/revoke");
+    let (status, _) = json_of(with_token(&server, &token, Method::POST, &url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Audited with the token's name as the actor.
+    let url = format!("/v1/audit?app_id={app_id}");
+    let (status, audit) = json_of(with_token(&server, &token, Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let events: Vec<(&str, &str)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(events, [("revoked", "token:ci"), ("created", "token:ci"), ("app_created", "token:ci")], "{audit}");
+
+    // Tokens manage tokens; the service key stays the session's.
+    let (status, other) = json_of(
+        with_token(&server, &token, Method::POST, "/v1/tokens").json(&json!({"name": "deploy"})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    assert_eq!(other["record"]["expires_at"], Value::Null, "no expiry unless asked");
+    let (status, body) =
+        json_of(with_token(&server, &token, Method::GET, "/v1/service-key").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")));
+
+    // Listed with their last use; never the token.
+    let (status, list) = json_of(server.admin(Method::GET, "/v1/tokens").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let names: Vec<&str> = list["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ci", "deploy"], "oldest first");
+    let ci = &list["tokens"][0];
+    assert_eq!((&ci["id"], &ci["created_at"]), (&record["id"], &record["created_at"]));
+    assert!(ci["last_used_at"].is_string(), "{ci}");
+    assert_eq!(list["tokens"][1]["last_used_at"], Value::Null);
+    let other_token = other["token"].as_str().unwrap();
+    for shown in [&list, &audit] {
+        assert!(!shown.to_string().contains(&token) && !shown.to_string().contains(other_token), "{shown}");
+    }
+    // Nor anywhere in the database: only its keyed digest.
+    let deployment = Deployment::open(&server.config).await.unwrap();
+    for kind in [keypal_server::tokens::KIND, "mgmt_token_name", "setting", "session"] {
+        for object in deployment.store.list_objects(kind).await.unwrap() {
+            let stored = format!("{} {:?} {}", object.id, object.lookup, object.body);
+            assert!(!stored.contains(&token) && !stored.contains(&token["kp_mgmt_".len()..]), "{stored}");
+        }
+    }
+    deployment.store.close().await;
+
+    // One live token per name.
+    let (status, taken) =
+        json_of(server.admin(Method::POST, "/v1/tokens").json(&json!({"name": "ci"})).send().await.unwrap()).await;
+    assert_eq!((status, taken["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("TOKEN_NAME_TAKEN")), "{taken}");
+    server.stop().await;
+}
+
+async fn revoked_and_expired_management_tokens_are_refused(db: Db) {
+    let server = server(db).await;
+    let (token, record) = create_token(&server, json!({"name": "ci"})).await;
+    let id = record["id"].as_str().unwrap();
+    let (status, _) = json_of(with_token(&server, &token, Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Revoked (here by itself): refused on its next request; its name is free again.
+    let url = format!("/v1/tokens/{id}");
+    let response = with_token(&server, &token, Method::DELETE, &url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, body) = json_of(with_token(&server, &token, Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{body}");
+    let (status, body) = json_of(server.admin(Method::DELETE, &url).send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")), "{body}");
+    let (_, list) = json_of(server.admin(Method::GET, "/v1/tokens").send().await.unwrap()).await;
+    assert_eq!(list["tokens"], json!([]), "a revoked token is gone from the list");
+    let (again, _) = create_token(&server, json!({"name": "ci"})).await;
+
+    // Expired (its expiry moved into the past in the database): refused with its own code.
+    let (expiring, record) = create_token(&server, json!({"name": "nightly", "expires_in_days": 1})).await;
+    let deployment = Deployment::open(&server.config).await.unwrap();
+    let id = record["id"].as_str().unwrap();
+    let mut stored = deployment.store.get_object(keypal_server::tokens::KIND, id).await.unwrap().unwrap();
+    stored.body["expires_at"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() - 1);
+    assert!(deployment.store.update_object(keypal_server::tokens::KIND, id, &stored.body, None).await.unwrap());
+    deployment.store.close().await;
+    let (status, body) = json_of(with_token(&server, &expiring, Method::GET, "/v1/audit").send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("TOKEN_EXPIRED")), "{body}");
+    let (_, list) = json_of(server.admin(Method::GET, "/v1/tokens").send().await.unwrap()).await;
+    assert_eq!(list["tokens"][1]["name"], "nightly", "an expired token is listed until revoked: {list}");
+
+    // Neither counts as a session; the new token with the old name works.
+    for wrong in [token.as_str(), expiring.as_str(), "kp_mgmt_made-up", "not-a-token"] {
+        let (status, _) = json_of(
+            with_token(&server, wrong, Method::POST, "/v1/tokens").json(&json!({"name": "x"})).send().await.unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    let (status, _) = json_of(with_token(&server, &again, Method::GET, "/v1/tokens").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
+/// The document's `management_token` requirements are the truth: each operation that
+/// lists it takes a token, and every other one refuses it.
+async fn a_management_token_is_taken_by_exactly_the_operations_documenting_it(db: Db) {
+    use utoipa::OpenApi;
+    let server = server(db).await;
+    let (token, _) = create_token(&server, json!({"name": "probe"})).await;
+    let document = serde_json::to_value(keypal_server::ApiDoc::openapi()).unwrap();
+    let mut taking = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let schemes: Vec<&str> = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r.as_object().unwrap().keys().map(String::as_str))
+                .collect();
+            let documented = schemes.contains(&"management_token");
+            if documented {
+                taking.push(operation["operationId"].as_str().unwrap().to_owned());
+            }
+            if schemes.is_empty() || schemes == ["admin_session"] && !documented && path.starts_with("/v1/session") {
+                continue;
+            }
+            // An unknown id everywhere: the answer says whether the credential was taken.
+            let url = path
+                .replace("{id}", &uuid::Uuid::now_v7().to_string())
+                .replace("{owner_id}", "o")
+                .replace("{key_id}", &uuid::Uuid::now_v7().to_string());
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let status =
+                with_token(&server, &token, method.clone(), &url).json(&json!({})).send().await.unwrap().status();
+            assert_eq!(status != StatusCode::UNAUTHORIZED, documented, "{method} {path}: {status}");
+        }
+    }
+    assert!(taking.contains(&"create_app".to_owned()) && taking.contains(&"revoke_token".to_owned()), "{taking:?}");
+    assert!(!taking.contains(&"rotate_service_key".to_owned()) && !taking.contains(&"verify".to_owned()));
     server.stop().await;
 }

@@ -29,6 +29,12 @@ enum Auth {
     WrongSecret,
     /// `Authorization: Basic ...`.
     Basic,
+    /// `Authorization: Bearer <the management token named ci>`.
+    Token,
+    /// `Authorization: Bearer <a management token that expired>`.
+    ExpiredToken,
+    /// `Authorization: Bearer <a management token no one made>`.
+    WrongToken,
 }
 
 /// What a request sends.
@@ -115,6 +121,8 @@ const PATCH_KEY: Endpoint = Endpoint { method: "PATCH", path: "/v1/keys/{key}", 
 const ROTATE: Endpoint = Endpoint { method: "POST", path: "/v1/keys/{key}/rotate", auth: Auth::Admin };
 /// `POST /v1/verify` with the service key (`{secret}` in the body is application A's client secret).
 const VERIFY: Endpoint = Endpoint { method: "POST", path: "/v1/verify", auth: Auth::Service };
+/// `POST /v1/tokens` as admin.
+const NEW_TOKEN: Endpoint = Endpoint { method: "POST", path: "/v1/tokens", auth: Auth::Admin };
 /// `POST /v1/owners/dave/keys` with application A's client secret.
 const OWNER_KEY: Endpoint = Endpoint { method: "POST", path: "/v1/owners/dave/keys", auth: Auth::Client };
 
@@ -133,6 +141,11 @@ struct Fixture {
     revoked: String,
     /// alice's key in B.
     b_key: String,
+    /// The management token named `ci`, and its id.
+    token: String,
+    token_id: String,
+    /// A management token past its expiry.
+    expired_token: String,
 }
 
 impl Fixture {
@@ -143,6 +156,7 @@ impl Fixture {
             .replace("{bob_key}", &self.bob_key)
             .replace("{revoked}", &self.revoked)
             .replace("{b_key}", &self.b_key)
+            .replace("{token}", &self.token_id)
             .replace("{unknown}", "0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71")
     }
 }
@@ -159,7 +173,10 @@ fn big_json(bytes: usize) -> Vec<u8> {
 
 #[allow(clippy::too_many_lines)]
 fn table() -> Vec<Row> {
-    use Auth::{Admin, Basic, BogusCookie, Client, None as Anon, Service, WrongSecret, WrongService};
+    use Auth::{
+        Admin, Basic, BogusCookie, Client, ExpiredToken, None as Anon, Service, Token, WrongSecret, WrongService,
+        WrongToken,
+    };
     let e = Body::Empty;
     let long = |n: usize| "x".repeat(n);
     let app_ok = json!({"name": "New", "label": "new"});
@@ -601,6 +618,59 @@ fn table() -> Vec<Row> {
         r("POST", "/v1/service-key/rotate", Client, e.clone(), 401, "UNAUTHENTICATED"),
         r("POST", "/v1/service-key/rotate", BogusCookie, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/service-key/rotate", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
+        r("GET", "/v1/service-key", Token, e.clone(), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/service-key/rotate", Token, e.clone(), 401, "UNAUTHENTICATED"),
+        // ---- management tokens: who may use them, and where ----
+        r("POST", "/v1/tokens", Anon, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/tokens", BogusCookie, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/tokens", Service, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/tokens", Client, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/tokens", WrongToken, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/tokens", ExpiredToken, json!({"name": "n"}), 401, "TOKEN_EXPIRED"),
+        r("POST", "/v1/tokens", Basic, json!({"name": "n"}), 401, "UNAUTHENTICATED"),
+        r("GET", "/v1/tokens", Anon, e.clone(), 401, "UNAUTHENTICATED"),
+        r("GET", "/v1/tokens", WrongToken, e.clone(), 401, "UNAUTHENTICATED"),
+        r("GET", "/v1/apps", ExpiredToken, e.clone(), 401, "TOKEN_EXPIRED"),
+        r("GET", "/v1/apps", WrongToken, e.clone(), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/apps", ExpiredToken, app_ok.clone(), 401, "TOKEN_EXPIRED"),
+        r("GET", "/v1/audit", ExpiredToken, e.clone(), 401, "TOKEN_EXPIRED"),
+        r("DELETE", "/v1/keys/{key}", WrongToken, e.clone(), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/verify", Token, json!({"key": "k", "client_secret": "cs"}), 401, "UNAUTHENTICATED"),
+        r("GET", "/v1/owners/alice/keys", Token, e.clone(), 401, "UNAUTHENTICATED"),
+        // ---- POST /v1/tokens ----
+        NEW_TOKEN.row(json!({}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": "with space"}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": "token:ci"}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": "é"}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": "nul\u{0}"}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": long(65)}), 400, "INVALID_INPUT/name"),
+        NEW_TOKEN.row(json!({"name": 5}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": null}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": 0}), 400, "INVALID_INPUT/expires_in_days"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": 3651}), 400, "INVALID_INPUT/expires_in_days"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": u64::MAX}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": 1.5}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": -1}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "n", "expires_in_days": "30"}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "n", "scopes": ["read"]}), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!(["n"]), 400, "INVALID_JSON"),
+        NEW_TOKEN.row(json!({"name": "ci"}), 409, "TOKEN_NAME_TAKEN"),
+        NEW_TOKEN.row(json!({"name": "expired"}), 409, "TOKEN_NAME_TAKEN"),
+        NEW_TOKEN.row(raw(Some("text/plain"), r#"{"name": "n"}"#), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        NEW_TOKEN.row(json_raw(format!(r#"{{"name": "{}"}}"#, long(1 << 20))), 413, "PAYLOAD_TOO_LARGE"),
+        r("POST", "/v1/tokens", Token, json!({"name": ""}), 400, "INVALID_INPUT/name"),
+        r("POST", "/v1/tokens", Token, json!({"name": "ci"}), 409, "TOKEN_NAME_TAKEN"),
+        // ---- DELETE /v1/tokens/{id} ----
+        r("DELETE", "/v1/tokens/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("DELETE", "/v1/tokens/{unknown}", Token, e.clone(), 404, "NOT_FOUND"),
+        r("DELETE", "/v1/tokens/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
+        r("DELETE", "/v1/tokens/{token}", Anon, e.clone(), 401, "UNAUTHENTICATED"),
+        r("DELETE", "/v1/tokens/{token}", Client, e.clone(), 401, "UNAUTHENTICATED"),
+        r("DELETE", "/v1/tokens/{token}", ExpiredToken, e.clone(), 401, "TOKEN_EXPIRED"),
+        r("GET", "/v1/tokens/{token}", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
+        r("POST", "/v1/tokens/{token}", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
+        r("PATCH", "/v1/tokens", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         // ---- unknown paths ----
         r("GET", "/nope", Admin, e.clone(), 404, "NOT_FOUND"),
         r("GET", "/v1", Admin, e.clone(), 404, "NOT_FOUND"),
@@ -628,6 +698,9 @@ fn request(server: &TestServer, fx: &Fixture, row: &Row) -> reqwest::RequestBuil
         Auth::Client => request.bearer_auth(&fx.secret),
         Auth::WrongSecret => request.bearer_auth("cs-wrong"),
         Auth::Basic => request.basic_auth("admin", Some(&server.admin_password)),
+        Auth::Token => request.bearer_auth(&fx.token),
+        Auth::ExpiredToken => request.bearer_auth(&fx.expired_token),
+        Auth::WrongToken => request.bearer_auth("kp_mgmt_wrong"),
     };
     match &row.body {
         Body::Empty => request,
@@ -676,7 +749,16 @@ async fn snapshot(server: &TestServer, secrets: &[&str]) -> Value {
         let response = server.anon(Method::GET, "/v1/owners/nobody/keys").bearer_auth(secret).send().await.unwrap();
         secrets_work.push(response.status() == StatusCode::OK);
     }
-    json!({"apps": apps, "keys": keys, "audit": events, "service_key": service_key, "secrets_work": secrets_work})
+    // The management tokens, but for their last use (using one is no change).
+    let (status, mut tokens) = json_of(server.admin(Method::GET, "/v1/tokens").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    for token in tokens["tokens"].as_array_mut().unwrap() {
+        token.as_object_mut().unwrap().remove("last_used_at");
+    }
+    json!({
+        "apps": apps, "keys": keys, "audit": events, "service_key": service_key, "secrets_work": secrets_work,
+        "tokens": tokens,
+    })
 }
 
 async fn setup(server: &TestServer) -> (Fixture, String) {
@@ -696,7 +778,23 @@ async fn setup(server: &TestServer) -> (Fixture, String) {
     let response = server.admin(Method::POST, &format!("/v1/keys/{revoked}/revoke")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let b_key = id(server.create_key(&app_b, json!({"owner_id": "alice"})).await.1);
-    (Fixture { app, secret, app_b, key, bob_key, revoked, b_key }, secret_b)
+    let new_token = async |name: &str| {
+        let request = server.admin(Method::POST, "/v1/tokens").json(&json!({"name": name, "expires_in_days": 1}));
+        let (status, created) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        (created["token"].as_str().unwrap().to_owned(), id(created["record"].clone()))
+    };
+    let (token, token_id) = new_token("ci").await;
+    // A token made to expire a day from now, its expiry then moved into the past.
+    let (expired_token, expired_id) = new_token("expired").await;
+    let deployment = keypal_server::Deployment::open(&server.config).await.unwrap();
+    let kind = keypal_server::tokens::KIND;
+    let mut stored = deployment.store.get_object(kind, &expired_id).await.unwrap().unwrap();
+    stored.body["expires_at"] = json!(time::OffsetDateTime::now_utc().unix_timestamp() - 60);
+    assert!(deployment.store.update_object(kind, &expired_id, &stored.body, None).await.unwrap());
+    deployment.store.close().await;
+    let fixture = Fixture { app, secret, app_b, key, bob_key, revoked, b_key, token, token_id, expired_token };
+    (fixture, secret_b)
 }
 
 async fn every_bad_request_is_a_stable_4xx_and_changes_nothing(db: Db) {
@@ -793,6 +891,8 @@ async fn state_changes_with_the_admin_cookie_from_another_site_are_refused() {
             (Method::POST, "/v1/service-key/rotate".to_owned()),
             (Method::POST, format!("/v1/apps/{app_id}/client-secret")),
             (Method::DELETE, format!("/v1/apps/{app_id}")),
+            (Method::POST, "/v1/tokens".to_owned()),
+            (Method::DELETE, format!("/v1/tokens/{}", uuid::Uuid::now_v7())),
             (Method::POST, "/v1/session".to_owned()),
             (Method::DELETE, "/v1/session".to_owned()),
         ] {

@@ -127,6 +127,7 @@ async fn pages_send_strangers_to_the_login_page_and_back() {
         ("/admin/settings", "/admin/settings"),
         (&*format!("/admin/keys/{id}/edit"), &*format!("/admin/keys/{id}/edit")),
         ("/admin/audit?action=revoked&owner_id=a%20b", "/admin/audit%3Faction%3Drevoked%26owner_id%3Da%2520b"),
+        ("/admin/tokens", "/admin/tokens"),
     ];
     for (page, next) in pages {
         for cookie in [None, Some("keypal_session=expired-or-made-up")] {
@@ -244,6 +245,8 @@ async fn every_admin_answer_carries_the_security_headers() {
         ("applications", panel.get("/admin/apps").send().await.unwrap()),
         ("settings", panel.get("/admin/settings").send().await.unwrap()),
         ("audit", panel.get("/admin/audit").send().await.unwrap()),
+        ("tokens", panel.get("/admin/tokens").send().await.unwrap()),
+        ("token created", panel.post("/admin/tokens", &[("csrf", &panel.csrf), ("name", "ci")]).send().await.unwrap()),
         ("refused post", panel.post("/admin/apps", &[("name", "x"), ("label", "x")]).send().await.unwrap()),
         (
             "created",
@@ -267,7 +270,7 @@ async fn every_admin_answer_carries_the_security_headers() {
         assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
         assert_eq!(headers["referrer-policy"], "same-origin", "{what}");
         assert!(headers.get("cache-control").is_some(), "{what}");
-        if what == "applications" || what == "created" {
+        if matches!(what, "applications" | "created" | "tokens" | "token created") {
             assert_eq!(headers["cache-control"], "no-store", "{what}: pages with secrets are not stored");
             // No inline code anywhere: the strict CSP would block it.
             let html = response.text().await.unwrap();
@@ -541,5 +544,66 @@ async fn the_application_page_turns_recoverable_keys_on_and_off() {
     assert_eq!(status, StatusCode::CONFLICT);
     let page = panel.post(&path, &[("csrf", &panel.csrf), ("recoverable", "maybe")]).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    panel.server.stop().await;
+}
+
+/// The secret shown in a page's secret dialog.
+fn shown_secret(html: &str) -> String {
+    let secret = html.split("id=\"secret-value\"").nth(1).and_then(|rest| rest.split('>').nth(1)).expect("a secret");
+    secret.split('<').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_tokens_page_makes_a_token_shown_once_lists_it_and_revokes_it() {
+    let panel = Panel::start().await;
+    let apps = panel.get("/admin/apps").send().await.unwrap().text().await.unwrap();
+    assert!(apps.contains("href=\"/admin/tokens\""), "the navigation links the page");
+    let page = panel.get("/admin/tokens").send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("No management tokens yet."));
+
+    // Without the session's CSRF token: refused, nothing made.
+    let response = panel.post("/admin/tokens", &[("name", "ci")]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // A bad name: the form again, the error next to the field.
+    let response = panel.post("/admin/tokens", &[("csrf", &panel.csrf), ("name", "with space")]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("id=\"name-error\""), "{html}");
+    let response =
+        panel.post("/admin/tokens", &[("csrf", &panel.csrf), ("name", "ci"), ("expires_in_days", "soon")]).send();
+    let html = response.await.unwrap().text().await.unwrap();
+    assert!(html.contains("id=\"expires-error\""), "{html}");
+
+    // Made: shown once in the dialog, in the answer to the POST.
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "ci"), ("expires_in_days", "30")];
+    let response = panel.post("/admin/tokens", &fields).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "shown, not redirected");
+    let token = shown_secret(&response.text().await.unwrap());
+    assert!(token.starts_with("kp_mgmt_"), "{token}");
+    let response = panel.server.anon(Method::GET, "/v1/apps").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the token works");
+    let html = panel.get("/admin/tokens").send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("<td data-label=\"Name\" class=\"mono\">ci</td>"), "{html}");
+    assert!(html.contains("just now"), "its last use: {html}");
+    assert!(!html.contains(&token), "listed, never shown again");
+    let response = panel.post("/admin/tokens", &fields).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT, "one live token per name");
+
+    // Revoked: refused at once.
+    let revoke = html.split("action=\"/admin/tokens/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let response = panel.post(&format!("/admin/tokens/{revoke}"), &[]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "revoking needs the CSRF token too");
+    let response = panel.post(&format!("/admin/tokens/{revoke}"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(
+        (response.status(), location(&response)),
+        (StatusCode::SEE_OTHER, "/admin/tokens?ok=token_revoked".into())
+    );
+    let response = panel.server.anon(Method::GET, "/v1/apps").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = panel.post(&format!("/admin/tokens/{revoke}"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(location(&response), "/admin/tokens?err=token_not_found");
+    let response = panel.post("/admin/tokens/not-an-id/revoke", &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(location(&response), "/admin/tokens?err=token_not_found");
     panel.server.stop().await;
 }

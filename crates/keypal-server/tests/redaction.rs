@@ -1,5 +1,5 @@
-//! No key, client secret, service key, password or session token ever reaches the logs,
-//! even at the most verbose level with request headers in every span.
+//! No key, client secret, service key, password, session or management token ever
+//! reaches the logs, even at the most verbose level with request headers in every span.
 
 // Test helpers assert by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -47,6 +47,11 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
     assert_eq!(body["keys"][0]["id"], record["id"]);
     let wrong_password = "hunter2-not-the-password";
     server.anon(Method::POST, "/v1/session").json(&json!({"password": wrong_password})).send().await.unwrap();
+    let request = server.admin(Method::POST, "/v1/tokens").json(&json!({"name": "ci"}));
+    let (_, created) = json_of(request.send().await.unwrap()).await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let (_, apps) = json_of(server.anon(Method::GET, "/v1/apps").bearer_auth(&token).send().await.unwrap()).await;
+    assert_eq!(apps["apps"][0]["id"], app["id"], "the token works");
     let cookie = server.cookie.clone().unwrap();
     let session_token = cookie.split_once('=').unwrap().1.to_owned();
     let (service_key, admin_password) = (server.service_key.clone(), server.admin_password.clone());
@@ -62,6 +67,7 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
         ("admin password", admin_password.as_str()),
         ("wrong password", wrong_password),
         ("session token", session_token.as_str()),
+        ("management token", token.as_str()),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }

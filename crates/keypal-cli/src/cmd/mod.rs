@@ -6,4 +6,5 @@ pub mod generate;
 pub mod hash;
 pub mod inspect;
 pub mod serve;
+pub mod tokens;
 pub mod verify;

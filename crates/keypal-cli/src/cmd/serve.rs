@@ -4,23 +4,15 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use keypal_server::{ServeConfig, redact_url};
 use tracing_subscriber::EnvFilter;
 
+use crate::deployment::DeploymentArgs;
 use crate::error::{CliError, CmdResult, Status};
-use crate::io::{Out, secret_from_env};
-
-/// The environment variables holding the service's secrets. Secrets are never flags:
-/// a flag shows in process lists and shell history.
-const MASTER_KEY_ENV: &str = "KEYPAL_MASTER_KEY";
-/// See [`MASTER_KEY_ENV`].
-const ADMIN_PASSWORD_ENV: &str = "KEYPAL_ADMIN_PASSWORD";
-/// See [`MASTER_KEY_ENV`].
-const SERVICE_KEY_ENV: &str = "KEYPAL_SERVICE_KEY";
+use crate::io::Out;
 
 /// Arguments of `keypal serve`.
 #[derive(Debug, Args)]
@@ -37,32 +29,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "KEYPAL_LISTEN", hide_env_values = true)]
     pub listen: Option<SocketAddr>,
 
-    /// Database: sqlite://keypal.db (created if missing) or postgres://user@host/db
-    /// [default: sqlite://keypal.db].
-    #[arg(long, value_name = "URL", env = "KEYPAL_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// PostgreSQL: keep keypal's tables in this schema (created if missing).
-    #[arg(long, value_name = "SCHEMA", env = "KEYPAL_DATABASE_SCHEMA", hide_env_values = true)]
-    pub database_schema: Option<String>,
-
-    /// Settings file (TOML with the same names: listen, database_url, max_connections,
-    /// key_file, redis_url, hash_workers, hash_wait, log, ...).
-    #[arg(long, value_name = "FILE", env = "KEYPAL_CONFIG", hide_env_values = true)]
-    pub config: Option<PathBuf>,
-
-    /// Where the master key lives when KEYPAL_MASTER_KEY is unset (created with a new
-    /// random key on first start) [default: keypal.key].
-    #[arg(long, value_name = "FILE", env = "KEYPAL_KEY_FILE", hide_env_values = true)]
-    pub key_file: Option<PathBuf>,
-
-    /// Redis, for rate limits and cache invalidation shared by several instances.
-    #[arg(long, value_name = "URL", env = "KEYPAL_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
-
-    /// Prefix of keypal's keys and channel in Redis [default: keypal:].
-    #[arg(long, value_name = "PREFIX", env = "KEYPAL_REDIS_PREFIX", hide_env_values = true)]
-    pub redis_prefix: Option<String>,
+    /// The deployment: database, master key file, Redis, settings file.
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
 
     /// With Redis unreachable, let keys with a rate limit through unlimited instead of
     /// refusing them with 503 RATE_LIMITER_UNAVAILABLE.
@@ -137,29 +106,12 @@ pub fn run(args: &ServeArgs) -> CmdResult {
 }
 
 /// The settings: options and `KEYPAL_*` variables (read by clap) over the `--config`
-/// file over the defaults; secrets from their variables, over the file.
+/// file over the defaults; secrets from their variables, over the file (the
+/// deployment's settings are those of every command that opens it).
 fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
-    let mut config = match &args.config {
-        Some(path) => ServeConfig::from_file(path).map_err(|e| CliError::caused("--config", &e))?,
-        None => ServeConfig::default(),
-    };
+    let mut config = args.deployment.settings()?;
     if let Some(listen) = args.listen {
         config.listen = listen;
-    }
-    if let Some(url) = &args.database_url {
-        config.database_url.clone_from(url);
-    }
-    if let Some(schema) = &args.database_schema {
-        config.database_schema = Some(schema.clone());
-    }
-    if let Some(path) = &args.key_file {
-        config.key_file.clone_from(path);
-    }
-    if let Some(url) = &args.redis_url {
-        config.redis_url = Some(url.clone());
-    }
-    if let Some(prefix) = &args.redis_prefix {
-        config.redis_prefix.clone_from(prefix);
     }
     if let Some(open) = args.rate_limit_fail_open {
         config.rate_limit_fail_open = open;
@@ -184,16 +136,6 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
-    }
-    for (name, field) in [
-        (MASTER_KEY_ENV, &mut config.master_key),
-        (ADMIN_PASSWORD_ENV, &mut config.admin_password),
-        (SERVICE_KEY_ENV, &mut config.service_key),
-    ] {
-        if let Some(secret) = secret_from_env(name)? {
-            // `ServeConfig` holds secrets as `String`s; this copy is the one it keeps.
-            *field = Some(String::from_utf8_lossy(secret.expose()).into_owned());
-        }
     }
     Ok(config)
 }

@@ -9,11 +9,11 @@
 //! answer to the POST that made them.
 //!
 //! A module per page: `login`, `apps` (the applications), `app` (one application
-//! and its keys), `key` (one key), `settings` (the service key) and `audit`. What
-//! they share: `page` (the frame, flash messages, the secret dialog, error pages and
-//! redirects), `form` (typed text into the API's requests, errors next to fields),
-//! `session` (the admin's session and the CSRF checks) and `format` (times, states
-//! and charts). Every change a page makes, and every rule it follows, is the JSON API's:
+//! and its keys), `key` (one key), `settings` (the service key), `tokens` (management
+//! tokens) and `audit`. What they share: `page` (the frame, flash messages, the secret
+//! dialog, error pages and redirects), `form` (typed text into the API's requests,
+//! errors next to fields), `session` (the admin's session and the CSRF checks) and
+//! `format` (times, states and charts). Every change a page makes, and every rule it follows, is the JSON API's:
 //! the handlers call the functions of `crate::routes`, never the store, to change
 //! anything.
 
@@ -27,6 +27,7 @@ mod login;
 mod page;
 mod session;
 mod settings;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -73,6 +74,8 @@ pub fn router() -> Router<Arc<State>> {
         .route("/admin/service-key/reveal", page(post(settings::reveal_service_key)))
         .route("/admin/service-key/rotate", page(post(settings::rotate_service_key)))
         .route("/admin/audit", page(get(audit::audit)))
+        .route("/admin/tokens", page(get(tokens::tokens).post(tokens::create_token)))
+        .route("/admin/tokens/{id}/revoke", page(post(tokens::revoke_token)))
         .route("/admin/static/app.css", page(get(page::stylesheet)))
         .route("/admin/static/app.js", page(get(page::script)))
         .route("/admin/{*rest}", any(page::not_found))

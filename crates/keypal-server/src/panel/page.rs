@@ -80,6 +80,8 @@ impl Flash {
             "logged_out" => "Logged out.",
             "already_revoked" => "The key was already revoked.",
             "not_found" => "No such key or application.",
+            "token_revoked" => "Management token revoked; it no longer works.",
+            "token_not_found" => "No such management token (revoked already?).",
             _ => "Done.",
         };
         match (ok, err) {

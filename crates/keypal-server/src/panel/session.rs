@@ -32,7 +32,7 @@ pub struct PanelSession {
 impl PanelSession {
     /// The admin, for the JSON API's handlers.
     pub fn admin(&self) -> auth::Admin {
-        auth::Admin { caller: self.caller.clone() }
+        auth::Admin::session(self.caller.clone())
     }
 }
 

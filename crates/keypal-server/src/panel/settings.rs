@@ -12,6 +12,7 @@ use super::Shared;
 use super::form::CsrfForm;
 use super::page::{Flash, Layout, SecretModal, error_page, render};
 use super::session::{CsrfHeader, PanelSession, Posted};
+use crate::auth::AdminSession;
 use crate::extract::ApiJson;
 use crate::routes;
 use crate::state::State;
@@ -40,7 +41,7 @@ async fn settings_page(
     flash: Option<Flash>,
     modal: Option<SecretModal>,
 ) -> Response {
-    match routes::admin::service_key(session.admin(), AxumState(state.clone())).await {
+    match routes::admin::service_key(AdminSession(session.admin()), AxumState(state.clone())).await {
         Ok(ApiJson(key)) => render(
             status,
             &SettingsPage {
@@ -62,13 +63,13 @@ pub async fn settings(session: PanelSession, AxumState(state): Shared) -> Respon
 /// `POST /admin/service-key/reveal` from the page's script (the CSRF token is a
 /// header): the JSON API's answer.
 pub async fn reveal_service_key(session: PanelSession, AxumState(state): Shared, _: CsrfHeader) -> Response {
-    routes::admin::service_key(session.admin(), AxumState(state)).await.into_response()
+    routes::admin::service_key(AdminSession(session.admin()), AxumState(state)).await.into_response()
 }
 
 /// `POST /admin/service-key/rotate`: the new service key, shown once; refused while
 /// the environment sets it.
 pub async fn rotate_service_key(session: PanelSession, AxumState(state): Shared, _: Posted<CsrfForm>) -> Response {
-    match routes::admin::rotate_service_key(session.admin(), AxumState(state.clone())).await {
+    match routes::admin::rotate_service_key(AdminSession(session.admin()), AxumState(state.clone())).await {
         Ok(ApiJson(key)) => {
             let modal = SecretModal::once("New service key", key.service_key);
             let flash = Flash::ok("Service key rotated; the old one no longer works.");

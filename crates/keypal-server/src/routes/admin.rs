@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{self, Admin, Caller, SESSION_COOKIE, SESSION_TTL};
+use crate::auth::{self, Admin, AdminSession, Caller, SESSION_COOKIE, SESSION_TTL};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::schema::OwnerId;
@@ -131,7 +131,7 @@ pub struct ServiceKey {
 /// The current service key.
 #[utoipa::path(get, path = "/v1/service-key", operation_id = "get_service_key", tag = "service key", security(("admin_session" = [])),
     responses((status = 200, description = "the service key", body = ServiceKey)))]
-pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
+pub async fn service_key(_: AdminSession, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
     Ok(ApiJson(ServiceKey { service_key: state.service_key().await? }))
 }
 
@@ -140,7 +140,10 @@ pub async fn service_key(_: Admin, AxumState(state): Shared) -> Result<ApiJson<S
 #[utoipa::path(post, path = "/v1/service-key/rotate", operation_id = "rotate_service_key", tag = "service key", security(("admin_session" = [])),
     responses((status = 200, description = "the new service key", body = ServiceKey),
         (status = 409, description = "SERVICE_KEY_PINNED: the service key is set by KEYPAL_SERVICE_KEY")))]
-pub async fn rotate_service_key(admin: Admin, AxumState(state): Shared) -> Result<ApiJson<ServiceKey>, ApiError> {
+pub async fn rotate_service_key(
+    AdminSession(admin): AdminSession,
+    AxumState(state): Shared,
+) -> Result<ApiJson<ServiceKey>, ApiError> {
     Ok(ApiJson(ServiceKey { service_key: state.rotate_service_key(admin.context()).await? }))
 }
 
@@ -195,7 +198,7 @@ pub struct EventView {
     pub app_id: Option<String>,
     /// The key's owner.
     pub owner_id: Option<String>,
-    /// Who did it: `admin`, `app:<id>`, `system`.
+    /// Who did it: `admin`, `token:<name>` (a management token), `app:<id>`, `system`.
     pub actor: String,
     /// From which address.
     pub ip: Option<String>,

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod keys;
 pub mod owners;
 pub mod ready;
+pub mod tokens;
 pub mod verify;
 
 use std::sync::Arc;
@@ -101,6 +102,8 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(admin::service_key))
         .routes(routes!(admin::rotate_service_key))
         .routes(routes!(admin::audit))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(verify::verify))
         .routes(routes!(owners::list, owners::create))
         .routes(routes!(owners::revoke))
