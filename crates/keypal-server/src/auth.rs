@@ -120,12 +120,8 @@ impl Admin {
         Admin { caller, actor: "admin".to_owned() }
     }
 
-    /// Who it is in the audit log: `admin`, or `token:<name>` for a management token.
-    pub fn actor(&self) -> &str {
-        &self.actor
-    }
-
-    /// The audit context of this caller.
+    /// The audit context of this caller (its actor: `admin`, or `token:<name>` for a
+    /// management token).
     pub fn context(&self) -> AuditContext {
         self.caller.context(&self.actor)
     }

@@ -14,7 +14,7 @@
 //! The HTTP handlers (`/v1/tokens`), the admin panel and `keypal tokens` all go through
 //! [`Tokens`]: the rules are here once.
 
-use keypal::StoreError;
+use keypal::{Action, AuditContext, Event, StoreError};
 use keypal_sql::{NewObject, ObjectRef, SqlStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -192,10 +192,11 @@ pub fn check_name(name: &str) -> Result<(), TokenError> {
 /// use keypal_server::tokens::{NewToken, Tokens};
 /// let deployment = keypal_server::Deployment::open(&keypal_server::ServeConfig::default()).await?;
 /// let tokens = Tokens::new(&deployment.store, &deployment.secrets);
-/// let created = tokens.create(&NewToken { name: "ci".into(), expires_in_days: Some(90) }).await?;
+/// let operator = keypal::AuditContext::new("cli");
+/// let created = tokens.create(&NewToken { name: "ci".into(), expires_in_days: Some(90) }, operator.clone()).await?;
 /// assert!(created.token.starts_with("kp_mgmt_"));
 /// assert_eq!(tokens.authenticate(&created.token).await?.name, "ci");
-/// tokens.revoke(created.record.id).await?;
+/// tokens.revoke(created.record.id, operator).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -211,8 +212,9 @@ impl<'a> Tokens<'a> {
         Tokens { store, secrets }
     }
 
-    /// Makes a token; the answer holds it, once.
-    pub async fn create(&self, request: &NewToken) -> Result<CreatedToken, TokenError> {
+    /// Makes a token, audited as `token_created` by `context`'s actor; the answer holds
+    /// it, once.
+    pub async fn create(&self, request: &NewToken, context: AuditContext) -> Result<CreatedToken, TokenError> {
         check_name(&request.name)?;
         let now = OffsetDateTime::now_utc();
         let expires_at = match request.expires_in_days {
@@ -237,7 +239,8 @@ impl<'a> Tokens<'a> {
             NewObject { kind: NAME_KIND, id: &request.name, lookup: None, body: &claim },
             NewObject { kind: KIND, id: &text_id, lookup: Some(&digest), body: &body },
         ];
-        match self.store.insert_objects(&objects, None).await {
+        let event = token_event(Action::TokenCreated, now, context, &text_id, &request.name);
+        match self.store.insert_objects(&objects, Some(&event)).await {
             // The id and digest are fresh random values: the name is what is taken.
             Err(StoreError::Duplicate) => return Err(TokenError::NameTaken(request.name.clone())),
             inserted => inserted?,
@@ -255,8 +258,8 @@ impl<'a> Tokens<'a> {
     }
 
     /// Revokes the token `id` (it stops working on every instance at once, and its name
-    /// is free again); returns what it was.
-    pub async fn revoke(&self, id: Uuid) -> Result<TokenView, TokenError> {
+    /// is free again), audited as `token_revoked` by `context`'s actor; returns what it was.
+    pub async fn revoke(&self, id: Uuid, context: AuditContext) -> Result<TokenView, TokenError> {
         let text_id = id.to_string();
         let object = self.store.get_object(KIND, &text_id).await?.ok_or(TokenError::NotFound)?;
         let (token, _) = view(&object)?;
@@ -266,7 +269,8 @@ impl<'a> Tokens<'a> {
             ObjectRef { kind: KIND, id: &text_id, body: None },
             ObjectRef { kind: NAME_KIND, id: &token.name, body: Some(&claim) },
         ];
-        if !self.store.delete_objects(&objects, None).await? {
+        let event = token_event(Action::TokenRevoked, OffsetDateTime::now_utc(), context, &text_id, &token.name);
+        if !self.store.delete_objects(&objects, Some(&event)).await? {
             return Err(TokenError::NotFound);
         }
         Ok(token)
@@ -300,6 +304,13 @@ impl<'a> Tokens<'a> {
 }
 
 /// A stored token's view, and what is stored.
+/// The audit event of a change to the token `id` named `name` (never the token itself).
+fn token_event(action: Action, at: OffsetDateTime, context: AuditContext, id: &str, name: &str) -> Event {
+    let mut event = Event::new(action, at, context);
+    event.details = Some(json!({ "token_id": id, "name": name }));
+    event
+}
+
 fn view(object: &keypal_sql::Object) -> Result<(TokenView, Stored), TokenError> {
     let stored: Stored = serde_json::from_value(object.body.clone()).map_err(|e| TokenError::Corrupt(e.to_string()))?;
     let id = object.id.parse().map_err(|_| TokenError::Corrupt(format!("the id {} is not a UUID", object.id)))?;

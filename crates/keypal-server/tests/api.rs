@@ -1085,6 +1085,30 @@ async fn a_management_token_manages_keypal_and_is_audited_by_its_name(db: Db) {
     let (status, taken) =
         json_of(server.admin(Method::POST, "/v1/tokens").json(&json!({"name": "ci"})).send().await.unwrap()).await;
     assert_eq!((status, taken["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("TOKEN_NAME_TAKEN")), "{taken}");
+
+    // Making and revoking tokens is audited, naming the token (never showing it); a
+    // refused creation is not.
+    let url = format!("/v1/tokens/{}", other["record"]["id"].as_str().unwrap());
+    let response = server.admin(Method::DELETE, &url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let mut made = Vec::new();
+    for action in ["token_created", "token_revoked"] {
+        let url = format!("/v1/audit?action={action}");
+        let (status, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{audit}");
+        assert!(!audit.to_string().contains(other_token), "{audit}");
+        for event in audit["events"].as_array().unwrap() {
+            made.push((action, event["actor"].as_str().unwrap().to_owned(), event["details"]["name"].clone()));
+        }
+    }
+    assert_eq!(
+        made,
+        [
+            ("token_created", "token:ci".to_owned(), json!("deploy")),
+            ("token_created", "admin".to_owned(), json!("ci")),
+            ("token_revoked", "admin".to_owned(), json!("deploy")),
+        ]
+    );
     server.stop().await;
 }
 

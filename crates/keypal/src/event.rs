@@ -45,6 +45,10 @@ pub enum Action {
     ClientSecretRotated,
     /// The service key was replaced.
     ServiceKeyRotated,
+    /// A management token was made; `details` names it (never the token).
+    TokenCreated,
+    /// A management token was revoked; `details` names it.
+    TokenRevoked,
 }
 
 impl Action {
@@ -56,7 +60,7 @@ impl Action {
     ///     assert_eq!(action.as_str().parse::<Action>(), Ok(action));
     /// }
     /// ```
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 16] = [
         Action::Created,
         Action::Imported,
         Action::Verified,
@@ -71,6 +75,8 @@ impl Action {
         Action::AppDeleted,
         Action::ClientSecretRotated,
         Action::ServiceKeyRotated,
+        Action::TokenCreated,
+        Action::TokenRevoked,
     ];
 
     /// The stable text: `created`, `revoked`, `app_deleted`, ...
@@ -90,6 +96,8 @@ impl Action {
             Action::AppDeleted => "app_deleted",
             Action::ClientSecretRotated => "client_secret_rotated",
             Action::ServiceKeyRotated => "service_key_rotated",
+            Action::TokenCreated => "token_created",
+            Action::TokenRevoked => "token_revoked",
         }
     }
 }

@@ -34,8 +34,7 @@ pub async fn create(
     AxumState(state): Shared,
     ApiJson(request): ApiJson<NewToken>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
-    let created = tokens(&state).create(&request).await?;
-    tracing::info!(actor = admin.actor(), token = %created.record.id, name = %created.record.name, "management token created");
+    let created = tokens(&state).create(&request, admin.context()).await?;
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
@@ -48,7 +47,6 @@ pub async fn revoke(
     AxumState(state): Shared,
     ApiPath(TokenPath { id }): ApiPath<TokenPath>,
 ) -> Result<StatusCode, ApiError> {
-    let token = tokens(&state).revoke(id).await?;
-    tracing::info!(actor = admin.actor(), token = %token.id, name = %token.name, "management token revoked");
+    tokens(&state).revoke(id, admin.context()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
