@@ -38,4 +38,8 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Make, list and revoke the management tokens scripts send to the management API.
     Tokens(cmd::tokens::TokensArgs),
+    /// List, show and make applications (on the deployment's database).
+    Apps(cmd::apps::AppsArgs),
+    /// List, show, make, change, revoke and rotate an application's keys.
+    Keys(cmd::keys::KeysArgs),
 }

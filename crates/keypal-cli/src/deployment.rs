@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use keypal_server::operator::Operator;
 use keypal_server::{Deployment, ServeConfig};
 
 use crate::error::CliError;
@@ -96,23 +97,50 @@ impl DeploymentArgs {
     /// it. A failure to open is reported with its stable code.
     pub fn run<T>(&self, work: impl AsyncFnOnce(&Deployment) -> Result<T, CliError>) -> Result<T, CliError> {
         let config = self.settings()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CliError::caused("cannot start the async runtime", &e))?;
-        runtime.block_on(async {
-            let deployment = Deployment::open(&config).await.map_err(|e| {
-                let code = e.code();
-                CliError::caused(format!("cannot open the deployment [{code}]"), &e)
-            })?;
-            if let Some(file) = &deployment.created_key_file {
-                eprintln!("keypal: created a new master key file {} (mode 0600); back it up", file.0);
-            }
+        runtime()?.block_on(async {
+            let deployment = open(&config).await?;
             let result = work(&deployment).await;
             deployment.store.close().await;
             result
         })
     }
+
+    /// Opens the deployment as [`DeploymentArgs::run`] does, with its applications and
+    /// its bus (PostgreSQL `NOTIFY`, or Redis with `--redis-url`) for the operator's
+    /// commands, runs `work`, and closes it.
+    pub fn operate<T>(&self, work: impl AsyncFnOnce(&Operator) -> Result<T, CliError>) -> Result<T, CliError> {
+        let config = self.settings()?;
+        runtime()?.block_on(async {
+            let deployment = open(&config).await?;
+            let operator = Operator::open(deployment, &config).await.map_err(|e| {
+                let code = e.code();
+                CliError::caused(format!("cannot open the deployment [{code}]"), &e)
+            })?;
+            let result = work(&operator).await;
+            operator.close().await;
+            result
+        })
+    }
+}
+
+/// The runtime a command's async work runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::caused("cannot start the async runtime", &e))
+}
+
+/// Opens the deployment `config` names, saying on stderr when a new master key file was made.
+async fn open(config: &ServeConfig) -> Result<Deployment, CliError> {
+    let deployment = Deployment::open(config).await.map_err(|e| {
+        let code = e.code();
+        CliError::caused(format!("cannot open the deployment [{code}]"), &e)
+    })?;
+    if let Some(file) = &deployment.created_key_file {
+        eprintln!("keypal: created a new master key file {} (mode 0600); back it up", file.0);
+    }
+    Ok(deployment)
 }
 
 /// Who an operator command acts as in the audit log: `cli:<user>` (the login name from

@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod hashing;
 mod io;
+mod table;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
         Command::Completions(args) => cmd::completions::run(&args),
         Command::Serve(args) => cmd::serve::run(&args),
         Command::Tokens(args) => cmd::tokens::run(&args),
+        Command::Apps(args) => cmd::apps::run(&args),
+        Command::Keys(args) => cmd::keys::run(&args),
     };
     match result {
         Ok(status) => status.exit_code(),

@@ -843,11 +843,17 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 /// `keypal serve` on `database` with `master_key`, running until killed; and its address.
 fn serve_in_background(database: &str, master_key: &str) -> (std::process::Child, String) {
+    serve_with(database, master_key, &[])
+}
+
+/// `keypal serve` as [`serve_in_background`], with more `KEYPAL_*` variables.
+fn serve_with(database: &str, master_key: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
         .env_clear()
         .env("KEYPAL_MASTER_KEY", master_key)
+        .envs(env.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -967,4 +973,217 @@ fn tokens_refuse_bad_input_and_another_master_key() {
     wrong.assert_error("[MASTER_KEY_MISMATCH]");
     assert!(!wrong.all().contains(&"55".repeat(32)), "never the key: {wrong:#?}");
     assert_eq!(tokens(&["list"]).lines().len(), 2);
+}
+
+// ---------------------------------------------------------------- apps and keys
+
+/// The answer of `POST /v1/verify` at `addr` for `key` and `client_secret`: its `code`.
+fn verify_code(addr: &str, service_key: &str, client_secret: &str, key: &str) -> String {
+    use std::io::Read;
+
+    let body = serde_json::json!({ "key": key, "client_secret": client_secret }).to_string();
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
+    let request = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {service_key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("the request is sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("the answer is read");
+    let json = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let answer: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{response}"));
+    answer["code"].as_str().unwrap_or_else(|| panic!("{response}")).to_owned()
+}
+
+/// A table's lines with ids, times and masked keys replaced by placeholders and the
+/// columns one space apart; each line's cells start where its header's do.
+#[track_caller]
+fn normalised(table: &str) -> Vec<String> {
+    let lines: Vec<&str> = table.lines().collect();
+    let starts = |line: &str| -> Vec<usize> {
+        let chars: Vec<char> = line.chars().collect();
+        (0..chars.len()).filter(|&i| chars[i] != ' ' && (i == 0 || (i >= 2 && chars[i - 2..i] == [' ', ' ']))).collect()
+    };
+    let header = starts(lines[0]);
+    for line in &lines[1..] {
+        assert_eq!(starts(line), header, "columns aligned: {table}");
+    }
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    lines
+        .iter()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(|cell| {
+                    if uuid::Uuid::parse_str(cell).is_ok() {
+                        "[ID]"
+                    } else if time::OffsetDateTime::parse(cell, rfc3339).is_ok() {
+                        "[TIME]"
+                    } else if cell.contains('…') {
+                        "[KEY]"
+                    } else {
+                        cell
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
+}
+
+#[test]
+fn apps_and_keys_are_managed_on_the_command_line() {
+    let dir = scratch_dir("apps-keys");
+    let database = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let master_key = "66".repeat(32);
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", &database]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+
+    // The client secret alone on stdout.
+    let out = cli(&["apps", "create", "--name", "Billing", "--label", "billing", "--tier", "free=100/hour"]);
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 1, "{out:#?}");
+    let client_secret = out.stdout.trim_end().to_owned();
+    assert!(client_secret.starts_with("cs-"), "{out:#?}");
+    assert!(out.stderr.contains("created application billing") && !out.stderr.contains(&client_secret));
+    cli(&["apps", "create", "--name", "Other", "--label", "billing"]).assert_error("[LABEL_TAKEN]");
+    cli(&["apps", "create", "--name", "Bad", "--label", "Not A Label"]).assert_error("[INVALID_INPUT] label:");
+    cli(&["apps", "create", "--name", "Bad", "--label", "bad", "--hash", "md5"]).assert_error("[INVALID_INPUT] hash:");
+
+    // Keys: made by the application's label, the key alone on stdout.
+    let out =
+        cli(&["keys", "create", "--app", "billing", "--owner", "user-1", "--name", "ci", "--scopes", "read,write"]);
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 1, "{out:#?}");
+    let key = out.stdout.trim_end().to_owned();
+    assert!(key.starts_with("sk-proj-") && key.contains("-billing-"), "{out:#?}");
+    let out = cli(&["keys", "create", "--app", "billing", "--owner", "user-2", "--json"]);
+    out.assert_code(0);
+    let created: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let other_id = created["record"]["id"].as_str().unwrap().to_owned();
+    assert!(created["key"].as_str().unwrap().starts_with("sk-proj-"), "{created}");
+    cli(&["keys", "create", "--app", "nope"]).assert_error("[NOT_FOUND]");
+    cli(&["keys", "create", "--app", "billing", "--tier", "gold"]).assert_error("[INVALID_INPUT]");
+    cli(&["keys", "create", "--app", "billing", "--expires-in-days", "0"]).assert_error("expires_in_days");
+
+    // The tables, ids, times and masked keys aside.
+    let out = cli(&["apps", "list"]);
+    out.assert_code(0);
+    assert_eq!(
+        normalised(&out.stdout),
+        [
+            "ID | LABEL | NAME | HASH | ACTIVE KEYS | TOTAL KEYS | CREATED",
+            "[ID] | billing | Billing | sha256 | 2 | 2 | [TIME]"
+        ],
+        "{out:#?}"
+    );
+    let out = cli(&["keys", "list", "--app", "billing", "--owner", "user-1"]);
+    out.assert_code(0);
+    assert_eq!(
+        normalised(&out.stdout),
+        [
+            "ID | NAME | OWNER | KEY | TIER | SCOPES | STATUS | EXPIRES | LAST USED",
+            "[ID] | ci | user-1 | [KEY] | - | read,write | active | never | never"
+        ],
+        "{out:#?}"
+    );
+    assert!(!out.all().contains(&key), "never the key");
+    let out = cli(&["keys", "list", "--app", "billing", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(list["keys"].as_array().map(Vec::len), Some(2), "{list}");
+    let app_id = list["keys"][0]["app_id"].as_str().unwrap().to_owned();
+    let id = list["keys"].as_array().unwrap().iter().find(|k| k["owner_id"] == "user-1").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // By id as well as by label.
+    let out = cli(&["apps", "show", &app_id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((shown["app"]["label"].as_str(), shown["app"]["active_keys"].as_u64()), (Some("billing"), Some(2)));
+    let out = cli(&["apps", "show", "billing"]);
+    assert!(out.lines().contains(&"tiers                      free=100/hour"), "{out:#?}");
+
+    // Update, show, rotate (the new key alone), revoke.
+    let out = cli(&["keys", "update", &id, "--name", "deploy", "--disable", "--remaining", "5"]);
+    out.assert_code(0);
+    let out = cli(&["keys", "show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (shown["name"].as_str(), shown["enabled"].as_bool(), shown["remaining"].as_u64()),
+        (Some("deploy"), Some(false), Some(5))
+    );
+    cli(&["keys", "update", &id, "--enable", "--unlimited"]).assert_code(0);
+    let out = cli(&["keys", "show", &id]);
+    assert!(
+        out.lines().contains(&"status        active") && out.lines().contains(&"remaining     unlimited"),
+        "{out:#?}"
+    );
+    let out = cli(&["keys", "rotate", &id]);
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 1, "{out:#?}");
+    let rotated = out.stdout.trim_end().to_owned();
+    assert!(rotated.starts_with("sk-proj-") && rotated != key);
+    cli(&["keys", "rotate", &id]).assert_error("[ALREADY_REVOKED]");
+    let out = cli(&["keys", "revoke", &other_id]);
+    out.assert_code(0);
+    assert!(out.stdout.is_empty() && out.stderr.contains("revoked key"), "{out:#?}");
+    cli(&["keys", "revoke", &other_id]).assert_error("[ALREADY_REVOKED]");
+    cli(&["keys", "show", "0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d"]).assert_error("[NOT_FOUND]");
+
+    // A server on the same database takes the client secret and the rotated key.
+    let service_key = format!("kp_svc_{}", "s".repeat(40));
+    let (mut server, addr) = serve_with(&database, &master_key, &[("KEYPAL_SERVICE_KEY", &service_key)]);
+    let codes = [&rotated, &key].map(|k| verify_code(&addr, &service_key, &client_secret, k));
+    server.kill().expect("the server can be stopped");
+    server.wait().expect("the server ends");
+    assert_eq!(codes, ["VALID".to_owned(), "REVOKED".to_owned()]);
+}
+
+#[test]
+fn a_key_revoked_on_the_command_line_is_refused_by_a_running_server_at_once() {
+    let Some(postgres) = keypal_testing::PostgresServer::shared() else { return };
+    let schema = keypal_testing::PostgresServer::fresh_schema();
+    let database = postgres.url().to_owned();
+    let master_key = "77".repeat(32);
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", &database, "--database-schema", &schema]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+    let out = cli(&["apps", "create", "--name", "Billing", "--label", "billing"]);
+    out.assert_code(0);
+    let client_secret = out.stdout.trim_end().to_owned();
+    let out = cli(&["keys", "create", "--app", "billing", "--json"]);
+    out.assert_code(0);
+    let created: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let (key, id) = (created["key"].as_str().unwrap().to_owned(), created["record"]["id"].as_str().unwrap().to_owned());
+
+    let service_key = format!("kp_svc_{}", "t".repeat(40));
+    let (mut server, addr) = serve_with(
+        &database,
+        &master_key,
+        &[("KEYPAL_SERVICE_KEY", &service_key), ("KEYPAL_DATABASE_SCHEMA", &schema), ("KEYPAL_CACHE_TTL", "1h")],
+    );
+    // Verified twice: the second answer comes from the server's cache.
+    let before = [0, 1].map(|_| verify_code(&addr, &service_key, &client_secret, &key));
+    let revoked = cli(&["keys", "revoke", &id]);
+    // The announcement travels through PostgreSQL: give it a moment, far below the cache's hour.
+    let mut after = String::new();
+    for _ in 0..50 {
+        after = verify_code(&addr, &service_key, &client_secret, &key);
+        if after != "VALID" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.kill().expect("the server can be stopped");
+    server.wait().expect("the server ends");
+    assert_eq!(before, ["VALID".to_owned(), "VALID".to_owned()]);
+    revoked.assert_code(0);
+    assert_eq!(after, "REVOKED", "refused once the revocation is announced");
 }

@@ -25,6 +25,7 @@ mod keys;
 mod metrics;
 mod number;
 mod openapi;
+pub mod operator;
 mod panel;
 mod patch;
 mod routes;

@@ -142,33 +142,7 @@ impl State {
         admin_password: Option<&str>,
         service_key: Option<&str>,
     ) -> Result<(Arc<Self>, Generated), BootError> {
-        let usage = Arc::new(UsageCounter::new());
-        let mut sinks: Vec<Arc<dyn keypal::EventSink>> = vec![usage.clone()];
-        sinks.extend(shared.sinks);
-        let parts = ManagerParts {
-            store: store.clone(),
-            secrets: secrets.clone(),
-            sinks,
-            limiter: shared.limiter.clone(),
-            cache: shared.cache,
-            offload: shared.hash_pool.clone(),
-        };
-        let state = Arc::new(State {
-            store,
-            secrets,
-            parts,
-            bus: shared.bus,
-            usage,
-            metrics: Metrics::default(),
-            throttle: LoginThrottle::default(),
-            hash_pool: shared.hash_pool,
-            apps: RwLock::new(Apps::default()),
-            service_key_digest: RwLock::new(String::new()),
-            service_key_pinned: service_key.is_some(),
-            admin_password_hash: RwLock::new(String::new()),
-            password_hasher: Argon2idHasher::new(Argon2Params::default())
-                .map_err(|e| BootError::Corrupt { kind: "argon2 parameters", message: e.to_string() })?,
-        });
+        let state = Self::new(store, secrets, shared, service_key.is_some())?;
         let mut generated = Generated::default();
 
         // The service key: configured (authoritative), else stored, else new.
@@ -220,16 +194,66 @@ impl State {
             }
         }
 
-        for object in state.store.list_objects(apps::KIND).await? {
+        state.load_apps().await?;
+        Ok((state, generated))
+    }
+
+    /// The state of an operator's command (`keypal apps`, `keypal keys`): the
+    /// applications and their key managers, without the admin password and service key
+    /// a server keeps (nothing is generated: the next `keypal serve` does that).
+    pub async fn load(store: Arc<SqlStore>, secrets: Arc<Secrets>, shared: Shared) -> Result<Arc<Self>, BootError> {
+        let state = Self::new(store, secrets, shared, false)?;
+        state.load_apps().await?;
+        Ok(state)
+    }
+
+    fn new(
+        store: Arc<SqlStore>,
+        secrets: Arc<Secrets>,
+        shared: Shared,
+        service_key_pinned: bool,
+    ) -> Result<Arc<Self>, BootError> {
+        let usage = Arc::new(UsageCounter::new());
+        let mut sinks: Vec<Arc<dyn keypal::EventSink>> = vec![usage.clone()];
+        sinks.extend(shared.sinks);
+        let parts = ManagerParts {
+            store: store.clone(),
+            secrets: secrets.clone(),
+            sinks,
+            limiter: shared.limiter.clone(),
+            cache: shared.cache,
+            offload: shared.hash_pool.clone(),
+        };
+        Ok(Arc::new(State {
+            store,
+            secrets,
+            parts,
+            bus: shared.bus,
+            usage,
+            metrics: Metrics::default(),
+            throttle: LoginThrottle::default(),
+            hash_pool: shared.hash_pool,
+            apps: RwLock::new(Apps::default()),
+            service_key_digest: RwLock::new(String::new()),
+            service_key_pinned,
+            admin_password_hash: RwLock::new(String::new()),
+            password_hasher: Argon2idHasher::new(Argon2Params::default())
+                .map_err(|e| BootError::Corrupt { kind: "argon2 parameters", message: e.to_string() })?,
+        }))
+    }
+
+    /// Loads every stored application and its key manager.
+    async fn load_apps(&self) -> Result<(), BootError> {
+        for object in self.store.list_objects(apps::KIND).await? {
             let app: App = serde_json::from_value(object.body)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.to_string() })?;
-            state.claim_label_of_older(&app).await?;
-            let runtime = state
+            self.claim_label_of_older(&app).await?;
+            let runtime = self
                 .runtime(app)
                 .map_err(|e| BootError::Corrupt { kind: "application", message: e.message.clone() })?;
-            state.install(runtime, object.lookup);
+            self.install(runtime, object.lookup);
         }
-        Ok((state, generated))
+        Ok(())
     }
 
     /// Gives an application stored before labels were claimed its claim (a claim

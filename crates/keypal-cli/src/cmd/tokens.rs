@@ -6,11 +6,11 @@
 use clap::{Args, Subcommand};
 use keypal_server::tokens::{NewToken, TokenError, TokenList, TokenView, Tokens};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::deployment::{DeploymentArgs, MASTER_KEY_HELP, operator};
 use crate::error::{CliError, CmdResult, Status};
 use crate::io::Out;
+use crate::table::{aligned, rfc3339};
 
 /// Arguments of `keypal tokens`.
 #[derive(Debug, Args)]
@@ -132,10 +132,6 @@ fn revoke(args: &RevokeArgs) -> CmdResult {
     Ok(Status::Success)
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
-}
-
 /// The tokens as a table: a header line, then one line per token, columns aligned.
 fn table(tokens: &[TokenView], now: OffsetDateTime) -> Vec<String> {
     let mut rows = vec![["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"].map(str::to_owned)];
@@ -148,13 +144,7 @@ fn table(tokens: &[TokenView], now: OffsetDateTime) -> Vec<String> {
         let last_used = token.last_used_at.map_or_else(|| "never".to_owned(), rfc3339);
         rows.push([token.id.to_string(), token.name.clone(), rfc3339(token.created_at), expires, last_used]);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-            cells.join("  ").trim_end().to_owned()
-        })
-        .collect()
+    aligned(&rows)
 }
 
 #[cfg(test)]

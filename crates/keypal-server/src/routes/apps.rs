@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{Action, Event, Invalidation, ListQuery, NewKey, RateLimit, StoreError};
+use keypal::{Action, AuditContext, Event, Invalidation, ListQuery, NewKey, RateLimit, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -149,7 +149,7 @@ fn new_client_secret() -> Result<String, ApiError> {
 }
 
 /// An application's view with its key counts.
-async fn view(runtime: &AppRuntime) -> Result<AppView, ApiError> {
+pub async fn view(runtime: &AppRuntime) -> Result<AppView, ApiError> {
     let all = ListQuery::new().include_revoked(true);
     let total = runtime.keys.count(all).await?;
     let active = runtime.keys.count(ListQuery::new().active_only(true)).await?;
@@ -177,6 +177,12 @@ pub async fn create(
     AxumState(state): Shared,
     ApiJson(request): ApiJson<NewApp>,
 ) -> Result<(StatusCode, ApiJson<CreatedApp>), ApiError> {
+    Ok((StatusCode::CREATED, ApiJson(create_app(&state, admin.context(), request).await?)))
+}
+
+/// Creates an application for `context` (the handler of `POST /v1/apps` and
+/// `keypal apps create`); answers its client secret once.
+pub async fn create_app(state: &State, context: AuditContext, request: NewApp) -> Result<CreatedApp, ApiError> {
     // Every field is checked (the template, tiers and hash by building the key manager)
     // before the label's uniqueness: an invalid request is a 400 whatever its label.
     let runtime = state.runtime(App::create(request, OffsetDateTime::now_utc())?)?;
@@ -186,7 +192,7 @@ pub async fn create(
     let (id, label) = (runtime.app.id.to_string(), &runtime.app.label);
     let claim = apps::label_claim(&runtime.app);
     let details = json!({ "name": runtime.app.name, "label": label });
-    let event = app_event(&admin, Action::AppCreated, &runtime.app, Some(details));
+    let event = app_event(context, Action::AppCreated, &runtime.app, Some(details));
     let objects = [
         NewObject { kind: apps::LABEL_KIND, id: label, lookup: None, body: &claim },
         NewObject { kind: apps::KIND, id: &id, lookup: Some(&digest), body: &body },
@@ -202,7 +208,7 @@ pub async fn create(
     let id = runtime.app.id;
     state.install(runtime, Some(digest));
     state.announce(Invalidation::App(id.to_string())).await;
-    Ok((StatusCode::CREATED, ApiJson(CreatedApp { app: view, client_secret: secret })))
+    Ok(CreatedApp { app: view, client_secret: secret })
 }
 
 /// One application.
@@ -232,7 +238,7 @@ pub async fn update(
     let app = current.app.patched(patch)?;
     let runtime = state.runtime(app)?;
     let body = serde_json::to_value(&runtime.app).map_err(|e| ApiError::internal(&e))?;
-    let event = app_event(&admin, Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
+    let event = app_event(admin.context(), Action::AppUpdated, &runtime.app, Some(json!({ "fields": fields })));
     // The body only: the client secret's digest (the lookup) is not this request's to write.
     let document = id.to_string();
     let written = if current.app.recoverable && !runtime.app.recoverable {
@@ -282,7 +288,8 @@ pub async fn delete(
             }
         }
     }
-    let event = app_event(&admin, Action::AppDeleted, &runtime.app, Some(json!({ "revoked_keys": revoked_keys })));
+    let event =
+        app_event(admin.context(), Action::AppDeleted, &runtime.app, Some(json!({ "revoked_keys": revoked_keys })));
     let (id, claim) = (runtime.app.id.to_string(), apps::label_claim(&runtime.app));
     let objects = [
         ObjectRef { kind: apps::KIND, id: &id, body: None },
@@ -308,7 +315,7 @@ pub async fn regenerate_secret(
     let runtime = find(&state, id)?;
     let secret = new_client_secret()?;
     let digest = state.secrets.digest(&secret);
-    let event = app_event(&admin, Action::ClientSecretRotated, &runtime.app, None);
+    let event = app_event(admin.context(), Action::ClientSecretRotated, &runtime.app, None);
     // The lookup only: the settings (the body) are not this request's to write.
     let id = runtime.app.id.to_string();
     if !state.store.update_object_lookup(apps::KIND, &id, Some(&digest), Some(&event)).await? {
@@ -322,8 +329,8 @@ pub async fn regenerate_secret(
 }
 
 /// An audit event of an admin's change to `app` (never a secret in `details`).
-fn app_event(admin: &Admin, action: Action, app: &App, details: Option<serde_json::Value>) -> Event {
-    let mut event = Event::new(action, OffsetDateTime::now_utc(), admin.context());
+fn app_event(context: AuditContext, action: Action, app: &App, details: Option<serde_json::Value>) -> Event {
+    let mut event = Event::new(action, OffsetDateTime::now_utc(), context);
     event.namespace = Some(app.namespace());
     event.details = details;
     event
@@ -418,13 +425,21 @@ pub async fn create_key(
     ApiPath(AppPath { id }): ApiPath<AppPath>,
     ApiJson(request): ApiJson<NewKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
-    let runtime = find(&state, id)?;
+    Ok((StatusCode::CREATED, ApiJson(create_key_in(&state, admin.context(), id, request).await?)))
+}
+
+/// Creates a key in the application `id` for `context` (the handler of
+/// `POST /v1/apps/{id}/keys` and `keypal keys create`); answers the key once.
+pub async fn create_key_in(
+    state: &State,
+    context: AuditContext,
+    id: Uuid,
+    request: NewKeyRequest,
+) -> Result<CreatedKey, ApiError> {
+    let runtime = find(state, id)?;
     let new = new_key(&runtime.app, request)?;
-    let created = runtime.keys.with_context(admin.context()).create(new).await?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(CreatedKey { key: created.key.expose().to_owned(), record: (&created.record).into() }),
-    ))
+    let created = runtime.keys.with_context(context).create(new).await?;
+    Ok(CreatedKey { key: created.key.expose().to_owned(), record: (&created.record).into() })
 }
 
 /// An application's keys, newest first.
@@ -436,11 +451,17 @@ pub async fn list_keys(
     ApiPath(AppPath { id }): ApiPath<AppPath>,
     ApiQuery(params): ApiQuery<KeyListParams>,
 ) -> Result<ApiJson<KeyList>, ApiError> {
-    let runtime = find(&state, id)?;
+    Ok(ApiJson(list_app_keys(&state, id, params).await?))
+}
+
+/// A page of the application `id`'s keys, newest first (the handler of
+/// `GET /v1/apps/{id}/keys` and `keypal keys list`).
+pub async fn list_app_keys(state: &State, id: Uuid, params: KeyListParams) -> Result<KeyList, ApiError> {
+    let runtime = find(state, id)?;
     let mut query = page_query(params.include_revoked, params.limit, params.cursor)?;
     if let Some(owner) = params.owner_id {
         query = query.owner_id(check_owner(&owner)?);
     }
     let page = runtime.keys.list(query).await?;
-    Ok(ApiJson(KeyList { keys: page.items.iter().map(KeyView::from).collect(), next_cursor: page.next_cursor }))
+    Ok(KeyList { keys: page.items.iter().map(KeyView::from).collect(), next_cursor: page.next_cursor })
 }

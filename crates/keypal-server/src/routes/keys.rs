@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{KeyId, KeyManager, KeyPatch, KeyRecord, Store};
+use keypal::{AuditContext, KeyId, KeyManager, KeyPatch, KeyRecord, Store};
 use keypal_sql::SqlStore;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -32,7 +32,7 @@ pub struct RevealedKey {
 }
 
 /// The key `id` and its application (404 when either is unknown).
-async fn find(state: &State, id: Uuid) -> Result<(KeyId, Arc<KeyRecord>, Arc<AppRuntime>), ApiError> {
+pub async fn find(state: &State, id: Uuid) -> Result<(KeyId, Arc<KeyRecord>, Arc<AppRuntime>), ApiError> {
     let id = KeyId(id);
     let record = state.store.get(id).await?.ok_or_else(|| ApiError::not_found("key"))?;
     let runtime = record
@@ -43,8 +43,8 @@ async fn find(state: &State, id: Uuid) -> Result<(KeyId, Arc<KeyRecord>, Arc<App
     Ok((id, record, runtime))
 }
 
-fn manager(runtime: &AppRuntime, admin: &Admin) -> KeyManager<Arc<SqlStore>> {
-    runtime.keys.with_context(admin.context())
+fn manager(runtime: &AppRuntime, context: AuditContext) -> KeyManager<Arc<SqlStore>> {
+    runtime.keys.with_context(context)
 }
 
 /// One key.
@@ -70,7 +70,18 @@ pub async fn update(
     ApiPath(KeyPath { id }): ApiPath<KeyPath>,
     ApiJson(request): ApiJson<KeyPatchRequest>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
-    let (id, record, runtime) = find(&state, id).await?;
+    Ok(ApiJson(KeyView::from(&update_key(&state, admin.context(), id, request).await?)))
+}
+
+/// Changes the key `id` for `context` (the handler of `PATCH /v1/keys/{id}` and
+/// `keypal keys update`).
+pub async fn update_key(
+    state: &State,
+    context: AuditContext,
+    id: Uuid,
+    request: KeyPatchRequest,
+) -> Result<KeyRecord, ApiError> {
+    let (id, record, runtime) = find(state, id).await?;
     // A revoked key stays as it was for the audit log (revocation removed its metadata).
     if record.is_revoked_at(OffsetDateTime::now_utc()) {
         return Err(keypal::Error::AlreadyRevoked(id).into());
@@ -91,7 +102,7 @@ pub async fn update(
     if let Some(remaining) = request.remaining {
         patch.remaining = Some(remaining.map(check_credits).transpose()?);
     }
-    let keys = manager(&runtime, &admin);
+    let keys = manager(&runtime, context);
     let mut record = KeyRecord::clone(&record);
     if !patch.is_empty() {
         record = keys.update(&id, patch).await?;
@@ -101,7 +112,7 @@ pub async fn update(
         Some(false) if record.enabled => record = keys.disable(&id).await?,
         _ => {}
     }
-    Ok(ApiJson(KeyView::from(&record)))
+    Ok(record)
 }
 
 /// Replaces a key with a new one (same owner, scopes, tier, metadata); the old key stops
@@ -118,13 +129,24 @@ pub async fn rotate(
     body: JsonBytes,
 ) -> Result<ApiJson<CreatedKey>, ApiError> {
     let request: RotateRequest = body.optional()?;
+    Ok(ApiJson(rotate_key(&state, admin.context(), id, request).await?))
+}
+
+/// Replaces the key `id` for `context` (the handler of `POST /v1/keys/{id}/rotate` and
+/// `keypal keys rotate`); answers the new key once.
+pub async fn rotate_key(
+    state: &State,
+    context: AuditContext,
+    id: Uuid,
+    request: RotateRequest,
+) -> Result<CreatedKey, ApiError> {
     let grace = Duration::from_secs(request.grace_seconds.unwrap_or(0));
     if grace > MAX_GRACE {
         return Err(ApiError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));
     }
-    let (id, _, runtime) = find(&state, id).await?;
-    let rotated = manager(&runtime, &admin).rotate(&id, grace).await?;
-    Ok(ApiJson(CreatedKey { key: rotated.key.expose().to_owned(), record: (&rotated.record).into() }))
+    let (id, _, runtime) = find(state, id).await?;
+    let rotated = manager(&runtime, context).rotate(&id, grace).await?;
+    Ok(CreatedKey { key: rotated.key.expose().to_owned(), record: (&rotated.record).into() })
 }
 
 /// Revokes a key and removes its metadata; the record stays for the audit log.
@@ -135,9 +157,14 @@ pub async fn revoke(
     AxumState(state): Shared,
     ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<ApiJson<KeyView>, ApiError> {
-    let (id, _, runtime) = find(&state, id).await?;
-    let record = revoke_and_strip(&manager(&runtime, &admin), &id).await?;
-    Ok(ApiJson(KeyView::from(&record)))
+    Ok(ApiJson(KeyView::from(&revoke_key(&state, admin.context(), id).await?)))
+}
+
+/// Revokes the key `id` for `context` (the handler of `POST /v1/keys/{id}/revoke` and
+/// `keypal keys revoke`).
+pub async fn revoke_key(state: &State, context: AuditContext, id: Uuid) -> Result<KeyRecord, ApiError> {
+    let (id, _, runtime) = find(state, id).await?;
+    revoke_and_strip(&manager(&runtime, context), &id).await
 }
 
 /// Revokes a key (refused before returning, on this node) and then drops its metadata.
@@ -158,7 +185,7 @@ pub async fn delete(
     ApiPath(KeyPath { id }): ApiPath<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
     let (id, _, runtime) = find(&state, id).await?;
-    manager(&runtime, &admin).delete(&id).await?;
+    manager(&runtime, admin.context()).delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
