@@ -142,10 +142,3 @@ async fn open(config: &ServeConfig) -> Result<Deployment, CliError> {
     }
     Ok(deployment)
 }
-
-/// Who an operator command acts as in the audit log: `cli:<user>` (the login name from
-/// `USER`, or `LOGNAME`), or `cli` when neither is set.
-pub fn operator() -> keypal::AuditContext {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok().filter(|u| !u.is_empty());
-    keypal::AuditContext::new(user.map_or_else(|| "cli".to_owned(), |u| format!("cli:{}", u.chars().take(64).collect::<String>())))
-}

@@ -52,7 +52,8 @@ impl Operator {
         self.state.store.close().await;
     }
 
-    fn context() -> AuditContext {
+    /// The audit context of the operator's changes (actor [`ACTOR`]).
+    pub fn context() -> AuditContext {
         AuditContext::new(ACTOR)
     }
 

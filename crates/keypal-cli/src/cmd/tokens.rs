@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use keypal_server::tokens::{NewToken, TokenError, TokenList, TokenView, Tokens};
 use time::OffsetDateTime;
 
-use crate::deployment::{DeploymentArgs, MASTER_KEY_HELP, operator};
+use crate::deployment::{DeploymentArgs, MASTER_KEY_HELP};
 use crate::error::{CliError, CmdResult, Status};
 use crate::io::Out;
 use crate::table::{aligned, rfc3339};
@@ -92,7 +92,10 @@ fn refused(error: &TokenError) -> CliError {
 fn create(args: &CreateArgs) -> CmdResult {
     let request = NewToken { name: args.name.clone(), expires_in_days: args.expires_in_days };
     let created = args.deployment.run(async |deployment| {
-        Tokens::new(&deployment.store, &deployment.secrets).create(&request, operator()).await.map_err(|e| refused(&e))
+        Tokens::new(&deployment.store, &deployment.secrets)
+            .create(&request, keypal_server::operator::Operator::context())
+            .await
+            .map_err(|e| refused(&e))
     })?;
     let mut out = Out::new();
     out.line(&created.token)?;
@@ -126,7 +129,10 @@ fn list(args: &ListArgs) -> CmdResult {
 
 fn revoke(args: &RevokeArgs) -> CmdResult {
     let token = args.deployment.run(async |deployment| {
-        Tokens::new(&deployment.store, &deployment.secrets).revoke(args.id, operator()).await.map_err(|e| refused(&e))
+        Tokens::new(&deployment.store, &deployment.secrets)
+            .revoke(args.id, keypal_server::operator::Operator::context())
+            .await
+            .map_err(|e| refused(&e))
     })?;
     eprintln!("keypal: revoked management token {} (id {})", token.name, token.id);
     Ok(Status::Success)
