@@ -14,9 +14,9 @@ use keypal_sql::SqlStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
-use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
 use uuid::Uuid;
 
 use super::apps::{find, new_key};
