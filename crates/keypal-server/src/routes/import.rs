@@ -590,3 +590,56 @@ impl Lines {
         (self.number, line)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    /// The lines of a body that arrives in these chunks, as text or `None` when too long.
+    async fn lines_of(chunks: Vec<Vec<u8>>) -> Vec<(u64, Option<String>)> {
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        let mut lines = Lines::new(Body::from_stream(stream));
+        let mut out = Vec::new();
+        while let Some((number, line)) = lines.next().await.unwrap() {
+            out.push((
+                number,
+                match line {
+                    Line::Text(text) => Some(String::from_utf8(text).unwrap()),
+                    Line::TooLong => None,
+                },
+            ));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_across_chunks_and_a_long_one_is_dropped_as_it_comes() {
+        let text = "a\r\nbc\n\nd";
+        // However the body is cut into chunks, the lines are the same.
+        for size in 1..=text.len() {
+            let chunks = text.as_bytes().chunks(size).map(<[u8]>::to_vec).collect();
+            let want =
+                vec![(1, Some("a".into())), (2, Some("bc".into())), (3, Some(String::new())), (4, Some("d".into()))];
+            assert_eq!(lines_of(chunks).await, want, "chunks of {size}");
+        }
+        assert_eq!(lines_of(vec![]).await, []);
+        assert_eq!(lines_of(vec![b"x\n".to_vec()]).await, [(1, Some("x".into()))], "no line after the last break");
+
+        let long = vec![b'y'; MAX_LINE + 1];
+        let chunks = vec![b"ok\n".to_vec(), long[..1000].to_vec(), long[1000..].to_vec(), b"\nlast".to_vec()];
+        assert_eq!(lines_of(chunks).await, [(1, Some("ok".into())), (2, None), (3, Some("last".into()))]);
+        let exactly = vec![b'z'; MAX_LINE];
+        let read = lines_of(vec![exactly.clone()]).await;
+        assert_eq!(read, [(1, Some(String::from_utf8(exactly).unwrap()))], "a line of 64 KiB is not too long");
+    }
+
+    #[test]
+    fn imports_are_the_import_paths_only() {
+        assert!(is_import("/v1/apps/0190f3c2-7c1e-7d3a-9b5e-2f4c6a8e0b1d/keys/import"));
+        assert!(!is_import("/v1/apps/x/keys"));
+        assert!(!is_import("/v1/apps/x/y/keys/import"));
+        assert!(!is_import("/v1/keys/import"));
+    }
+}
