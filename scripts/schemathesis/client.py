@@ -9,6 +9,7 @@ the generated model. It fails if an operation of the document was not called.
     python client.py VENV WORKDIR
 """
 
+import hashlib
 import importlib
 import json
 import os
@@ -28,7 +29,10 @@ def generate(venv: Path, work: Path):
         document = json.load(response)
     (work / "openapi.json").write_text(json.dumps(document))
     # No formatter runs afterwards (post_hooks): a warning then is about the document.
-    (work / "generator.yaml").write_text("post_hooks: []\n")
+    # An NDJSON body is bytes to the client (the generator knows no NDJSON).
+    (work / "generator.yaml").write_text(
+        "post_hooks: []\ncontent_type_overrides:\n  application/x-ndjson: application/octet-stream\n"
+    )
     subprocess.run(
         [
             str(venv / "bin" / "openapi-python-client"),
@@ -113,6 +117,17 @@ def main():
     made = call("create_key", 201, m.CreatedKey, client=admin, id=app_id,
                 body=m.NewKeyRequest(name="ci", owner_id="alice", scopes=["read"], tier="free", expires_in_days=30))
     key_id = made.parsed.record.id
+    # Keys of the legacy format imported: one by its plaintext, one by its SHA-256.
+    plain_key, hashed_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    digest = hashlib.sha256(hashed_key.encode()).hexdigest()
+    imported = call("import_keys", 200, m.ImportReport, client=admin, id=app_id,
+                    body=m.ImportRequest(keys=[
+                        m.ImportItem(key=plain_key, owner_id="carol", name="old laptop"),
+                        m.ImportItem(hash_=m.ImportHash(algorithm=m.ImportHashAlgorithm.SHA256, value=digest),
+                                     owner_id="carol"),
+                    ]))
+    assert (imported.parsed.created, imported.parsed.errors) == (2, 0), imported.parsed
+    assert [r.status for r in imported.parsed.results] == [m.ImportStatus.CREATED] * 2, imported.parsed
     call("list_keys", 200, m.KeyList, client=admin, id=app_id, owner_id="alice", include_revoked=True, limit=10)
     call("get_key", 200, m.KeyView, client=admin, id=key_id)
     call("update_key", 200, m.KeyView, client=admin, id=key_id, body=m.KeyPatchRequest(name="ci deploys"))
@@ -125,6 +140,10 @@ def main():
     verdict = call("verify", 200, m.VerifyResponse, client=service,
                    body=m.VerifyRequest(key=rotated.parsed.key, client_secret=secret, scopes=["read"]))
     assert verdict.parsed.valid and verdict.parsed.code == "VALID", verdict.parsed
+    for key in (plain_key, hashed_key):
+        verdict = call("verify", 200, m.VerifyResponse, client=service,
+                       body=m.VerifyRequest(key=key, client_secret=secret))
+        assert verdict.parsed.code == "VALID", verdict.parsed
 
     backend = AuthenticatedClient(base_url=BASE_URL, token=secret)
     own = call("create_owner_key", 201, m.CreatedKey, client=backend, owner_id="bob",

@@ -112,7 +112,11 @@ impl From<keypal::Error> for ApiError {
                 "KEY_LIMIT_REACHED",
                 format!("the owner already has the maximum of {limit} active keys"),
             ),
+            E::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "ALREADY_EXISTS", error.to_string()),
             E::Invalid { field, message } => ApiError::invalid(field.clone(), message.clone()),
+            // A hash to import that is not what it claims, or a name of its algorithm,
+            // encoding or coverage keypal does not know: the request's `hash` is at fault.
+            E::Hash(hash) => ApiError::invalid(hash_field(hash), hash.to_string()),
             E::Config(config) => match config.problems().first() {
                 Some(problem) => ApiError::invalid(problem.path.clone(), problem.message.clone()),
                 None => ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", config.to_string()),
@@ -156,6 +160,23 @@ impl From<crate::tokens::TokenError> for ApiError {
             E::Store(e) => ApiError::storage(e),
             _ => ApiError::internal(&error),
         }
+    }
+}
+
+/// The request field a hash error is about: `hash.algorithm`, `hash.encoding` or
+/// `hash.covers` for a name keypal does not know, else `hash`.
+fn hash_field(error: &keypal::hash::HashError) -> &'static str {
+    match error {
+        keypal::hash::HashError::UnknownName { what: "hash algorithm", .. } => "hash.algorithm",
+        keypal::hash::HashError::UnknownName { what: "digest encoding", .. } => "hash.encoding",
+        keypal::hash::HashError::UnknownName { what: "hash coverage", .. } => "hash.covers",
+        _ => "hash",
+    }
+}
+
+impl From<keypal::hash::HashError> for ApiError {
+    fn from(error: keypal::hash::HashError) -> Self {
+        keypal::Error::Hash(error).into()
     }
 }
 

@@ -185,7 +185,7 @@ fn is_blank(body: &[u8]) -> bool {
 }
 
 /// Whether the content type is `application/json` or `application/*+json` (parameters allowed).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };

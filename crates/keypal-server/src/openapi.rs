@@ -51,6 +51,7 @@ pub const CODES: &[ErrorCode] = &[
     code(409, "NOT_RECOVERABLE", "this key was not kept encrypted; it was shown once"),
     code(409, "LABEL_TAKEN", "another application has this label"),
     code(409, "TOKEN_NAME_TAKEN", "a management token that is not revoked has this name"),
+    code(409, "ALREADY_EXISTS", "the key is already stored"),
     code(409, "SERVICE_KEY_PINNED", "the service key is set by KEYPAL_SERVICE_KEY; change it there"),
     code(413, "PAYLOAD_TOO_LARGE", "the body is larger than 64 KiB"),
     code(415, "UNSUPPORTED_MEDIA_TYPE", "send a JSON body with Content-Type: application/json"),

@@ -35,6 +35,11 @@ common::on_both!(
     a_management_token_manages_keypal_and_is_audited_by_its_name,
     revoked_and_expired_management_tokens_are_refused,
     a_management_token_is_taken_by_exactly_the_operations_documenting_it,
+    imported_keys_verify_and_each_item_stands_alone,
+    better_auth_rows_import_and_their_plaintext_keys_verify,
+    a_kota_key_imports_as_its_id_and_the_bcrypt_of_its_secret,
+    owner_limits_apply_to_imports_unless_skipped,
+    an_ndjson_import_of_thousands_of_lines_reports_bad_lines_by_number,
 );
 
 async fn server(db: Db) -> TestServer {
@@ -1193,5 +1198,329 @@ async fn a_management_token_is_taken_by_exactly_the_operations_documenting_it(db
     }
     assert!(taking.contains(&"create_app".to_owned()) && taking.contains(&"revoke_token".to_owned()), "{taking:?}");
     assert!(!taking.contains(&"rotate_service_key".to_owned()) && !taking.contains(&"verify".to_owned()));
+/// `POST /v1/apps/{app_id}/keys/import` with a JSON body; returns the status and answer.
+async fn import_json(server: &TestServer, app_id: &str, body: Value) -> (StatusCode, Value) {
+    let url = format!("/v1/apps/{app_id}/keys/import");
+    json_of(server.admin(Method::POST, &url).json(&body).send().await.unwrap()).await
+}
+
+/// `POST /v1/apps/{app_id}/keys/import{query}` with an NDJSON body.
+async fn import_ndjson(server: &TestServer, app_id: &str, query: &str, lines: String) -> (StatusCode, Value) {
+    let url = format!("/v1/apps/{app_id}/keys/import{query}");
+    let request = server.admin(Method::POST, &url).header("content-type", "application/x-ndjson").body(lines);
+    json_of(request.send().await.unwrap()).await
+}
+
+/// The lowercase hex SHA-256 of a key.
+fn sha256_hex(key: &str) -> String {
+    use keypal::Hasher;
+    keypal::hash::Sha256Hasher.hash(key.as_bytes()).trim_start_matches("$sha256$").to_owned()
+}
+
+/// The (status, error code, error field) of each result of an import's answer.
+fn outcomes(report: &Value) -> Vec<(u64, String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["index"].as_u64().unwrap(), text(&r["status"]), text(&r["error"]["code"]), text(&r["error"]["field"]))
+        })
+        .collect()
+}
+
+/// The application's keys (revoked included) and its audit log.
+async fn keys_and_audit(server: &TestServer, app_id: &str) -> (Value, Value) {
+    let url = format!("/v1/apps/{app_id}/keys?include_revoked=true&limit=1000");
+    let (_, keys) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    let (_, audit) =
+        json_of(server.admin(Method::GET, &format!("/v1/audit?app_id={app_id}&limit=1000")).send().await.unwrap())
+            .await;
+    (keys["keys"].clone(), audit["events"].clone())
+}
+
+async fn imported_keys_verify_and_each_item_stands_alone(db: Db) {
+    let server = server(db).await;
+    let (app, secret) =
+        server.create_app(json!({"name": "Legacy", "label": "legacy", "template": "sk_live_{secret:32:alnum}"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let key = |c: char| format!("sk_live_{}", c.to_string().repeat(32));
+    let (plain, digest, bad_hash, both, unknown_field) = (key('a'), key('b'), key('c'), key('d'), key('e'));
+    let items = json!([
+        {"key": plain, "owner_id": "u1", "name": "old CI", "scopes": ["read"], "last_used_at": "2026-01-02T03:04:05Z"},
+        {"hash": {"algorithm": "sha256", "value": sha256_hex(&digest)}, "owner_id": "u2", "last4": "bbbb", "enabled": false},
+        {"hash": {"algorithm": "sha256", "value": "zz"}, "owner_id": "u3"},
+        {"key": both, "hash": {"algorithm": "sha256", "value": sha256_hex(&both)}},
+        {"key": "not a key of this application"},
+        42,
+        {"key": unknown_field, "colour": "blue"},
+        {"hash": {"algorithm": "md5", "value": sha256_hex(&bad_hash)}},
+        {"key": plain},
+        {"key": key('f'), "tier": "gold"},
+    ]);
+    let (status, report) = import_json(&server, app_id, json!({"keys": items})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["exists"].as_u64(), report["errors"].as_u64()),
+        (Some(2), Some(1), Some(7)),
+        "{report}"
+    );
+    let expected: Vec<(u64, &str, &str, &str)> = vec![
+        (0, "created", "", ""),
+        (1, "created", "", ""),
+        (2, "error", "INVALID_INPUT", "hash"),
+        (3, "error", "INVALID_INPUT", "key"),
+        (4, "error", "INVALID_INPUT", "key"),
+        (5, "error", "INVALID_JSON", ""),
+        (6, "error", "INVALID_JSON", ""),
+        (7, "error", "INVALID_INPUT", "hash.algorithm"),
+        (8, "exists", "", ""),
+        (9, "error", "INVALID_INPUT", "tier"),
+    ];
+    let got = outcomes(&report);
+    let got: Vec<(u64, &str, &str, &str)> =
+        got.iter().map(|(i, s, c, f)| (*i, s.as_str(), c.as_str(), f.as_str())).collect();
+    assert_eq!(got, expected, "{report}");
+    assert_eq!(report["results"][8]["id"], report["results"][0]["id"], "the stored key is named");
+    assert!(report["results"][6]["error"]["message"].as_str().unwrap().contains("colour"), "{report}");
+
+    let (keys, audit) = keys_and_audit(&server, app_id).await;
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    let by_owner = |owner: &str| keys.as_array().unwrap().iter().find(|k| k["owner_id"] == owner).unwrap().clone();
+    assert_eq!(by_owner("u1")["last_used_at"], "2026-01-02T03:04:05Z");
+    assert!(by_owner("u2")["masked"].as_str().unwrap().ends_with("bbbb"), "{keys}");
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key_id"].is_string())
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, [("imported", "admin"), ("imported", "admin")], "{audit}");
+
+    // The imported keys verify (the disabled one is refused as disabled); no refused item was stored.
+    let v = server.verify(&plain, &secret, json!({"scopes": ["read"]})).await;
+    assert_eq!((v["code"].as_str(), v["key"]["owner_id"].as_str()), (Some("VALID"), Some("u1")), "{v}");
+    assert_eq!(server.verify(&digest, &secret, json!({})).await["code"], "DISABLED");
+    for refused in [&bad_hash, &both, &unknown_field, &key('f')] {
+        assert_eq!(server.verify(refused, &secret, json!({})).await["code"], "NOT_FOUND", "{refused}");
+    }
+
+    // Importing the same keys again: each `exists`, and nothing changes.
+    let (keys_before, audit_before) = keys_and_audit(&server, app_id).await;
+    let again = json!([{"key": plain, "name": "renamed"}, {"hash": {"algorithm": "SHA256", "encoding": "hex", "value": sha256_hex(&digest).to_uppercase()}}]);
+    let (status, report) = import_json(&server, app_id, json!({"keys": again})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["created"].as_u64(), report["exists"].as_u64(), report["errors"].as_u64()),
+        (Some(0), Some(2), Some(0)),
+        "{report}"
+    );
+    assert_eq!(keys_and_audit(&server, app_id).await, (keys_before, audit_before), "nothing changed");
+    server.stop().await;
+}
+
+async fn better_auth_rows_import_and_their_plaintext_keys_verify(db: Db) {
+    let fixture: Value =
+        serde_json::from_str(include_str!("../../../fixtures/migrating/better-auth-apikey.json")).unwrap();
+    let server = server(db).await;
+    // Better Auth keys: an optional prefix, then 64 letters.
+    let (app, secret) = server
+        .create_app(json!({
+            "name": "Migrated", "label": "migrated", "template": "ba_live_{secret:64:alnum}",
+            "legacy_templates": ["{secret:64:alnum}", "ba_test_{secret:64:alnum}", "ba_old_{secret:64:alnum}"],
+        }))
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let rows = fixture["keys"].as_array().unwrap();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|k| {
+            let row = &k["row"];
+            let mut item = json!({
+                "hash": {"algorithm": "sha256", "encoding": "base64url", "value": row["key"]},
+                "owner_id": row["referenceId"], "created_at": row["createdAt"], "enabled": row["enabled"] == 1,
+            });
+            for (from, to) in [("name", "name"), ("lastRequest", "last_used_at"), ("remaining", "remaining")] {
+                if !row[from].is_null() {
+                    item[to] = row[from].clone();
+                }
+            }
+            if let Some(metadata) = row["metadata"].as_str().filter(|m| *m != "null") {
+                item["metadata"] = serde_json::from_str(metadata).unwrap();
+            }
+            // An expiry that has passed since the fixture was made is not one to import.
+            let expires = row["expiresAt"]
+                .as_str()
+                .map(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap());
+            if expires.is_some_and(|at| at > now) {
+                item["expires_at"] = row["expiresAt"].clone();
+            }
+            item
+        })
+        .collect();
+    let (status, report) = import_json(&server, app_id, json!({"keys": items})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["created"].as_u64(), Some(rows.len() as u64), "{report}");
+
+    for (k, result) in rows.iter().zip(report["results"].as_array().unwrap()) {
+        let (plaintext, row) = (k["plaintext"].as_str().unwrap(), &k["row"]);
+        let id = result["id"].as_str().unwrap();
+        let (_, stored) = json_of(server.admin(Method::GET, &format!("/v1/keys/{id}")).send().await.unwrap()).await;
+        assert_eq!(stored["owner_id"], row["referenceId"], "{stored}");
+        assert_eq!(stored["remaining"], row["remaining"], "{stored}");
+        let v = server.verify(plaintext, &secret, json!({})).await;
+        let code = if row["enabled"] == 1 { "VALID" } else { "DISABLED" };
+        assert_eq!(v["code"], code, "{}: {v}", k["label"]);
+        if code == "VALID" {
+            assert_eq!(v["key"]["id"], id);
+            assert_eq!(v["key"]["name"], row["name"]);
+        }
+        // One letter changed is another key.
+        let mut wrong = plaintext.to_owned();
+        let last = if wrong.ends_with('a') { "b" } else { "a" };
+        wrong.replace_range(wrong.len() - 1.., last);
+        assert_eq!(server.verify(&wrong, &secret, json!({})).await["code"], "NOT_FOUND");
+    }
+    let with_credits = rows.iter().position(|k| k["row"]["remaining"] == 99).unwrap();
+    let v = server.verify(rows[with_credits]["plaintext"].as_str().unwrap(), &secret, json!({})).await;
+    assert_eq!(v["remaining"], 97, "99 imported, two verifications spent: {v}");
+    server.stop().await;
+}
+
+async fn a_kota_key_imports_as_its_id_and_the_bcrypt_of_its_secret(db: Db) {
+    use keypal::Hasher;
+    let server = server(db).await;
+    let (app, secret) = server
+        .create_app(json!({
+            "name": "Kota", "label": "kota", "template": "kota_{tier}_{id:12:base32}_{secret:36:hex}",
+            "tiers": {"free": {}, "solo": {}, "team": {}}, "default_tier": "free",
+        }))
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    // A key of this format, made here and deleted: the old system's key.
+    let (key, record) = server.create_key(app_id, json!({"tier": "solo"})).await;
+    let response = server.admin(Method::DELETE, &format!("/v1/keys/{}", record["id"].as_str().unwrap())).send().await;
+    assert_eq!(response.unwrap().status(), StatusCode::NO_CONTENT);
+    let parts: Vec<&str> = key.split('_').collect();
+    let (id, key_secret) = (parts[2], parts[3]);
+    let bcrypt = keypal::hash::BcryptHasher::new(4).unwrap().hash(key_secret.as_bytes());
+    let hash = json!({"algorithm": "bcrypt", "covers": "secret", "value": bcrypt});
+    let items = json!([
+        {"hash": hash, "owner_id": "u1"},
+        {"id": id, "hash": hash, "tier": "solo", "owner_id": "u1", "last4": &key[key.len() - 4..]},
+        {"id": id, "hash": hash, "tier": "solo"},
+    ]);
+    let (status, report) = import_json(&server, app_id, json!({"keys": items})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let got: Vec<(u64, String, String, String)> = outcomes(&report);
+    // Without its id the key cannot be found (only a plain SHA-256 is found by its digest).
+    assert_eq!(got[0], (0, "error".into(), "INVALID_INPUT".into(), "hint".into()), "{report}");
+    assert_eq!(got[1].1, "created", "{report}");
+    assert_eq!(got[2].1, "exists", "the id is taken: {report}");
+    let v = server.verify(&key, &secret, json!({})).await;
+    assert_eq!((v["code"].as_str(), v["key"]["tier"].as_str()), (Some("VALID"), Some("solo")), "{v}");
+    let other_secret = format!("kota_solo_{id}_{}", "0".repeat(36));
+    assert_eq!(server.verify(&other_secret, &secret, json!({})).await["code"], "NOT_FOUND");
+    // After its first verification the key is re-hashed whole, and still verifies.
+    assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    server.stop().await;
+}
+
+async fn owner_limits_apply_to_imports_unless_skipped(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server
+        .create_app(
+            json!({"name": "L", "label": "l", "template": "lk_{secret:32:alnum}", "max_active_keys_per_owner": 1}),
+        )
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    let key = |c: char| format!("lk_{}", c.to_string().repeat(32));
+    let items = json!([{"key": key('a'), "owner_id": "u"}, {"key": key('b'), "owner_id": "u"}]);
+    let (_, report) = import_json(&server, app_id, json!({"keys": items})).await;
+    let got = outcomes(&report);
+    assert_eq!(
+        (got[0].1.as_str(), got[1].1.as_str(), got[1].2.as_str()),
+        ("created", "error", "KEY_LIMIT_REACHED"),
+        "{report}"
+    );
+    assert_eq!(server.verify(&key('b'), &secret, json!({})).await["code"], "NOT_FOUND");
+
+    let (_, report) =
+        import_json(&server, app_id, json!({"keys": [{"key": key('b'), "owner_id": "u"}], "skip_limits": true})).await;
+    assert_eq!(report["created"], 1, "{report}");
+    let line = json!({"key": key('c'), "owner_id": "u"}).to_string();
+    let (_, report) = import_ndjson(&server, app_id, "", line.clone()).await;
+    assert_eq!(outcomes(&report), [(1, "error".into(), "KEY_LIMIT_REACHED".into(), String::new())], "{report}");
+    let (_, report) = import_ndjson(&server, app_id, "?skip_limits=true", line).await;
+    assert_eq!(report["created"], 1, "{report}");
+    for c in ['a', 'b', 'c'] {
+        assert_eq!(server.verify(&key(c), &secret, json!({})).await["code"], "VALID");
+    }
+    // The limit still holds for keys created afterwards.
+    let url = format!("/v1/apps/{app_id}/keys");
+    let (status, refused) =
+        json_of(server.admin(Method::POST, &url).json(&json!({"owner_id": "u"})).send().await.unwrap()).await;
+    assert_eq!((status, &refused["error"]["code"]), (StatusCode::FORBIDDEN, &json!("KEY_LIMIT_REACHED")));
+    server.stop().await;
+}
+
+async fn an_ndjson_import_of_thousands_of_lines_reports_bad_lines_by_number(db: Db) {
+    let server = server(db).await;
+    let (app, secret) =
+        server.create_app(json!({"name": "Bulk", "label": "bulk", "template": "bk_{secret:40:hex}"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let key = |n: usize| format!("bk_{n:040x}");
+    let lines = 3000;
+    let mut text = String::new();
+    let mut bad = Vec::new();
+    for n in 1..=lines {
+        let line = match n {
+            7 => "{\"hash\": ".to_owned(),
+            100 => "   ".to_owned(),
+            1500 => format!("{{\"key\": \"{}\"}}", "x".repeat(70 * 1024)),
+            2000 => json!({"key": key(n), "owner": "u"}).to_string(),
+            2500 => "[1, 2]".to_owned(),
+            _ => json!({"hash": {"algorithm": "sha256", "value": sha256_hex(&key(n))}, "name": format!("line {n}")})
+                .to_string(),
+        };
+        match n {
+            7 | 2000 | 2500 => bad.push((n as u64, "INVALID_JSON")),
+            1500 => bad.push((n as u64, "PAYLOAD_TOO_LARGE")),
+            _ => {}
+        }
+        text.push_str(&line);
+        // Windows line ends on some lines, and none after the last.
+        text.push_str(match n {
+            _ if n == lines => "",
+            _ if n % 3 == 0 => "\r\n",
+            _ => "\n",
+        });
+    }
+    let (status, report) = import_ndjson(&server, app_id, "", text.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let created = lines - bad.len() - 1;
+    assert_eq!(
+        (report["created"].as_u64(), report["exists"].as_u64(), report["errors"].as_u64()),
+        (Some(created as u64), Some(0), Some(bad.len() as u64))
+    );
+    let got: Vec<(u64, String)> = outcomes(&report).into_iter().map(|(i, _, code, _)| (i, code)).collect();
+    let want: Vec<(u64, String)> = bad.iter().map(|(n, code)| (*n, (*code).to_owned())).collect();
+    assert_eq!(got, want, "only the lines not created, by line number");
+    assert_eq!(report["unreported"], 0);
+    for n in [1, 6, 8, 99, 101, 1499, 2999, 3000] {
+        assert_eq!(server.verify(&key(n), &secret, json!({})).await["code"], "VALID", "line {n}");
+    }
+    assert_eq!(server.verify(&key(2000), &secret, json!({})).await["code"], "NOT_FOUND");
+
+    // Sent again: every good line exists, nothing changes.
+    let (status, report) = import_ndjson(&server, app_id, "", text).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["created"].as_u64(), report["exists"].as_u64()), (Some(0), Some(created as u64)));
+    let url = format!("/v1/apps/{app_id}");
+    let (_, app) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert_eq!(app["app"]["total_keys"].as_u64(), Some(created as u64));
     server.stop().await;
 }

@@ -119,6 +119,8 @@ const PATCH_APP: Endpoint = Endpoint { method: "PATCH", path: "/v1/apps/{app}", 
 const PATCH_KEY: Endpoint = Endpoint { method: "PATCH", path: "/v1/keys/{key}", auth: Auth::Admin };
 /// `POST /v1/keys/{key}/rotate` as admin.
 const ROTATE: Endpoint = Endpoint { method: "POST", path: "/v1/keys/{key}/rotate", auth: Auth::Admin };
+/// `POST /v1/apps/{app}/keys/import` as admin.
+const IMPORT: Endpoint = Endpoint { method: "POST", path: "/v1/apps/{app}/keys/import", auth: Auth::Admin };
 /// `POST /v1/verify` with the service key (`{secret}` in the body is application A's client secret).
 const VERIFY: Endpoint = Endpoint { method: "POST", path: "/v1/verify", auth: Auth::Service };
 /// `POST /v1/tokens` as admin.
@@ -450,6 +452,21 @@ fn table() -> Vec<Row> {
         NEW_KEY.row(json!({"owner_id": "alice"}), 403, "KEY_LIMIT_REACHED"),
         NEW_KEY.row(raw(Some("text/plain"), "{}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
         NEW_KEY.row(json_raw("{\"name\": \"a\x00b\"}"), 400, "INVALID_JSON"),
+        // ---- POST /v1/apps/{id}/keys/import (a bad item is the answer's, not the request's) ----
+        r("POST", "/v1/apps/{app}/keys/import", Anon, json!({"keys": []}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/apps/{unknown}/keys/import", Admin, json!({"keys": []}), 404, "NOT_FOUND"),
+        IMPORT.row(json!({}), 400, "INVALID_JSON"),
+        IMPORT.row(json!({"keys": {"key": "k"}}), 400, "INVALID_JSON"),
+        IMPORT.row(json!({"keys": [], "skip_limits": "yes"}), 400, "INVALID_JSON"),
+        IMPORT.row(json!({"keys": [], "dry_run": true}), 400, "INVALID_JSON"),
+        IMPORT.row(json!([{"key": "k"}]), 400, "INVALID_JSON"),
+        IMPORT.row(json_raw(r#"{"keys": [{"key": "k"}"#), 400, "INVALID_JSON"),
+        IMPORT.row(json!({"keys": vec![json!({}); 1001]}), 400, "INVALID_INPUT/keys"),
+        IMPORT.row(raw(Some("text/csv"), "key\nsk_live_x\n"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        IMPORT.row(raw(None, "{}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        IMPORT.row(json_raw(big_json(9 * 1024 * 1024)), 413, "PAYLOAD_TOO_LARGE"),
+        r("POST", "/v1/apps/{app}/keys/import?skip_limits=maybe", Admin, json!({"keys": []}), 400, "INVALID_QUERY"),
+        r("POST", "/v1/apps/{app}/keys/import?dry_run=true", Admin, json!({"keys": []}), 400, "INVALID_QUERY"),
         // ---- GET /v1/apps/{id}/keys ----
         r("GET", "/v1/apps/{app}/keys", Anon, e.clone(), 401, "UNAUTHENTICATED"),
         r("GET", "/v1/apps/{unknown}/keys", Admin, e.clone(), 404, "NOT_FOUND"),

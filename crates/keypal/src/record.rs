@@ -595,6 +595,13 @@ pub struct ImportKey {
     pub last4: Option<String>,
     /// When the key was created in the old system (defaults to now).
     pub created_at: Option<OffsetDateTime>,
+    /// When the key was last used in the old system (defaults to never).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Whether the key is enabled (default `true`): a disabled key is imported disabled.
+    pub enabled: bool,
+    /// Stores the key even when its owner already has the most active keys the policy
+    /// allows (default `false`: the import is refused with [`crate::Error::LimitReached`]).
+    pub skip_owner_limit: bool,
     /// Owner, name, scopes, metadata, tier, expiry, credits.
     pub details: NewKey,
 }
@@ -841,7 +848,17 @@ impl ImportedHash {
 
 impl ImportKey {
     fn from_source(source: ImportSource) -> Self {
-        Self { source, hint: None, id: None, last4: None, created_at: None, details: NewKey::new() }
+        Self {
+            source,
+            hint: None,
+            id: None,
+            last4: None,
+            created_at: None,
+            last_used_at: None,
+            enabled: true,
+            skip_owner_limit: false,
+            details: NewKey::new(),
+        }
     }
     /// Imports a plaintext key.
     pub fn plaintext(key: impl Into<PlainKey>) -> Self {
@@ -877,6 +894,23 @@ impl ImportKey {
     /// Keeps the original creation time.
     pub fn created_at(mut self, at: OffsetDateTime) -> Self {
         self.created_at = Some(at);
+        self
+    }
+    /// Keeps the time of the key's last use in the old system.
+    pub fn last_used_at(mut self, at: OffsetDateTime) -> Self {
+        self.last_used_at = Some(at);
+        self
+    }
+    /// Imports the key enabled (the default) or disabled.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+    /// Stores the key whatever its owner's count of active keys: the per-owner limit of
+    /// the policy does not apply to this import (for moving keys whose old system had no
+    /// such limit, or a higher one).
+    pub fn skip_owner_limit(mut self) -> Self {
+        self.skip_owner_limit = true;
         self
     }
     /// Sets owner, name, scopes and the other details.

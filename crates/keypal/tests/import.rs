@@ -460,3 +460,30 @@ async fn importing_a_key_twice_is_already_exists_and_changes_nothing() -> Result
     assert!(keys.verify(key.expose()).await?.is_valid());
     Ok(())
 }
+
+#[tokio::test]
+async fn an_import_keeps_last_use_and_disabled_state_and_may_skip_the_owner_limit() -> Result {
+    let keys =
+        KeyManager::builder().prefix("sk_test").max_active_keys_per_owner(1).store(MemoryStore::new()).build()?;
+    let owner = || NewKey::new().owner_id("u1");
+    let used = time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(86_400);
+    let first = keys.generate_key();
+    let record = keys.import(ImportKey::plaintext(first.expose()).last_used_at(used).with(owner())).await?;
+    assert_eq!(record.last_used_at, Some(keypal::clock::truncate_to_micros(used)));
+    assert_eq!(stored(&keys, &record).await?.last_used_at, record.last_used_at);
+    assert!(record.enabled);
+
+    // The owner has their one active key: a second is refused, and stored only when told to.
+    let second = keys.generate_key();
+    let refused = keys.import(ImportKey::plaintext(second.expose()).with(owner())).await;
+    assert!(matches!(refused, Err(Error::LimitReached { limit: 1 })), "{refused:?}");
+    assert_eq!(contents(&keys).await?, (1, 1), "nothing stored");
+    let disabled =
+        keys.import(ImportKey::plaintext(second.expose()).enabled(false).skip_owner_limit().with(owner())).await?;
+    assert!(!disabled.enabled && !stored(&keys, &disabled).await?.enabled);
+    assert_eq!(keys.verify(second.expose()).await?.code(), Code::Disabled);
+    assert!(keys.verify(first.expose()).await?.is_valid());
+    // The limit still holds for keys created afterwards.
+    assert!(matches!(keys.create(owner()).await, Err(Error::LimitReached { limit: 1 })));
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod import;
 pub mod keys;
 pub mod owners;
 pub mod ready;
@@ -17,7 +18,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,7 +40,7 @@ pub fn router(state: Arc<State>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(axum::middleware::map_response(close_after_unread_body))
         // Spans carry the request headers (at debug level): credentials show as `Sensitive`.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().include_headers(true)))
@@ -49,6 +49,16 @@ pub fn router(state: Arc<State>) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error").into_response()
         }))
+}
+
+/// Answers 408 to a request that takes longer than its time: 30 seconds, an import
+/// of keys ([`import::IMPORT_TIMEOUT`]) an hour.
+async fn time_limit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = if import::is_import(request.uri().path()) { import::IMPORT_TIMEOUT } else { REQUEST_TIMEOUT };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// A request refused before its body was read whole (too large, too slow) leaves the
@@ -95,6 +105,7 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(apps::get, apps::update, apps::delete))
         .routes(routes!(apps::regenerate_secret))
         .routes(routes!(apps::list_keys, apps::create_key))
+        .routes(with_body_limit(routes!(import::import_keys), import::MAX_JSON_BODY))
         .routes(routes!(keys::get, keys::update, keys::delete))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::revoke))
@@ -107,6 +118,14 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(verify::verify))
         .routes(routes!(owners::list, owners::create))
         .routes(routes!(owners::revoke))
+}
+
+/// A route whose JSON body may be up to `limit` bytes (others: [`MAX_BODY`]).
+fn with_body_limit(
+    (schemas, paths, route): utoipa_axum::router::UtoipaMethodRouter<Arc<State>>,
+    limit: usize,
+) -> utoipa_axum::router::UtoipaMethodRouter<Arc<State>> {
+    (schemas, paths, route.layer(DefaultBodyLimit::max(limit)))
 }
 
 /// Liveness: 200 `ok` while the process serves requests. It touches no dependency:

@@ -305,11 +305,14 @@ impl<S: Store> KeyManager<S> {
             ImportSource::Hash(hash) => self.hash_import(&import, hash).await?,
         };
         let mut record = self.record_from(KeyId::new(), lookup.clone(), hash, start, last4, &fields, created_at);
+        record.last_used_at = import.last_used_at.map(truncate_to_micros);
+        record.enabled = import.enabled;
         if let ImportSource::Plaintext(key) = &import.source {
             record.encrypted_key = self.seal(record.id, key)?;
         }
         let event = self.event(Action::Imported, now);
-        match self.inner.store.insert(record, self.inner.policy.max_active_keys_per_owner, event.clone()).await {
+        let limit = if import.skip_owner_limit { None } else { self.inner.policy.max_active_keys_per_owner };
+        match self.inner.store.insert(record, limit, event.clone()).await {
             Ok(record) => {
                 self.emit_about(event, &record);
                 Ok(KeyRecord::clone(&record))
