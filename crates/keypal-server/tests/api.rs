@@ -1198,6 +1198,9 @@ async fn a_management_token_is_taken_by_exactly_the_operations_documenting_it(db
     }
     assert!(taking.contains(&"create_app".to_owned()) && taking.contains(&"revoke_token".to_owned()), "{taking:?}");
     assert!(!taking.contains(&"rotate_service_key".to_owned()) && !taking.contains(&"verify".to_owned()));
+    server.stop().await;
+}
+
 /// `POST /v1/apps/{app_id}/keys/import` with a JSON body; returns the status and answer.
 async fn import_json(server: &TestServer, app_id: &str, body: Value) -> (StatusCode, Value) {
     let url = format!("/v1/apps/{app_id}/keys/import");
