@@ -42,4 +42,9 @@ pub enum Command {
     Apps(cmd::apps::AppsArgs),
     /// List, show, make, change, revoke and rotate an application's keys.
     Keys(cmd::keys::KeysArgs),
+    /// Write the deployment's applications, keys (never a plaintext key) and, with
+    /// --audit, audit log as NDJSON on stdout.
+    Export(cmd::dump::ExportArgs),
+    /// Restore a `keypal export` file into a deployment (what is present is skipped).
+    Import(cmd::dump::ImportArgs),
 }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Tokens(args) => cmd::tokens::run(&args),
         Command::Apps(args) => cmd::apps::run(&args),
         Command::Keys(args) => cmd::keys::run(&args),
+        Command::Export(args) => cmd::dump::export(&args),
+        Command::Import(args) => cmd::dump::import(&args),
     };
     match result {
         Ok(status) => status.exit_code(),

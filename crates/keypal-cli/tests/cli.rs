@@ -1187,3 +1187,158 @@ fn a_key_revoked_on_the_command_line_is_refused_by_a_running_server_at_once() {
     revoked.assert_code(0);
     assert_eq!(after, "REVOKED", "refused once the revocation is announced");
 }
+
+// ---------------------------------------------------------------- export and import
+
+/// The status and body of `POST path` at `addr` with `Authorization: Bearer token`.
+fn post_with_token(addr: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+    use std::io::Read;
+
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("the request is sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("the answer is read");
+    let status =
+        response.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("{response}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn a_sqlite_deployment_exported_and_imported_into_postgres_verifies_every_key() {
+    let Some(postgres) = keypal_testing::PostgresServer::shared() else { return };
+    let dir = scratch_dir("export");
+    let sqlite = format!("sqlite://{}", path_str(&dir.join("keypal.db")));
+    let schema = keypal_testing::PostgresServer::fresh_schema();
+    let pg = postgres.url().to_owned();
+    let master_key = "88".repeat(32);
+    let on_sqlite = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", &sqlite]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+    let on_postgres = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", &pg, "--database-schema", &schema]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+
+    // Applications of three hashes, one recoverable, and their keys, on SQLite.
+    let mut secrets = Vec::new();
+    for args in [
+        &["--name", "Billing", "--label", "billing"][..],
+        &["--name", "Vault", "--label", "vault", "--recoverable"],
+        &["--name", "Peppered", "--label", "peppered", "--hash", "hmac-sha256"],
+    ] {
+        let mut all = vec!["apps", "create"];
+        all.extend_from_slice(args);
+        let out = on_sqlite(&all);
+        out.assert_code(0);
+        secrets.push((args[3].to_owned(), out.stdout.trim_end().to_owned()));
+    }
+    let mut keys = Vec::new(); // (key, its id, its app's client secret)
+    for (label, secret) in &secrets {
+        for owner in ["user-1", "user-2"] {
+            let out = on_sqlite(&["keys", "create", "--app", label, "--owner", owner, "--json"]);
+            out.assert_code(0);
+            let created: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let key = created["key"].as_str().unwrap().to_owned();
+            keys.push((key, created["record"]["id"].as_str().unwrap().to_owned(), secret.clone()));
+        }
+    }
+    let out = on_sqlite(&["tokens", "create", "--name", "ops"]);
+    out.assert_code(0);
+    let token = out.stdout.trim_end().to_owned();
+
+    // The export: a header, then documents and keys; never a plaintext key or secret.
+    let out = on_sqlite(&["export", "--audit"]);
+    out.assert_code(0);
+    let dump = out.stdout.clone();
+    assert!(out.stderr.contains("exported") && out.stderr.contains("6 keys"), "{out:#?}");
+    let lines: Vec<serde_json::Value> = dump.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["type"], "header", "{dump}");
+    assert_eq!(lines.iter().filter(|l| l["type"] == "key").count(), 6, "{dump}");
+    assert_eq!(lines.iter().filter(|l| l["type"] == "object" && l["kind"] == "app").count(), 3, "{dump}");
+    assert!(lines.iter().any(|l| l["type"] == "audit"), "{dump}");
+    for (key, _, secret) in &keys {
+        assert!(!dump.contains(key.as_str()) && !dump.contains(secret.as_str()), "a plaintext key or secret in {dump}");
+    }
+    assert!(!dump.contains(&token), "a management token in clear in {dump}");
+    let file = temp_file("dump.ndjson", &dump);
+
+    // Imported into PostgreSQL with the same master key.
+    let out = on_postgres(&["import", path_str(&file)]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("6 keys (0 already present)") && out.stderr.contains("0 lines failed"), "{out:#?}");
+    let out = on_postgres(&["keys", "list", "--app", "vault"]);
+    assert_eq!(out.lines().len(), 3, "two keys and the header: {out:#?}");
+
+    // A server on PostgreSQL verifies every key with its application's client secret,
+    // takes the management token, and reveals the recoverable key.
+    let service_key = format!("kp_svc_{}", "e".repeat(40));
+    let (mut server, addr) =
+        serve_with(&pg, &master_key, &[("KEYPAL_SERVICE_KEY", &service_key), ("KEYPAL_DATABASE_SCHEMA", &schema)]);
+    let codes: Vec<String> =
+        keys.iter().map(|(key, _, secret)| verify_code(&addr, &service_key, secret, key)).collect();
+    let wrong_app = verify_code(&addr, &service_key, &secrets[0].1, &keys[2].0);
+    let (vault_key, vault_id, _) = &keys[2];
+    let revealed = post_with_token(&addr, &format!("/v1/keys/{vault_id}/reveal"), &token);
+    let not_recoverable = post_with_token(&addr, &format!("/v1/keys/{}/reveal", keys[0].1), &token);
+    server.kill().expect("the server can be stopped");
+    server.wait().expect("the server ends");
+    assert_eq!(codes, vec!["VALID".to_owned(); 6]);
+    assert_ne!(wrong_app, "VALID", "a key verifies with its own application's secret only");
+    assert_eq!(revealed.0, 200, "{revealed:?}");
+    assert_eq!(revealed.1["key"].as_str(), Some(vault_key.as_str()));
+    assert_eq!(not_recoverable.0, 409, "{not_recoverable:?}");
+
+    // Importing again changes nothing.
+    let out = on_postgres(&["import", path_str(&file)]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("imported 0 documents") && out.stderr.contains("0 keys (6 already present)"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("0 audit events"), "{out:#?}");
+    let out = on_postgres(&["keys", "list", "--app", "vault"]);
+    assert_eq!(out.lines().len(), 3, "{out:#?}");
+}
+
+#[test]
+fn an_import_reports_a_corrupt_line_by_number_and_imports_the_others() {
+    let dir = scratch_dir("import-corrupt");
+    let source = format!("sqlite://{}", path_str(&dir.join("source.db")));
+    let target = format!("sqlite://{}", path_str(&dir.join("target.db")));
+    let master_key = "99".repeat(32);
+    let cli = |database: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", database]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+    cli(&source, &["apps", "create", "--name", "Billing", "--label", "billing"]).assert_code(0);
+    for owner in ["a", "b", "c"] {
+        cli(&source, &["keys", "create", "--app", "billing", "--owner", owner]).assert_code(0);
+    }
+    let out = cli(&source, &["export"]);
+    out.assert_code(0);
+    let mut lines: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    let first_key = lines.iter().position(|l| l.contains(r#""type":"key""#)).unwrap();
+    lines[first_key] = r#"{"type":"key","record":{"id":"not a key"}}"#.to_owned();
+    let file = temp_file("corrupt.ndjson", &(lines.join("\n") + "\n"));
+
+    let out = cli(&target, &["import", path_str(&file)]);
+    out.assert_code(1);
+    assert!(out.stderr.contains(&format!("error: line {}: ", first_key + 1)), "{out:#?}");
+    assert!(out.stderr.contains("2 keys (0 already present)") && out.stderr.contains("1 lines failed"), "{out:#?}");
+    let listed = cli(&target, &["keys", "list", "--app", "billing"]);
+    assert_eq!(listed.lines().len(), 3, "the two good keys and the header: {listed:#?}");
+
+    // Not an export at all: refused before anything is written.
+    let other = temp_file("not-a-dump.ndjson", "{\"type\":\"key\"}\n");
+    cli(&target, &["import", path_str(&other)]).assert_error("line 1 is not a keypal export header");
+    cli(&target, &["import", "/nonexistent/dump.ndjson"]).assert_error("cannot read /nonexistent/dump.ndjson");
+}

@@ -77,6 +77,22 @@ impl<D: Dialect> DialectStore<D> {
         commit_object_change(tx, 1, event).await.map(drop)
     }
 
+    /// Appends an event read back from an export, as it was (its id, time and actor).
+    /// [`StoreError::Duplicate`] when the audit log already holds an event with its id.
+    pub async fn restore_event(&self, event: &Event) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let taken = sqlx::query("SELECT 1 FROM keypal_audit WHERE id = $1")
+            .arg(event.id)
+            .fetch_optional(D::executor(&mut tx))
+            .await
+            .map_err(backend)?;
+        if taken.is_some() {
+            return Err(StoreError::Duplicate);
+        }
+        append_event(&mut tx, event).await?;
+        tx.commit().await.map_err(backend)
+    }
+
     /// Replaces a document's body (its lookup stays), with `event` in the audit log in
     /// the same transaction when one is given; returns whether it existed (nothing is
     /// written when it did not).

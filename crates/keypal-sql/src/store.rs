@@ -118,6 +118,13 @@ impl SqlStore {
         dispatch!(self, s => s.insert_objects(objects, event).await)
     }
 
+    /// Appends an event read back from an export (`keypal import`), as it was: its id,
+    /// time and actor. [`StoreError::Duplicate`] when the audit log already holds an
+    /// event with its id, so restoring a log twice adds nothing.
+    pub async fn restore_event(&self, event: &Event) -> Result<(), StoreError> {
+        dispatch!(self, s => s.restore_event(event).await)
+    }
+
     /// Replaces a document's body (its lookup stays), and appends `event` to the audit
     /// log in the same transaction when one is given; returns whether it existed
     /// (nothing is written when it did not).

@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod completions;
 pub mod config;
+pub mod dump;
 pub mod generate;
 pub mod hash;
 pub mod inspect;
