@@ -1342,3 +1342,32 @@ fn an_import_reports_a_corrupt_line_by_number_and_imports_the_others() {
     cli(&target, &["import", path_str(&other)]).assert_error("line 1 is not a keypal export header");
     cli(&target, &["import", "/nonexistent/dump.ndjson"]).assert_error("cannot read /nonexistent/dump.ndjson");
 }
+
+#[test]
+fn an_import_never_adds_an_application_whose_label_another_one_holds() {
+    let dir = scratch_dir("import-label-taken");
+    let source = format!("sqlite://{}", path_str(&dir.join("source.db")));
+    let target = format!("sqlite://{}", path_str(&dir.join("target.db")));
+    let master_key = "77".repeat(32);
+    let cli = |database: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--database-url", database]);
+        keypal(&all).env("KEYPAL_MASTER_KEY", &master_key).run()
+    };
+    cli(&source, &["apps", "create", "--name", "Billing", "--label", "billing"]).assert_code(0);
+    cli(&target, &["apps", "create", "--name", "Other billing", "--label", "billing"]).assert_code(0);
+    let out = cli(&source, &["export"]);
+    out.assert_code(0);
+    let file = temp_file("label-taken.ndjson", &out.stdout);
+
+    let out = cli(&target, &["import", path_str(&file)]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains(r#"its label "billing" or client secret belongs to another application here"#),
+        "{out:#?}"
+    );
+    // The target keeps one application with that label: its own.
+    let listed = cli(&target, &["apps", "list"]);
+    assert_eq!(listed.lines().len(), 2, "the header and the target's own application: {listed:#?}");
+    assert!(listed.stdout.contains("Other billing"), "{listed:#?}");
+}

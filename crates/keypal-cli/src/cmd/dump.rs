@@ -32,6 +32,7 @@ use clap::Args;
 use keypal::{Action, AuditQuery, Event, KeyRecord, ListQuery, Store, StoreError};
 use keypal_server::Deployment;
 use keypal_server::operator::Operator;
+use keypal_sql::NewObject;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -279,11 +280,24 @@ async fn restore_line(deployment: &Deployment, line: Line, counts: &mut Counts) 
             if !EXPORTED_KINDS.contains(&kind.as_str()) {
                 return Err(format!("documents of kind {kind:?} are not imported"));
             }
-            match store.insert_object(&kind, &id, lookup.as_deref(), &body, None).await {
+            // An application goes in with the claim of its label, in one transaction:
+            // never an application whose label another one holds here.
+            let label = (kind == "app").then(|| body.get("label").and_then(Value::as_str)).flatten();
+            let claim = serde_json::json!({ "app_id": id });
+            let mut objects = vec![NewObject { kind: &kind, id: &id, lookup: lookup.as_deref(), body: &body }];
+            if let Some(label) = label {
+                objects.push(NewObject { kind: "app_label", id: label, lookup: None, body: &claim });
+            }
+            match store.insert_objects(&objects, None).await {
                 Ok(()) => counts.objects.note(true),
                 Err(StoreError::Duplicate) => {
                     if store.get_object(&kind, &id).await.map_err(|e| e.to_string())?.is_none() {
-                        return Err(format!("another {kind} document has the lookup of {kind} {id}"));
+                        return Err(match label {
+                            Some(label) => format!(
+                                "application {id}: its label {label:?} or client secret belongs to another application here"
+                            ),
+                            None => format!("another {kind} document has the lookup of {kind} {id}"),
+                        });
                     }
                     counts.objects.note(false);
                 }
