@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store, StoreError,
+    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page,
+    Store, StoreError,
 };
 use sqlx::{Pool, QueryBuilder, Transaction};
 use time::OffsetDateTime;
@@ -28,6 +29,35 @@ pub(crate) const GET: &str = select_keys!("WHERE id = $1");
 /// The guarded credit decrement.
 pub(crate) const CONSUME: &str =
     "UPDATE keypal_keys SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining";
+
+/// Inserts a record and its event in `tx`, counting its owner's active keys first when
+/// there is a limit (after the dialect has serialised inserts for that owner).
+/// [`StoreError::LimitReached`] and [`StoreError::Duplicate`] leave `tx` usable.
+async fn insert_in<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    record: KeyRecord,
+    max_active_per_owner: Option<u32>,
+    event: &Event,
+) -> Result<Arc<KeyRecord>, StoreError> {
+    if let (Some(limit), Some(owner)) = (max_active_per_owner, &record.owner_id) {
+        D::lock_owner(tx, record.namespace.as_deref(), owner).await.map_err(backend)?;
+        let mut q = QueryBuilder::<D>::new("SELECT COUNT(*) FROM keypal_keys WHERE");
+        push_namespace(&mut q, record.namespace.as_deref());
+        q.push(" AND owner_id = ").push_arg(owner.clone());
+        q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+            .push_arg(Timestamp(record.created_at))
+            .push(")");
+        let row = q.build().fetch_one(D::executor(tx)).await.map_err(backend)?;
+        if first::<D, i64>(&row)? >= i64::from(limit) {
+            return Err(StoreError::LimitReached { limit });
+        }
+    }
+    if !rows::insert_record(tx, &record).await? {
+        return Err(StoreError::Duplicate);
+    }
+    append(tx, event, &record).await?;
+    Ok(Arc::new(record))
+}
 
 /// keypal's store on an SQL database `D`: sqlx's `Sqlite` ([`SqliteStore`](crate::SqliteStore))
 /// or `Postgres` ([`PostgresStore`](crate::PostgresStore)). Cheap to clone (a pool handle).
@@ -206,23 +236,24 @@ impl<D: Dialect> Store for DialectStore<D> {
         event: Event,
     ) -> Result<Arc<KeyRecord>, StoreError> {
         let mut tx = self.write().await?;
-        if let (Some(limit), Some(owner)) = (max_active_per_owner, &record.owner_id) {
-            D::lock_owner(&mut tx, record.namespace.as_deref(), owner).await.map_err(backend)?;
-            let mut q = QueryBuilder::<D>::new("SELECT COUNT(*) FROM keypal_keys WHERE");
-            push_namespace(&mut q, record.namespace.as_deref());
-            q.push(" AND owner_id = ").push_arg(owner.clone());
-            q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
-                .push_arg(Timestamp(record.created_at))
-                .push(")");
-            let row = q.build().fetch_one(D::executor(&mut tx)).await.map_err(backend)?;
-            if first::<D, i64>(&row)? >= i64::from(limit) {
-                return Err(StoreError::LimitReached { limit });
+        let record = insert_in(&mut tx, record, max_active_per_owner, &event).await?;
+        tx.commit().await.map_err(duplicate_or_backend)?;
+        Ok(record)
+    }
+
+    /// One transaction for them all: a record refused is skipped (the insert does
+    /// nothing on a taken id or lookup) and the others go in.
+    async fn insert_many(&self, items: Vec<Insertion>) -> Result<Inserted, StoreError> {
+        let mut tx = self.write().await?;
+        let mut results = Vec::with_capacity(items.len());
+        for Insertion { record, max_active_per_owner, event } in items {
+            match insert_in(&mut tx, record, max_active_per_owner, &event).await {
+                Err(StoreError::Backend(error)) => return Err(StoreError::Backend(error)),
+                result => results.push(result),
             }
         }
-        rows::insert_record(&mut tx, &record).await?;
-        append(&mut tx, &event, &record).await?;
-        tx.commit().await.map_err(duplicate_or_backend)?;
-        Ok(Arc::new(record))
+        tx.commit().await.map_err(backend)?;
+        Ok(results)
     }
 
     async fn find(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -372,8 +403,10 @@ impl<D: Dialect> Store for DialectStore<D> {
             return Err(if exists(&mut tx, old).await? { StoreError::AlreadyRevoked } else { StoreError::NotFound });
         };
         let old_record = rows::record::<D>(&row)?;
-        // A taken id or lookup fails here; dropping the transaction rolls the old key back.
-        rows::insert_record(&mut tx, &replacement).await?;
+        // A taken id or lookup is refused here; dropping the transaction rolls the old key back.
+        if !rows::insert_record(&mut tx, &replacement).await? {
+            return Err(StoreError::Duplicate);
+        }
         append(&mut tx, &event, &old_record).await?;
         tx.commit().await.map_err(duplicate_or_backend)?;
         Ok((Arc::new(old_record), Arc::new(replacement)))

@@ -122,15 +122,17 @@ pub(crate) fn event<D: Dialect>(row: &D::Row) -> Result<Event, StoreError> {
     Ok(e)
 }
 
-/// Inserts a key row. [`StoreError::Duplicate`] when its id or unique lookup is taken.
+/// Inserts a key row; `false` (nothing inserted, the transaction still usable) when its
+/// id or unique lookup is taken.
 pub(crate) async fn insert_record<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     r: &KeyRecord,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let query = sqlx::query(concat!(
         "INSERT INTO keypal_keys (",
         key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+         ON CONFLICT DO NOTHING"
     ))
     .arg(r.id.0)
     .arg(r.namespace.clone())
@@ -155,8 +157,8 @@ pub(crate) async fn insert_record<D: Dialect>(
     .arg(r.rate_limit.map(|l| l.to_string()))
     .arg(r.encrypted_key.clone())
     .arg(to_i64("version", r.version)?);
-    query.execute(D::executor(tx)).await.map_err(duplicate_or_backend)?;
-    Ok(())
+    let result = query.execute(D::executor(tx)).await.map_err(duplicate_or_backend)?;
+    Ok(D::rows_affected(&result) == 1)
 }
 
 /// Appends `event` about `record` (key, namespace and owner filled in from it).

@@ -487,3 +487,42 @@ async fn an_import_keeps_last_use_and_disabled_state_and_may_skip_the_owner_limi
     assert!(matches!(keys.create(owner()).await, Err(Error::LimitReached { limit: 1 })));
     Ok(())
 }
+
+#[tokio::test]
+async fn import_many_answers_for_each_key_and_catches_a_key_given_twice_under_a_hint() -> Result {
+    let keys = KeyManager::builder()
+        .template("brdnv_sk_{secret:32:alnum}")
+        .hash(HashAlgorithm::Bcrypt)
+        .bcrypt_cost(4)
+        .max_active_keys_per_owner(1)
+        .store(MemoryStore::new())
+        .build()?;
+    let key = keys.generate_key();
+    let by_hint = ImportKey::bcrypt(bcrypt(key.expose())?).hint(key.start(12));
+    let second = keys.generate_key();
+    let owned = |k: &PlainKey| ImportKey::plaintext(k.expose()).with(NewKey::new().owner_id("u1"));
+    let results = keys
+        .import_many(vec![
+            by_hint.clone(),
+            ImportKey::plaintext("brdnv_sk_short"),
+            by_hint,
+            owned(&second),
+            owned(&keys.generate_key()),
+        ])
+        .await?;
+    let codes: Vec<&str> = results.iter().map(|r| r.as_ref().map_or_else(|e| e.code(), |_| "created")).collect();
+    assert_eq!(codes, ["created", "INVALID_INPUT", "ALREADY_EXISTS", "created", "KEY_LIMIT_REACHED"]);
+    let first_id = results[0].as_ref().map(|r| r.id).ok();
+    assert!(matches!(&results[2], Err(Error::AlreadyExists { existing }) if *existing == first_id));
+    assert_eq!(contents(&keys).await?, (2, 2), "two keys and their two events");
+    assert!(keys.verify(key.expose()).await?.is_valid());
+    assert!(keys.verify(second.expose()).await?.is_valid());
+
+    // A dry run checks the same, storing nothing.
+    let fresh = keys.generate_key();
+    keys.check_import(ImportKey::plaintext(fresh.expose())).await?;
+    let stored_again = keys.check_import(ImportKey::plaintext(key.expose())).await;
+    assert!(matches!(stored_again, Err(Error::AlreadyExists { .. })), "{stored_again:?}");
+    assert_eq!(contents(&keys).await?, (2, 2), "a check stores nothing");
+    Ok(())
+}
