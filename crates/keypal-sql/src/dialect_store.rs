@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page,
-    Store, StoreError,
+    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter,
+    Page, Store, StoreError,
 };
 use sqlx::{Pool, QueryBuilder, Transaction};
 use time::OffsetDateTime;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store, StoreError,
+    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store,
+    StoreError,
 };
 use serde_json::Value;
 use time::OffsetDateTime;

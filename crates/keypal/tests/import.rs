@@ -526,3 +526,29 @@ async fn import_many_answers_for_each_key_and_catches_a_key_given_twice_under_a_
     assert_eq!(contents(&keys).await?, (2, 2), "a check stores nothing");
     Ok(())
 }
+
+#[test]
+fn every_importable_stored_hash_exports_back_to_its_import_form() -> Result {
+    let sha256 = hex(&Sha256::digest("sk_test_key"));
+    let sha512 = hex(&Sha512::digest("sk_test_key"));
+    let hashes = [
+        ImportedHash::new(ImportAlgorithm::Sha256, sha256.as_str()),
+        ImportedHash::new(ImportAlgorithm::Sha512, sha512.as_str()),
+        ImportedHash::new(ImportAlgorithm::Sha256, sha256.as_str()).salt("pepper$1"),
+        ImportedHash::new(ImportAlgorithm::Sha512, sha512.as_str()).salt("ünïcode"),
+        ImportedHash::new(ImportAlgorithm::Bcrypt, bcrypt("sk_test_key")?),
+        ImportedHash::new(ImportAlgorithm::Argon2id, argon2("sk_test_key")?),
+    ];
+    for hash in hashes {
+        for covers in [HashCovers::Key, HashCovers::Secret] {
+            let hash = hash.clone().covers(covers);
+            let stored = keypal::hash::Hashing::import(&hash)?;
+            assert_eq!(keypal::hash::Hashing::export(&stored), Some(hash), "{stored}");
+        }
+    }
+    // Keyed by this deployment's master key: no other can check it.
+    let keyed = keypal::hash::HmacSha256Hasher::new([("v1".to_owned(), vec![7; 32])], "v1")?.hash(b"sk_test_key");
+    assert_eq!(keypal::hash::Hashing::export(&keyed), None);
+    assert_eq!(keypal::hash::Hashing::export("$sha256$not-hex"), None);
+    Ok(())
+}
