@@ -22,7 +22,8 @@ pub use crate::apps::{AppView, NewApp, TierInput};
 pub use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, NewKeyRequest, RotateRequest};
 pub use crate::routes::apps::{CreatedApp, KeyList, KeyListParams};
 pub use crate::routes::import::{
-    BATCH, ImportReport, ImportResult, ImportStatus, KeyImporter, NumberedItem, export_item,
+    BATCH, ITEM_FIELDS, ImportReport, ImportResult, ImportStatus, KeyImporter, MAX_LINE, NumberedItem, export_item,
+    line_item, line_too_long,
 };
 
 /// Who the audit log says made the operator's changes.

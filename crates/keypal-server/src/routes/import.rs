@@ -163,6 +163,27 @@ pub struct ImportedKey {
 /// The fields of [`ImportedKey`]: the others of an item are those of a new key.
 const IMPORTED_KEY_FIELDS: [&str; 8] = ["key", "hash", "id", "hint", "last4", "created_at", "last_used_at", "enabled"];
 
+/// Every field of an import item: [`ImportedKey`]'s and a new key's ([`NewKeyRequest`]).
+pub const ITEM_FIELDS: [&str; 17] = [
+    "key",
+    "hash",
+    "id",
+    "hint",
+    "last4",
+    "created_at",
+    "last_used_at",
+    "enabled",
+    "name",
+    "owner_id",
+    "metadata",
+    "scopes",
+    "tier",
+    "expires_in_days",
+    "expires_at",
+    "remaining",
+    "rate_limit",
+];
+
 /// A key's hash as another system stored it (docs/CORE.md, "Importing keys").
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -559,15 +580,11 @@ pub async fn import_keys(
         let mut batch = Vec::with_capacity(BATCH);
         while let Some((number, line)) = lines.next().await? {
             let item = match line {
-                Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
-                Line::Text(text) => serde_json::from_slice::<Value>(&text).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the line is not valid JSON: {e}"))
-                }),
-                Line::TooLong => Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "the line is longer than 64 KiB",
-                )),
+                Line::Text(text) => match line_item(&text) {
+                    Some(item) => item,
+                    None => continue,
+                },
+                Line::TooLong => Err(line_too_long()),
             };
             batch.push((number, item));
             if batch.len() == BATCH {
@@ -599,6 +616,22 @@ pub async fn import_keys(
         report.add(result, |_, _| true);
     }
     Ok(ApiJson(report))
+}
+
+/// The item on an NDJSON line (without its line break): `None` for a blank line, else
+/// its JSON value or `INVALID_JSON`.
+pub fn line_item(text: &[u8]) -> Option<Result<Value, ApiError>> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(serde_json::from_slice::<Value>(text).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the line is not valid JSON: {e}"))
+    }))
+}
+
+/// The error of an NDJSON line longer than [`MAX_LINE`].
+pub fn line_too_long() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the line is longer than 64 KiB")
 }
 
 /// Whether the body is NDJSON (`application/x-ndjson`, parameters allowed).
@@ -738,6 +771,18 @@ mod tests {
         let exactly = vec![b'z'; MAX_LINE];
         let read = lines_of(vec![exactly.clone()]).await;
         assert_eq!(read, [(1, Some(String::from_utf8(exactly).unwrap()))], "a line of 64 KiB is not too long");
+    }
+
+    #[test]
+    fn item_fields_are_the_properties_of_the_item_schema() {
+        use utoipa::PartialSchema;
+        let RefOr::T(Schema::Object(item)) = ImportItem::schema() else { panic!("the item is an object") };
+        let mut properties: Vec<&str> = item.properties.keys().map(String::as_str).collect();
+        let mut fields = ITEM_FIELDS.to_vec();
+        properties.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(properties, fields);
+        assert!(IMPORTED_KEY_FIELDS.iter().all(|f| ITEM_FIELDS.contains(f)));
     }
 
     #[test]
