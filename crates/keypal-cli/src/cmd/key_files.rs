@@ -232,7 +232,7 @@ impl Progress {
         let total = report.created + report.exists + report.errors;
         let verb = if self.dry_run { "dry run: would import" } else { "imported" };
         eprintln!(
-            "keypal: {verb} {} keys, {} already there, {} refused; {total} lines in {:.1} s ({} keys/s)",
+            "keypal: {verb} {} keys, {} already there, {} refused; {total} items in {:.1} s ({} keys/s)",
             report.created,
             report.exists,
             report.errors,
@@ -419,8 +419,10 @@ fn cell_value(column: &str, cell: &str) -> Result<Value, ApiError> {
             "false" => Value::Bool(false),
             _ => return Err(ApiError::invalid(column, "must be true or false")),
         },
-        "remaining" | "expires_in_days" => json("a whole number")
-            .and_then(|v| if v.is_u64() { Ok(v) } else { Err(ApiError::invalid(column, "must be a whole number")) })?,
+        "remaining" | "expires_in_days" => match cell.trim().parse::<u64>() {
+            Ok(n) => Value::from(n),
+            Err(_) => return Err(ApiError::invalid(column, "must be a whole number")),
+        },
         _ => Value::from(cell.to_owned()),
     })
 }
