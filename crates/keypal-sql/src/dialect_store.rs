@@ -67,14 +67,10 @@ async fn insert_all<D: Dialect>(
             .unwrap_or_else(|| rest.len().min(CHUNK));
         let (chunk, after) = rest.split_at(size);
         rest = after;
-        let counts = active_counts(tx, chunk, limited).await?;
-        let mut outcome: Vec<Option<StoreError>> = chunk
-            .iter()
-            .zip(&counts)
-            .map(|(item, count)| match (item.max_active_per_owner, count) {
-                (Some(limit), Some(count)) if *count >= i64::from(limit) => Some(StoreError::LimitReached { limit }),
-                _ => None,
-            })
+        let mut outcome: Vec<Option<StoreError>> = at_limit(tx, chunk, limited)
+            .await?
+            .into_iter()
+            .map(|limit| limit.map(|limit| StoreError::LimitReached { limit }))
             .collect();
         let candidates: Vec<&KeyRecord> =
             chunk.iter().zip(&outcome).filter(|(_, refused)| refused.is_none()).map(|(item, _)| &item.record).collect();
@@ -96,42 +92,44 @@ async fn insert_all<D: Dialect>(
     Ok(results)
 }
 
-/// For each item of `chunk`, its owner's active keys at its `created_at` when `limited`
-/// says it is counted (one statement for the chunk), else `None`.
-async fn active_counts<D: Dialect>(
+/// For each item of `chunk` whose owner is at its limit, the limit (one statement for
+/// the chunk, answering with those items only); `limited` says which items are counted.
+/// An owner's count is that of its active keys at the item's `created_at`.
+async fn at_limit<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     chunk: &[Insertion],
     limited: impl Fn(&Insertion) -> bool,
-) -> Result<Vec<Option<i64>>, StoreError> {
-    let mut counts = vec![None; chunk.len()];
+) -> Result<Vec<Option<u32>>, StoreError> {
+    let mut refused = vec![None; chunk.len()];
     if !chunk.iter().any(&limited) {
-        return Ok(counts);
+        return Ok(refused);
     }
-    let mut q = QueryBuilder::<D>::new(
-        "SELECT v.column1 AS place, (SELECT COUNT(*) FROM keypal_keys k \
-         WHERE k.namespace IS NOT DISTINCT FROM v.column2 AND k.owner_id = v.column3 AND k.revoked_at IS NULL \
-         AND (k.expires_at IS NULL OR k.expires_at > v.column4)) AS active FROM (VALUES ",
-    );
+    let mut q = QueryBuilder::<D>::new("SELECT v.column1 FROM (VALUES ");
     let mut first = true;
     for (place, item) in (0i64..).zip(chunk) {
-        if limited(item) {
+        if let (true, Some(limit)) = (limited(item), item.max_active_per_owner) {
             q.push(if first { "(" } else { ", (" });
             first = false;
             q.push_arg(place).push(", ");
             q.push_arg(item.record.namespace.clone()).push(", ");
             q.push_arg(item.record.owner_id.clone()).push(", ");
-            q.push_arg(Timestamp(item.record.created_at)).push(")");
+            q.push_arg(Timestamp(item.record.created_at)).push(", ");
+            q.push_arg(i64::from(limit)).push(")");
         }
     }
-    q.push(") AS v");
+    q.push(
+        ") AS v WHERE (SELECT COUNT(*) FROM keypal_keys k \
+         WHERE k.namespace IS NOT DISTINCT FROM v.column2 AND k.owner_id = v.column3 AND k.revoked_at IS NULL \
+         AND (k.expires_at IS NULL OR k.expires_at > v.column4)) >= v.column5",
+    );
     for row in q.build().fetch_all(D::executor(tx)).await.map_err(backend)? {
         let place: i64 = D::read_at(&row, 0).map_err(backend)?;
-        let active: i64 = D::read_at(&row, 1).map_err(backend)?;
-        if let Some(count) = usize::try_from(place).ok().and_then(|place| counts.get_mut(place)) {
-            *count = Some(active);
+        let item = usize::try_from(place).ok().and_then(|place| chunk.get(place).zip(refused.get_mut(place)));
+        if let Some((item, refused)) = item {
+            *refused = item.max_active_per_owner;
         }
     }
-    Ok(counts)
+    Ok(refused)
 }
 
 /// keypal's store on an SQL database `D`: sqlx's `Sqlite` ([`SqliteStore`](crate::SqliteStore))

@@ -126,7 +126,8 @@ pub(crate) fn event<D: Dialect>(row: &D::Row) -> Result<Event, StoreError> {
 
 /// Inserts key rows in one statement, skipping each whose id or unique lookup is
 /// taken (by a stored row or an earlier one of `records`): the ids of the rows
-/// inserted. The transaction stays usable.
+/// inserted. The transaction stays usable. When a row was skipped (rarely: imports of
+/// keys already there), a second statement reads back which rows are these records.
 pub(crate) async fn insert_records<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     records: &[&KeyRecord],
@@ -161,9 +162,31 @@ pub(crate) async fn insert_records<D: Dialect>(
         q.push_arg(r.encrypted_key.clone()).push(", ");
         q.push_arg(to_i64("version", r.version)?).push(")");
     }
-    q.push(" ON CONFLICT DO NOTHING RETURNING id");
-    let rows = q.build().fetch_all(D::executor(tx)).await.map_err(duplicate_or_backend)?;
-    rows.iter().map(|row| Columns::<D>(row).get::<Uuid>("id")).collect()
+    q.push(" ON CONFLICT DO NOTHING");
+    let result = q.build().execute(D::executor(&mut *tx)).await.map_err(duplicate_or_backend)?;
+    let all: HashSet<Uuid> = records.iter().map(|r| r.id.0).collect();
+    if usize::try_from(D::rows_affected(&result)).is_ok_and(|n| n == records.len()) {
+        return Ok(all);
+    }
+    // A row with one of these ids is this record's only when it is this record: an id
+    // taken before holds another.
+    let mut q = QueryBuilder::<D>::new(select_keys!("WHERE id IN ("));
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push_arg(r.id.0);
+    }
+    q.push(")");
+    let rows = q.build().fetch_all(D::executor(tx)).await.map_err(backend)?;
+    let mut inserted = HashSet::new();
+    for row in &rows {
+        let stored = record::<D>(row)?;
+        if records.iter().any(|r| **r == stored) {
+            inserted.insert(stored.id.0);
+        }
+    }
+    Ok(inserted)
 }
 
 /// An audit event to append, about the key, namespace and owner given with it.

@@ -42,7 +42,7 @@ pub const MAX_REPORTED: usize = 10_000;
 /// How long an import may take, its body included (other requests: 30 seconds).
 pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Items imported in one store transaction.
-pub const BATCH: usize = 500;
+pub const BATCH: usize = 2000;
 /// The longest plaintext key, as `POST /v1/verify` takes them.
 const MAX_KEY: usize = 512;
 
