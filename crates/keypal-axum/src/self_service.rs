@@ -225,7 +225,19 @@ impl IntoResponse for SelfServiceError {
 /// Says who the signed-in owner of a request is, from the host application's own
 /// authentication. Implemented for every `Fn(&Parts) -> impl Future<Output =
 /// Result<String, R>>` where `R` is any response (the refusal of a request nobody is
-/// signed in to).
+/// signed in to). The future must not borrow the parts: take what it needs first.
+///
+/// ```
+/// use axum::http::{StatusCode, request::Parts};
+///
+/// // As a function, the future says it borrows nothing with `use<>`.
+/// fn signed_in(parts: &Parts) -> impl Future<Output = Result<String, StatusCode>> + Send + use<> {
+///     let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+///     async move { user.ok_or(StatusCode::UNAUTHORIZED) }
+/// }
+/// fn owner_of(_: impl keypal_axum::OwnerOf) {}
+/// owner_of(signed_in);
+/// ```
 pub trait OwnerOf: Clone + Send + Sync + 'static {
     /// The owner id of the request, or the response refusing it.
     fn owner_of(&self, parts: &Parts) -> impl Future<Output = Result<String, Response>> + Send;
