@@ -408,18 +408,16 @@ async fn list<S: Store, O: OwnerOf>(State(service): Shared<S, O>, request: Reque
     answer.await.into_response()
 }
 
-/// The JSON body of a request: absent (empty) is `T::default()` when `optional`.
-async fn json_body<T: serde::de::DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Body,
-    optional: bool,
-) -> Result<T, SelfServiceError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+/// The body of a request, at most [`MAX_BODY_BYTES`].
+async fn body_bytes(body: Body) -> Result<bytes::Bytes, SelfServiceError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| SelfServiceError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", "the body is too large"))?;
-    if optional && (bytes.is_empty() || bytes.as_ref() == b"null") {
-        return Ok(T::default());
-    }
+        .map_err(|_| SelfServiceError::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", "the body is too large"))
+}
+
+/// A JSON request body, sent with `Content-Type: application/json` (a form another site
+/// posts cannot be one without the browser asking first).
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, SelfServiceError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -431,16 +429,10 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
             "send a JSON body with Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         let code = if e.is_data() { "INVALID_INPUT" } else { "INVALID_JSON" };
         SelfServiceError::new(StatusCode::BAD_REQUEST, code, format!("the body is not a valid request: {e}"))
     })
-}
-
-impl Default for OwnerKeyRequest {
-    fn default() -> Self {
-        Self { name: String::new(), expires_in_days: None, scopes: None, metadata: None }
-    }
 }
 
 async fn create<S: Store, O: OwnerOf>(State(service): Shared<S, O>, request: Request<Body>) -> Response {
@@ -450,7 +442,7 @@ async fn create<S: Store, O: OwnerOf>(State(service): Shared<S, O>, request: Req
         Err(refused) => return refused,
     };
     let answer = async {
-        let request: OwnerKeyRequest = json_body(&parts.headers, body, false).await?;
+        let request: OwnerKeyRequest = json_body(&parts.headers, &body_bytes(body).await?)?;
         let mut new = NewKey::new().owner_id(owner).name(request.name);
         if let Some(days) = request.expires_in_days {
             if !(1..=365).contains(&days) {
@@ -516,7 +508,11 @@ async fn rotate<S: Store, O: OwnerOf>(
         Err(refused) => return refused,
     };
     let answer = async {
-        let request: RotateRequest = json_body(&parts.headers, body, true).await?;
+        let bytes = body_bytes(body).await?;
+        let request: RotateRequest = match bytes.as_ref() {
+            b"" | b"null" => RotateRequest::default(),
+            _ => json_body(&parts.headers, &bytes)?,
+        };
         let grace = Duration::from_secs(request.grace_seconds.unwrap_or(0));
         if grace > MAX_GRACE {
             return Err(SelfServiceError::invalid("grace_seconds", "must be at most 2592000 (30 days)"));

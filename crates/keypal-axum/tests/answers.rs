@@ -28,7 +28,11 @@ fn app(keys: &Keys) -> Router {
         .layer(ApiKeyLayer::new(keys.clone()).realm("billing"))
 }
 
-async fn get_with(base: &str, path: &str, key: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
+async fn get_with(
+    base: &str,
+    path: &str,
+    key: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, serde_json::Value) {
     let mut request = reqwest::Client::new().get(format!("{base}{path}"));
     if let Some(key) = key {
         request = request.bearer_auth(key);
@@ -113,9 +117,8 @@ async fn a_missing_scope_is_403_insufficient_scope_naming_the_scope() {
     assert_eq!(body["error"]["code"], "INSUFFICIENT_SCOPE");
 
     // Scopes required by the layer itself are checked in the verification.
-    let strict = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(ApiKeyLayer::new(keys.clone()).scopes(["admin"]));
+    let strict =
+        Router::new().route("/", get(|| async { "ok" })).layer(ApiKeyLayer::new(keys.clone()).scopes(["admin"]));
     let strict = serve(strict).await;
     let (status, headers, body) = get_with(&strict, "/", Some(reader.key.expose())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -127,7 +130,8 @@ async fn a_missing_scope_is_403_insufficient_scope_naming_the_scope() {
 async fn over_the_rate_limit_is_429_with_retry_after_and_ratelimit_headers() {
     let keys = manager();
     let base = serve(app(&keys)).await;
-    let limited = keys.create(NewKey::new().rate_limit(RateLimit::new(2, Duration::from_secs(60)).unwrap())).await.unwrap();
+    let limited =
+        keys.create(NewKey::new().rate_limit(RateLimit::new(2, Duration::from_secs(60)).unwrap())).await.unwrap();
 
     let (status, headers, _) = get_with(&base, "/me", Some(limited.key.expose())).await;
     assert_eq!(status, StatusCode::OK);

@@ -56,10 +56,15 @@ async fn custom_headers_and_opt_in_query_parameters() {
 
     let custom = ApiKeyLayer::new(keys.clone()).sources([KeySource::header("x-billing-key")]);
     let base = serve(Router::new().route("/", get(owner)).layer(custom)).await;
-    let (status, _, body) = answer(http.get(&base).header("x-billing-key", alice.key.expose()).send().await.unwrap()).await;
+    let (status, _, body) =
+        answer(http.get(&base).header("x-billing-key", alice.key.expose()).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!("alice")));
     let (status, _, body) = answer(http.get(&base).bearer_auth(alice.key.expose()).send().await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("MISSING_KEY")), "sources replaced");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("MISSING_KEY")),
+        "sources replaced"
+    );
 
     // Without opting in, a key in the query is no key.
     let plain = serve(Router::new().route("/", get(owner)).layer(ApiKeyLayer::new(keys.clone()))).await;
@@ -71,10 +76,8 @@ async fn custom_headers_and_opt_in_query_parameters() {
     let seen = |uri: Uri, key: VerifiedKey| async move {
         axum::Json(json!({"uri": uri.to_string(), "owner": key.owner_id()}))
     };
-    let query = serve(
-        Router::new().route("/search", get(seen)).layer(ApiKeyLayer::new(keys.clone()).query("api_key")),
-    )
-    .await;
+    let query =
+        serve(Router::new().route("/search", get(seen)).layer(ApiKeyLayer::new(keys.clone()).query("api_key"))).await;
     let url = format!("{query}/search?q=rust&api_key={}&page=2", alice.key.expose());
     let (status, _, body) = answer(http.get(&url).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -106,9 +109,16 @@ async fn an_optional_key_lets_anonymous_requests_through_but_not_bad_keys() {
     let http = reqwest::Client::new();
 
     assert_eq!(answer(http.get(&base).send().await.unwrap()).await.2, json!("hello stranger"));
-    assert_eq!(answer(http.get(&base).bearer_auth(alice.key.expose()).send().await.unwrap()).await.2, json!("hello alice"));
+    assert_eq!(
+        answer(http.get(&base).bearer_auth(alice.key.expose()).send().await.unwrap()).await.2,
+        json!("hello alice")
+    );
     let (status, _, body) = answer(http.get(&base).bearer_auth("garbage").send().await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("MALFORMED")), "a bad key is refused");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("MALFORMED")),
+        "a bad key is refused"
+    );
 
     // Routes that need a key still refuse anonymous requests.
     for path in ["/me", "/read"] {
@@ -117,7 +127,8 @@ async fn an_optional_key_lets_anonymous_requests_through_but_not_bad_keys() {
         assert_eq!(common::header(&headers, "www-authenticate"), r#"Bearer realm="api""#);
         assert_eq!(body["error"]["code"], "MISSING_KEY");
     }
-    let (status, _, _) = answer(http.get(format!("{base}/read")).bearer_auth(alice.key.expose()).send().await.unwrap()).await;
+    let (status, _, _) =
+        answer(http.get(format!("{base}/read")).bearer_auth(alice.key.expose()).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -151,7 +162,8 @@ async fn the_verified_key_carries_its_fields_limit_and_credits() {
         }))
     };
     let base = serve(Router::new().route("/", get(show)).layer(ApiKeyLayer::new(keys.clone()))).await;
-    let (status, _, body) = answer(reqwest::Client::new().get(&base).bearer_auth(created.key.expose()).send().await.unwrap()).await;
+    let (status, _, body) =
+        answer(reqwest::Client::new().get(&base).bearer_auth(created.key.expose()).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let expected = json!({
         "id": created.record.id.to_string(), "owner": "acme", "name": "CI", "tier": "pro",
@@ -181,7 +193,11 @@ async fn costs_spend_credits_per_route() {
     assert_eq!(call("/render").await.2, json!(1));
     let (status, _, body) = call("/render").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("USAGE_EXCEEDED")));
-    assert_eq!(keys.get(&key.record.id).await.unwrap().remaining, Some(0), "the layer spent the last one; the route nothing");
+    assert_eq!(
+        keys.get(&key.record.id).await.unwrap().remaining,
+        Some(0),
+        "the layer spent the last one; the route nothing"
+    );
 
     // The layer's own cost.
     let pricey = keys.create(NewKey::new().remaining(10)).await.unwrap();
@@ -191,7 +207,9 @@ async fn costs_spend_credits_per_route() {
 
     // Keys without credits spend nothing and pass.
     let free = keys.create(NewKey::new()).await.unwrap();
-    let base = serve(Router::new().route("/", get(left).route_layer(Cost::new(100))).layer(ApiKeyLayer::new(keys.clone()))).await;
+    let base =
+        serve(Router::new().route("/", get(left).route_layer(Cost::new(100))).layer(ApiKeyLayer::new(keys.clone())))
+            .await;
     let (status, _, body) = answer(http.get(&base).bearer_auth(free.key.expose()).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, Value::Null), "an empty body: unlimited");
 }

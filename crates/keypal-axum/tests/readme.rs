@@ -28,7 +28,7 @@ async fn the_readme_example_runs() {
     let app = Router::new()
         .route("/invoices", get(list_invoices).route_layer(RequireScopes::all(["invoices:read"])))
         .route("/me", get(|key: VerifiedKey| async move { key.owner_id().unwrap_or("").to_owned() }))
-        .layer(ApiKeyLayer::new(keys.clone()));            // keys: keypal::KeyManager<S>
+        .layer(ApiKeyLayer::new(keys.clone())); // keys: keypal::KeyManager<S>
 
     // A service that verifies through a running `keypal serve` instead of its own store:
     let remote = keypal_axum::RemoteVerifier::new("http://127.0.0.1:8080", service_key, client_secret);
@@ -61,8 +61,13 @@ async fn the_readme_example_runs() {
     let (status, _, body) = answer(http.get(format!("{base}/invoices")).bearer_auth(&key).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!([])));
     let only_here = keys.create(NewKey::new().scopes(["invoices:read"])).await.unwrap();
-    let (status, _, body) = answer(http.get(format!("{base}/me")).bearer_auth(only_here.key.expose()).send().await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("NOT_FOUND")), "keypal serve does not hold it");
+    let (status, _, body) =
+        answer(http.get(format!("{base}/me")).bearer_auth(only_here.key.expose()).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("NOT_FOUND")),
+        "keypal serve does not hold it"
+    );
 }
 
 /// The lines between the markers above, as the README shows them.

@@ -68,7 +68,8 @@ async fn no_key_reaches_the_trace() {
     keys.revoke(&revoked.record.id).await.unwrap();
     let limited = keys.create(NewKey::new().rate_limit(RateLimit::per_hour(1))).await.unwrap().key.expose().to_owned();
     let unknown = keys.generate_key().expose().to_owned();
-    let mut presented = vec![valid, revoked.key.expose().to_owned(), limited.clone(), limited, unknown, "sk_test_malformed".to_owned()];
+    let mut presented =
+        vec![valid, revoked.key.expose().to_owned(), limited.clone(), limited, unknown, "sk_test_malformed".to_owned()];
 
     let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
     let (remote_key, _) = keypal.create_key(json!({"owner_id": "acme"})).await;

@@ -44,7 +44,10 @@ async fn the_remote_verifier_answers_as_the_in_process_one() {
     let (reader, _) = keypal.create_key(json!({"owner_id": "acme", "scopes": ["profile:read"]})).await;
     let (status, headers, body) = call(&base, "/invoices", &reader).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(header(&headers, "www-authenticate"), r#"Bearer realm="api", error="insufficient_scope", scope="invoices:read""#);
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        r#"Bearer realm="api", error="insufficient_scope", scope="invoices:read""#
+    );
     assert_eq!(body["error"]["code"], "INSUFFICIENT_SCOPE");
 
     let (status, _, body) = call(&base, "/me", "garbage").await;
@@ -61,7 +64,8 @@ async fn the_remote_verifier_answers_as_the_in_process_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_credits_come_back_as_headers_and_429s() {
     let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
-    let remote = RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone()).cache(Duration::from_secs(60));
+    let remote = RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone())
+        .cache(Duration::from_secs(60));
     let base = serve(app(remote)).await;
 
     let (limited, _) = keypal.create_key(json!({"rate_limit": "2/minute"})).await;
@@ -87,11 +91,11 @@ async fn rate_limits_and_credits_come_back_as_headers_and_429s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_keeps_valid_results_for_its_ttl_and_no_longer_than_documented() {
     let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
-    let cached = serve(app(
-        RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone()).cache(Duration::from_secs(60)),
-    ))
+    let cached = serve(app(RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone())
+        .cache(Duration::from_secs(60))))
     .await;
-    let uncached = serve(app(RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone()))).await;
+    let uncached =
+        serve(app(RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone()))).await;
 
     let (key, id) = keypal.create_key(json!({"owner_id": "acme", "scopes": ["profile:read"]})).await;
     assert_eq!(call(&cached, "/me", &key).await.0, StatusCode::OK);
@@ -137,8 +141,9 @@ async fn an_unreachable_or_refusing_service_is_503_never_a_pass() {
             held.push(socket);
         }
     });
-    let remote = RemoteVerifier::new(format!("http://{silent_addr}"), &keypal.service_key, keypal.client_secret.clone())
-        .timeout(Duration::from_millis(200));
+    let remote =
+        RemoteVerifier::new(format!("http://{silent_addr}"), &keypal.service_key, keypal.client_secret.clone())
+            .timeout(Duration::from_millis(200));
     let base = serve(app(remote)).await;
     assert_eq!(call(&base, "/me", &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -36,7 +36,10 @@ impl App {
             .route("/me", get(|key: VerifiedKey| async move { key.owner_id().unwrap_or("").to_owned() }))
             .layer(ApiKeyLayer::new(keys.clone()));
         let app = Router::new()
-            .nest("/account/keys", SelfService::new(keys, signed_in).scopes(["invoices:read", "invoices:write"]).router())
+            .nest(
+                "/account/keys",
+                SelfService::new(keys, signed_in).scopes(["invoices:read", "invoices:write"]).router(),
+            )
             .nest("/api", api);
         App { base: serve(app).await, http: reqwest::Client::new() }
     }
@@ -72,7 +75,19 @@ async fn an_owner_creates_lists_rotates_and_revokes_their_keys() {
     assert!(record["expires_at"].is_string());
     let masked = record["masked"].as_str().unwrap();
     assert!(masked.contains('…') && !masked.contains(&key[12..key.len() - 4]), "{masked}");
-    for field in ["id", "app_id", "tier", "metadata", "created_at", "last_used_at", "revoked_at", "enabled", "remaining", "rate_limit", "rotated_from"] {
+    for field in [
+        "id",
+        "app_id",
+        "tier",
+        "metadata",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "enabled",
+        "remaining",
+        "rate_limit",
+        "rotated_from",
+    ] {
         assert!(record.get(field).is_some(), "the KeyView of keypal serve has {field}");
     }
     // The key works on the API.
@@ -89,7 +104,8 @@ async fn an_owner_creates_lists_rotates_and_revokes_their_keys() {
     assert!(!list.to_string().contains(&key), "the list never shows a key");
 
     let id = record["id"].as_str().unwrap();
-    let (status, rotated) = app.send("alice", reqwest::Method::POST, &format!("/{id}/rotate"), Some(json!({"grace_seconds": 60}))).await;
+    let (status, rotated) =
+        app.send("alice", reqwest::Method::POST, &format!("/{id}/rotate"), Some(json!({"grace_seconds": 60}))).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert_eq!(rotated["record"]["rotated_from"], id);
     assert_eq!(rotated["record"]["name"], "laptop");
@@ -152,13 +168,18 @@ async fn the_owner_limit_and_the_field_rules_hold() {
     }
     assert_eq!(app.create("carol", json!({"name": "x".repeat(100)})).await.0, StatusCode::CREATED, "100 is fine");
     let (status, body) = app.create("carol", json!({"name": "ok", "owner_id": "alice"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_INPUT")), "unknown fields");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_INPUT")),
+        "unknown fields"
+    );
     let (status, _) = app.list("carol", "?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, created) = app.create("dave", json!({"name": "ok"})).await;
     let id = created["record"]["id"].as_str().unwrap();
-    let (status, body) =
-        app.send("dave", reqwest::Method::POST, &format!("/{id}/rotate"), Some(json!({"grace_seconds": 2_592_001}))).await;
+    let (status, body) = app
+        .send("dave", reqwest::Method::POST, &format!("/{id}/rotate"), Some(json!({"grace_seconds": 2_592_001})))
+        .await;
     assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("grace_seconds")));
 }
 
@@ -194,6 +215,7 @@ async fn requests_nobody_signed_in_to_or_from_another_site_are_refused() {
         .unwrap();
     assert_eq!(same.status(), StatusCode::CREATED);
 
-    let form = app.http.post(&url).header("x-user", "alice").header("content-type", "text/plain").body(r#"{"name":"x"}"#);
+    let form =
+        app.http.post(&url).header("x-user", "alice").header("content-type", "text/plain").body(r#"{"name":"x"}"#);
     assert_eq!(form.send().await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }

@@ -61,12 +61,8 @@ impl KeypalServe {
         tokio::spawn(async move { server.run(std::future::pending::<()>()).await.unwrap() });
         let base = format!("http://{addr}");
         let http = reqwest::Client::new();
-        let login = http
-            .post(format!("{base}/v1/session"))
-            .json(&json!({"password": admin_password}))
-            .send()
-            .await
-            .unwrap();
+        let login =
+            http.post(format!("{base}/v1/session")).json(&json!({"password": admin_password})).send().await.unwrap();
         assert_eq!(login.status(), StatusCode::NO_CONTENT);
         let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
         let created = http.post(format!("{base}/v1/apps")).header("cookie", &cookie).json(&app).send().await.unwrap();
