@@ -147,3 +147,34 @@ async fn an_unreachable_or_refusing_service_is_503_never_a_pass() {
     let base = serve(app(remote)).await;
     assert_eq!(call(&base, "/me", &key).await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// The field names of a JSON object, sorted.
+fn fields(value: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_service_router_answers_in_keypal_serves_owner_shapes() {
+    let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
+    let http = reqwest::Client::new();
+    let owner_url = format!("{}/v1/owners/alice/keys", keypal.base);
+    let served = http.post(&owner_url).bearer_auth(&keypal.client_secret).json(&json!({"name": "laptop"})).send().await.unwrap();
+    let (status, _, served) = answer(served).await;
+    assert_eq!(status, StatusCode::CREATED, "{served}");
+    let (_, _, served_list) = answer(http.get(&owner_url).bearer_auth(&keypal.client_secret).send().await.unwrap()).await;
+
+    let keys = keypal::KeyManager::builder().store(keypal::MemoryStore::new()).build().unwrap();
+    let owner_of = |_: &axum::http::request::Parts| async { Ok::<_, StatusCode>("alice".to_owned()) };
+    let base = serve(Router::new().nest("/keys", keypal_axum::self_service(keys, owner_of))).await;
+    let ours = http.post(format!("{base}/keys")).json(&json!({"name": "laptop"})).send().await.unwrap();
+    let (status, _, ours) = answer(ours).await;
+    assert_eq!(status, StatusCode::CREATED, "{ours}");
+    let (_, _, our_list) = answer(http.get(format!("{base}/keys")).send().await.unwrap()).await;
+
+    assert_eq!(fields(&ours), fields(&served));
+    assert_eq!(fields(&ours["record"]), fields(&served["record"]));
+    assert_eq!(fields(&our_list), fields(&served_list));
+    assert_eq!(fields(&our_list["keys"][0]), fields(&served_list["keys"][0]));
+}
