@@ -80,9 +80,9 @@ impl Rejection {
         rejection
     }
 
-    /// The refusal a verification's code calls for (see the table above); `VALID` is
-    /// not a refusal and answers as an `INSUFFICIENT_SCOPE` would not: it gives a 500
-    /// and should not be asked for.
+    /// The refusal a verification's code calls for (see the table above), without the
+    /// rate-limit headers, which need the key's state. `VALID` is no refusal: asked
+    /// for anyway, it gives a 500.
     pub fn of_code(code: Code, realm: &str) -> Self {
         let status = match code {
             Code::InsufficientScope => StatusCode::FORBIDDEN,
