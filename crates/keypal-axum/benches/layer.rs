@@ -20,9 +20,10 @@
 //! cargo bench -p keypal-axum
 //! ```
 //!
-//! Settings (environment): `KEYPAL_BENCH_CONNECTIONS` (32), `KEYPAL_BENCH_SECS` (3),
-//! `KEYPAL_BENCH_ROUNDS` (3), `KEYPAL_BENCH_WARMUP_SECS` (1), `KEYPAL_BENCH_THREADS`
-//! (the runtime's worker threads; default one per core).
+//! Settings (environment): `KEYPAL_BENCH_CONNECTIONS` (32), `KEYPAL_BENCH_SECS` (1),
+//! `KEYPAL_BENCH_ROUNDS` (10), `KEYPAL_BENCH_WARMUP_SECS` (1), `KEYPAL_BENCH_THREADS`
+//! (the runtime's worker threads; default one per core), `KEYPAL_BENCH_ONLY` (`bare`,
+//! `layer`, `remote`, comma-separated: measure only those, for a profiler).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::net::SocketAddr;
@@ -137,8 +138,8 @@ async fn load(addr: SocketAddr, key: Option<&str>, connections: usize, until: In
 
 fn main() {
     let connections: usize = env_or("KEYPAL_BENCH_CONNECTIONS", 32);
-    let secs: f64 = env_or("KEYPAL_BENCH_SECS", 3.0);
-    let rounds: u32 = env_or("KEYPAL_BENCH_ROUNDS", 3);
+    let secs: f64 = env_or("KEYPAL_BENCH_SECS", 1.0);
+    let rounds: u32 = env_or("KEYPAL_BENCH_ROUNDS", 10);
     let warmup: f64 = env_or("KEYPAL_BENCH_WARMUP_SECS", 1.0);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = std::env::var("KEYPAL_BENCH_THREADS").ok().and_then(|t| t.parse().ok()) {
@@ -157,19 +158,25 @@ fn main() {
         let targets: [(&str, SocketAddr, Option<&str>); 3] =
             [("bare", bare, None), ("layer", layered, Some(&local_key)), ("remote", remoted, Some(&remote_key))];
 
+        // `KEYPAL_BENCH_ONLY=layer` (a comma-separated list) measures only those, for a profiler.
+        let only: Option<String> = std::env::var("KEYPAL_BENCH_ONLY").ok();
+        let measured = |name: &str| only.as_deref().is_none_or(|list| list.split(',').any(|n| n == name));
         for (_, addr, key) in &targets {
             load(*addr, *key, connections, Instant::now() + Duration::from_secs_f64(warmup)).await;
         }
         let mut totals = [(0_u64, Duration::ZERO); 3];
         for _ in 0..rounds {
-            for (i, (_, addr, key)) in targets.iter().enumerate() {
+            for (i, (name, addr, key)) in targets.iter().enumerate() {
+                if !measured(name) {
+                    continue;
+                }
                 let started = Instant::now();
                 let done = load(*addr, *key, connections, started + Duration::from_secs_f64(secs)).await;
                 totals[i].0 += done;
                 totals[i].1 += started.elapsed();
             }
         }
-        let rate = |i: usize| totals[i].0 as f64 / totals[i].1.as_secs_f64();
+        let rate = |i: usize| totals[i].0 as f64 / totals[i].1.as_secs_f64().max(f64::MIN_POSITIVE);
         println!(
             "keypal-axum layer throughput: {connections} connections, {rounds} rounds of {secs} s, {} cores",
             std::thread::available_parallelism().map_or(1, |n| n.get())
