@@ -160,10 +160,12 @@ async fn the_self_service_router_answers_in_keypal_serves_owner_shapes() {
     let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
     let http = reqwest::Client::new();
     let owner_url = format!("{}/v1/owners/alice/keys", keypal.base);
-    let served = http.post(&owner_url).bearer_auth(&keypal.client_secret).json(&json!({"name": "laptop"})).send().await.unwrap();
+    let served =
+        http.post(&owner_url).bearer_auth(&keypal.client_secret).json(&json!({"name": "laptop"})).send().await.unwrap();
     let (status, _, served) = answer(served).await;
     assert_eq!(status, StatusCode::CREATED, "{served}");
-    let (_, _, served_list) = answer(http.get(&owner_url).bearer_auth(&keypal.client_secret).send().await.unwrap()).await;
+    let (_, _, served_list) =
+        answer(http.get(&owner_url).bearer_auth(&keypal.client_secret).send().await.unwrap()).await;
 
     let keys = keypal::KeyManager::builder().store(keypal::MemoryStore::new()).build().unwrap();
     let owner_of = |_: &axum::http::request::Parts| async { Ok::<_, StatusCode>("alice".to_owned()) };

@@ -157,7 +157,10 @@ pub async fn verify(
             limit: s.limit,
             remaining: s.remaining,
             reset_at: s.reset_at,
-            window_seconds: verification.record().and_then(|r| runtime.keys.rate_limit_of(r)).map(|l| l.period.as_secs()),
+            window_seconds: verification
+                .record()
+                .and_then(|r| runtime.keys.rate_limit_of(r))
+                .map(|l| l.period.as_secs()),
             retry_after_seconds: s.retry_after.map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         }),
         remaining: verification.remaining(),
