@@ -443,6 +443,12 @@ async fn create<S: Store, O: OwnerOf>(State(service): Shared<S, O>, request: Req
     };
     let answer = async {
         let request: OwnerKeyRequest = json_body(&parts.headers, &body_bytes(body).await?)?;
+        // The contract's 1-100 characters whatever the manager's name policy (which the
+        // manager applies too: the stricter wins).
+        let length = request.name.trim().chars().count();
+        if !(1..=100).contains(&length) {
+            return Err(SelfServiceError::invalid("name", "must be 1 to 100 characters"));
+        }
         let mut new = NewKey::new().owner_id(owner).name(request.name);
         if let Some(days) = request.expires_in_days {
             if !(1..=365).contains(&days) {

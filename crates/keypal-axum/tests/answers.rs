@@ -190,6 +190,20 @@ async fn a_failing_verifier_is_503_never_a_pass() {
 }
 
 #[tokio::test]
+async fn a_failing_verifier_under_an_optional_key_is_503_for_a_request_with_a_key() {
+    let greet = |key: Option<VerifiedKey>| async move { if key.is_some() { "customer" } else { "stranger" } };
+    let app = Router::new().route("/", get(greet)).layer(ApiKeyLayer::new(Down).allow_anonymous());
+    let base = serve(app).await;
+    let (status, _, body) = get_with(&base, "/", None).await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!("stranger")));
+    let (status, _, body) = get_with(&base, "/", Some("sk_test_anything")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("VERIFICATION_UNAVAILABLE"))
+    );
+}
+
+#[tokio::test]
 async fn the_body_is_replaceable_and_the_headers_stay() {
     let keys = manager();
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
