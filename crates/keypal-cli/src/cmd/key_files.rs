@@ -216,7 +216,7 @@ impl Progress {
         if let Some(error) = &result.error {
             self.bar.suspend(|| eprintln!("keypal: line {}: [{}] {}", result.index, error.code, error.message));
         }
-        if self.done.get() % 1000 == 0 {
+        if self.done.get().is_multiple_of(1000) {
             self.bar.set_message(format!("{} keys, {} keys/s", self.done.get(), rate(self.done.get(), self.elapsed())));
         }
     }
