@@ -984,6 +984,7 @@ async fn a_body_that_never_arrives_times_out_with_an_error_body() {
     assert!(lower.starts_with("http/1.1 408"), "{answer}");
     assert!(lower.contains("connection: close"), "{answer}");
     assert!(answer.contains(r#""code":"REQUEST_TIMEOUT""#), "{answer}");
+    assert!(answer.contains("within 30 seconds"), "{answer}");
     server.stop().await;
 }
 

@@ -57,7 +57,11 @@ async fn time_limit(request: axum::extract::Request, next: axum::middleware::Nex
     let limit = if import::is_import(request.uri().path()) { import::IMPORT_TIMEOUT } else { REQUEST_TIMEOUT };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(_) => {
+            let within = if limit == REQUEST_TIMEOUT { "30 seconds" } else { "an hour (an import of keys)" };
+            let message = format!("the request did not complete within {within}");
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", message).into_response()
+        }
     }
 }
 
@@ -65,18 +69,9 @@ async fn time_limit(request: axum::extract::Request, next: axum::middleware::Nex
 /// rest of the body on the connection, which then cannot carry another request: the
 /// answer says `Connection: close`, or an HTTP/1.1 client reuses the connection and its
 /// next request fails. (HTTP/2 has no such header; the server drops it there.)
-///
-/// A 408 comes only from the timeout layer, with an empty body: it gets the error
-/// body every other refusal has.
 async fn close_after_unread_body(response: Response) -> Response {
     let mut response = match response.status() {
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
-            "the request did not complete within 30 seconds",
-        )
-        .into_response(),
-        StatusCode::PAYLOAD_TOO_LARGE => response,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => response,
         _ => return response,
     };
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
