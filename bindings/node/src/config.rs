@@ -168,7 +168,7 @@ pub fn parse(json: &str) -> Result<Config, Failure> {
             let path = error.path().to_string();
             problems.push(ConfigProblem {
                 path: camel_path(if path == "." { "" } else { &path }),
-                message: error.into_inner().to_string(),
+                message: crate::input::without_position(&error.into_inner()),
             });
             return Err(Failure::Config(problems));
         }

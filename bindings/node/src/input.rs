@@ -19,8 +19,17 @@ pub fn read<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, Failure> {
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let field = if path == "." { what.to_owned() } else { path };
-        Failure::invalid(field, error.into_inner())
+        Failure::invalid(field, without_position(&error.into_inner()))
     })
+}
+
+/// A serde message without the position in the JSON text (which `index.js` wrote, not the caller).
+pub fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
 }
 
 /// A key id argument.
