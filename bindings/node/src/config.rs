@@ -195,6 +195,7 @@ fn camel_schema_value(schema: &Value) -> Value {
                     ("properties", Value::Object(properties)) => Value::Object(
                         properties.iter().map(|(name, sub)| (camel(name), camel_schema_value(sub))).collect(),
                     ),
+                    ("default", Value::Object(_)) => camel_keys(value),
                     ("required", Value::Array(names)) => Value::Array(
                         names.iter().map(|n| n.as_str().map_or(n.clone(), |n| Value::String(camel(n)))).collect(),
                     ),
@@ -205,6 +206,14 @@ fn camel_schema_value(schema: &Value) -> Value {
             Value::Object(out)
         }
         Value::Array(items) => Value::Array(items.iter().map(camel_schema_value).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A default value of a struct, its keys in camelCase.
+fn camel_keys(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (camel(k), camel_keys(v))).collect()),
         other => other.clone(),
     }
 }

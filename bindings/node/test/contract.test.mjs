@@ -47,10 +47,10 @@ test("the contract program runs through require(\"keypal\")", async () => {
 });
 
 test("the ES module and CommonJS entries export the same objects", async () => {
-  const esm = await import("keypal");
+  const esm = /** @type {any} */ (await import("keypal"));
   const cjs = require("keypal");
   for (const name of ["createApiKeyManager", "MemoryStore", "SqliteStore", "PostgresStore", "RedisStore", "KeypalError"]) {
-    assert.equal(/** @type {any} */ (esm)[name], cjs[name], name);
+    assert.equal(esm[name], /** @type {any} */ (cjs)[name], name);
   }
   const express = await import("keypal/express");
   assert.equal(express.requireApiKey, require("keypal/express").requireApiKey);

@@ -35,7 +35,9 @@ function answers(base) {
   });
 
   test("a valid key passes: Bearer or x-api-key, the verification reaches the handler", async () => {
-    for (const headers of [{ authorization: `Bearer ${issued.reader}` }, { authorization: `bearer ${issued.reader}` }, { "x-api-key": issued.reader }]) {
+    /** @type {Record<string, string>[]} */
+    const variants = [{ authorization: `Bearer ${issued.reader}` }, { authorization: `bearer ${issued.reader}` }, { "x-api-key": issued.reader }];
+    for (const headers of variants) {
       const response = await fetch(`${base()}/read`, { headers });
       assert.equal(response.status, 200);
       assert.deepEqual(await response.json(), { owner: "reader", code: "VALID" });
@@ -43,7 +45,9 @@ function answers(base) {
   });
 
   test("no key: 401 with WWW-Authenticate: Bearer and MISSING_KEY; another scheme is no key", async () => {
-    for (const headers of [{}, { authorization: "Basic dXNlcjpwYXNz" }]) {
+    /** @type {Record<string, string>[]} */
+    const variants = [{}, { authorization: "Basic dXNlcjpwYXNz" }];
+    for (const headers of variants) {
       const response = await fetch(`${base()}/read`, { headers });
       assert.equal(response.status, 401);
       assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="api"');
@@ -56,7 +60,7 @@ function answers(base) {
       const response = await fetch(`${base()}/read`, { headers: { authorization: `Bearer ${key}` } });
       assert.equal(response.status, 401, code);
       assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="api", error="invalid_token"');
-      const body = await response.json();
+      const body = /** @type {any} */ (await response.json());
       assert.equal(body.error.code, code);
       assert.doesNotMatch(JSON.stringify(body), new RegExp(key), "the key is not echoed");
     }
@@ -66,7 +70,7 @@ function answers(base) {
     const response = await fetch(`${base()}/admin`, { headers: { "x-api-key": issued.reader } });
     assert.equal(response.status, 403);
     assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="api", error="insufficient_scope", scope="admin"');
-    assert.equal((await response.json()).error.code, "INSUFFICIENT_SCOPE");
+    assert.equal(/** @type {any} */ (await response.json()).error.code, "INSUFFICIENT_SCOPE");
   });
 
   test("over the rate limit: 429 with Retry-After and the RateLimit headers", async () => {
@@ -75,7 +79,7 @@ function answers(base) {
     assert.equal(first.status, 200);
     const refused = await fetch(`${base()}/read`, { headers });
     assert.equal(refused.status, 429);
-    assert.equal((await refused.json()).error.code, "RATE_LIMITED");
+    assert.equal(/** @type {any} */ (await refused.json()).error.code, "RATE_LIMITED");
     const retryAfter = Number(refused.headers.get("retry-after"));
     assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 3600, `retry-after ${retryAfter}`);
     assert.equal(refused.headers.get("ratelimit-policy"), '"default";q=1');
@@ -85,7 +89,7 @@ function answers(base) {
   test("no credits left: 429 USAGE_EXCEEDED", async () => {
     const response = await fetch(`${base()}/read`, { headers: { "x-api-key": issued.credits } });
     assert.equal(response.status, 429);
-    assert.equal((await response.json()).error.code, "USAGE_EXCEEDED");
+    assert.equal(/** @type {any} */ (await response.json()).error.code, "USAGE_EXCEEDED");
   });
 }
 
@@ -120,7 +124,7 @@ describe("authenticate(request) in a Hono app", () => {
     assert.ok(response instanceof Response);
     assert.equal(response.status, 503);
     assert.equal(response.headers.get("retry-after"), "1");
-    assert.equal((await response.json()).error.code, "VERIFICATION_UNAVAILABLE");
+    assert.equal(/** @type {any} */ (await response.json()).error.code, "VERIFICATION_UNAVAILABLE");
   });
 });
 

@@ -5,6 +5,7 @@
 // and KEYPAL_TEST_REDIS_URL point the tests at servers of your own instead.
 //
 // A service that cannot be had skips its tests, except under CI=true, where it fails them.
+// @ts-check
 
 import { spawn, spawnSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
@@ -16,7 +17,14 @@ const PATIENCE_MS = 60_000;
 
 export class Unavailable extends Error {}
 
-/** The server, or: a skip (`t.skip`) outside CI, a failure under CI=true. */
+/** @typedef {{ url: string, stop(): void }} Server */
+
+/**
+ * The server, or: a skip (`t.skip`) outside CI, a failure under CI=true.
+ * @param {{ skip(message?: string): void }} t
+ * @param {() => Promise<Server>} start
+ * @returns {Promise<Server | null>}
+ */
 export async function need(t, start) {
   try {
     return await start();
@@ -29,22 +37,25 @@ export async function need(t, start) {
   }
 }
 
+/** @returns {Promise<number>} */
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
     server.on("error", reject);
     server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
+      const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
       server.close(() => resolve(port));
     });
   });
 }
 
+/** @param {number} ms */
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** @param {string} name */
 function onPath(name) {
   for (const dir of (process.env.PATH ?? "").split(delimiter)) {
     if (dir && existsSync(join(dir, name))) return dir;
@@ -53,7 +64,7 @@ function onPath(name) {
 }
 
 function postgresBin() {
-  const both = (dir) => existsSync(join(dir, "initdb")) && existsSync(join(dir, "postgres"));
+  const both = (/** @type {string} */ dir) => existsSync(join(dir, "initdb")) && existsSync(join(dir, "postgres"));
   if (process.env.KEYPAL_TEST_POSTGRES_BIN) return process.env.KEYPAL_TEST_POSTGRES_BIN;
   const onPathDir = onPath("initdb");
   if (onPathDir && both(onPathDir)) return onPathDir;
@@ -69,7 +80,7 @@ function postgresBin() {
         "(install the Debian package postgresql, or set KEYPAL_TEST_POSTGRES_URL)",
     );
   }
-  return join(root, versions.at(-1), "bin");
+  return join(root, versions[versions.length - 1], "bin");
 }
 
 /** initdb refuses root: as root, run the server as the `postgres` user. */
@@ -83,13 +94,14 @@ function postgresUser() {
   return { uid: Number(line[2]), gid: Number(line[3]) };
 }
 
+/** @type {Server[]} */
 const servers = [];
 
 process.on("exit", () => {
   for (const server of servers) server.stop();
 });
 
-/** A private PostgreSQL server: `{ url, stop() }` (stopped at exit anyway). */
+/** A private PostgreSQL server: `{ url, stop() }` (stopped at exit anyway). @returns {Promise<Server>} */
 export async function postgres() {
   if (process.env.KEYPAL_TEST_POSTGRES_URL) return { url: process.env.KEYPAL_TEST_POSTGRES_URL, stop() {} };
   const bin = postgresBin();
@@ -123,8 +135,7 @@ export async function postgres() {
   };
   servers.push(server);
   child.unref();
-  child.stdout?.unref();
-  child.stderr?.unref();
+  for (const stream of [child.stdout, child.stderr]) /** @type {any} */ (stream)?.unref?.();
   const deadline = Date.now() + PATIENCE_MS;
   // The server says it accepts connections on the last line of postmaster.pid.
   const pidFile = join(data, "postmaster.pid");
@@ -136,6 +147,7 @@ export async function postgres() {
   throw new Error(`postgres was not ready after ${PATIENCE_MS / 1000} s: ${log}`);
 }
 
+/** @param {number} port @returns {Promise<boolean>} */
 function answersPing(port) {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1");
@@ -148,7 +160,7 @@ function answersPing(port) {
   });
 }
 
-/** A private Redis server: `{ url, stop() }` (stopped at exit anyway). */
+/** A private Redis server: `{ url, stop() }` (stopped at exit anyway). @returns {Promise<Server>} */
 export async function redis() {
   if (process.env.KEYPAL_TEST_REDIS_URL) return { url: process.env.KEYPAL_TEST_REDIS_URL, stop() {} };
   const dir = onPath("redis-server");
@@ -176,8 +188,7 @@ export async function redis() {
   };
   servers.push(server);
   child.unref();
-  child.stdout?.unref();
-  child.stderr?.unref();
+  for (const stream of [child.stdout, child.stderr]) /** @type {any} */ (stream)?.unref?.();
   const deadline = Date.now() + PATIENCE_MS;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`redis-server exited: ${log}`);

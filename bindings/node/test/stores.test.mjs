@@ -63,7 +63,7 @@ function lifecycle(name, storeFactory, { inMemory }) {
       const { key, record } = await keys.create({ ownerId: "alice", scopes: ["read"], metadata: { team: "infra" } });
       const v = await keys.verify(key, { scopes: ["read"] });
       assert.equal(v.code, "VALID");
-      assert.deepEqual(v.record.metadata, { team: "infra" });
+      assert.deepEqual(v.record?.metadata, { team: "infra" });
       await keys.revoke(record.id);
       assert.equal((await keys.verify(key)).code, "REVOKED");
       await assert.rejects(keys.revoke(record.id), (e) => isKeypal(e, "ALREADY_REVOKED"));
@@ -75,7 +75,7 @@ function lifecycle(name, storeFactory, { inMemory }) {
       const key = keys.generateKey();
       const stored = await keys.store(key, { ownerId: "bob", name: "generated" });
       assert.equal(stored.name, "generated");
-      assert.equal((await keys.verify(key)).record.id, stored.id);
+      assert.equal((await keys.verify(key)).record?.id, stored.id);
       await assert.rejects(keys.store(key, {}), (e) => isKeypal(e, "ALREADY_EXISTS"));
 
       const plain = keys.generateKey();
@@ -89,7 +89,7 @@ function lifecycle(name, storeFactory, { inMemory }) {
       await keys.import({ hash: { algorithm: "sha256", value: digest }, ownerId: "carol" });
       const v = await keys.verify(known);
       assert.equal(v.code, "VALID");
-      assert.equal(v.record.ownerId, "carol");
+      assert.equal(v.record?.ownerId, "carol");
     });
 
     test("get, list (by owner, paged, revoked or not), count, update, delete", async (t) => {
@@ -161,7 +161,7 @@ function lifecycle(name, storeFactory, { inMemory }) {
       if (!keys || !newStore) return;
       const other = createApiKeyManager({ prefix: "sk_test", storage: inMemory ? shared : newStore() });
       const { key, record } = await keys.create({ ownerId: "dave" });
-      assert.equal((await other.verify(key)).record.id, record.id);
+      assert.equal((await other.verify(key)).record?.id, record.id);
       await other.revoke(record.id);
       assert.equal((await other.get(record.id)).revokedAt instanceof Date, true);
     });
