@@ -7,6 +7,8 @@ const native = require("./native.cjs");
 
 const MARK = "\u0001keypal:";
 const CODES = native.verificationCodes();
+/** The codes by their index in the numbers of verifications answered on the calling thread. */
+const CODE_LIST = native.codeList();
 
 /** An error of keypal, with a stable machine-readable `code`. */
 class KeypalError extends Error {
@@ -205,10 +207,24 @@ function verifyOptions(options) {
   return { scopes, cost };
 }
 
+/** Freezes a value and everything in it (the record of a verification is shared). */
+function deepFreeze(value) {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 /** The key manager: configured once, then used for every key. Made by `createApiKeyManager`. */
 class ApiKeyManager {
   #native;
   #storage;
+  /**
+   * The record of each state the native manager numbered (its slot): a verification of a
+   * key whose state was seen before comes back as one number and gets this (frozen) object.
+   */
+  #records = [];
 
   constructor(nativeManager, storage) {
     this.#native = nativeManager;
@@ -252,12 +268,39 @@ class ApiKeyManager {
   verify(key, options) {
     try {
       if (typeof key !== "string") throw invalid("key", "expected a string");
-      if (options === undefined) return settle(this.#native.verify(key));
-      const { scopes, cost } = verifyOptions(options);
-      return settle(this.#native.verify(key, scopes, cost));
+      let answer;
+      if (options === undefined) {
+        answer = this.#native.verify(key);
+      } else {
+        const { scopes, cost } = verifyOptions(options);
+        answer = this.#native.verify(key, scopes, cost);
+      }
+      if (typeof answer === "number") return Promise.resolve(this.#decode(answer));
+      if (answer instanceof Promise) return answer.then(undefined, rethrow);
+      if (typeof answer.n === "number") {
+        // A record state new to this side: keep it under its slot.
+        if (answer.n & 16) this.#records = [];
+        this.#records[((answer.n >>> 5) & 0xfffff) - 1] = deepFreeze(answer.record);
+        return Promise.resolve(this.#decode(answer.n));
+      }
+      return Promise.resolve(answer);
     } catch (error) {
       return Promise.reject(fromNative(error));
     }
+  }
+
+  /** A verification from its number (see `encode` in src/manager.rs). */
+  #decode(n) {
+    const index = n & 15;
+    const slot = (n >>> 5) & 0xfffff;
+    const credits = Math.floor(n / 33554432);
+    return {
+      valid: index === 0,
+      code: CODE_LIST[index],
+      record: slot === 0 ? null : this.#records[slot - 1],
+      rateLimit: null,
+      remaining: credits === 0 ? null : credits - 1,
+    };
   }
 
   /** Creates a key: `{ key, record }` (the plaintext key is shown this once). */

@@ -27,3 +27,10 @@ pub fn config_schema() -> String {
 pub fn verification_codes() -> std::collections::HashMap<String, String> {
     keypal::Code::ALL.iter().map(|code| (code.as_str().to_owned(), code.message().to_owned())).collect()
 }
+
+/// The verification codes in the order of `Code::ALL`: the indexes of the numbers a
+/// verification settled on the calling thread is answered with.
+#[napi_derive::napi]
+pub fn code_list() -> Vec<&'static str> {
+    keypal::Code::ALL.iter().map(|code| code.as_str()).collect()
+}

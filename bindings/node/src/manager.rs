@@ -1,8 +1,9 @@
 //! `NativeManager`: one `KeyManager` over whichever store it was given.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use keypal::{Config, KeyManager, MemoryStore, VerifyOptions};
+use keypal::{Code, Config, KeyManager, KeyRecord, MemoryStore, Verification, VerifyOptions};
 use napi::{Env, JsUnknown};
 use napi_derive::napi;
 use tokio::sync::OnceCell;
@@ -10,7 +11,7 @@ use tokio::sync::OnceCell;
 use crate::convert;
 use crate::failure::Failure;
 use crate::input::{key_id, read, AuditInput, ImportInput, ListInput, NewKeyInput, PatchInput};
-use crate::runtime::{settle, Blocking, BoxFuture};
+use crate::runtime::{settle, start, Blocking, BoxFuture, Polled};
 use crate::stores::{Connect, Lazy, NativeMemoryStore, NativeRedisStore, NativeSqlStore, RedisConnect, SqlConnect};
 
 /// A manager whose store connects on first use; built then, from the checked config.
@@ -77,7 +78,59 @@ pub struct NativeManager {
     /// Generates, hashes and validates keys (no store needed); for a `MemoryStore`, the manager itself.
     local: KeyManager<Arc<MemoryStore>>,
     managed: Managed,
+    /// The record states `index.js` already holds as objects (see [`Slots`]).
+    slots: Mutex<Slots>,
 }
+
+/// What identifies the state of a record: its id, its version (bumped by every change
+/// but these two), its `last_used_at` and its credits.
+type Print = (u128, u64, Option<i128>, Option<u64>);
+
+/// The record states of verifications answered on the calling thread, each numbered
+/// (a slot): `index.js` keeps the record object of each slot, so a verification of a
+/// state it has seen crosses over as one number instead of a new object of twenty fields.
+/// Slots are not reused; when they run out, all are dropped at once (and `index.js` told).
+#[derive(Default)]
+struct Slots {
+    by_print: HashMap<Print, u32>,
+}
+
+/// How many record states are numbered before they are all dropped.
+const SLOTS: u32 = 1 << 17;
+
+impl Slots {
+    /// The record's slot, whether it is new, and whether the others were dropped for it.
+    fn of(&mut self, record: &KeyRecord) -> (u32, bool, bool) {
+        let print = (
+            record.id.0.as_u128(),
+            record.version,
+            record.last_used_at.map(|at| at.unix_timestamp_nanos()),
+            record.remaining,
+        );
+        if let Some(slot) = self.by_print.get(&print) {
+            return (*slot, false, false);
+        }
+        let reset = self.by_print.len() as u32 >= SLOTS;
+        if reset {
+            self.by_print.clear();
+        }
+        let slot = self.by_print.len() as u32;
+        self.by_print.insert(print, slot);
+        (slot, true, reset)
+    }
+}
+
+/// A verification as one number: bits 0-3 the code's index in `Code::ALL`, bit 4 "the
+/// slots were dropped", bits 5-24 the record's slot + 1 (0: no record), the rest the
+/// credits left + 1 (0: unlimited). Exact in an `f64` (below 2^53).
+fn encode(code: Code, slot: Option<u32>, reset: bool, remaining: u64) -> f64 {
+    let index = Code::ALL.iter().position(|c| *c == code).unwrap_or(0) as u64;
+    let slot = slot.map_or(0, |s| u64::from(s) + 1);
+    (index + (u64::from(reset) << 4) + (slot << 5) + (remaining << 25)) as f64
+}
+
+/// Credits that fit the number (2^28 - 2); more go as an object.
+const MAX_ENCODED_CREDITS: u64 = (1 << 28) - 2;
 
 fn checked(config_json: &str) -> Result<(Config, KeyManager<Arc<MemoryStore>>), Failure> {
     let config = crate::config::parse(config_json)?;
@@ -93,6 +146,35 @@ fn cost(cost: Option<f64>) -> Result<u64, Failure> {
     }
 }
 
+impl NativeManager {
+    /// A verification settled on the calling thread: a number when `index.js` holds the
+    /// record's state already (or there is no record), `{ n, record }` when the state is
+    /// new to it, the whole object when the number cannot say it all (a rate limit).
+    fn answer(&self, env: &Env, verification: Verification) -> napi::Result<JsUnknown> {
+        let remaining = match verification.remaining() {
+            None => 0,
+            Some(n) if n <= MAX_ENCODED_CREDITS => n + 1,
+            Some(_) => return convert::verification(env, verification),
+        };
+        if verification.rate_limit().is_some() {
+            return convert::verification(env, verification);
+        }
+        let code = verification.code();
+        let Some(record) = verification.record() else {
+            return Ok(env.create_double(encode(code, None, false, remaining))?.into_unknown());
+        };
+        let (slot, new, reset) = self.slots.lock().unwrap_or_else(PoisonError::into_inner).of(record);
+        let n = encode(code, Some(slot), reset, remaining);
+        if !new {
+            return Ok(env.create_double(n)?.into_unknown());
+        }
+        let mut answer = env.create_object()?;
+        answer.set_named_property("n", n)?;
+        answer.set_named_property("record", convert::record(env, record)?)?;
+        Ok(answer.into_unknown())
+    }
+}
+
 #[napi]
 impl NativeManager {
     /// A manager over a `MemoryStore`.
@@ -100,7 +182,7 @@ impl NativeManager {
     pub fn with_memory(config: String, store: &NativeMemoryStore) -> napi::Result<Self> {
         let config = crate::config::parse(&config)?;
         let manager = build(config, store.store.clone()).map_err(Failure::from)?;
-        Ok(Self { local: manager.clone(), managed: Managed::Memory(manager) })
+        Ok(Self { local: manager.clone(), managed: Managed::Memory(manager), slots: Mutex::default() })
     }
 
     /// A manager over an SQLite or PostgreSQL store.
@@ -108,7 +190,7 @@ impl NativeManager {
     pub fn with_sql(config: String, store: &NativeSqlStore) -> napi::Result<Self> {
         let (config, local) = checked(&config)?;
         let deferred = Deferred { store: store.lazy.clone(), config, manager: OnceCell::new() };
-        Ok(Self { local, managed: Managed::Sql(Arc::new(deferred)) })
+        Ok(Self { local, managed: Managed::Sql(Arc::new(deferred)), slots: Mutex::default() })
     }
 
     /// A manager over a Redis store.
@@ -116,7 +198,7 @@ impl NativeManager {
     pub fn with_redis(config: String, store: &NativeRedisStore) -> napi::Result<Self> {
         let (config, local) = checked(&config)?;
         let deferred = Deferred { store: store.lazy.clone(), config, manager: OnceCell::new() };
-        Ok(Self { local, managed: Managed::Redis(Arc::new(deferred)) })
+        Ok(Self { local, managed: Managed::Redis(Arc::new(deferred)), slots: Mutex::default() })
     }
 
     #[napi]
@@ -151,7 +233,10 @@ impl NativeManager {
     ) -> napi::Result<JsUnknown> {
         let options = VerifyOptions::new().scopes(scopes.unwrap_or_default()).cost(self::cost(cost)?);
         let operation = dispatch!(self, |m| Ok(m.verify_with(&key, &options).await?));
-        settle(&env, operation, convert::verification)
+        match start(&env, operation, convert::verification)? {
+            Polled::Pending(promise) => Ok(promise.into_unknown()),
+            Polled::Ready(verification) => self.answer(&env, verification),
+        }
     }
 
     #[napi(ts_return_type = "any")]
@@ -262,5 +347,51 @@ impl NativeManager {
     pub fn flush_last_used(&self, env: Env) -> napi::Result<JsUnknown> {
         let operation = dispatch!(self, |m| Ok(m.flush_last_used().await?));
         settle(&env, operation, convert::nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keypal::{KeyId, Lookup};
+
+    fn record() -> KeyRecord {
+        KeyRecord::new(KeyId::new(), Lookup::Hint("sk_test_abc".into()), "$sha256$00", time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_state_keeps_its_slot_and_a_change_gets_a_new_one() {
+        let mut slots = Slots::default();
+        let mut a = record();
+        assert_eq!(slots.of(&a), (0, true, false));
+        assert_eq!(slots.of(&a.clone()), (0, false, false));
+        a.version += 1;
+        assert_eq!(slots.of(&a), (1, true, false));
+        a.remaining = Some(3);
+        assert_eq!(slots.of(&a), (2, true, false));
+        a.last_used_at = Some(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(slots.of(&a), (3, true, false));
+        assert_eq!(slots.of(&record()), (4, true, false));
+    }
+
+    #[test]
+    fn when_the_slots_run_out_all_are_dropped_and_numbering_starts_again() {
+        let mut slots = Slots::default();
+        let first = record();
+        for _ in 0..SLOTS {
+            slots.of(&record());
+        }
+        assert_eq!(slots.of(&first), (0, true, true));
+        assert_eq!(slots.of(&first), (0, false, false));
+    }
+
+    #[test]
+    fn the_number_holds_code_slot_reset_and_credits() {
+        let n = encode(Code::UsageExceeded, Some(SLOTS - 1), true, MAX_ENCODED_CREDITS + 1) as u64;
+        assert_eq!(n & 15, Code::ALL.iter().position(|c| *c == Code::UsageExceeded).unwrap_or(99) as u64);
+        assert_eq!((n >> 4) & 1, 1);
+        assert_eq!((n >> 5) & 0xfffff, u64::from(SLOTS));
+        assert_eq!(n >> 25, MAX_ENCODED_CREDITS + 1);
+        assert!(n < 1 << 53);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use keypal::offload::{Completion, Job, Offload, OffloadError};
-use napi::{Env, JsUnknown};
+use napi::{Env, JsObject, JsUnknown};
 use tokio::runtime::Runtime;
 
 use crate::failure::Failure;
@@ -52,17 +52,23 @@ impl Offload for Blocking {
     }
 }
 
-/// The value of a finished operation, or a promise of it: polled once here, then (if it
-/// has to wait) driven to its end on the runtime. A failure found at once is thrown;
-/// `index.js` turns either into a settled promise.
-pub fn settle<T: Send + 'static>(env: &Env, mut operation: BoxFuture<T>, to_js: ToJs<T>) -> napi::Result<JsUnknown> {
+/// An operation polled once: done, or going on in the background behind a promise.
+pub enum Polled<T> {
+    Ready(T),
+    Pending(JsObject),
+}
+
+/// Polls `operation` once here; if it has to wait, drives it to its end on the runtime
+/// and settles the returned promise from there (with `to_js`). A failure found at once is
+/// an `Err`.
+pub fn start<T: Send + 'static>(env: &Env, mut operation: BoxFuture<T>, to_js: ToJs<T>) -> napi::Result<Polled<T>> {
     let runtime = runtime()?;
     let polled = {
         let _context = runtime.enter();
         operation.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     };
     match polled {
-        Poll::Ready(Ok(value)) => to_js(env, value),
+        Poll::Ready(Ok(value)) => Ok(Polled::Ready(value)),
         Poll::Ready(Err(failure)) => Err(failure.into_napi()),
         Poll::Pending => {
             let (deferred, promise) = env.create_deferred()?;
@@ -72,7 +78,16 @@ pub fn settle<T: Send + 'static>(env: &Env, mut operation: BoxFuture<T>, to_js: 
                     Err(failure) => deferred.reject(failure.into_napi()),
                 }
             });
-            Ok(promise.into_unknown())
+            Ok(Polled::Pending(promise))
         }
+    }
+}
+
+/// The value of a finished operation, or a promise of it (see [`start`]); `index.js`
+/// turns either, and a thrown failure, into a settled promise.
+pub fn settle<T: Send + 'static>(env: &Env, operation: BoxFuture<T>, to_js: ToJs<T>) -> napi::Result<JsUnknown> {
+    match start(env, operation, to_js)? {
+        Polled::Ready(value) => to_js(env, value),
+        Polled::Pending(promise) => Ok(promise.into_unknown()),
     }
 }

@@ -142,3 +142,20 @@ test("a verification that needs no I/O resolves on the calling thread: its promi
   assert.equal(await settledAlready(keys.verify(key, { scopes: ["x"] })), true);
   assert.equal(await settledAlready(keys.verify("nope")), true);
 });
+
+test("a verification's record is frozen, and shows every change made since", async () => {
+  const keys = manager();
+  const { key, record } = await keys.create({ name: "before", remaining: 10, metadata: { tags: ["a"] } });
+  const first = await keys.verify(key);
+  assert.ok(Object.isFrozen(first.record));
+  assert.ok(Object.isFrozen(first.record?.scopes));
+  assert.ok(Object.isFrozen(/** @type {any} */ (first.record?.metadata).tags));
+  assert.equal(first.remaining, 9);
+  await keys.update(record.id, { name: "after", scopes: ["x"] });
+  const second = await keys.verify(key);
+  assert.equal(second.record?.name, "after");
+  assert.deepEqual(second.record?.scopes, ["x"]);
+  assert.equal(second.record?.remaining, 9, "the record as read, before this verification spent");
+  assert.equal(second.remaining, 8);
+  assert.equal(first.record?.name, "before", "an earlier verification keeps what it saw");
+});

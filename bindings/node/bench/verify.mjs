@@ -1,0 +1,126 @@
+// @ts-check
+// The benchmark of docs/PERFORMANCE.md ("keypal for Node.js"): one run, in one process.
+//
+//   npm run build && node bench/verify.mjs [keys]
+//
+// - verify: 100 000 valid SHA-256 keys in a MemoryStore, each verified in turn, against the
+//   JavaScript floor measured here too: node:crypto's SHA-256 of the key plus a Map lookup,
+//   the least any pure-JavaScript key library must do per verification;
+// - create, on a MemoryStore and an SQLite file;
+// - verify on an SQLite file: the first verification of each key (a store read, on the
+//   module's threads) and the next one (the verified-result cache, on the calling thread).
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createApiKeyManager, MemoryStore, SqliteStore } from "keypal";
+
+const KEYS = Number(process.argv[2] ?? 100_000);
+const SQLITE_KEYS = Math.min(KEYS, 20_000);
+const ROUNDS = 5;
+
+/** Operations per second of `count` operations taking `ms` milliseconds. */
+const rate = (/** @type {number} */ count, /** @type {number} */ ms) => Math.round((count * 1000) / ms);
+const fmt = (/** @type {number} */ n) => n.toLocaleString("en-US");
+
+/** @param {string} name @param {number} count @param {number} ms */
+function report(name, count, ms) {
+  const perSecond = rate(count, ms);
+  console.log(`${name.padEnd(58)} ${fmt(perSecond).padStart(12)} /s ${((ms * 1e6) / count / 1000).toFixed(2).padStart(8)} µs`);
+  return perSecond;
+}
+
+/**
+ * The best of ROUNDS runs of `run` (each doing `count` operations).
+ * @param {string} name @param {number} count @param {() => unknown} run
+ */
+async function best(name, count, run) {
+  let fastest = Infinity;
+  for (let round = 0; round < ROUNDS; round += 1) {
+    const start = performance.now();
+    await run();
+    fastest = Math.min(fastest, performance.now() - start);
+  }
+  return report(name, count, fastest);
+}
+
+console.log(`node ${process.version}, ${KEYS} keys (SQLite: ${SQLITE_KEYS}), best of ${ROUNDS} rounds\n`);
+
+// --- create, MemoryStore ---
+const memory = createApiKeyManager({ prefix: "sk_live", length: 32, storage: new MemoryStore() });
+const keys = new Array(KEYS);
+let start = performance.now();
+for (let i = 0; i < KEYS; i += 1) {
+  keys[i] = (await memory.create({ ownerId: `user_${i % 1000}` })).key;
+}
+report("create, MemoryStore (one at a time)", KEYS, performance.now() - start);
+
+// --- the JavaScript floor: SHA-256 of the key + a Map lookup ---
+const table = new Map();
+for (let i = 0; i < KEYS; i += 1) {
+  table.set(createHash("sha256").update(keys[i]).digest("hex"), { id: i, ownerId: `user_${i % 1000}` });
+}
+let found = 0;
+const floor = await best("floor: node:crypto SHA-256 + Map.get", KEYS, () => {
+  for (let i = 0; i < KEYS; i += 1) {
+    if (table.get(createHash("sha256").update(keys[i]).digest("hex")) !== undefined) found += 1;
+  }
+});
+
+// --- verify, MemoryStore ---
+let valid = 0;
+const verify = await best("verify, MemoryStore (await each)", KEYS, async () => {
+  for (let i = 0; i < KEYS; i += 1) {
+    if ((await memory.verify(keys[i])).valid) valid += 1;
+  }
+});
+await best("verify, MemoryStore, reading record.ownerId", KEYS, async () => {
+  for (let i = 0; i < KEYS; i += 1) {
+    if ((await memory.verify(keys[i])).record?.ownerId) valid += 1;
+  }
+});
+await best("verify with scopes and cost, MemoryStore", KEYS, async () => {
+  for (let i = 0; i < KEYS; i += 1) {
+    if ((await memory.verify(keys[i], { scopes: [], cost: 1 })).valid) valid += 1;
+  }
+});
+if (valid !== 3 * ROUNDS * KEYS || found !== ROUNDS * KEYS) throw new Error("a key did not verify");
+console.log(`\nverify / floor: ${(verify / floor).toFixed(2)}x\n`);
+
+// --- SQLite ---
+const dir = mkdtempSync(join(tmpdir(), "keypal-bench-"));
+try {
+  const sqlite = createApiKeyManager({ prefix: "sk_live", length: 32, storage: new SqliteStore(join(dir, "keys.db")) });
+  await sqlite.count();
+  const sqliteKeys = new Array(SQLITE_KEYS);
+  start = performance.now();
+  for (let i = 0; i < SQLITE_KEYS; i += 1) {
+    sqliteKeys[i] = (await sqlite.create({ ownerId: `user_${i % 1000}` })).key;
+  }
+  report("create, SQLite file (one at a time, each durable)", SQLITE_KEYS, performance.now() - start);
+
+  start = performance.now();
+  for (let i = 0; i < SQLITE_KEYS; i += 1) {
+    if (!(await sqlite.verify(sqliteKeys[i])).valid) throw new Error("not valid");
+  }
+  report("verify, SQLite file, first time (store read)", SQLITE_KEYS, performance.now() - start);
+  await best("verify, SQLite file, cached (calling thread)", SQLITE_KEYS, async () => {
+    for (let i = 0; i < SQLITE_KEYS; i += 1) {
+      if (!(await sqlite.verify(sqliteKeys[i])).valid) throw new Error("not valid");
+    }
+  });
+
+  const fresh = createApiKeyManager({ prefix: "sk_live", length: 32, storage: new SqliteStore(join(dir, "keys.db")) });
+  await fresh.count();
+  const BATCH = 64;
+  start = performance.now();
+  for (let i = 0; i < SQLITE_KEYS; i += BATCH) {
+    const batch = sqliteKeys.slice(i, i + BATCH).map((key) => fresh.verify(key));
+    for (const v of await Promise.all(batch)) if (!v.valid) throw new Error("not valid");
+  }
+  report(`verify, SQLite file, first time, ${BATCH} at once`, SQLITE_KEYS, performance.now() - start);
+  await fresh.flushLastUsed();
+  await sqlite.flushLastUsed();
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
