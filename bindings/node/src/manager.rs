@@ -1,9 +1,11 @@
 //! `NativeManager`: one `KeyManager` over whichever store it was given.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::pin;
+use std::sync::Arc;
 
-use keypal::{Code, Config, KeyManager, KeyRecord, MemoryStore, Verification, VerifyOptions};
+use keypal::{Code, Config, HashAlgorithm, KeyManager, KeyRecord, MemoryStore, Verification, VerifyOptions};
 use napi::{Env, JsUnknown};
 use napi_derive::napi;
 use tokio::sync::OnceCell;
@@ -11,7 +13,7 @@ use tokio::sync::OnceCell;
 use crate::convert;
 use crate::failure::Failure;
 use crate::input::{key_id, read, AuditInput, ImportInput, ListInput, NewKeyInput, PatchInput};
-use crate::runtime::{settle, start, Blocking, BoxFuture, Polled};
+use crate::runtime::{block_on, settle, start, Blocking, BoxFuture, Polled};
 use crate::stores::{Connect, Lazy, NativeMemoryStore, NativeRedisStore, NativeSqlStore, RedisConnect, SqlConnect};
 
 /// A manager whose store connects on first use; built then, from the checked config.
@@ -78,13 +80,16 @@ pub struct NativeManager {
     /// Generates, hashes and validates keys (no store needed); for a `MemoryStore`, the manager itself.
     local: KeyManager<Arc<MemoryStore>>,
     managed: Managed,
+    /// A manager over a `MemoryStore` with a fast hash: its verifications never wait for
+    /// anything, so they run right here, without a future of their own.
+    inline: bool,
     /// The record states `index.js` already holds as objects (see [`Slots`]).
-    slots: Mutex<Slots>,
+    slots: RefCell<Slots>,
 }
 
-/// What identifies the state of a record: its id, its version (bumped by every change
-/// but these two), its `last_used_at` and its credits.
-type Print = (u128, u64, Option<i128>, Option<u64>);
+/// What tells two states of one record apart: its version (bumped by every change but
+/// these two), its `last_used_at` and its credits.
+type State = (u64, Option<time::OffsetDateTime>, Option<u64>);
 
 /// The record states of verifications answered on the calling thread, each numbered
 /// (a slot): `index.js` keeps the record object of each slot, so a verification of a
@@ -92,7 +97,9 @@ type Print = (u128, u64, Option<i128>, Option<u64>);
 /// Slots are not reused; when they run out, all are dropped at once (and `index.js` told).
 #[derive(Default)]
 struct Slots {
-    by_print: HashMap<Print, u32>,
+    /// The latest state of each key seen, and its slot.
+    by_id: HashMap<u128, (State, u32), IdBits>,
+    next: u32,
 }
 
 /// How many record states are numbered before they are all dropped.
@@ -101,22 +108,51 @@ const SLOTS: u32 = 1 << 17;
 impl Slots {
     /// The record's slot, whether it is new, and whether the others were dropped for it.
     fn of(&mut self, record: &KeyRecord) -> (u32, bool, bool) {
-        let print = (
-            record.id.0.as_u128(),
-            record.version,
-            record.last_used_at.map(|at| at.unix_timestamp_nanos()),
-            record.remaining,
-        );
-        if let Some(slot) = self.by_print.get(&print) {
-            return (*slot, false, false);
+        let id = record.id.0.as_u128();
+        let state = (record.version, record.last_used_at, record.remaining);
+        if let Some((seen, slot)) = self.by_id.get(&id) {
+            if *seen == state {
+                return (*slot, false, false);
+            }
         }
-        let reset = self.by_print.len() as u32 >= SLOTS;
+        let reset = self.next >= SLOTS;
         if reset {
-            self.by_print.clear();
+            self.by_id.clear();
+            self.next = 0;
         }
-        let slot = self.by_print.len() as u32;
-        self.by_print.insert(print, slot);
+        let slot = self.next;
+        self.next += 1;
+        self.by_id.insert(id, (state, slot));
         (slot, true, reset)
+    }
+}
+
+/// Hashes a key id by its own bits (a UUID v7's low 64 bits are random).
+#[derive(Default, Clone, Copy)]
+struct IdBits;
+
+impl std::hash::BuildHasher for IdBits {
+    type Hasher = IdBitsHasher;
+    fn build_hasher(&self) -> IdBitsHasher {
+        IdBitsHasher(0)
+    }
+}
+
+struct IdBitsHasher(u64);
+
+impl std::hash::Hasher for IdBitsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, id: u128) {
+        self.0 = ((id as u64) ^ ((id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -163,7 +199,7 @@ impl NativeManager {
         let Some(record) = verification.record() else {
             return Ok(env.create_double(encode(code, None, false, remaining))?.into_unknown());
         };
-        let (slot, new, reset) = self.slots.lock().unwrap_or_else(PoisonError::into_inner).of(record);
+        let (slot, new, reset) = self.slots.borrow_mut().of(record);
         let n = encode(code, Some(slot), reset, remaining);
         if !new {
             return Ok(env.create_double(n)?.into_unknown());
@@ -181,8 +217,9 @@ impl NativeManager {
     #[napi(factory)]
     pub fn with_memory(config: String, store: &NativeMemoryStore) -> napi::Result<Self> {
         let config = crate::config::parse(&config)?;
+        let slow = matches!(config.hash.algorithm, HashAlgorithm::Bcrypt | HashAlgorithm::Argon2id);
         let manager = build(config, store.store.clone()).map_err(Failure::from)?;
-        Ok(Self { local: manager.clone(), managed: Managed::Memory(manager), slots: Mutex::default() })
+        Ok(Self { local: manager.clone(), managed: Managed::Memory(manager), inline: !slow, slots: RefCell::default() })
     }
 
     /// A manager over an SQLite or PostgreSQL store.
@@ -190,7 +227,7 @@ impl NativeManager {
     pub fn with_sql(config: String, store: &NativeSqlStore) -> napi::Result<Self> {
         let (config, local) = checked(&config)?;
         let deferred = Deferred { store: store.lazy.clone(), config, manager: OnceCell::new() };
-        Ok(Self { local, managed: Managed::Sql(Arc::new(deferred)), slots: Mutex::default() })
+        Ok(Self { local, managed: Managed::Sql(Arc::new(deferred)), inline: false, slots: RefCell::default() })
     }
 
     /// A manager over a Redis store.
@@ -198,7 +235,7 @@ impl NativeManager {
     pub fn with_redis(config: String, store: &NativeRedisStore) -> napi::Result<Self> {
         let (config, local) = checked(&config)?;
         let deferred = Deferred { store: store.lazy.clone(), config, manager: OnceCell::new() };
-        Ok(Self { local, managed: Managed::Redis(Arc::new(deferred)), slots: Mutex::default() })
+        Ok(Self { local, managed: Managed::Redis(Arc::new(deferred)), inline: false, slots: RefCell::default() })
     }
 
     #[napi]
@@ -232,6 +269,10 @@ impl NativeManager {
         cost: Option<f64>,
     ) -> napi::Result<JsUnknown> {
         let options = VerifyOptions::new().scopes(scopes.unwrap_or_default()).cost(self::cost(cost)?);
+        if let (true, Managed::Memory(manager)) = (self.inline, &self.managed) {
+            let verification = block_on(pin!(manager.verify_with(&key, &options))).map_err(Failure::from)?;
+            return self.answer(&env, verification);
+        }
         let operation = dispatch!(self, |m| Ok(m.verify_with(&key, &options).await?));
         match start(&env, operation, convert::verification)? {
             Polled::Pending(promise) => Ok(promise.into_unknown()),

@@ -91,3 +91,28 @@ pub fn settle<T: Send + 'static>(env: &Env, operation: BoxFuture<T>, to_js: ToJs
         Polled::Pending(promise) => Ok(promise.into_unknown()),
     }
 }
+
+/// Wakes the thread that waits in [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives a future to its end on this thread (for one that is not expected to wait at
+/// all; if it does, the thread sleeps until it is woken).
+pub fn block_on<F: Future>(mut future: Pin<&mut F>) -> F::Output {
+    if let Poll::Ready(value) = future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return value;
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut context) {
+            return value;
+        }
+        std::thread::park();
+    }
+}
