@@ -216,6 +216,12 @@ function deepFreeze(value) {
   return value;
 }
 
+/** A verification whose record is frozen, as every verification's is. */
+function frozenRecord(verification) {
+  deepFreeze(verification.record);
+  return verification;
+}
+
 /** The key manager: configured once, then used for every key. Made by `createApiKeyManager`. */
 class ApiKeyManager {
   #native;
@@ -276,14 +282,14 @@ class ApiKeyManager {
         answer = this.#native.verify(key, scopes, cost);
       }
       if (typeof answer === "number") return Promise.resolve(this.#decode(answer));
-      if (answer instanceof Promise) return answer.then(undefined, rethrow);
+      if (answer instanceof Promise) return answer.then(frozenRecord, rethrow);
       if (typeof answer.n === "number") {
         // A record state new to this side: keep it under its slot.
         if (answer.n & 16) this.#records = [];
         this.#records[((answer.n >>> 5) & 0xfffff) - 1] = deepFreeze(answer.record);
         return Promise.resolve(this.#decode(answer.n));
       }
-      return Promise.resolve(answer);
+      return Promise.resolve(frozenRecord(answer));
     } catch (error) {
       return Promise.reject(fromNative(error));
     }

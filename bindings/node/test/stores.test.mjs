@@ -63,6 +63,7 @@ function lifecycle(name, storeFactory, { inMemory }) {
       const { key, record } = await keys.create({ ownerId: "alice", scopes: ["read"], metadata: { team: "infra" } });
       const v = await keys.verify(key, { scopes: ["read"] });
       assert.equal(v.code, "VALID");
+      assert.ok(Object.isFrozen(v.record), "a verification's record is frozen, whether the store was read or not");
       assert.deepEqual(v.record?.metadata, { team: "infra" });
       await keys.revoke(record.id);
       assert.equal((await keys.verify(key)).code, "REVOKED");
