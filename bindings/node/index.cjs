@@ -284,10 +284,14 @@ class ApiKeyManager {
       if (typeof answer === "number") return Promise.resolve(this.#decode(answer));
       if (answer instanceof Promise) return answer.then(frozenRecord, rethrow);
       if (typeof answer.n === "number") {
-        // A record state new to this side: keep it under its slot.
-        if (answer.n & 16) this.#records = [];
-        this.#records[((answer.n >>> 5) & 0xfffff) - 1] = deepFreeze(answer.record);
-        return Promise.resolve(this.#decode(answer.n));
+        if (answer.record !== undefined) {
+          // A record state new to this side: keep it under its slot.
+          if (answer.n & 16) this.#records = [];
+          this.#records[((answer.n >>> 5) & 0xfffff) - 1] = deepFreeze(answer.record);
+        }
+        const verification = this.#decode(answer.n);
+        if (answer.rateLimit !== undefined) verification.rateLimit = answer.rateLimit;
+        return Promise.resolve(verification);
       }
       return Promise.resolve(frozenRecord(answer));
     } catch (error) {

@@ -137,6 +137,20 @@ const hot = await paired(
 const ratio = (r) => `${r.median.toFixed(2)}x (rounds ${r.low.toFixed(2)}-${r.high.toFixed(2)})`;
 console.log(`\nverify throughput / floor's, median of ${ROUNDS} alternating rounds: all keys ${ratio(cold)}, hot ${ratio(hot)}\n`);
 
+// --- a rate limit: every verification also reports the limit's state ---
+const limited = createApiKeyManager({ prefix: "sk_live", length: 32, storage: new MemoryStore() });
+/** @type {string[]} */
+const limitedKeys = [];
+for (let i = 0; i < HOT; i += 1) limitedKeys.push((await limited.create({ rateLimit: "1000000000/day" })).key);
+await best(`verify with a rate limit, hot (${HOT} keys x 100)`, HOT * 100, async () => {
+  for (let r = 0; r < 100; r += 1) {
+    for (let i = 0; i < HOT; i += 1) {
+      if (!(await limited.verify(limitedKeys[i])).rateLimit) throw new Error("no rate limit");
+    }
+  }
+});
+console.log();
+
 // --- SQLite ---
 const dir = mkdtempSync(join(tmpdir(), "keypal-bench-"));
 try {

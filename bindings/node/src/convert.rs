@@ -57,7 +57,7 @@ pub fn record(env: &Env, record: &KeyRecord) -> Result<JsObject> {
     Ok(o)
 }
 
-fn rate_limit(env: &Env, status: Option<&RateLimitStatus>) -> Result<JsUnknown> {
+pub fn rate_limit(env: &Env, status: Option<&RateLimitStatus>) -> Result<JsUnknown> {
     let Some(status) = status else { return Ok(env.get_null()?.into_unknown()) };
     let mut o = env.create_object()?;
     o.set_named_property("allowed", status.allowed)?;

@@ -184,29 +184,35 @@ fn cost(cost: Option<f64>) -> Result<u64, Failure> {
 
 impl NativeManager {
     /// A verification settled on the calling thread: a number when `index.js` holds the
-    /// record's state already (or there is no record), `{ n, record }` when the state is
-    /// new to it, the whole object when the number cannot say it all (a rate limit).
+    /// record's state already (or there is no record) and the key has no rate limit;
+    /// otherwise `{ n, record, rateLimit }` with the record only when its state is new to
+    /// `index.js` and the rate limit's state only when the key has one. Credits too many
+    /// for the number come as the whole object.
     fn answer(&self, env: &Env, verification: Verification) -> napi::Result<JsUnknown> {
         let remaining = match verification.remaining() {
             None => 0,
             Some(n) if n <= MAX_ENCODED_CREDITS => n + 1,
             Some(_) => return convert::verification(env, verification),
         };
-        if verification.rate_limit().is_some() {
-            return convert::verification(env, verification);
-        }
         let code = verification.code();
-        let Some(record) = verification.record() else {
-            return Ok(env.create_double(encode(code, None, false, remaining))?.into_unknown());
+        let (n, new_record) = match verification.record() {
+            None => (encode(code, None, false, remaining), None),
+            Some(record) => {
+                let (slot, new, reset) = self.slots.borrow_mut().of(record);
+                (encode(code, Some(slot), reset, remaining), new.then_some(record))
+            }
         };
-        let (slot, new, reset) = self.slots.borrow_mut().of(record);
-        let n = encode(code, Some(slot), reset, remaining);
-        if !new {
+        if new_record.is_none() && verification.rate_limit().is_none() {
             return Ok(env.create_double(n)?.into_unknown());
         }
         let mut answer = env.create_object()?;
         answer.set_named_property("n", n)?;
-        answer.set_named_property("record", convert::record(env, record)?)?;
+        if let Some(record) = new_record {
+            answer.set_named_property("record", convert::record(env, record)?)?;
+        }
+        if verification.rate_limit().is_some() {
+            answer.set_named_property("rateLimit", convert::rate_limit(env, verification.rate_limit())?)?;
+        }
         Ok(answer.into_unknown())
     }
 }
