@@ -165,6 +165,14 @@ fn encode(code: Code, slot: Option<u32>, reset: bool, remaining: u64) -> f64 {
     (index + (u64::from(reset) << 4) + (slot << 5) + (remaining << 25)) as f64
 }
 
+/// The core names a rotation's grace `grace`; JavaScript passes it as `graceSeconds`.
+fn renamed_grace(error: keypal::Error) -> Failure {
+    match error {
+        keypal::Error::Invalid { field, message } if field == "grace" => Failure::invalid("graceSeconds", message),
+        other => other.into(),
+    }
+}
+
 /// Credits that fit the number (2^28 - 2); more go as an object.
 const MAX_ENCODED_CREDITS: u64 = (1 << 28) - 2;
 
@@ -371,7 +379,7 @@ impl NativeManager {
         let id = key_id(&id)?;
         let grace = std::time::Duration::try_from_secs_f64(grace_seconds.unwrap_or(0.0))
             .map_err(|_| Failure::invalid("graceSeconds", "a number of seconds, zero or more"))?;
-        let operation = dispatch!(self, |m| Ok(m.rotate(&id, grace).await?));
+        let operation = dispatch!(self, |m| m.rotate(&id, grace).await.map_err(renamed_grace));
         settle(&env, operation, convert::rotated)
     }
 

@@ -27,6 +27,7 @@ test("stable codes: NOT_FOUND, INVALID_INPUT (naming the field), ALREADY_REVOKED
   await assert.rejects(keys.audit(/** @type {any} */ ({ action: "exploded" })), keypal("INVALID_INPUT", "action"));
   const { record } = await keys.create({ ownerId: "u" });
   await assert.rejects(keys.create({ ownerId: "u" }), keypal("KEY_LIMIT_REACHED"));
+  await assert.rejects(keys.rotate(record.id, { graceSeconds: 1e12 }), keypal("INVALID_INPUT", "graceSeconds"));
   await keys.revoke(record.id);
   await assert.rejects(keys.revoke(record.id), keypal("ALREADY_REVOKED"));
   await assert.rejects(keys.update(record.id, /** @type {any} */ ({ expiresAt: new Date(Date.now() + 60_000), bogus: 1 })), keypal("INVALID_INPUT"));
