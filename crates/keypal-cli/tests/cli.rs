@@ -2,103 +2,14 @@
 //! exit code, stdout and stderr out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::*;
 
 const TIERED: &str = "kota_{tier}_{id:12:base32}_{secret:36:hex}{checksum}";
 const PEPPER: &str = "a-pepper-of-enough-length-0123";
-
-/// One run of the binary: a clean environment (no `KEYPAL_*` from the caller), the
-/// given arguments, variables and stdin.
-struct Run {
-    command: Command,
-    stdin: Option<String>,
-}
-
-/// What a run gave.
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-
-    /// Everything the run printed.
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code; {self:#?}");
-        self
-    }
-
-    /// A clean error: exit 2, nothing on stdout, `error: ...` on stderr.
-    #[track_caller]
-    fn assert_error(&self, needle: &str) -> &Self {
-        assert_eq!(self.code, 2, "expected exit code 2; {self:#?}");
-        assert!(self.stderr.starts_with("error: "), "stderr should start with `error: `; {self:#?}");
-        assert!(self.stderr.contains(needle), "stderr should mention {needle:?}; {self:#?}");
-        assert!(self.stdout.is_empty(), "nothing on stdout on error; {self:#?}");
-        self
-    }
-}
-
-fn keypal(args: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keypal"));
-    command.env_clear().args(args);
-    Run { command, stdin: None }
-}
-
-impl Run {
-    fn env(mut self, name: &str, value: &str) -> Self {
-        self.command.env(name, value);
-        self
-    }
-
-    fn stdin(mut self, text: &str) -> Self {
-        self.stdin = Some(text.to_owned());
-        self
-    }
-
-    fn run(mut self) -> Output {
-        self.command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = self.command.spawn().expect("the keypal binary runs");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        if let Some(text) = &self.stdin {
-            stdin.write_all(text.as_bytes()).expect("writing stdin");
-        }
-        drop(stdin);
-        let out = child.wait_with_output().expect("the keypal binary ends");
-        Output {
-            code: out.status.code().expect("exited, not killed by a signal"),
-            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-        }
-    }
-}
-
-/// A new file holding `contents` in this test target's scratch directory.
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}-{name}", NEXT.fetch_add(1, Ordering::Relaxed)));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
-
-fn path_str(path: &std::path::Path) -> &str {
-    path.to_str().expect("a UTF-8 temporary path")
-}
 
 fn is_base62(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -833,58 +744,6 @@ fn serve_takes_the_redis_prefix_and_fail_open_from_flags_and_environment() {
 
 // ---------------------------------------------------------------- tokens
 
-/// A new empty directory.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = temp_file(name, "");
-    std::fs::remove_file(&dir).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// `keypal serve` on `database` with `master_key`, running until killed; and its address.
-fn serve_in_background(database: &str, master_key: &str) -> (std::process::Child, String) {
-    serve_with(database, master_key, &[])
-}
-
-/// `keypal serve` as [`serve_in_background`], with more `KEYPAL_*` variables.
-fn serve_with(database: &str, master_key: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keypal"))
-        .env_clear()
-        .env("KEYPAL_MASTER_KEY", master_key)
-        .envs(env.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database, "--log", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the keypal binary runs");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let addr = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("keypal: listening on http://").map(str::to_owned));
-    let Some(addr) = addr else {
-        child.kill().expect("the child can be stopped");
-        panic!("keypal serve did not start on {database}");
-    };
-    (child, addr)
-}
-
-/// The status of `GET path` at `addr` with `Authorization: Bearer token`.
-fn status_with_token(addr: &str, path: &str, token: &str) -> u16 {
-    use std::io::Read;
-
-    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("the request is sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("the answer is read");
-    response.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("{response}"))
-}
-
 #[test]
 fn a_token_made_on_the_command_line_manages_a_running_server_until_revoked() {
     let dir = scratch_dir("tokens-dir");
@@ -976,25 +835,6 @@ fn tokens_refuse_bad_input_and_another_master_key() {
 }
 
 // ---------------------------------------------------------------- apps and keys
-
-/// The answer of `POST /v1/verify` at `addr` for `key` and `client_secret`: its `code`.
-fn verify_code(addr: &str, service_key: &str, client_secret: &str, key: &str) -> String {
-    use std::io::Read;
-
-    let body = serde_json::json!({ "key": key, "client_secret": client_secret }).to_string();
-    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
-    let request = format!(
-        "POST /v1/verify HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {service_key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("the request is sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("the answer is read");
-    let json = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let answer: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|_| panic!("{response}"));
-    answer["code"].as_str().unwrap_or_else(|| panic!("{response}")).to_owned()
-}
 
 /// A table's lines with ids, times and masked keys replaced by placeholders and the
 /// columns one space apart; each line's cells start where its header's do.
@@ -1189,24 +1029,6 @@ fn a_key_revoked_on_the_command_line_is_refused_by_a_running_server_at_once() {
 }
 
 // ---------------------------------------------------------------- export and import
-
-/// The status and body of `POST path` at `addr` with `Authorization: Bearer token`.
-fn post_with_token(addr: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
-    use std::io::Read;
-
-    let mut stream = std::net::TcpStream::connect(addr).expect("the server answers");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\
-         Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).expect("the request is sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("the answer is read");
-    let status =
-        response.split(' ').nth(1).and_then(|status| status.parse().ok()).unwrap_or_else(|| panic!("{response}"));
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
-}
 
 #[test]
 fn a_sqlite_deployment_exported_and_imported_into_postgres_verifies_every_key() {

@@ -2,7 +2,7 @@
 //! digest), by hint; records read back equal, field for field; unique lookups and
 //! record ids are unique.
 
-use keypal::{Action, AuditQuery, KeyId, KeyRecord, Lookup, Store, StoreError};
+use keypal::{Action, AuditQuery, Insertion, KeyId, KeyRecord, Lookup, Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::fixtures::{
@@ -264,4 +264,64 @@ pub async fn shared_hints_and_equal_text_of_another_lookup_kind_are_not_duplicat
     assert_eq!(sorted_ids(&found), vec![by_hint.id], "find_by_hint must return the hint record only");
     let created = audit_all(&store, AuditQuery::new().action(Action::Created)).await;
     assert_eq!(created.len(), 5, "each insert must append one event");
+}
+
+/// `insert_many` inserts each record on its own: a record whose lookup or id is taken
+/// (by a stored record or by an earlier one of the same call) is `Duplicate`, one over
+/// its owner's limit (counting the records inserted before it in the call) is
+/// `LimitReached`, each in its place, and the others are stored with their events.
+pub async fn insert_many_stores_each_record_on_its_own<S: Store>(store: S) {
+    let stored = record();
+    insert(&store, stored.clone()).await;
+    let events = audit_len(&store).await;
+
+    let first = record_for("owner_many");
+    let second = record_for("owner_many");
+    let over_limit = record_for("owner_many");
+    let mut taken = record();
+    taken.lookup = stored.lookup.clone();
+    let fresh = record();
+    let mut repeated = record();
+    repeated.lookup = fresh.lookup.clone();
+    let items: Vec<Insertion> = [&first, &taken, &second, &fresh, &over_limit, &repeated]
+        .into_iter()
+        .map(|r| Insertion { record: r.clone(), max_active_per_owner: Some(2), event: event(Action::Imported) })
+        .collect();
+    let results = store.insert_many(items).await.expect("insert_many failed");
+
+    let outcome: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(record) => format!("ok {}", record.id),
+            Err(StoreError::Duplicate) => "duplicate".to_owned(),
+            Err(StoreError::LimitReached { limit }) => format!("limit {limit}"),
+            Err(other) => format!("unexpected {other:?}"),
+        })
+        .collect();
+    let want = [
+        format!("ok {}", first.id),
+        "duplicate".to_owned(),
+        format!("ok {}", second.id),
+        format!("ok {}", fresh.id),
+        "limit 2".to_owned(),
+        "duplicate".to_owned(),
+    ];
+    assert_eq!(outcome, want, "insert_many must answer for each record in its place");
+    for r in [&first, &second, &fresh] {
+        assert_eq!(*fetch(&store, r.id).await, *r, "a record insert_many stored must read back equal");
+    }
+    for r in [&taken, &over_limit, &repeated] {
+        assert!(store.get(r.id).await.expect("get failed").is_none(), "a refused record must not be stored");
+    }
+    assert_eq!(fetch(&store, stored.id).await.lookup, stored.lookup, "the holder of a taken lookup is unchanged");
+    let log = audit_all(&store, AuditQuery::new()).await;
+    assert_eq!(log.len(), events + 3, "one event per stored record, none for a refused one");
+    let mut logged: Vec<KeyId> = log.iter().filter(|e| e.action == Action::Imported).filter_map(|e| e.key_id).collect();
+    logged.sort();
+    let mut want_logged = vec![first.id, second.id, fresh.id];
+    want_logged.sort();
+    assert_eq!(logged, want_logged, "the events are about the stored records");
+
+    let empty = store.insert_many(Vec::new()).await.expect("insert_many of nothing failed");
+    assert!(empty.is_empty(), "nothing to insert answers nothing");
 }

@@ -149,6 +149,7 @@ macro_rules! __conformance_list {
                 insert_with_taken_digest_is_duplicate_and_changes_nothing,
                 insert_with_taken_record_id_is_duplicate_and_changes_nothing,
                 shared_hints_and_equal_text_of_another_lookup_kind_are_not_duplicates,
+                insert_many_stores_each_record_on_its_own,
             }
             limits {
                 owner_limit_refuses_at_the_limit,

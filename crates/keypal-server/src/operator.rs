@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use keypal::{AuditContext, Invalidation, KeyId, KeyRecord};
+use keypal::{AuditContext, Invalidation, KeyId, KeyRecord, ListQuery};
 use uuid::Uuid;
 
 use crate::cluster::Bus;
@@ -21,6 +21,10 @@ use crate::state::{AppRuntime, Shared, State};
 pub use crate::apps::{AppView, NewApp, TierInput};
 pub use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, NewKeyRequest, RotateRequest};
 pub use crate::routes::apps::{CreatedApp, KeyList, KeyListParams};
+pub use crate::routes::import::{
+    BATCH, ITEM_FIELDS, ImportReport, ImportResult, ImportStatus, KeyImporter, MAX_LINE, NumberedItem, export_item,
+    line_item, line_too_long,
+};
 
 /// Who the audit log says made the operator's changes.
 pub const ACTOR: &str = "cli";
@@ -146,6 +150,32 @@ impl Operator {
         let created = key_routes::rotate_key(&self.state, Self::context(), id, request).await?;
         self.state.announce(Invalidation::Key(KeyId(id))).await;
         Ok(created)
+    }
+
+    /// An importer of keys into the application with this id or label (`POST
+    /// /v1/apps/{id}/keys/import`'s rules); `skip_limits` imports keys past their owner's
+    /// limit of active keys.
+    pub fn importer(&self, app: &str, skip_limits: bool) -> Result<KeyImporter, ApiError> {
+        Ok(KeyImporter::new(self.runtime(app)?, Self::context(), skip_limits))
+    }
+
+    /// A page of at most 1000 of the application's active keys (disabled ones
+    /// included), newest first from `cursor`, each as the import item that brings it
+    /// back ([`export_item`]), or `None` for a key
+    /// that cannot be moved; and the next page's cursor.
+    pub async fn export_keys(
+        &self,
+        app: &str,
+        cursor: Option<Uuid>,
+    ) -> Result<(Vec<(KeyId, Option<serde_json::Value>)>, Option<Uuid>), ApiError> {
+        let runtime = self.runtime(app)?;
+        let mut query = ListQuery::new().active_only(true).limit(1000);
+        if let Some(cursor) = cursor {
+            query = query.cursor(cursor);
+        }
+        let page = runtime.keys.list(query).await?;
+        let items = page.items.iter().map(|r| (r.id, export_item(r))).collect();
+        Ok((items, page.next_cursor))
     }
 
     /// Announces a change to a key, and waits for it to be sent: the command may end

@@ -165,12 +165,12 @@ mod seam {
             pool: &Pool<Self>,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
-        /// Makes concurrent creates for one owner of `namespace` wait for each other
-        /// until the transaction ends (so counting the owner's keys cannot race).
-        fn lock_owner(
+        /// Makes concurrent creates for each of these owners (of a namespace) wait for
+        /// each other until the transaction ends (so counting an owner's keys cannot race).
+        /// Owners are locked in one order, whatever the order given.
+        fn lock_owners(
             tx: &mut Transaction<'static, Self>,
-            namespace: Option<&str>,
-            owner: &str,
+            owners: &[(Option<String>, String)],
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// The statement finding the key whose unique lookup is `lookup`, with its

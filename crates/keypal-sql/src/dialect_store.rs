@@ -6,11 +6,12 @@
 //! the owner's active keys inside the insert's transaction, after the dialect has
 //! serialised creates for that owner. Credits are spent with one guarded decrement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store, StoreError,
+    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter,
+    Page, Store, StoreError,
 };
 use sqlx::{Pool, QueryBuilder, Transaction};
 use time::OffsetDateTime;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use crate::SqlError;
 use crate::codec::{backend, duplicate_or_backend, like_pattern, to_i64, to_u64};
 use crate::dialect::{Arg, Dialect, JsonValue, PushArg, Read, Scopes, Timestamp};
-use crate::rows::{self, append};
+use crate::rows::{self, EventRow, append};
 
 /// Candidates of a hint lookup.
 pub(crate) const FIND_BY_HINT: &str = select_keys!("WHERE lookup_value = $1 AND lookup_kind = 'hint'");
@@ -28,6 +29,108 @@ pub(crate) const GET: &str = select_keys!("WHERE id = $1");
 /// The guarded credit decrement.
 pub(crate) const CONSUME: &str =
     "UPDATE keypal_keys SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining";
+
+/// Records inserted per statement by [`insert_all`] (23 parameters each, far below
+/// the databases' limits).
+const CHUNK: usize = 100;
+
+/// Inserts records and their events in `tx`, each standing alone ([`Store::insert_many`]):
+/// a record whose owner is at its limit is [`StoreError::LimitReached`], one whose id or
+/// unique lookup is taken [`StoreError::Duplicate`], and `tx` stays usable. A few
+/// statements per [`CHUNK`] records: the owners' locks, their counts, the rows, the
+/// events. An owner's count is that of its active keys at the record's `created_at`,
+/// records inserted before it included.
+async fn insert_all<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    items: Vec<Insertion>,
+) -> Result<Inserted, StoreError> {
+    let limited = |item: &Insertion| item.max_active_per_owner.and(item.record.owner_id.as_ref()).is_some();
+    let mut owners: Vec<(Option<String>, String)> = items
+        .iter()
+        .filter(|item| limited(item))
+        .filter_map(|item| item.record.owner_id.clone().map(|owner| (item.record.namespace.clone(), owner)))
+        .collect();
+    owners.sort();
+    owners.dedup();
+    D::lock_owners(tx, &owners).await.map_err(backend)?;
+
+    let mut results = Vec::with_capacity(items.len());
+    let mut rest = items.as_slice();
+    while !rest.is_empty() {
+        // An owner with a limit appears once in a chunk: its count must see the
+        // records of the chunks before.
+        let mut seen = HashSet::new();
+        let size = rest
+            .iter()
+            .take(CHUNK)
+            .position(|item| limited(item) && !seen.insert((&item.record.namespace, &item.record.owner_id)))
+            .unwrap_or_else(|| rest.len().min(CHUNK));
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let mut outcome: Vec<Option<StoreError>> = at_limit(tx, chunk, limited)
+            .await?
+            .into_iter()
+            .map(|limit| limit.map(|limit| StoreError::LimitReached { limit }))
+            .collect();
+        let candidates: Vec<&KeyRecord> =
+            chunk.iter().zip(&outcome).filter(|(_, refused)| refused.is_none()).map(|(item, _)| &item.record).collect();
+        let inserted = rows::insert_records(tx, &candidates).await?;
+        let events: Vec<EventRow<'_>> = chunk
+            .iter()
+            .filter(|item| inserted.contains(&item.record.id.0))
+            .map(|item| EventRow::about(&item.event, &item.record))
+            .collect();
+        rows::insert_events(tx, &events).await?;
+        for (item, refused) in chunk.iter().zip(outcome.iter_mut()) {
+            results.push(match refused.take() {
+                Some(error) => Err(error),
+                None if inserted.contains(&item.record.id.0) => Ok(Arc::new(item.record.clone())),
+                None => Err(StoreError::Duplicate),
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// For each item of `chunk` whose owner is at its limit, the limit (one statement for
+/// the chunk, answering with those items only); `limited` says which items are counted.
+/// An owner's count is that of its active keys at the item's `created_at`.
+async fn at_limit<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    chunk: &[Insertion],
+    limited: impl Fn(&Insertion) -> bool,
+) -> Result<Vec<Option<u32>>, StoreError> {
+    let mut refused = vec![None; chunk.len()];
+    if !chunk.iter().any(&limited) {
+        return Ok(refused);
+    }
+    let mut q = QueryBuilder::<D>::new("SELECT v.column1 FROM (VALUES ");
+    let mut first = true;
+    for (place, item) in (0i64..).zip(chunk) {
+        if let (true, Some(limit)) = (limited(item), item.max_active_per_owner) {
+            q.push(if first { "(" } else { ", (" });
+            first = false;
+            q.push_arg(place).push(", ");
+            q.push_arg(item.record.namespace.clone()).push(", ");
+            q.push_arg(item.record.owner_id.clone()).push(", ");
+            q.push_arg(Timestamp(item.record.created_at)).push(", ");
+            q.push_arg(i64::from(limit)).push(")");
+        }
+    }
+    q.push(
+        ") AS v WHERE (SELECT COUNT(*) FROM keypal_keys k \
+         WHERE k.namespace IS NOT DISTINCT FROM v.column2 AND k.owner_id = v.column3 AND k.revoked_at IS NULL \
+         AND (k.expires_at IS NULL OR k.expires_at > v.column4)) >= v.column5",
+    );
+    for row in q.build().fetch_all(D::executor(tx)).await.map_err(backend)? {
+        let place: i64 = D::read_at(&row, 0).map_err(backend)?;
+        let item = usize::try_from(place).ok().and_then(|place| chunk.get(place).zip(refused.get_mut(place)));
+        if let Some((item, refused)) = item {
+            *refused = item.max_active_per_owner;
+        }
+    }
+    Ok(refused)
+}
 
 /// keypal's store on an SQL database `D`: sqlx's `Sqlite` ([`SqliteStore`](crate::SqliteStore))
 /// or `Postgres` ([`PostgresStore`](crate::PostgresStore)). Cheap to clone (a pool handle).
@@ -206,23 +309,20 @@ impl<D: Dialect> Store for DialectStore<D> {
         event: Event,
     ) -> Result<Arc<KeyRecord>, StoreError> {
         let mut tx = self.write().await?;
-        if let (Some(limit), Some(owner)) = (max_active_per_owner, &record.owner_id) {
-            D::lock_owner(&mut tx, record.namespace.as_deref(), owner).await.map_err(backend)?;
-            let mut q = QueryBuilder::<D>::new("SELECT COUNT(*) FROM keypal_keys WHERE");
-            push_namespace(&mut q, record.namespace.as_deref());
-            q.push(" AND owner_id = ").push_arg(owner.clone());
-            q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
-                .push_arg(Timestamp(record.created_at))
-                .push(")");
-            let row = q.build().fetch_one(D::executor(&mut tx)).await.map_err(backend)?;
-            if first::<D, i64>(&row)? >= i64::from(limit) {
-                return Err(StoreError::LimitReached { limit });
-            }
-        }
-        rows::insert_record(&mut tx, &record).await?;
-        append(&mut tx, &event, &record).await?;
+        let mut results = insert_all(&mut tx, vec![Insertion { record, max_active_per_owner, event }]).await?;
+        let result =
+            results.pop().ok_or_else(|| StoreError::backend(std::io::Error::other("no result of an insert")))?;
+        let record = result?;
         tx.commit().await.map_err(duplicate_or_backend)?;
-        Ok(Arc::new(record))
+        Ok(record)
+    }
+
+    /// One transaction for them all, a few statements per hundred records.
+    async fn insert_many(&self, items: Vec<Insertion>) -> Result<Inserted, StoreError> {
+        let mut tx = self.write().await?;
+        let results = insert_all(&mut tx, items).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(results)
     }
 
     async fn find(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
@@ -372,8 +472,10 @@ impl<D: Dialect> Store for DialectStore<D> {
             return Err(if exists(&mut tx, old).await? { StoreError::AlreadyRevoked } else { StoreError::NotFound });
         };
         let old_record = rows::record::<D>(&row)?;
-        // A taken id or lookup fails here; dropping the transaction rolls the old key back.
-        rows::insert_record(&mut tx, &replacement).await?;
+        // A taken id or lookup is refused here; dropping the transaction rolls the old key back.
+        if rows::insert_records(&mut tx, &[&replacement]).await?.is_empty() {
+            return Err(StoreError::Duplicate);
+        }
         append(&mut tx, &event, &old_record).await?;
         tx.commit().await.map_err(duplicate_or_backend)?;
         Ok((Arc::new(old_record), Arc::new(replacement)))

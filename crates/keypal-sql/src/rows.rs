@@ -3,11 +3,13 @@
 //! both dialects.
 
 use keypal::{AuditContext, Event, KeyId, KeyRecord, StoreError};
-use sqlx::{Database, Transaction};
+use std::collections::HashSet;
+
+use sqlx::{Database, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{self, backend, duplicate_or_backend, to_i64, to_u64};
-use crate::dialect::{Arg, Dialect, JsonValue, Read, Scopes, Timestamp, Unreadable};
+use crate::dialect::{Dialect, JsonValue, PushArg, Read, Scopes, Timestamp, Unreadable};
 use crate::objects::Object;
 
 /// The columns of a key row, in the order [`record`] reads them.
@@ -122,40 +124,116 @@ pub(crate) fn event<D: Dialect>(row: &D::Row) -> Result<Event, StoreError> {
     Ok(e)
 }
 
-/// Inserts a key row. [`StoreError::Duplicate`] when its id or unique lookup is taken.
-pub(crate) async fn insert_record<D: Dialect>(
+/// Inserts key rows in one statement, skipping each whose id or unique lookup is
+/// taken (by a stored row or an earlier one of `records`): the ids of the rows
+/// inserted. The transaction stays usable. When a row was skipped (rarely: imports of
+/// keys already there), a second statement reads back which rows are these records.
+pub(crate) async fn insert_records<D: Dialect>(
     tx: &mut Transaction<'static, D>,
-    r: &KeyRecord,
+    records: &[&KeyRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    if records.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut q = QueryBuilder::<D>::new(concat!("INSERT INTO keypal_keys (", key_columns!(), ") VALUES "));
+    for (i, r) in records.iter().enumerate() {
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.push_arg(r.id.0).push(", ");
+        q.push_arg(r.namespace.clone()).push(", ");
+        q.push_arg(r.lookup.kind()).push(", ");
+        q.push_arg(r.lookup.value()).push(", ");
+        q.push_arg(r.hash.clone()).push(", ");
+        q.push_arg(r.start.clone()).push(", ");
+        q.push_arg(r.last4.clone()).push(", ");
+        q.push_arg(r.name.clone()).push(", ");
+        q.push_arg(r.owner_id.clone()).push(", ");
+        q.push_arg(r.tier.clone()).push(", ");
+        q.push_arg(Scopes(r.scopes.clone())).push(", ");
+        q.push_arg(r.metadata.clone().map(JsonValue)).push(", ");
+        q.push_arg(Timestamp(r.created_at)).push(", ");
+        q.push_arg(r.expires_at.map(Timestamp)).push(", ");
+        q.push_arg(r.last_used_at.map(Timestamp)).push(", ");
+        q.push_arg(r.revoked_at.map(Timestamp)).push(", ");
+        q.push_arg(r.enabled).push(", ");
+        q.push_arg(r.rotated_from.map(|id| id.0)).push(", ");
+        q.push_arg(r.rotated_to.map(|id| id.0)).push(", ");
+        q.push_arg(r.remaining.map(|n| to_i64("remaining", n)).transpose()?).push(", ");
+        q.push_arg(r.rate_limit.map(|l| l.to_string())).push(", ");
+        q.push_arg(r.encrypted_key.clone()).push(", ");
+        q.push_arg(to_i64("version", r.version)?).push(")");
+    }
+    q.push(" ON CONFLICT DO NOTHING");
+    let result = q.build().execute(D::executor(&mut *tx)).await.map_err(duplicate_or_backend)?;
+    let all: HashSet<Uuid> = records.iter().map(|r| r.id.0).collect();
+    if usize::try_from(D::rows_affected(&result)).is_ok_and(|n| n == records.len()) {
+        return Ok(all);
+    }
+    // A row with one of these ids is this record's only when it is this record: an id
+    // taken before holds another.
+    let mut q = QueryBuilder::<D>::new(select_keys!("WHERE id IN ("));
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push_arg(r.id.0);
+    }
+    q.push(")");
+    let rows = q.build().fetch_all(D::executor(tx)).await.map_err(backend)?;
+    let mut inserted = HashSet::new();
+    for row in &rows {
+        let stored = record::<D>(row)?;
+        if records.iter().any(|r| **r == stored) {
+            inserted.insert(stored.id.0);
+        }
+    }
+    Ok(inserted)
+}
+
+/// An audit event to append, about the key, namespace and owner given with it.
+pub(crate) struct EventRow<'a> {
+    pub(crate) event: &'a Event,
+    pub(crate) key_id: Option<KeyId>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) owner_id: Option<String>,
+}
+
+impl<'a> EventRow<'a> {
+    /// `event` about `record`.
+    pub(crate) fn about(event: &'a Event, record: &KeyRecord) -> Self {
+        EventRow {
+            event,
+            key_id: Some(record.id),
+            namespace: record.namespace.clone(),
+            owner_id: record.owner_id.clone(),
+        }
+    }
+}
+
+/// Appends audit events in one statement.
+pub(crate) async fn insert_events<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
-    let query = sqlx::query(concat!(
-        "INSERT INTO keypal_keys (",
-        key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-    ))
-    .arg(r.id.0)
-    .arg(r.namespace.clone())
-    .arg(r.lookup.kind())
-    .arg(r.lookup.value())
-    .arg(r.hash.as_str())
-    .arg(r.start.clone())
-    .arg(r.last4.clone())
-    .arg(r.name.clone())
-    .arg(r.owner_id.clone())
-    .arg(r.tier.clone())
-    .arg(Scopes(r.scopes.clone()))
-    .arg(r.metadata.clone().map(JsonValue))
-    .arg(Timestamp(r.created_at))
-    .arg(r.expires_at.map(Timestamp))
-    .arg(r.last_used_at.map(Timestamp))
-    .arg(r.revoked_at.map(Timestamp))
-    .arg(r.enabled)
-    .arg(r.rotated_from.map(|id| id.0))
-    .arg(r.rotated_to.map(|id| id.0))
-    .arg(r.remaining.map(|n| to_i64("remaining", n)).transpose()?)
-    .arg(r.rate_limit.map(|l| l.to_string()))
-    .arg(r.encrypted_key.clone())
-    .arg(to_i64("version", r.version)?);
-    query.execute(D::executor(tx)).await.map_err(duplicate_or_backend)?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<D>::new(concat!("INSERT INTO keypal_audit (", audit_columns!(), ") VALUES "));
+    for (i, row) in events.iter().enumerate() {
+        let event = row.event;
+        q.push(if i == 0 { "(" } else { ", (" });
+        q.push_arg(event.id).push(", ");
+        q.push_arg(Timestamp(event.at)).push(", ");
+        q.push_arg(event.action.as_str()).push(", ");
+        q.push_arg(row.key_id.map(|id| id.0)).push(", ");
+        q.push_arg(row.namespace.clone()).push(", ");
+        q.push_arg(row.owner_id.clone()).push(", ");
+        q.push_arg(event.code.map(|c| c.as_str().to_owned())).push(", ");
+        q.push_arg(event.context.actor.clone()).push(", ");
+        q.push_arg(event.context.ip.clone()).push(", ");
+        q.push_arg(event.context.user_agent.clone()).push(", ");
+        q.push_arg(event.details.clone().map(JsonValue)).push(")");
+    }
+    q.build().execute(D::executor(tx)).await.map_err(backend)?;
     Ok(())
 }
 
@@ -183,24 +261,7 @@ async fn insert_event<D: Dialect>(
     namespace: Option<String>,
     owner_id: Option<String>,
 ) -> Result<(), StoreError> {
-    let query = sqlx::query(concat!(
-        "INSERT INTO keypal_audit (",
-        audit_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-    ))
-    .arg(event.id)
-    .arg(Timestamp(event.at))
-    .arg(event.action.as_str())
-    .arg(key_id.map(|id| id.0))
-    .arg(namespace)
-    .arg(owner_id)
-    .arg(event.code.map(|c| c.as_str().to_owned()))
-    .arg(event.context.actor.as_str())
-    .arg(event.context.ip.clone())
-    .arg(event.context.user_agent.clone())
-    .arg(event.details.clone().map(JsonValue));
-    query.execute(D::executor(tx)).await.map_err(backend)?;
-    Ok(())
+    insert_events(tx, &[EventRow { event, key_id, namespace, owner_id }]).await
 }
 
 /// A value that is not what its column should hold.

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use keypal::{AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store, StoreError};
+use keypal::{
+    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store,
+    StoreError,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -234,6 +237,9 @@ impl Store for SqlStore {
         event: Event,
     ) -> Result<Arc<KeyRecord>, StoreError> {
         dispatch!(self, s => s.insert(record, max_active_per_owner, event).await)
+    }
+    async fn insert_many(&self, items: Vec<Insertion>) -> Result<Inserted, StoreError> {
+        dispatch!(self, s => s.insert_many(items).await)
     }
     async fn find(&self, lookup: &Lookup) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         dispatch!(self, s => s.find(lookup).await)

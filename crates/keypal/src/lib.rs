@@ -73,6 +73,6 @@ pub use record::{
     KeyId, KeyPatch, KeyRecord, Lookup, NewKey,
 };
 pub use secret::{AsKey, KeySealer, PlainKey, SealError};
-pub use store::{Credits, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
+pub use store::{Credits, Inserted, Insertion, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};
 pub use verification::{Code, Verification, VerifyOptions};

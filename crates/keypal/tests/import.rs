@@ -487,3 +487,68 @@ async fn an_import_keeps_last_use_and_disabled_state_and_may_skip_the_owner_limi
     assert!(matches!(keys.create(owner()).await, Err(Error::LimitReached { limit: 1 })));
     Ok(())
 }
+
+#[tokio::test]
+async fn import_many_answers_for_each_key_and_catches_a_key_given_twice_under_a_hint() -> Result {
+    let keys = KeyManager::builder()
+        .template("brdnv_sk_{secret:32:alnum}")
+        .hash(HashAlgorithm::Bcrypt)
+        .bcrypt_cost(4)
+        .max_active_keys_per_owner(1)
+        .store(MemoryStore::new())
+        .build()?;
+    let key = keys.generate_key();
+    let by_hint = ImportKey::bcrypt(bcrypt(key.expose())?).hint(key.start(12));
+    let second = keys.generate_key();
+    let owned = |k: &PlainKey| ImportKey::plaintext(k.expose()).with(NewKey::new().owner_id("u1"));
+    let results = keys
+        .import_many(vec![
+            by_hint.clone(),
+            ImportKey::plaintext("brdnv_sk_short"),
+            by_hint,
+            owned(&second),
+            owned(&keys.generate_key()),
+        ])
+        .await?;
+    let codes: Vec<&str> = results.iter().map(|r| r.as_ref().map_or_else(|e| e.code(), |_| "created")).collect();
+    assert_eq!(codes, ["created", "INVALID_INPUT", "ALREADY_EXISTS", "created", "KEY_LIMIT_REACHED"]);
+    let first_id = results[0].as_ref().map(|r| r.id).ok();
+    assert!(matches!(&results[2], Err(Error::AlreadyExists { existing }) if *existing == first_id));
+    assert_eq!(contents(&keys).await?, (2, 2), "two keys and their two events");
+    assert!(keys.verify(key.expose()).await?.is_valid());
+    assert!(keys.verify(second.expose()).await?.is_valid());
+
+    // A dry run checks the same, storing nothing.
+    let fresh = keys.generate_key();
+    keys.check_import(ImportKey::plaintext(fresh.expose())).await?;
+    let stored_again = keys.check_import(ImportKey::plaintext(key.expose())).await;
+    assert!(matches!(stored_again, Err(Error::AlreadyExists { .. })), "{stored_again:?}");
+    assert_eq!(contents(&keys).await?, (2, 2), "a check stores nothing");
+    Ok(())
+}
+
+#[test]
+fn every_importable_stored_hash_exports_back_to_its_import_form() -> Result {
+    let sha256 = hex(&Sha256::digest("sk_test_key"));
+    let sha512 = hex(&Sha512::digest("sk_test_key"));
+    let hashes = [
+        ImportedHash::new(ImportAlgorithm::Sha256, sha256.as_str()),
+        ImportedHash::new(ImportAlgorithm::Sha512, sha512.as_str()),
+        ImportedHash::new(ImportAlgorithm::Sha256, sha256.as_str()).salt("pepper$1"),
+        ImportedHash::new(ImportAlgorithm::Sha512, sha512.as_str()).salt("ünïcode"),
+        ImportedHash::new(ImportAlgorithm::Bcrypt, bcrypt("sk_test_key")?),
+        ImportedHash::new(ImportAlgorithm::Argon2id, argon2("sk_test_key")?),
+    ];
+    for hash in hashes {
+        for covers in [HashCovers::Key, HashCovers::Secret] {
+            let hash = hash.clone().covers(covers);
+            let stored = keypal::hash::Hashing::import(&hash)?;
+            assert_eq!(keypal::hash::Hashing::export(&stored), Some(hash), "{stored}");
+        }
+    }
+    // Keyed by this deployment's master key: no other can check it.
+    let keyed = keypal::hash::HmacSha256Hasher::new([("v1".to_owned(), vec![7; 32])], "v1")?.hash(b"sk_test_key");
+    assert_eq!(keypal::hash::Hashing::export(&keyed), None);
+    assert_eq!(keypal::hash::Hashing::export("$sha256$not-hex"), None);
+    Ok(())
+}

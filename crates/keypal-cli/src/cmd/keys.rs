@@ -1,4 +1,5 @@
-//! `keypal keys list|show|create|update|revoke|rotate`: an application's keys, read and
+//! `keypal keys list|show|create|update|revoke|rotate` (and `import|export`, in
+//! [`key_files`](super::key_files)): an application's keys, read and
 //! changed on the deployment's database directly with the rules of `/v1/apps/{id}/keys`
 //! and `/v1/keys/{id}`. Changes are announced on the deployment's bus (PostgreSQL
 //! `NOTIFY`, or Redis with `--redis-url`), so running servers refuse a revoked key at once.
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::key_files::{self, ExportKeysArgs, ImportKeysArgs};
 use crate::deployment::{DeploymentArgs, MASTER_KEY_HELP};
 use crate::error::{CliError, CmdResult, Status};
 use crate::table::{aligned, print_json, print_lines, refused, rfc3339};
@@ -36,6 +38,12 @@ pub enum KeysCommand {
     Revoke(RevokeArgs),
     /// Replace a key with a new one, printed alone on stdout (shown once).
     Rotate(RotateArgs),
+    /// Import keys issued elsewhere from NDJSON or CSV (a file or stdin), a bad line
+    /// reported by its number while the others go in.
+    Import(ImportKeysArgs),
+    /// Write the application's active keys as NDJSON import items (their hashes, never
+    /// a key), for `keypal keys import` into another application or deployment.
+    Export(ExportKeysArgs),
 }
 
 /// Arguments of `keypal keys list`.
@@ -232,6 +240,8 @@ pub fn run(args: &KeysArgs) -> CmdResult {
         KeysCommand::Update(args) => update(args),
         KeysCommand::Revoke(args) => revoke(args),
         KeysCommand::Rotate(args) => rotate(args),
+        KeysCommand::Import(args) => key_files::import(args),
+        KeysCommand::Export(args) => key_files::export(args),
     }
 }
 

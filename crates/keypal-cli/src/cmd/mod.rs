@@ -7,6 +7,7 @@ pub mod dump;
 pub mod generate;
 pub mod hash;
 pub mod inspect;
+pub mod key_files;
 pub mod keys;
 pub mod serve;
 pub mod tokens;

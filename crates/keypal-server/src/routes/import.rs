@@ -9,23 +9,27 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, Request, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
-use keypal::{DigestEncoding, HashCovers, ImportAlgorithm, ImportKey, ImportedHash, KeyId, KeyManager};
+use keypal::hash::Hashing;
+use keypal::{
+    AuditContext, DigestEncoding, HashCovers, ImportAlgorithm, ImportKey, ImportedHash, KeyId, KeyManager, KeyRecord,
+    Lookup,
+};
 use keypal_sql::SqlStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
 use uuid::Uuid;
 
 use super::apps::{find, new_key};
-use crate::apps::App;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorDetail};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, AppPath, is_json};
 use crate::keys::NewKeyRequest;
-use crate::state::State;
+use crate::state::{AppRuntime, State};
 
 /// The most items of the JSON form; more go as NDJSON.
 pub const MAX_ITEMS: usize = 1000;
@@ -37,6 +41,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MAX_REPORTED: usize = 10_000;
 /// How long an import may take, its body included (other requests: 30 seconds).
 pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Items imported in one store transaction.
+pub const BATCH: usize = 2000;
 /// The longest plaintext key, as `POST /v1/verify` takes them.
 const MAX_KEY: usize = 512;
 
@@ -157,6 +163,27 @@ pub struct ImportedKey {
 /// The fields of [`ImportedKey`]: the others of an item are those of a new key.
 const IMPORTED_KEY_FIELDS: [&str; 8] = ["key", "hash", "id", "hint", "last4", "created_at", "last_used_at", "enabled"];
 
+/// Every field of an import item: [`ImportedKey`]'s and a new key's ([`NewKeyRequest`]).
+pub const ITEM_FIELDS: [&str; 17] = [
+    "key",
+    "hash",
+    "id",
+    "hint",
+    "last4",
+    "created_at",
+    "last_used_at",
+    "enabled",
+    "name",
+    "owner_id",
+    "metadata",
+    "scopes",
+    "tier",
+    "expires_in_days",
+    "expires_at",
+    "remaining",
+    "rate_limit",
+];
+
 /// A key's hash as another system stored it (docs/CORE.md, "Importing keys").
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -264,38 +291,71 @@ pub enum ImportStatus {
     Error,
 }
 
-/// One item's outcome.
-enum Outcome {
-    Created(KeyId),
-    Exists(Option<KeyId>),
-    Failed(ApiError),
-}
-
-/// What an import needs to import one item.
-struct Importer<'a> {
-    app: &'a App,
+/// Imports keys into one application, a batch of items at a time: what
+/// `POST /v1/apps/{id}/keys/import` and `keypal keys import` share. Each item stands
+/// alone: imported whole or not at all, its result in its place.
+pub struct KeyImporter {
+    runtime: Arc<AppRuntime>,
     keys: KeyManager<Arc<SqlStore>>,
     skip_limits: bool,
 }
 
-impl Importer<'_> {
-    /// Checks and imports one item.
-    async fn import(&self, item: Result<Value, ApiError>) -> Outcome {
-        let import = match item.and_then(|value| self.request(value)) {
-            Ok(import) => import,
-            Err(error) => return Outcome::Failed(error),
-        };
-        match self.keys.import(import).await {
-            Ok(record) => Outcome::Created(record.id),
-            Err(keypal::Error::AlreadyExists { existing }) => Outcome::Exists(existing),
-            Err(error) => Outcome::Failed(error.into()),
+impl std::fmt::Debug for KeyImporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyImporter").field("app", &self.runtime.app.id).finish_non_exhaustive()
+    }
+}
+
+/// An item of an import: its place (index or line number) and its JSON object, or why
+/// it could not be read.
+pub type NumberedItem = (u64, Result<Value, ApiError>);
+
+impl KeyImporter {
+    /// An importer into `runtime`'s application, its changes audited with `context`;
+    /// `skip_limits` imports keys past their owner's limit of active keys.
+    pub(crate) fn new(runtime: Arc<AppRuntime>, context: AuditContext, skip_limits: bool) -> Self {
+        let keys = runtime.keys.with_context(context);
+        KeyImporter { runtime, keys, skip_limits }
+    }
+
+    /// Imports a batch of items in one store transaction, answering for each in order.
+    /// An `Err` is the store failing: none of the batch is stored.
+    pub async fn import(&self, items: Vec<NumberedItem>) -> Result<Vec<ImportResult>, ApiError> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut imports = Vec::new();
+        let mut places = Vec::new();
+        for (index, item) in items {
+            match item.and_then(|value| self.request(value)) {
+                Ok(import) => {
+                    places.push(results.len());
+                    imports.push(import);
+                    results.push(ImportResult { index, status: ImportStatus::Created, id: None, error: None });
+                }
+                Err(error) => results.push(ImportResult::failed(index, error)),
+            }
+        }
+        let stored = self.keys.import_many(imports).await?;
+        for (place, outcome) in places.into_iter().zip(stored) {
+            if let Some(result) = results.get_mut(place) {
+                *result = ImportResult::of(result.index, outcome.map(|record| Some(record.id)));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Checks one item as [`KeyImporter::import`] would, storing nothing (a dry run):
+    /// `created` when it would be.
+    pub async fn check(&self, (index, item): NumberedItem) -> ImportResult {
+        match item.and_then(|value| self.request(value)) {
+            Ok(import) => ImportResult::of(index, self.keys.check_import(import).await.map(|()| None)),
+            Err(error) => ImportResult::failed(index, error),
         }
     }
 
     /// The core request of an item.
     fn request(&self, value: Value) -> Result<ImportKey, ApiError> {
         let item = ImportItem::from_json(value)?;
-        let details = new_key(self.app, item.details)?;
+        let details = new_key(&self.runtime.app, item.details)?;
         let known = item.key;
         let mut import = match (known.key, known.hash) {
             (Some(key), None) => {
@@ -386,6 +446,57 @@ impl ImportHash {
     }
 }
 
+/// The import item that brings a key back (`keypal keys export`): how it is found (a
+/// key found by its digest as the SHA-256 of the whole key, which that digest is; else
+/// its `id` or `hint` with its stored hash), `last4` and the fields of a new key.
+/// `None` when the key cannot be moved: found by id or hint with a hash keyed by this
+/// deployment's master key (HMAC-SHA256).
+pub fn export_item(record: &KeyRecord) -> Option<Value> {
+    let mut item = Map::new();
+    let hash = match &record.lookup {
+        Lookup::Digest(_) => ImportedHash::new(ImportAlgorithm::Sha256, record.lookup.value()),
+        Lookup::Id(id) => {
+            item.insert("id".into(), id.clone().into());
+            Hashing::export(&record.hash)?
+        }
+        Lookup::Hint(hint) => {
+            item.insert("hint".into(), hint.clone().into());
+            Hashing::export(&record.hash)?
+        }
+    };
+    let mut exported = Map::new();
+    exported.insert("algorithm".into(), hash.algorithm.to_string().into());
+    if let Some(salt) = &hash.salt {
+        exported.insert("salt".into(), salt.clone().into());
+    }
+    if hash.covers == HashCovers::Secret {
+        exported.insert("covers".into(), "secret".into());
+    }
+    exported.insert("value".into(), hash.value.clone().into());
+    item.insert("hash".into(), exported.into());
+    let time = |at: OffsetDateTime| at.format(&Rfc3339).ok().map(Value::String);
+    let fields = [
+        ("last4", (!record.last4.is_empty()).then(|| record.last4.clone().into())),
+        ("owner_id", record.owner_id.clone().map(Value::from)),
+        ("name", record.name.clone().map(Value::from)),
+        ("scopes", (!record.scopes.is_empty()).then(|| record.scopes.clone().into())),
+        ("metadata", record.metadata.clone()),
+        ("tier", record.tier.clone().map(Value::from)),
+        ("expires_at", record.expires_at.and_then(time)),
+        ("created_at", time(record.created_at)),
+        ("last_used_at", record.last_used_at.and_then(time)),
+        ("enabled", (!record.enabled).then_some(Value::Bool(false))),
+        ("remaining", record.remaining.map(Value::from)),
+        ("rate_limit", record.rate_limit.map(|limit| limit.to_string().into())),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            item.insert(name.into(), value);
+        }
+    }
+    Some(Value::Object(item))
+}
+
 /// An `id`, `hint` or `last4`: 1 to `max` characters without control characters.
 fn lookup_text(field: &str, text: String, max: usize) -> Result<String, ApiError> {
     let count = text.chars().count();
@@ -403,30 +514,39 @@ fn not_future(field: &str, at: OffsetDateTime, now: OffsetDateTime) -> Result<Of
     Ok(at)
 }
 
+impl ImportResult {
+    /// The result of an item the core imported (`Ok` with the new key's id, `None` in a
+    /// dry run) or refused.
+    fn of(index: u64, outcome: Result<Option<KeyId>, keypal::Error>) -> Self {
+        match outcome {
+            Ok(id) => ImportResult { index, status: ImportStatus::Created, id: id.map(|id| id.0), error: None },
+            Err(keypal::Error::AlreadyExists { existing }) => {
+                ImportResult { index, status: ImportStatus::Exists, id: existing.map(|id| id.0), error: None }
+            }
+            Err(error) => ImportResult::failed(index, error.into()),
+        }
+    }
+
+    /// The result of an item refused.
+    fn failed(index: u64, error: ApiError) -> Self {
+        let error = ErrorDetail { code: error.code, message: error.message, field: error.field };
+        ImportResult { index, status: ImportStatus::Error, id: None, error: Some(error) }
+    }
+}
+
 impl ImportReport {
-    /// Counts an item's outcome, and lists it unless `list` says not to.
-    fn add(&mut self, index: u64, outcome: Outcome, list: impl Fn(ImportStatus, usize) -> bool) {
-        let (status, id, error) = match outcome {
-            Outcome::Created(id) => (ImportStatus::Created, Some(id.0), None),
-            Outcome::Exists(id) => (ImportStatus::Exists, id.map(|id| id.0), None),
-            Outcome::Failed(error) => (
-                ImportStatus::Error,
-                None,
-                Some(ErrorDetail { code: error.code, message: error.message, field: error.field }),
-            ),
-        };
-        match status {
+    /// Counts an item's result, and lists it unless `list` says not to.
+    pub fn add(&mut self, result: ImportResult, list: impl Fn(ImportStatus, usize) -> bool) {
+        match result.status {
             ImportStatus::Created => self.created += 1,
             ImportStatus::Exists => self.exists += 1,
             ImportStatus::Error => self.errors += 1,
         }
-        if !list(status, self.results.len()) {
-            if status != ImportStatus::Created {
-                self.unreported += 1;
-            }
-            return;
+        if list(result.status, self.results.len()) {
+            self.results.push(result);
+        } else if result.status != ImportStatus::Created {
+            self.unreported += 1;
         }
-        self.results.push(ImportResult { index, status, id, error });
     }
 }
 
@@ -451,29 +571,30 @@ pub async fn import_keys(
     ApiQuery(params): ApiQuery<ImportParams>,
     request: Request,
 ) -> Result<ApiJson<ImportReport>, ApiError> {
-    let runtime = find(&state, id)?;
-    let mut importer = Importer {
-        app: &runtime.app,
-        keys: runtime.keys.with_context(admin.context()),
-        skip_limits: params.skip_limits.unwrap_or(false),
-    };
+    let mut skip_limits = params.skip_limits.unwrap_or(false);
     let mut report = ImportReport::default();
     if is_ndjson(request.headers()) {
+        let importer = KeyImporter::new(find(&state, id)?, admin.context(), skip_limits);
+        let listed = |status, listed| status != ImportStatus::Created && listed < MAX_REPORTED;
         let mut lines = Lines::new(request.into_body());
+        let mut batch = Vec::with_capacity(BATCH);
         while let Some((number, line)) = lines.next().await? {
             let item = match line {
-                Line::Text(text) if text.iter().all(u8::is_ascii_whitespace) => continue,
-                Line::Text(text) => serde_json::from_slice::<Value>(&text).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the line is not valid JSON: {e}"))
-                }),
-                Line::TooLong => Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "the line is longer than 64 KiB",
-                )),
+                Line::Text(text) => match line_item(&text) {
+                    Some(item) => item,
+                    None => continue,
+                },
+                Line::TooLong => Err(line_too_long()),
             };
-            let outcome = importer.import(item).await;
-            report.add(number, outcome, |status, listed| status != ImportStatus::Created && listed < MAX_REPORTED);
+            batch.push((number, item));
+            if batch.len() == BATCH {
+                for result in importer.import(std::mem::take(&mut batch)).await? {
+                    report.add(result, listed);
+                }
+            }
+        }
+        for result in importer.import(batch).await? {
+            report.add(result, listed);
         }
         return Ok(ApiJson(report));
     }
@@ -488,12 +609,29 @@ pub async fn import_keys(
     if body.keys.len() > MAX_ITEMS {
         return Err(ApiError::invalid("keys", "at most 1000 items; send more as application/x-ndjson"));
     }
-    importer.skip_limits |= body.skip_limits;
-    for (index, item) in (0u64..).zip(body.keys) {
-        let outcome = importer.import(Ok(item)).await;
-        report.add(index, outcome, |_, _| true);
+    skip_limits |= body.skip_limits;
+    let importer = KeyImporter::new(find(&state, id)?, admin.context(), skip_limits);
+    let items = (0u64..).zip(body.keys).map(|(index, item)| (index, Ok(item))).collect();
+    for result in importer.import(items).await? {
+        report.add(result, |_, _| true);
     }
     Ok(ApiJson(report))
+}
+
+/// The item on an NDJSON line (without its line break): `None` for a blank line, else
+/// its JSON value or `INVALID_JSON`.
+pub fn line_item(text: &[u8]) -> Option<Result<Value, ApiError>> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(serde_json::from_slice::<Value>(text).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("the line is not valid JSON: {e}"))
+    }))
+}
+
+/// The error of an NDJSON line longer than [`MAX_LINE`].
+pub fn line_too_long() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the line is longer than 64 KiB")
 }
 
 /// Whether the body is NDJSON (`application/x-ndjson`, parameters allowed).
@@ -633,6 +771,18 @@ mod tests {
         let exactly = vec![b'z'; MAX_LINE];
         let read = lines_of(vec![exactly.clone()]).await;
         assert_eq!(read, [(1, Some(String::from_utf8(exactly).unwrap()))], "a line of 64 KiB is not too long");
+    }
+
+    #[test]
+    fn item_fields_are_the_properties_of_the_item_schema() {
+        use utoipa::PartialSchema;
+        let RefOr::T(Schema::Object(item)) = ImportItem::schema() else { panic!("the item is an object") };
+        let mut properties: Vec<&str> = item.properties.keys().map(String::as_str).collect();
+        let mut fields = ITEM_FIELDS.to_vec();
+        properties.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(properties, fields);
+        assert!(IMPORTED_KEY_FIELDS.iter().all(|f| ITEM_FIELDS.contains(f)));
     }
 
     #[test]

@@ -95,6 +95,12 @@ pub struct RateLimitView {
     /// When the allowance is whole again.
     #[serde(with = "time::serde::rfc3339")]
     pub reset_at: OffsetDateTime,
+    /// The limit's period in seconds (`3600` for `100/hour`).
+    pub window_seconds: Option<u64>,
+    /// For a `RATE_LIMITED` key: whole seconds until one more request is allowed (the
+    /// `Retry-After` to give its client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// Verifies a key for an application. Every verdict is a 200 with a `code`; only a bad
@@ -151,6 +157,11 @@ pub async fn verify(
             limit: s.limit,
             remaining: s.remaining,
             reset_at: s.reset_at,
+            window_seconds: verification
+                .record()
+                .and_then(|r| runtime.keys.rate_limit_of(r))
+                .map(|l| l.period.as_secs()),
+            retry_after_seconds: s.retry_after.map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         }),
         remaining: verification.remaining(),
     };

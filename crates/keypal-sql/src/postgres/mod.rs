@@ -135,18 +135,26 @@ impl Seam for Postgres {
         pool.begin()
     }
 
-    async fn lock_owner(
+    async fn lock_owners(
         tx: &mut Transaction<'static, Postgres>,
-        namespace: Option<&str>,
-        owner: &str,
+        owners: &[(Option<String>, String)],
     ) -> Result<(), sqlx::Error> {
-        // One lock per (namespace, owner), held until commit: creates for one owner queue here.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(coalesce($1, '') || chr(1) || $2, 0))")
-            .bind(namespace)
-            .bind(owner)
-            .execute(&mut **tx)
-            .await
-            .map(drop)
+        if owners.is_empty() {
+            return Ok(());
+        }
+        // One lock per (namespace, owner), held until commit: creates for one owner queue
+        // here. Taken in the order of their hashes, so two transactions locking some of
+        // the same owners cannot each wait for the other.
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT \
+             hashtextextended(coalesce(column1, '') || chr(1) || column2, 0) AS h FROM (VALUES ",
+        );
+        for (i, (namespace, owner)) in owners.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.push_bind(namespace.clone()).push(", ").push_bind(owner.clone()).push(")");
+        }
+        q.push(") AS v ORDER BY h) AS s");
+        q.build().execute(&mut **tx).await.map(drop)
     }
 
     fn find(lookup: &Lookup) -> Option<Query<'_, Postgres, <Postgres as sqlx::Database>::Arguments>> {

@@ -145,10 +145,9 @@ impl Seam for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE")
     }
 
-    async fn lock_owner(
+    async fn lock_owners(
         _tx: &mut Transaction<'static, Sqlite>,
-        _namespace: Option<&str>,
-        _owner: &str,
+        _owners: &[(Option<String>, String)],
     ) -> Result<(), sqlx::Error> {
         // `BEGIN IMMEDIATE` already holds the database's one write lock.
         Ok(())

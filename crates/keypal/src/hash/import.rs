@@ -88,6 +88,55 @@ impl Hashing {
     }
 }
 
+impl Hashing {
+    /// The import form of a stored hash ([`Hashing::import`]'s inverse), for moving
+    /// keys to another application or deployment: `None` for a hash no other
+    /// deployment can check (HMAC-SHA256, keyed by this deployment's master key) or a
+    /// string that is not a stored hash.
+    ///
+    /// ```
+    /// use keypal::hash::Hashing;
+    /// use keypal::{HashCovers, ImportAlgorithm, ImportedHash};
+    ///
+    /// let hash = ImportedHash::new(ImportAlgorithm::Bcrypt, "$2b$04$Ts8IrTmFQ8R4HLW6hE8zQ.Ki.TYrVBg6dUmdVPuUJaSn/BjE/1ipy")
+    ///     .covers(HashCovers::Secret);
+    /// let stored = Hashing::import(&hash)?;
+    /// assert_eq!(Hashing::export(&stored), Some(hash));
+    /// assert_eq!(Hashing::export("$hmac-sha256$v1$00ff"), None);
+    /// # Ok::<(), keypal::hash::HashError>(())
+    /// ```
+    pub fn export(stored: &str) -> Option<ImportedHash> {
+        let (covers, hash) = match stored.strip_prefix(SECRET_TAG) {
+            Some(hash) => (HashCovers::Secret, hash),
+            None => (HashCovers::Key, stored),
+        };
+        let exported = if let Some(hex) = hash.strip_prefix("$sha256$") {
+            hex_decode::<32>(hex)?;
+            ImportedHash::new(ImportAlgorithm::Sha256, hex)
+        } else if let Some(hex) = hash.strip_prefix("$sha512$") {
+            hex_decode::<64>(hex)?;
+            ImportedHash::new(ImportAlgorithm::Sha512, hex)
+        } else if let Some((sha, rest)) =
+            [(ImportAlgorithm::Sha256, "$salted-sha256$salt="), (ImportAlgorithm::Sha512, "$salted-sha512$salt=")]
+                .into_iter()
+                .find_map(|(sha, prefix)| hash.strip_prefix(prefix).map(|rest| (sha, rest)))
+        {
+            let (salt, hex) = rest.split_once('$')?;
+            let salt = String::from_utf8(BASE64URL.decode(salt).ok()?).ok()?;
+            ImportedHash::new(sha, hex).salt(salt)
+        } else if bcrypt::parse_cost(hash).is_some() {
+            ImportedHash::new(ImportAlgorithm::Bcrypt, hash)
+        } else if argon2::is_well_formed(hash) {
+            ImportedHash::new(ImportAlgorithm::Argon2id, hash)
+        } else {
+            return None;
+        };
+        let exported = exported.covers(covers);
+        // Only what imports back to the same stored string.
+        (Hashing::import(&exported).ok()? == stored).then_some(exported)
+    }
+}
+
 /// The stored string of a SHA-256 or SHA-512 digest, salted or not.
 fn import_digest(sha: Sha, hash: &ImportedHash) -> Result<String, HashError> {
     let encoding = hash.encoding.unwrap_or_default();

@@ -1,5 +1,7 @@
 //! Creating, reading, changing and retiring keys.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use crate::record::{
     Lookup, NewKey, NotedIn,
 };
 use crate::scope;
-use crate::store::{ListQuery, NamespaceFilter, Page, Store, StoreError};
+use crate::store::{Insertion, ListQuery, NamespaceFilter, Page, Store, StoreError};
 use crate::{Error, PlainKey};
 
 /// How many times a create or rotate draws a new key after a lookup collision.
@@ -30,6 +32,12 @@ pub struct Rotated {
     pub record: KeyRecord,
     /// The old key's record: `rotated_to` names the new key, `revoked_at` ends its grace window.
     pub previous: KeyRecord,
+}
+
+/// An import checked and ready to store.
+struct Prepared {
+    insertion: Insertion,
+    lookup: Lookup,
 }
 
 /// A state change of one key.
@@ -276,6 +284,110 @@ impl<S: Store> KeyManager<S> {
     /// # }).unwrap();
     /// ```
     pub async fn import(&self, import: ImportKey) -> Result<KeyRecord, Error> {
+        let Prepared { insertion, lookup } = self.prepare_import(import).await?;
+        let event = insertion.event.clone();
+        let result = self.inner.store.insert(insertion.record, insertion.max_active_per_owner, insertion.event).await;
+        self.imported(result, &lookup, event).await
+    }
+
+    /// Imports several keys as [`KeyManager::import`] does, each standing alone (one
+    /// refused does not keep the others out), in as few store transactions as the store
+    /// allows ([`Store::insert_many`]): the way to bring in many keys. Answers one result
+    /// per import, in order; two imports of one key in the same call are the first
+    /// `created` and the second [`Error::AlreadyExists`].
+    ///
+    /// # Errors
+    /// A store failure: then none of the keys was stored by a store that groups its
+    /// inserts (SQL), and the keys stored before it by one that does not, each whole.
+    ///
+    /// ```
+    /// use keypal::{ImportKey, KeyManager, MemoryStore};
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder().template("sk_{secret:32:base62}").store(MemoryStore::new()).build()?;
+    /// let old = "sk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    /// let results = keys
+    ///     .import_many(vec![ImportKey::plaintext(old), ImportKey::plaintext("not a key"), ImportKey::plaintext(old)])
+    ///     .await?;
+    /// assert!(results[0].is_ok());
+    /// assert_eq!(results[1].as_ref().unwrap_err().code(), "INVALID_INPUT");
+    /// assert_eq!(results[2].as_ref().unwrap_err().code(), "ALREADY_EXISTS");
+    /// assert!(keys.verify(old).await?.is_valid());
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn import_many(&self, imports: Vec<ImportKey>) -> Result<Vec<Result<KeyRecord, Error>>, Error> {
+        let mut results: Vec<Option<Result<KeyRecord, Error>>> = Vec::with_capacity(imports.len());
+        let mut batch = Vec::new();
+        let mut pending = Vec::new();
+        // A hint is no unique index: a key given twice under a hint is caught here.
+        let mut by_hint: HashMap<(String, String), KeyId> = HashMap::new();
+        for import in imports {
+            match self.prepare_import(import).await {
+                Ok(Prepared { insertion, lookup }) => {
+                    if let Lookup::Hint(hint) = &lookup {
+                        match by_hint.entry((hint.clone(), insertion.record.hash.clone())) {
+                            Entry::Occupied(earlier) => {
+                                results.push(Some(Err(Error::AlreadyExists { existing: Some(*earlier.get()) })));
+                                continue;
+                            }
+                            Entry::Vacant(first) => {
+                                first.insert(insertion.record.id);
+                            }
+                        }
+                    }
+                    pending.push((results.len(), lookup, insertion.event.clone()));
+                    batch.push(insertion);
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let stored = self.inner.store.insert_many(batch).await?;
+        if stored.len() != pending.len() {
+            return Err(StoreError::backend(std::io::Error::other(format!(
+                "the store answered {} results for {} records",
+                stored.len(),
+                pending.len()
+            )))
+            .into());
+        }
+        for ((place, lookup, event), result) in pending.into_iter().zip(stored) {
+            if let Some(slot) = results.get_mut(place) {
+                *slot = Some(self.imported(result, &lookup, event).await);
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Checks an import as [`KeyManager::import`] would, storing nothing: the error the
+    /// import would answer, [`Error::AlreadyExists`] for a key stored already included
+    /// (the owner limit is not checked: it depends on what is stored first). A dry run.
+    ///
+    /// ```
+    /// use keypal::{ImportKey, KeyManager, MemoryStore};
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder().template("sk_{secret:32:base62}").store(MemoryStore::new()).build()?;
+    /// let old = "sk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    /// keys.check_import(ImportKey::plaintext(old)).await?;
+    /// assert_eq!(keys.verify(old).await?.code(), keypal::Code::NotFound, "nothing was stored");
+    /// keys.import(ImportKey::plaintext(old)).await?;
+    /// assert_eq!(keys.check_import(ImportKey::plaintext(old)).await.unwrap_err().code(), "ALREADY_EXISTS");
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn check_import(&self, import: ImportKey) -> Result<(), Error> {
+        let Prepared { lookup, .. } = self.prepare_import(import).await?;
+        if !matches!(lookup, Lookup::Hint(_))
+            && let Some(holder) = self.inner.store.find(&lookup).await?
+        {
+            return Err(Error::AlreadyExists { existing: self.owns_record(&holder).then_some(holder.id) });
+        }
+        Ok(())
+    }
+
+    /// An import checked and ready to store: its record, with the store's unique
+    /// lookups checked at the insert.
+    async fn prepare_import(&self, import: ImportKey) -> Result<Prepared, Error> {
         let now = self.inner.clock.now();
         let created_at = import.created_at.map_or(now, truncate_to_micros);
         let mut fields = self.check_new(import.details.clone(), now)?;
@@ -304,7 +416,7 @@ impl<S: Store> KeyManager<S> {
             }
             ImportSource::Hash(hash) => self.hash_import(&import, hash).await?,
         };
-        let mut record = self.record_from(KeyId::new(), lookup.clone(), hash, start, last4, &fields, created_at);
+        let mut record = self.record_from(KeyId::new(), lookup, hash, start, last4, &fields, created_at);
         record.last_used_at = import.last_used_at.map(truncate_to_micros);
         record.enabled = import.enabled;
         if let ImportSource::Plaintext(key) = &import.source {
@@ -312,14 +424,25 @@ impl<S: Store> KeyManager<S> {
         }
         let event = self.event(Action::Imported, now);
         let limit = if import.skip_owner_limit { None } else { self.inner.policy.max_active_keys_per_owner };
-        match self.inner.store.insert(record, limit, event.clone()).await {
+        let lookup = record.lookup.clone();
+        Ok(Prepared { insertion: Insertion { record, max_active_per_owner: limit, event }, lookup })
+    }
+
+    /// An import's answer from its insert's.
+    async fn imported(
+        &self,
+        result: Result<Arc<KeyRecord>, StoreError>,
+        lookup: &Lookup,
+        event: Event,
+    ) -> Result<KeyRecord, Error> {
+        match result {
             Ok(record) => {
                 self.emit_about(event, &record);
                 Ok(KeyRecord::clone(&record))
             }
             Err(StoreError::Duplicate) => {
                 // Its id or digest is taken: named when the holder is this namespace's.
-                let holder = self.inner.store.find(&lookup).await?;
+                let holder = self.inner.store.find(lookup).await?;
                 Err(Error::AlreadyExists { existing: holder.filter(|r| self.owns_record(r)).map(|r| r.id) })
             }
             Err(e) => Err(e.into()),

@@ -378,8 +378,23 @@ impl<S: Store> KeyManager<S> {
         }
     }
 
-    /// The key's own rate limit, else its tier's.
-    fn rate_limit_of(&self, record: &KeyRecord) -> Option<RateLimit> {
+    /// The rate limit a key is held to: its own, else its tier's; `None` is unlimited.
+    ///
+    /// ```
+    /// use keypal::{KeyManager, MemoryStore, NewKey, RateLimit, Tier};
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder()
+    ///     .tier("free", Tier::new().rate_limit(RateLimit::per_hour(100)))
+    ///     .store(MemoryStore::new())
+    ///     .build()?;
+    /// let free = keys.create(NewKey::new().tier("free")).await?.record;
+    /// assert_eq!(keys.rate_limit_of(&free), Some(RateLimit::per_hour(100)));
+    /// let own = keys.create(NewKey::new().tier("free").rate_limit(RateLimit::per_hour(5))).await?.record;
+    /// assert_eq!(keys.rate_limit_of(&own), Some(RateLimit::per_hour(5)));
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn rate_limit_of(&self, record: &KeyRecord) -> Option<RateLimit> {
         record.rate_limit.or_else(|| record.tier.as_ref().and_then(|t| self.inner.tiers.get(t)?.rate_limit))
     }
 

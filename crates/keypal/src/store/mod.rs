@@ -19,6 +19,20 @@ pub use memory::MemoryStore;
 use crate::event::{AuditQuery, Event};
 use crate::record::{KeyId, KeyPatch, KeyRecord, Lookup};
 
+/// A record to insert with [`Store::insert_many`]: what [`Store::insert`] takes.
+#[derive(Debug, Clone)]
+pub struct Insertion {
+    /// The new record.
+    pub record: KeyRecord,
+    /// Refuse it when its owner already has this many active keys.
+    pub max_active_per_owner: Option<u32>,
+    /// The audit event appended with it.
+    pub event: Event,
+}
+
+/// What [`Store::insert_many`] did with each record, in order.
+pub type Inserted = Vec<Result<Arc<KeyRecord>, StoreError>>;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -262,6 +276,29 @@ pub trait Store: Send + Sync + 'static {
         event: Event,
     ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
 
+    /// Inserts several new records, each standing alone as with [`Store::insert`]: one
+    /// refused ([`StoreError::Duplicate`], [`StoreError::LimitReached`], in its place of
+    /// the answer) does not keep the others out, and the owner limit counts the records
+    /// inserted before it in the same call. Stores that can group the inserts into one
+    /// atomic unit do (far fewer commits than one `insert` each: bulk imports).
+    ///
+    /// `Err` is a backend failure: a store that groups stored none of the records, one
+    /// that does not (the default, an `insert` each) may have stored the records before
+    /// the failure, each whole with its event, so calling again with the same records
+    /// answers `Duplicate` for those.
+    fn insert_many(&self, items: Vec<Insertion>) -> impl Future<Output = Result<Inserted, StoreError>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(items.len());
+            for Insertion { record, max_active_per_owner, event } in items {
+                match self.insert(record, max_active_per_owner, event).await {
+                    Err(StoreError::Backend(error)) => return Err(StoreError::Backend(error)),
+                    result => results.push(result),
+                }
+            }
+            Ok(results)
+        }
+    }
+
     /// The record with this unique lookup value (id or digest).
     fn find(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
 
@@ -369,6 +406,9 @@ impl<T: Store> Store for Arc<T> {
         event: Event,
     ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
         T::insert(self, record, max_active_per_owner, event)
+    }
+    fn insert_many(&self, items: Vec<Insertion>) -> impl Future<Output = Result<Inserted, StoreError>> + Send {
+        T::insert_many(self, items)
     }
     fn find(&self, lookup: &Lookup) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
         T::find(self, lookup)
