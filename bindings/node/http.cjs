@@ -83,13 +83,13 @@ function refusal(verification, { realm = "api", scopes = [] } = {}) {
 
 /**
  * The IETF `RateLimit-Policy` and `RateLimit` headers of a verification (none when the
- * key has no rate limit): `"default";q=<limit>` and `"default";r=<remaining>;t=<seconds>`.
+ * key has no rate limit): `"default";q=<limit>;w=<period in seconds>` and `"default";r=<remaining>;t=<seconds>`.
  */
 function rateLimitHeaders(verification) {
   const limit = verification && verification.rateLimit;
   if (!limit) return {};
   return {
-    "ratelimit-policy": `"default";q=${limit.limit}`,
+    "ratelimit-policy": limit.window == null ? `"default";q=${limit.limit}` : `"default";q=${limit.limit};w=${limit.window}`,
     ratelimit: `"default";r=${limit.remaining};t=${untilSeconds(limit.resetAt)}`,
   };
 }

@@ -132,6 +132,8 @@ export interface RateLimitState {
   resetAt: Date;
   /** Seconds until one more request is allowed (refused requests only). */
   retryAfter: number | null;
+  /** The limit's period in seconds (`3600` for `100/hour`). */
+  window: number | null;
 }
 
 interface VerificationFields {

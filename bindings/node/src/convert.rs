@@ -57,7 +57,8 @@ pub fn record(env: &Env, record: &KeyRecord) -> Result<JsObject> {
     Ok(o)
 }
 
-pub fn rate_limit(env: &Env, status: Option<&RateLimitStatus>) -> Result<JsUnknown> {
+/// The rate limit's state; `window` is the limit's period in seconds.
+pub fn rate_limit(env: &Env, status: Option<&RateLimitStatus>, window: Option<u64>) -> Result<JsUnknown> {
     let Some(status) = status else { return Ok(env.get_null()?.into_unknown()) };
     let mut o = env.create_object()?;
     o.set_named_property("allowed", status.allowed)?;
@@ -65,10 +66,11 @@ pub fn rate_limit(env: &Env, status: Option<&RateLimitStatus>) -> Result<JsUnkno
     o.set_named_property("remaining", status.remaining)?;
     o.set_named_property("resetAt", date(env, Some(status.reset_at))?)?;
     o.set_named_property("retryAfter", status.retry_after.map(|d| d.as_secs_f64()))?;
+    o.set_named_property("window", window.map(|w| w as f64))?;
     Ok(o.into_unknown())
 }
 
-pub fn verification(env: &Env, verification: Verification) -> Result<JsUnknown> {
+pub fn verification(env: &Env, verification: Verification, window: Option<u64>) -> Result<JsUnknown> {
     let mut o = env.create_object()?;
     o.set_named_property("valid", verification.is_valid())?;
     o.set_named_property("code", verification.code().as_str())?;
@@ -76,9 +78,14 @@ pub fn verification(env: &Env, verification: Verification) -> Result<JsUnknown> 
         Some(r) => o.set_named_property("record", record(env, r)?)?,
         None => o.set_named_property("record", env.get_null()?)?,
     }
-    o.set_named_property("rateLimit", rate_limit(env, verification.rate_limit())?)?;
+    o.set_named_property("rateLimit", rate_limit(env, verification.rate_limit(), window)?)?;
     o.set_named_property("remaining", verification.remaining().map(|n| n as f64))?;
     Ok(o.into_unknown())
+}
+
+/// A verification and its rate limit's period, as a background verification settles.
+pub fn verified(env: &Env, (verification, window): (Verification, Option<u64>)) -> Result<JsUnknown> {
+    self::verification(env, verification, window)
 }
 
 pub fn one(env: &Env, r: KeyRecord) -> Result<JsUnknown> {

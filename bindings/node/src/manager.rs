@@ -165,6 +165,12 @@ fn encode(code: Code, slot: Option<u32>, reset: bool, remaining: u64) -> f64 {
     (index + (u64::from(reset) << 4) + (slot << 5) + (remaining << 25)) as f64
 }
 
+/// The period in seconds of the rate limit a verification reports (the key's own, or its tier's).
+fn window<S: keypal::Store>(manager: &KeyManager<S>, verification: &Verification) -> Option<u64> {
+    verification.rate_limit()?;
+    verification.record().and_then(|record| manager.rate_limit_of(record)).map(|limit| limit.period.as_secs())
+}
+
 /// The core names a rotation's grace `grace`; JavaScript passes it as `graceSeconds`.
 fn renamed_grace(error: keypal::Error) -> Failure {
     match error {
@@ -196,11 +202,11 @@ impl NativeManager {
     /// otherwise `{ n, record, rateLimit }` with the record only when its state is new to
     /// `index.js` and the rate limit's state only when the key has one. Credits too many
     /// for the number come as the whole object.
-    fn answer(&self, env: &Env, verification: Verification) -> napi::Result<JsUnknown> {
+    fn answer(&self, env: &Env, verification: Verification, window: Option<u64>) -> napi::Result<JsUnknown> {
         let remaining = match verification.remaining() {
             None => 0,
             Some(n) if n <= MAX_ENCODED_CREDITS => n + 1,
-            Some(_) => return convert::verification(env, verification),
+            Some(_) => return convert::verification(env, verification, window),
         };
         let code = verification.code();
         let (n, new_record) = match verification.record() {
@@ -219,7 +225,7 @@ impl NativeManager {
             answer.set_named_property("record", convert::record(env, record)?)?;
         }
         if verification.rate_limit().is_some() {
-            answer.set_named_property("rateLimit", convert::rate_limit(env, verification.rate_limit())?)?;
+            answer.set_named_property("rateLimit", convert::rate_limit(env, verification.rate_limit(), window)?)?;
         }
         Ok(answer.into_unknown())
     }
@@ -285,12 +291,17 @@ impl NativeManager {
         let options = VerifyOptions::new().scopes(scopes.unwrap_or_default()).cost(self::cost(cost)?);
         if let (true, Managed::Memory(manager)) = (self.inline, &self.managed) {
             let verification = block_on(pin!(manager.verify_with(&key, &options))).map_err(Failure::from)?;
-            return self.answer(&env, verification);
+            let window = window(manager, &verification);
+            return self.answer(&env, verification, window);
         }
-        let operation = dispatch!(self, |m| Ok(m.verify_with(&key, &options).await?));
-        match start(&env, operation, convert::verification)? {
+        let operation = dispatch!(self, |m| {
+            let verification = m.verify_with(&key, &options).await?;
+            let window = window(&m, &verification);
+            Ok((verification, window))
+        });
+        match start(&env, operation, convert::verified)? {
             Polled::Pending(promise) => Ok(promise.into_unknown()),
-            Polled::Ready(verification) => self.answer(&env, verification),
+            Polled::Ready((verification, window)) => self.answer(&env, verification, window),
         }
     }
 

@@ -70,6 +70,7 @@ test("templates, tiers and a default tier, as the Rust Config has them", async (
   const v = await keys.verify(key);
   assert.equal(v.code, "VALID");
   assert.equal(v.rateLimit?.limit, 10_000);
+  assert.equal(v.rateLimit?.window, 3600, "the tier's limit, per hour");
   await assert.rejects(keys.create({}), (e) => e instanceof KeypalError && e.code === "INVALID_INPUT" && e.field === "name");
   // A tier name is the user's: reported as written.
   const tierProblems = problemsOf({ tiers: { my_tier: { segment: "a b" } } });

@@ -82,7 +82,7 @@ function answers(base) {
     assert.equal(/** @type {any} */ (await refused.json()).error.code, "RATE_LIMITED");
     const retryAfter = Number(refused.headers.get("retry-after"));
     assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 3600, `retry-after ${retryAfter}`);
-    assert.equal(refused.headers.get("ratelimit-policy"), '"default";q=1');
+    assert.equal(refused.headers.get("ratelimit-policy"), '"default";q=1;w=3600');
     assert.match(refused.headers.get("ratelimit") ?? "", /^"default";r=0;t=\d+$/);
   });
 
@@ -150,7 +150,7 @@ describe("keypal/express", () => {
     const { key } = await keys.create({ scopes: ["read"], rateLimit: "5/minute" });
     const response = await fetch(`${urlOf(server)}/read`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(response.status, 200);
-    assert.equal(response.headers.get("ratelimit-policy"), '"default";q=5');
+    assert.equal(response.headers.get("ratelimit-policy"), '"default";q=5;w=60');
     assert.match(response.headers.get("ratelimit") ?? "", /^"default";r=4;t=\d+$/);
   });
 });

@@ -85,6 +85,7 @@ test("RATE_LIMITED past the key's rate limit, with the limit's state", async () 
   assert.equal(first.code, "VALID");
   assert.equal(first.rateLimit?.limit, 2);
   assert.equal(first.rateLimit?.remaining, 1);
+  assert.equal(first.rateLimit?.window, 3600);
   assert.ok(first.rateLimit?.resetAt instanceof Date);
   assert.equal((await keys.verify(key)).code, "VALID");
   const refused = await keys.verify(key);
