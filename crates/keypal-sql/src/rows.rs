@@ -17,7 +17,7 @@ macro_rules! key_columns {
     () => {
         "id, namespace, lookup_kind, lookup_value, hash, start, last4, name, owner_id, tier, scopes, metadata, \
          created_at, expires_at, last_used_at, revoked_at, enabled, rotated_from, rotated_to, remaining, \
-         rate_limit, encrypted_key, version"
+         rate_limit, encrypted_key, version, refill, refill_amount, refilled_at"
     };
 }
 
@@ -98,6 +98,8 @@ pub(crate) fn record<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreError> 
     r.rate_limit = codec::rate_limit(c.get("rate_limit")?)?;
     r.encrypted_key = c.get("encrypted_key")?;
     r.version = to_u64("version", c.get("version")?)?;
+    r.refill = codec::refill(c.get("refill")?, c.get("refill_amount")?)?;
+    r.refilled_at = c.get::<Option<Timestamp>>("refilled_at")?.map(|t| t.0);
     Ok(r)
 }
 
@@ -160,7 +162,10 @@ pub(crate) async fn insert_records<D: Dialect>(
         q.push_arg(r.remaining.map(|n| to_i64("remaining", n)).transpose()?).push(", ");
         q.push_arg(r.rate_limit.map(|l| l.to_string())).push(", ");
         q.push_arg(r.encrypted_key.clone()).push(", ");
-        q.push_arg(to_i64("version", r.version)?).push(")");
+        q.push_arg(to_i64("version", r.version)?).push(", ");
+        q.push_arg(r.refill.map(|f| f.interval.to_string())).push(", ");
+        q.push_arg(r.refill.map(|f| to_i64("refill_amount", f.amount)).transpose()?).push(", ");
+        q.push_arg(r.refilled_at.map(Timestamp)).push(")");
     }
     q.push(" ON CONFLICT DO NOTHING");
     let result = q.build().execute(D::executor(&mut *tx)).await.map_err(duplicate_or_backend)?;
