@@ -80,6 +80,9 @@ pub enum InvalidRefill {
     /// A duration shorter than a second or too long.
     #[error("a refill duration is a whole number of seconds, from one second to 100 years")]
     BadDuration,
+    /// A `day` given with an interval other than `monthly` (or out of 1 to 31).
+    #[error("a refill's day is for the monthly interval only, 1 to 31")]
+    DayWithoutMonthly,
     /// An amount beyond what stores hold.
     #[error("a refill amount is at most 9223372036854775807")]
     AmountTooLarge,
@@ -302,28 +305,55 @@ impl TryFrom<RefillJson> for Refill {
     type Error = InvalidRefill;
 
     fn try_from(json: RefillJson) -> Result<Self, Self::Error> {
-        let interval = match (json.interval.parse::<RefillInterval>()?, json.day) {
+        Refill::from_parts(&json.interval, json.day, json.amount)
+    }
+}
+
+impl Refill {
+    /// A refill as JSON and forms give it: an interval text, a day of the month (for
+    /// `monthly` only) and an amount, checked ([`Refill::check`]).
+    ///
+    /// ```
+    /// use keypal::{Refill, RefillInterval};
+    /// assert_eq!(Refill::from_parts("monthly", Some(15), 10)?, Refill::new(RefillInterval::Monthly { day: 15 }, 10));
+    /// assert!(Refill::from_parts("daily", Some(15), 10).is_err());
+    /// # Ok::<(), keypal::InvalidRefill>(())
+    /// ```
+    pub fn from_parts(interval: &str, day: Option<u8>, amount: u64) -> Result<Self, InvalidRefill> {
+        let interval = match (interval.parse::<RefillInterval>()?, day) {
             (RefillInterval::Monthly { day: 1 }, Some(day))
-                if json.interval.trim() == "monthly" && (1..=31).contains(&day) =>
+                if interval.trim() == "monthly" && (1..=31).contains(&day) =>
             {
                 RefillInterval::Monthly { day }
             }
-            (_, Some(_)) => return Err(InvalidRefill::Syntax),
+            (_, Some(_)) => return Err(InvalidRefill::DayWithoutMonthly),
             (interval, None) => interval,
         };
-        let refill = Refill::new(interval, json.amount);
+        let refill = Refill::new(interval, amount);
         refill.check()?;
         Ok(refill)
+    }
+
+    /// The parts [`Refill::from_parts`] takes: the interval text (`monthly` for every
+    /// monthly refill), the day of a monthly refill other than the 1st, the amount.
+    ///
+    /// ```
+    /// use keypal::{Refill, RefillInterval};
+    /// let refill = Refill::new(RefillInterval::Monthly { day: 15 }, 10);
+    /// assert_eq!(refill.parts(), ("monthly".to_owned(), Some(15), 10));
+    /// ```
+    pub fn parts(&self) -> (String, Option<u8>, u64) {
+        match self.interval {
+            RefillInterval::Monthly { day } => ("monthly".to_owned(), (day != 1).then_some(day), self.amount),
+            other => (other.to_string(), None, self.amount),
+        }
     }
 }
 
 impl Serialize for Refill {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (interval, day) = match self.interval {
-            RefillInterval::Monthly { day } => ("monthly".to_owned(), (day != 1).then_some(day)),
-            other => (other.to_string(), None),
-        };
-        RefillJson { interval, day, amount: self.amount }.serialize(serializer)
+        let (interval, day, amount) = self.parts();
+        RefillJson { interval, day, amount }.serialize(serializer)
     }
 }
 

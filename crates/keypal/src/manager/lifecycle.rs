@@ -822,9 +822,11 @@ impl<S: Store> KeyManager<S> {
             Err(StoreError::CreditsUnchangeable) => {
                 return Err(Error::invalid(
                     "amount",
-                    match current.remaining {
-                        None => "the key has unlimited credits: set them first".to_owned(),
-                        Some(_) => format!("credits are at most {}", crate::CreditOp::MAX),
+                    match (op, current.remaining) {
+                        (crate::CreditOp::Increment(_) | crate::CreditOp::Decrement(_), None) => {
+                            "the key has unlimited credits: set them first".to_owned()
+                        }
+                        _ => format!("credits are at most {}", crate::CreditOp::MAX),
                     },
                 ));
             }
