@@ -208,6 +208,35 @@ impl Refill {
     }
 }
 
+/// A refill written `AMOUNT/INTERVAL`, as command lines and forms take it: `1000/monthly`,
+/// `1000/monthly:15`, `100/daily`, `50/12h`.
+///
+/// ```
+/// use keypal::{Refill, RefillInterval};
+/// let refill: Refill = "1000/monthly:15".parse()?;
+/// assert_eq!(refill, Refill::new(RefillInterval::Monthly { day: 15 }, 1000));
+/// assert_eq!(refill.to_string(), "1000/monthly:15");
+/// assert!("1000".parse::<Refill>().is_err());
+/// # Ok::<(), keypal::InvalidRefill>(())
+/// ```
+impl FromStr for Refill {
+    type Err = InvalidRefill;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (amount, interval) = s.trim().split_once('/').ok_or(InvalidRefill::Syntax)?;
+        let amount: u64 = amount.trim().parse().map_err(|_| InvalidRefill::Syntax)?;
+        let refill = Refill::new(interval.parse()?, amount);
+        refill.check()?;
+        Ok(refill)
+    }
+}
+
+impl fmt::Display for Refill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.amount, self.interval)
+    }
+}
+
 fn check_duration(d: Duration) -> Result<(), InvalidRefill> {
     if d.as_secs() == 0 || d.subsec_nanos() != 0 || d.as_secs() > LONGEST {
         return Err(InvalidRefill::BadDuration);

@@ -406,22 +406,15 @@ fn credits(args: &CreditsArgs) -> CmdResult {
 
 /// A `--refill` value, AMOUNT/INTERVAL: `1000/monthly`, `1000/monthly:15`, `50/12h`.
 fn refill(text: &str) -> Result<RefillView, CliError> {
-    let invalid =
-        |why: String| CliError::new(format!("--refill {text:?}: {why}; write AMOUNT/INTERVAL, like 1000/monthly"));
-    let (amount, interval) = text.split_once('/').ok_or_else(|| invalid("no /".to_owned()))?;
-    let amount: u64 = amount.trim().parse().map_err(|e| invalid(format!("the amount is not a whole number ({e})")))?;
-    let interval: keypal::RefillInterval = interval.parse().map_err(|e| invalid(format!("{e}")))?;
-    let refill = keypal::Refill::new(interval, amount);
-    refill.check().map_err(|e| invalid(format!("{e}")))?;
+    let refill: keypal::Refill = text
+        .parse()
+        .map_err(|e| CliError::new(format!("--refill {text:?}: {e}; write AMOUNT/INTERVAL, like 1000/monthly")))?;
     Ok(RefillView::from(&refill))
 }
 
 /// A refill as `--refill` takes it: `1000/monthly:15`.
 fn refill_text(refill: &RefillView) -> String {
-    match refill.day {
-        Some(day) => format!("{}/{}:{day}", refill.amount, refill.interval),
-        None => format!("{}/{}", refill.amount, refill.interval),
-    }
+    refill.parse("refill").map_or_else(|_| format!("{}/{}", refill.amount, refill.interval), |r| r.to_string())
 }
 
 /// A JSON option's value.

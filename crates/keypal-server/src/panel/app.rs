@@ -69,6 +69,32 @@ struct KeyRow {
     enabled: bool,
     active: bool,
     revealable: bool,
+    /// Credits left now and the refill, like `70 left, 100/monthly:15 (next 2027-01-15)`.
+    credits: String,
+}
+
+/// A key's credits as its row shows them.
+fn credits_text(record: &keypal::KeyRecord, now: OffsetDateTime) -> String {
+    let left = record.remaining_at(now).map_or_else(|| "unlimited".to_owned(), |n| format!("{n} left"));
+    match (&record.refill, record.refill_at(now)) {
+        (Some(refill), Some(at)) => format!("{left}, {refill} (next {})", format::date(at)),
+        _ => left,
+    }
+}
+
+/// A refill field of a form (`AMOUNT/INTERVAL`; empty: none), or its error.
+pub(super) fn refill_field(errors: &mut FormErrors, field: &str, text: &str) -> Option<crate::keys::RefillView> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match text.parse::<keypal::Refill>() {
+        Ok(refill) => Some(crate::keys::RefillView::from(&refill)),
+        Err(e) => {
+            errors.set(field, format!("{e}; write AMOUNT/INTERVAL, like 1000/monthly or 50/12h"));
+            None
+        }
+    }
 }
 
 /// The new-key form.
@@ -88,6 +114,8 @@ pub struct KeyForm {
     expires_in_days: String,
     #[serde(default)]
     metadata: String,
+    #[serde(default)]
+    refill: String,
     #[serde(skip)]
     errors: FormErrors,
 }
@@ -99,7 +127,7 @@ impl CarriesCsrf for KeyForm {
 }
 
 /// The fields of the form, which the API's refusals may name.
-const KEY_FIELDS: [&str; 6] = ["name", "owner_id", "scopes", "tier", "expires_in_days", "metadata"];
+const KEY_FIELDS: [&str; 7] = ["name", "owner_id", "scopes", "tier", "expires_in_days", "metadata", "refill"];
 
 impl KeyForm {
     /// The API request, or the form with errors next to its fields.
@@ -116,6 +144,7 @@ impl KeyForm {
                 "a whole number of days from 1 to 3650",
             ),
             metadata: optional(&self.metadata).and_then(|text| self.errors.json("metadata", &text)),
+            refill: refill_field(&mut self.errors, "refill", &self.refill),
             ..NewKeyRequest::default()
         };
         self.errors.is_empty().then_some(request)
@@ -232,6 +261,7 @@ async fn build_app_page(
             enabled: record.enabled,
             active: record.revoked_at.is_none(),
             revealable: record.encrypted_key.is_some(),
+            credits: credits_text(&record, now),
         });
     }
     let first = format!("/admin/apps/{}?status={filter_status}&q={}", body.app.id, encode_path(&search));
