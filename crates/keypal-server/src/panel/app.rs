@@ -261,7 +261,7 @@ async fn build_app_page(
             enabled: record.enabled,
             active: record.revoked_at.is_none(),
             revealable: record.encrypted_key.is_some(),
-            credits: credits_text(&record, now),
+            credits: credits_text(record, now),
         });
     }
     let first = format!("/admin/apps/{}?status={filter_status}&q={}", body.app.id, encode_path(&search));
