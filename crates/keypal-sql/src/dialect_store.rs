@@ -30,12 +30,14 @@ pub(crate) const GET: &str = select_keys!("WHERE id = $1");
 /// the boundary bound as `$n` (NULL: none due).
 macro_rules! refill_due {
     ($n:literal) => {
+        // `refilled_at < $n` first: it gives the parameter its type (PostgreSQL reads
+        // types in order, and `IS NOT NULL` alone tells none).
         concat!(
-            "refill_amount IS NOT NULL AND ",
+            "refill_amount IS NOT NULL AND (refilled_at IS NULL OR refilled_at < ",
             $n,
-            " IS NOT NULL AND (refilled_at IS NULL OR refilled_at < ",
+            ") AND ",
             $n,
-            ")"
+            " IS NOT NULL"
         )
     };
 }
