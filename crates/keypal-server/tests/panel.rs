@@ -449,7 +449,9 @@ async fn a_refill_is_set_shown_and_changed_in_the_panel() {
     let response = panel.post(&new_key, &fields).send().await.unwrap();
     assert!(response.status().is_success() || response.status().is_redirection(), "{}", response.status());
     let html = panel.get(&format!("/admin/apps/{app_id}")).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains("100 left, 100/monthly:15 (next "), "the row shows the credits and the refill");
+    for line in ["100 left", "100/monthly:15", "next "] {
+        assert!(html.contains(&format!("<span class=\"small muted\">{line}")), "the row shows {line:?}");
+    }
     let bad = [("csrf", panel.csrf.as_str()), ("name", "bad"), ("refill", "100/fortnightly")];
     let response = panel.post(&new_key, &bad).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);

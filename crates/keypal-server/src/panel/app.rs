@@ -69,17 +69,19 @@ struct KeyRow {
     enabled: bool,
     active: bool,
     revealable: bool,
-    /// Credits left now and the refill, like `70 left, 100/monthly:15 (next 2027-01-15)`.
-    credits: String,
+    /// Credits left now and the refill, one short line each (none for a key with
+    /// unlimited credits and no refill), like `70 left`, `100/monthly:15`, `next 2027-01-15`.
+    credits: Vec<String>,
 }
 
-/// A key's credits as its row shows them.
-fn credits_text(record: &keypal::KeyRecord, now: OffsetDateTime) -> String {
-    let left = record.remaining_at(now).map_or_else(|| "unlimited".to_owned(), |n| format!("{n} left"));
-    match (&record.refill, record.refill_at(now)) {
-        (Some(refill), Some(at)) => format!("{left}, {refill} (next {})", format::date(at)),
-        _ => left,
+/// A key's credits as its row shows them, under its state.
+fn credits_lines(record: &keypal::KeyRecord, now: OffsetDateTime) -> Vec<String> {
+    let mut lines: Vec<String> = record.remaining_at(now).map(|n| format!("{n} left")).into_iter().collect();
+    if let (Some(refill), Some(at)) = (&record.refill, record.refill_at(now)) {
+        lines.push(refill.to_string());
+        lines.push(format!("next {}", format::date(at)));
     }
+    lines
 }
 
 /// A refill field of a form (`AMOUNT/INTERVAL`; empty: none), or its error.
@@ -261,7 +263,7 @@ async fn build_app_page(
             enabled: record.enabled,
             active: record.revoked_at.is_none(),
             revealable: record.encrypted_key.is_some(),
-            credits: credits_text(record, now),
+            credits: credits_lines(record, now),
         });
     }
     let first = format!("/admin/apps/{}?status={filter_status}&q={}", body.app.id, encode_path(&search));
