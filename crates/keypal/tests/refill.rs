@@ -120,3 +120,19 @@ async fn credits_are_set_incremented_and_decremented_after_a_due_refill() -> Res
     assert_eq!(keys.verify(created.key.expose()).await?.remaining(), Some(14));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_imported_key_keeps_its_credits_until_the_first_boundary_after_its_import() -> Result {
+    let clock = Arc::new(ManualClock::new(datetime!(2025-05-20 10:00 UTC)));
+    let keys = manager(clock.clone())?;
+    let plain = keys.generate_key();
+    let import = keypal::ImportKey::plaintext(plain.expose())
+        .created_at(datetime!(2023-01-01 0:00 UTC))
+        .with(NewKey::new().remaining(5).refill(Refill::new(RefillInterval::Monthly { day: 1 }, 100)));
+    let imported = keys.import(import).await?;
+    assert_eq!(imported.refilled_at, Some(datetime!(2025-05-20 10:00 UTC)), "the first period starts at the import");
+    assert_eq!(keys.verify(plain.expose()).await?.remaining(), Some(4), "the credits it came with");
+    clock.set(datetime!(2025-06-01 0:00 UTC));
+    assert_eq!(keys.verify(plain.expose()).await?.remaining(), Some(99));
+    Ok(())
+}

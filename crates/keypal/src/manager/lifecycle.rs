@@ -661,7 +661,7 @@ impl<S: Store> KeyManager<S> {
             rotated_to: None,
             remaining: fields.remaining,
             refill: fields.refill,
-            refilled_at: fields.refilled_at.or(fields.refill.map(|_| created_at)),
+            refilled_at: fields.refilled_at,
             rate_limit: fields.rate_limit,
             encrypted_key: None,
             version: 1,
@@ -705,7 +705,9 @@ impl<S: Store> KeyManager<S> {
             expires_at,
             remaining: request.remaining.or(refill.map(|r| r.amount)),
             refill,
-            refilled_at: None,
+            // The first period starts with the request (an imported key keeps the credits it
+            // comes with until the first boundary after its import).
+            refilled_at: refill.map(|_| now),
             rate_limit: request.rate_limit,
         })
     }
