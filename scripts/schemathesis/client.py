@@ -131,6 +131,9 @@ def main():
     call("list_keys", 200, m.KeyList, client=admin, id=app_id, owner_id="alice", include_revoked=True, limit=10)
     call("get_key", 200, m.KeyView, client=admin, id=key_id)
     call("update_key", 200, m.KeyView, client=admin, id=key_id, body=m.KeyPatchRequest(name="ci deploys"))
+    credited = call("change_key_credits", 200, m.KeyView, client=admin, id=key_id,
+                    body=m.CreditsRequest(op=m.CreditOpName.SET, amount=10))
+    assert credited.parsed.remaining == 10, credited.parsed
     revealed = call("reveal_key", 200, m.RevealedKey, client=admin, id=key_id)
     assert revealed.parsed.key == made.parsed.key, "reveal gives back the key"
     rotated = call("rotate_key", 200, m.CreatedKey, client=admin, id=key_id, body=m.RotateRequest(grace_seconds=60))

@@ -269,6 +269,9 @@ struct Answer {
     key: Option<AnswerKey>,
     ratelimit: Option<AnswerLimit>,
     remaining: Option<u64>,
+    /// When the key's credits next refill (keys with a refill; newer servers).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    refill_at: Option<OffsetDateTime>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +333,7 @@ impl Answer {
         });
         verdict.window = window;
         verdict.remaining = self.remaining;
+        verdict.refill_at = self.refill_at;
         verdict
     }
 }

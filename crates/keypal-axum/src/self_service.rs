@@ -59,8 +59,14 @@ pub struct KeyView {
     pub revoked_at: Option<OffsetDateTime>,
     /// Disabled keys are refused until enabled.
     pub enabled: bool,
-    /// Credits left; `null` is unlimited.
+    /// Credits left now; `null` is unlimited. With a refill whose boundary has passed
+    /// since the last spend, the refill's amount.
     pub remaining: Option<u64>,
+    /// Credits that refill, `{"interval", "day"?, "amount"}`.
+    pub refill: Option<keypal::Refill>,
+    /// When the credits next refill (with a refill).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refill_at: Option<OffsetDateTime>,
     /// A per-key rate limit, like `100/hour`.
     pub rate_limit: Option<String>,
     /// The key this one replaced.
@@ -69,6 +75,7 @@ pub struct KeyView {
 
 impl From<&KeyRecord> for KeyView {
     fn from(r: &KeyRecord) -> Self {
+        let now = OffsetDateTime::now_utc();
         KeyView {
             id: r.id.0,
             app_id: r.namespace.clone(),
@@ -83,7 +90,9 @@ impl From<&KeyRecord> for KeyView {
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
             enabled: r.enabled,
-            remaining: r.remaining,
+            remaining: r.remaining_at(now),
+            refill: r.refill,
+            refill_at: r.refill_at(now),
             rate_limit: r.rate_limit.map(|l| l.to_string()),
             rotated_from: r.rotated_from.map(|id| id.0),
         }

@@ -63,6 +63,8 @@ pub struct Verdict {
     pub window: Option<Duration>,
     /// Usage credits left; `None` is unlimited.
     pub remaining: Option<u64>,
+    /// When the key's credits next refill, when it has a refill.
+    pub refill_at: Option<OffsetDateTime>,
 }
 
 impl Verdict {
@@ -74,7 +76,7 @@ impl Verdict {
     /// assert!(verdict.key.is_none() && verdict.remaining.is_none());
     /// ```
     pub fn new(code: Code) -> Self {
-        Self { code, key: None, rate_limit: None, window: None, remaining: None }
+        Self { code, key: None, rate_limit: None, window: None, remaining: None, refill_at: None }
     }
 }
 
@@ -165,6 +167,7 @@ impl<S: Store> Verifier for KeyManager<S> {
             rate_limit: verification.rate_limit().copied(),
             window: record.and_then(|r| self.rate_limit_of(r)).map(|limit| limit.period),
             remaining: verification.remaining(),
+            refill_at: verification.refill_at(),
         })
     }
 
@@ -173,7 +176,9 @@ impl<S: Store> Verifier for KeyManager<S> {
         if verdict.remaining.is_none() || cost == 0 {
             return Ok(verdict);
         }
-        match self.store().consume(verified.id(), cost).await.map_err(keypal::Error::from)? {
+        // A refill boundary reached since the verification: the credits are topped up first.
+        let due = verdict.refill_at.filter(|at| *at <= self.now());
+        match self.store().consume(verified.id(), cost, due).await.map_err(keypal::Error::from)? {
             keypal::Credits::Unlimited => verdict.remaining = None,
             keypal::Credits::Spent { remaining } => verdict.remaining = Some(remaining),
             keypal::Credits::Exhausted { remaining } => {

@@ -957,7 +957,18 @@ fn apps_and_keys_are_managed_on_the_command_line() {
         (shown["name"].as_str(), shown["enabled"].as_bool(), shown["remaining"].as_u64()),
         (Some("deploy"), Some(false), Some(5))
     );
-    cli(&["keys", "update", &id, "--enable", "--unlimited"]).assert_code(0);
+    // Credits that refill, and changes of credits.
+    cli(&["keys", "update", &id, "--refill", "100/monthly:15"]).assert_code(0);
+    let out = cli(&["keys", "credits", &id, "--decrement", "30", "--json"]);
+    out.assert_code(0);
+    let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(shown["refill"], serde_json::json!({"interval": "monthly", "day": 15, "amount": 100}), "{shown}");
+    assert_eq!(shown["remaining"], 70, "{shown}");
+    let out = cli(&["keys", "show", &id]);
+    assert!(out.lines().contains(&"refill        100/monthly:15"), "{out:#?}");
+    cli(&["keys", "update", &id, "--refill", "10/fortnightly"]).assert_error("--refill");
+    cli(&["keys", "credits", &id]).assert_error("--set");
+    cli(&["keys", "update", &id, "--enable", "--unlimited", "--no-refill"]).assert_code(0);
     let out = cli(&["keys", "show", &id]);
     assert!(
         out.lines().contains(&"status        active") && out.lines().contains(&"remaining     unlimited"),

@@ -187,7 +187,7 @@ pub async fn usage_writes_append_nothing<S: Store>(store: S) {
     r.remaining = Some(3);
     insert(&store, r.clone()).await;
     let before = audit_len(&store).await;
-    store.consume(r.id, 1).await.expect("consume failed");
+    store.consume(r.id, 1, None).await.expect("consume failed");
     store.touch(&[(r.id, shift(now(), 1))]).await.expect("touch failed");
     assert!(store.replace_hash(r.id, &r.hash, "$sha256$new", &r.lookup).await.expect("replace_hash failed"));
     store.get(r.id).await.expect("get failed");

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use keypal::{Action, AuditQuery, Credits, KeyPatch, ListQuery, Lookup, NamespaceFilter, Store, StoreError};
+use keypal::{Action, AuditQuery, CreditOp, Credits, KeyPatch, ListQuery, Lookup, NamespaceFilter, Store, StoreError};
 use serde_json::json;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -126,7 +126,7 @@ pub async fn concurrent_consumes_spend_each_credit_once<S: Store>(store: S) {
     r.remaining = Some(10);
     insert(&*store, r.clone()).await;
     let id = r.id;
-    let results = race(&store, vec![(); 64], |store, ()| async move { store.consume(id, 1).await }).await;
+    let results = race(&store, vec![(); 64], |store, ()| async move { store.consume(id, 1, None).await }).await;
     let mut left_after_spend = BTreeSet::new();
     let mut exhausted = 0;
     for result in results {
@@ -147,6 +147,56 @@ pub async fn concurrent_consumes_spend_each_credit_once<S: Store>(store: S) {
     assert_eq!(left_after_spend, (0..10).collect(), "exactly 10 spends, leaving 9 down to 0");
     assert_eq!(exhausted, 54, "the other 54 must be Exhausted");
     assert_eq!(fetch(&*store, id).await.remaining, Some(0), "no credit is left");
+}
+
+/// 64 concurrent `consume(1)` across a refill boundary: a key with 3 credits left of
+/// the last period and a refill of 40 due. The boundary tops up exactly once: exactly
+/// 40 spends (leaving 39 down to 0), 24 `Exhausted`; a second race at the same
+/// boundary spends nothing, and one at the next boundary exactly 40 again.
+pub async fn concurrent_consumes_across_a_refill_boundary_refill_once<S: Store>(store: S) {
+    let store = Arc::new(store);
+    let (r, due) = crate::credits::refilling(Some(3), 40);
+    insert(&*store, r.clone()).await;
+    let id = r.id;
+    for (round, due, spends) in [(1, due, 40), (2, due, 0), (3, shift(due, 86_400), 40)] {
+        let results =
+            race(&store, vec![(); 64], move |store, ()| async move { store.consume(id, 1, Some(due)).await }).await;
+        let mut left_after_spend = BTreeSet::new();
+        for result in results {
+            match result.expect("consume failed") {
+                Credits::Spent { remaining } => {
+                    assert!(left_after_spend.insert(remaining), "round {round}: two spends left {remaining}");
+                }
+                Credits::Exhausted { remaining } => assert_eq!(remaining, 0, "round {round}: exhausted with credits"),
+                Credits::Unlimited => panic!("a key with credits must not be Unlimited"),
+            }
+        }
+        assert_eq!(left_after_spend, (0..spends).collect(), "round {round}: exactly {spends} spends");
+        let stored = fetch(&*store, id).await;
+        assert_eq!((stored.remaining, stored.refilled_at), (Some(0), Some(due)), "round {round}");
+    }
+}
+
+/// 64 concurrent `adjust_credits` (32 increments of 3, 32 decrements of 1) of a key
+/// with 100 credits: every change is kept (164 left) with one event each.
+pub async fn concurrent_credit_changes_are_all_kept<S: Store>(store: S) {
+    let store = Arc::new(store);
+    let mut r = full_record();
+    r.remaining = Some(100);
+    insert(&*store, r.clone()).await;
+    let id = r.id;
+    let ops: Vec<CreditOp> =
+        (0..64).map(|i| if i % 2 == 0 { CreditOp::Increment(3) } else { CreditOp::Decrement(1) }).collect();
+    let results = race(&store, ops, move |store, op| async move {
+        store.adjust_credits(id, op, None, event(Action::CreditsChanged)).await
+    })
+    .await;
+    for result in results {
+        result.expect("adjust failed");
+    }
+    let stored = fetch(&*store, id).await;
+    assert_eq!(stored.remaining, Some(164), "every change kept");
+    assert_eq!(stored.version, r.version + 64, "one version bump each");
 }
 
 /// 32 concurrent revokes of one key (at one instant), over several rounds: each time
@@ -297,7 +347,7 @@ pub async fn concurrent_changes_to_different_fields_are_all_kept<S: Store>(store
     let jobs: Vec<usize> = (0..16).collect();
     race(&store, jobs, |store, job| async move {
         if job < 8 {
-            assert!(matches!(store.consume(id, 2).await, Ok(Credits::Spent { .. })), "consume failed");
+            assert!(matches!(store.consume(id, 2, None).await, Ok(Credits::Spent { .. })), "consume failed");
         } else {
             store.touch(&[(id, shift(t, 100 + job as i64))]).await.expect("touch failed");
         }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keypal::clock::truncate_to_micros;
-use keypal::{Action, AuditContext, AuditQuery, Event, KeyId, KeyRecord, ListQuery, Lookup, RateLimit, Store};
+use keypal::{
+    Action, AuditContext, AuditQuery, Event, KeyId, KeyRecord, ListQuery, Lookup, RateLimit, Refill, RefillInterval,
+    Store,
+};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -79,7 +82,7 @@ pub fn record_with_hint(hint: &str) -> KeyRecord {
 
 /// A record with every field a store persists set to a non-default value: id lookup,
 /// namespace, display parts, name with quotes and a newline, owner, tier, scopes,
-/// JSON object metadata with nesting, expiry, last use, credits, rate limit and an
+/// JSON object metadata with nesting, expiry, last use, credits, a refill, rate limit and an
 /// encrypted copy. `revoked_at`, `rotated_from` and `rotated_to` stay `None` (they
 /// are set by store operations and tested there).
 pub fn full_record() -> KeyRecord {
@@ -103,6 +106,8 @@ pub fn full_record() -> KeyRecord {
     record.expires_at = Some(shift(created_at, 30 * 24 * 3600));
     record.last_used_at = Some(shift(created_at, 5));
     record.remaining = Some(1_000);
+    record.refill = Some(Refill::new(RefillInterval::Monthly { day: 31 }, 5_000));
+    record.refilled_at = Some(shift(created_at, -60));
     record.rate_limit = Some(RateLimit::new(10, Duration::from_secs(60)).expect("10/minute is a valid rate limit"));
     record.encrypted_key = Some("v1:kid_1:bm9uY2U=:Y2lwaGVydGV4dA==".to_owned());
     record
@@ -124,6 +129,8 @@ pub fn replacement_for(old: &KeyRecord, at: OffsetDateTime) -> KeyRecord {
     new.metadata.clone_from(&old.metadata);
     new.expires_at = old.expires_at;
     new.remaining = old.remaining;
+    new.refill = old.refill;
+    new.refilled_at = old.refilled_at;
     new.rate_limit = old.rate_limit;
     new.rotated_from = Some(old.id);
     new

@@ -210,6 +210,12 @@ macro_rules! __conformance_list {
                 consume_exactly_what_is_left_reaches_zero_then_exhausts,
                 consume_more_than_left_is_exhausted_and_spends_nothing,
                 consume_of_unknown_key_is_not_found,
+                consume_tops_up_once_per_boundary,
+                consume_after_a_boundary_refills_an_empty_key,
+                consume_without_a_stored_refill_ignores_the_boundary,
+                adjust_credits_sets_increments_and_decrements,
+                adjust_credits_refuses_what_does_not_apply,
+                adjust_credits_applies_a_due_refill_first,
             }
             touch {
                 touch_sets_last_used_at_only,
@@ -238,6 +244,8 @@ macro_rules! __conformance_list {
                 concurrent_inserts_respect_the_owner_limit,
                 concurrent_inserts_of_one_lookup_succeed_once,
                 concurrent_consumes_spend_each_credit_once,
+                concurrent_consumes_across_a_refill_boundary_refill_once,
+                concurrent_credit_changes_are_all_kept,
                 concurrent_revokes_succeed_exactly_once,
                 concurrent_rotations_of_one_key_succeed_exactly_once,
                 touch_racing_revoke_never_undoes_the_revocation,

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use keypal::{Action, AuditQuery, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, RateLimit, Store, StoreError};
+use keypal::{
+    Action, AuditQuery, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, RateLimit, Refill, RefillInterval, Store,
+    StoreError,
+};
 use serde_json::json;
 
 use crate::fixtures::{
@@ -47,6 +50,10 @@ fn single_field_patches() -> Vec<(&'static str, KeyPatch)> {
         ("clear credits", KeyPatch::new().remaining(None)),
         ("set rate limit", KeyPatch::new().rate_limit(Some(RateLimit::per_hour(100)))),
         ("clear rate limit", KeyPatch::new().rate_limit(None)),
+        ("set refill", KeyPatch::new().refill(Some(Refill::new(RefillInterval::Every(Duration::from_secs(90)), 7)))),
+        ("clear refill", KeyPatch::new().refill(None)),
+        ("set refilled_at", KeyPatch::new().refilled_at(Some(shift(t, -7)))),
+        ("clear refilled_at", KeyPatch::new().refilled_at(None)),
     ]
 }
 

@@ -105,7 +105,7 @@ pub async fn touch_after_update_keeps_the_update<S: Store>(store: S) {
     let read = fetch(&store, r.id).await;
     let patch = KeyPatch::new().name("after read").scopes(["new"]).metadata(Some(json!({"v": 2})));
     store.update(r.id, &patch, event(Action::Updated)).await.expect("update failed");
-    store.consume(r.id, 1).await.expect("consume failed");
+    store.consume(r.id, 1, None).await.expect("consume failed");
     let updated = fetch(&store, r.id).await;
     let t = shift(now(), 1);
     store.touch(&[(read.id, t)]).await.expect("touch failed");

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use keypal::{Action, AuditContext, Code, Event, KeyId, KeyRecord, Lookup, StoreError};
+use keypal::{Action, AuditContext, Code, Event, KeyId, KeyRecord, Lookup, Refill, StoreError};
 use redis::Value;
 use serde_json::Value as Json;
 use time::OffsetDateTime;
@@ -77,6 +77,9 @@ pub(crate) fn record_fields(r: &KeyRecord) -> Result<Vec<(&'static str, String)>
     opt("remaining", r.remaining.map(|n| n.to_string()));
     opt("rate_limit", r.rate_limit.map(|l| l.to_string()));
     opt("encrypted_key", r.encrypted_key.clone());
+    opt("refill", r.refill.map(|f| f.interval.to_string()));
+    opt("refill_amount", r.refill.map(|f| f.amount.to_string()));
+    opt("refilled_at", r.refilled_at.map(|t| micros(t).to_string()));
     Ok(f)
 }
 
@@ -130,6 +133,15 @@ pub(crate) fn decode_record(mut m: HashMap<String, String>) -> Result<KeyRecord,
         .transpose()?;
     r.rate_limit = m.remove("rate_limit").map(|t| t.parse().map_err(|e| corrupt("rate_limit", e))).transpose()?;
     r.encrypted_key = m.remove("encrypted_key");
+    r.refill = match (m.remove("refill"), m.remove("refill_amount")) {
+        (None, None) => None,
+        (Some(interval), Some(amount)) => Some(Refill::new(
+            interval.parse().map_err(|e| corrupt("refill", e))?,
+            amount.parse().map_err(|e| corrupt("refill_amount", format!("{amount:?}: {e}")))?,
+        )),
+        _ => return Err(corrupt("refill", "refill and refill_amount are set together")),
+    };
+    r.refilled_at = m.remove("refilled_at").map(|t| time("refilled_at", &t)).transpose()?;
     Ok(r)
 }
 

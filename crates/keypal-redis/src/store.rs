@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keypal::{
-    AuditQuery, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store, StoreError,
+    AuditQuery, CreditOp, Credits, Event, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter, Page, Store,
+    StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, RedisError, Script, Value};
@@ -136,6 +137,15 @@ fn returned_record(value: Option<Value>) -> Result<Arc<KeyRecord>, StoreError> {
 }
 
 /// The error of a refusing script status.
+/// How many times [`Store::adjust_credits`] reads and sets again when the credits
+/// moved in between.
+const CREDIT_ATTEMPTS: usize = 1_000;
+
+/// The credits of a key kept changing while [`Store::adjust_credits`] changed them.
+#[derive(Debug, thiserror::Error)]
+#[error("the key's credits kept changing: try again")]
+struct CreditsContended;
+
 fn refused(status: &str) -> StoreError {
     match status {
         "not_found" => StoreError::NotFound,
@@ -414,6 +424,13 @@ impl Store for RedisStore {
         if let Some(rate_limit) = patch.rate_limit {
             field("rate_limit", rate_limit.map(|l| l.to_string()));
         }
+        if let Some(refill) = patch.refill {
+            field("refill", refill.map(|r| r.interval.to_string()));
+            field("refill_amount", refill.map(|r| r.amount.to_string()));
+        }
+        if let Some(refilled_at) = patch.refilled_at {
+            field("refilled_at", refilled_at.map(|t| micros(t).to_string()));
+        }
         let mut args = self.args();
         args.push(id.to_string()).pairs(event_fields(&event)).pairs(set).list(clear.into_iter());
         self.change(&SCRIPTS.update, &args).await
@@ -495,9 +512,10 @@ impl Store for RedisStore {
         }
     }
 
-    async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
+    async fn consume(&self, id: KeyId, cost: u64, refill_due: Option<OffsetDateTime>) -> Result<Credits, StoreError> {
         let mut args = self.args();
-        args.push(id.to_string()).push(cost.to_string());
+        let due = refill_due.map(|t| micros_ceil(t).to_string());
+        args.push(id.to_string()).push(cost.to_string()).opt(due.as_deref());
         let (status, mut rest) = status(self.eval(&SCRIPTS.consume, &args).await?)?;
         let mut left = || -> Result<u64, StoreError> {
             let t = text(rest.next().ok_or_else(|| corrupt("reply", "no credits left in the reply"))?)?;
@@ -509,6 +527,38 @@ impl Store for RedisStore {
             "unlimited" => Ok(Credits::Unlimited),
             other => Err(refused(other)),
         }
+    }
+
+    async fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> Result<Arc<KeyRecord>, StoreError> {
+        // Computed here from the stored values, then set if they have not moved since
+        // (a spend, another change): read again when they have.
+        for _ in 0..CREDIT_ATTEMPTS {
+            let mut record = KeyRecord::clone(&*self.get(id).await?.ok_or(StoreError::NotFound)?);
+            let (was_left, was_at) = (record.remaining.map(|n| n.to_string()), record.refilled_at.map(micros));
+            record.top_up(refill_due);
+            let left = op.apply(record.remaining).ok_or(StoreError::CreditsUnchangeable)?;
+            let at = record.refilled_at.map(|t| micros(t).to_string());
+            let mut args = self.args();
+            args.push(id.to_string())
+                .opt(was_left.as_deref())
+                .opt(was_at.map(|t| t.to_string()).as_deref())
+                .push(left.to_string())
+                .opt(at.as_deref())
+                .pairs(event_fields(&event));
+            let (status, mut rest) = status(self.eval(&SCRIPTS.set_credits, &args).await?)?;
+            match status.as_str() {
+                "ok" => return returned_record(rest.next()),
+                "changed" => continue,
+                other => return Err(refused(other)),
+            }
+        }
+        Err(StoreError::backend(CreditsContended))
     }
 
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

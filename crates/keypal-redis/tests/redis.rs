@@ -187,7 +187,7 @@ async fn corrupt_data_is_a_backend_error_never_a_panic() {
     let mut conn = raw_connection().await;
 
     let _: () = redis::cmd("HSET").arg(&key).arg("remaining").arg("lots").query_async(&mut conn).await.unwrap();
-    match store.consume(r.id, 1).await {
+    match store.consume(r.id, 1, None).await {
         Err(StoreError::Backend(e)) => assert!(e.to_string().contains("remaining"), "{e}"),
         other => panic!("consume of corrupt credits must be a backend error, got {other:?}"),
     }
@@ -221,14 +221,14 @@ async fn credits_and_far_timestamps_stay_exact() {
         OffsetDateTime::parse("9999-12-31T23:59:59.999990Z", &time::format_description::well_known::Rfc3339).unwrap();
     r.expires_at = Some(far);
     insert(&store, r.clone()).await;
-    assert_eq!(store.consume(r.id, 1).await.unwrap(), Credits::Spent { remaining: u64::MAX - 1 });
+    assert_eq!(store.consume(r.id, 1, None).await.unwrap(), Credits::Spent { remaining: u64::MAX - 1 });
     assert_eq!(
-        store.consume(r.id, u64::MAX).await.unwrap(),
+        store.consume(r.id, u64::MAX, None).await.unwrap(),
         Credits::Exhausted { remaining: u64::MAX - 1 },
         "more than is left"
     );
     assert_eq!(
-        store.consume(r.id, 9_007_199_254_740_993).await.unwrap(),
+        store.consume(r.id, 9_007_199_254_740_993, None).await.unwrap(),
         Credits::Spent { remaining: u64::MAX - 1 - 9_007_199_254_740_993 }
     );
 

@@ -85,6 +85,9 @@ pub struct TierInput {
     /// Like `100/hour`, `10/minute`, `5000/day`.
     #[schema(value_type = Option<RateLimitText>)]
     pub rate_limit: Option<String>,
+    /// Credits that refill, for keys of this tier created without a refill of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<crate::keys::RefillView>,
 }
 
 /// `POST /v1/apps`.
@@ -246,8 +249,11 @@ impl App {
                 .tiers
                 .iter()
                 .map(|(name, t)| {
-                    let input =
-                        TierInput { segment: t.segment.clone(), rate_limit: t.rate_limit.map(|l| l.to_string()) };
+                    let input = TierInput {
+                        segment: t.segment.clone(),
+                        rate_limit: t.rate_limit.map(|l| l.to_string()),
+                        refill: t.refill.as_ref().map(crate::keys::RefillView::from),
+                    };
                     (name.clone(), input)
                 })
                 .collect(),
@@ -547,6 +553,9 @@ fn parse_tiers(tiers: BTreeMap<String, TierInput>) -> Result<BTreeMap<String, Ti
                 let limit: RateLimit =
                     limit.parse().map_err(|e| ApiError::invalid(format!("tiers.{name}.rate_limit"), format!("{e}")))?;
                 tier = tier.rate_limit(limit);
+            }
+            if let Some(refill) = input.refill {
+                tier = tier.refill(refill.parse(&format!("tiers.{name}.refill"))?);
             }
             Ok((name, tier))
         })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keypal::{KeyId, KeyRecord, PlainKey, SealError};
+use keypal::{KeyId, KeyRecord, PlainKey, Refill, SealError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -18,6 +18,41 @@ pub struct Sealer(pub Arc<Secrets>);
 impl keypal::KeySealer for Sealer {
     fn seal(&self, id: KeyId, key: &PlainKey) -> Result<String, SealError> {
         self.0.seal(&id.to_string(), key.expose()).map_err(|e| SealError(e.to_string()))
+    }
+}
+
+/// Credits that refill: the key's `remaining` is set back to `amount` at each boundary
+/// of `interval`, in UTC (a quota, not an accumulation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillView {
+    /// `daily` (every 00:00 UTC), `weekly` (Mondays 00:00 UTC), `monthly` (00:00 UTC on
+    /// `day`), or a duration like `90s`, `30m`, `12h`, `7d` (at least one second,
+    /// counted from when the refill was set).
+    #[schema(pattern = "^(daily|weekly|monthly|[1-9][0-9]{0,9}[smhd])$", example = "monthly")]
+    pub interval: String,
+    /// For `monthly`: the day of the month, 1 to 31 (the last day of shorter months; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::number::option")]
+    #[schema(minimum = 1, maximum = 31, example = 1)]
+    pub day: Option<u8>,
+    /// What the credits are set back to at each boundary.
+    #[serde(deserialize_with = "crate::number::required")]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64, example = 1000)]
+    pub amount: u64,
+}
+
+impl RefillView {
+    /// The refill it describes, or the `INVALID_INPUT` refusal of `field`.
+    pub fn parse(&self, field: &str) -> Result<Refill, crate::error::ApiError> {
+        Refill::from_parts(&self.interval, self.day, self.amount)
+            .map_err(|e| crate::error::ApiError::invalid(field, e.to_string()))
+    }
+}
+
+impl From<&Refill> for RefillView {
+    fn from(refill: &Refill) -> Self {
+        let (interval, day, amount) = refill.parts();
+        RefillView { interval, day, amount }
     }
 }
 
@@ -64,8 +99,14 @@ pub struct KeyView {
     /// Disabled keys are refused until enabled.
     #[schema(example = true)]
     pub enabled: bool,
-    /// Credits left; `null` is unlimited.
+    /// Credits left now; `null` is unlimited. With a refill whose boundary has passed
+    /// since the last spend, the refill's amount (the next spend tops the credits up).
     pub remaining: Option<u64>,
+    /// Credits that refill.
+    pub refill: Option<RefillView>,
+    /// When the credits next refill (with a refill).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refill_at: Option<OffsetDateTime>,
     /// A per-key rate limit, like `100/hour`.
     pub rate_limit: Option<String>,
     /// The key this one replaced.
@@ -74,6 +115,7 @@ pub struct KeyView {
 
 impl From<&KeyRecord> for KeyView {
     fn from(r: &KeyRecord) -> Self {
+        let now = OffsetDateTime::now_utc();
         KeyView {
             id: r.id.0,
             app_id: r.namespace.clone(),
@@ -88,7 +130,9 @@ impl From<&KeyRecord> for KeyView {
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
             enabled: r.enabled,
-            remaining: r.remaining,
+            remaining: r.remaining_at(now),
+            refill: r.refill.as_ref().map(RefillView::from),
+            refill_at: r.refill_at(now),
             rate_limit: r.rate_limit.map(|l| l.to_string()),
             rotated_from: r.rotated_from.map(|id| id.0),
         }
@@ -137,6 +181,9 @@ pub struct NewKeyRequest {
     /// A per-key rate limit overriding the tier's, like `100/hour`.
     #[schema(value_type = Option<RateLimitText>)]
     pub rate_limit: Option<String>,
+    /// Credits that refill (default: the tier's refill). The key starts with `amount`
+    /// credits unless `remaining` says otherwise.
+    pub refill: Option<RefillView>,
 }
 
 /// `PATCH /v1/keys/{id}`: absent fields stay, `null` clears.
@@ -168,6 +215,45 @@ pub struct KeyPatchRequest {
     #[serde(default, deserialize_with = "crate::number::double_option")]
     #[schema(maximum = 9_223_372_036_854_775_807_u64, example = 500)]
     pub remaining: Option<Option<u64>>,
+    /// Credits that refill (`null` removes the refill, keeping the credits left). A new
+    /// refill starts now, with `amount` credits unless `remaining` is given too.
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    pub refill: Option<Option<RefillView>>,
+}
+
+/// How `POST /v1/keys/{id}/credits` changes the credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CreditOpName {
+    /// Sets them to `amount` (a key with unlimited credits gets a limit).
+    Set,
+    /// Adds `amount`.
+    Increment,
+    /// Takes `amount` away, down to zero at most.
+    Decrement,
+}
+
+/// `POST /v1/keys/{id}/credits`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsRequest {
+    /// `set`, `increment` or `decrement`.
+    pub op: CreditOpName,
+    /// How many credits.
+    #[serde(deserialize_with = "crate::number::required")]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64, example = 100)]
+    pub amount: u64,
+}
+
+impl CreditsRequest {
+    /// The change it asks for.
+    pub fn op(&self) -> keypal::CreditOp {
+        match self.op {
+            CreditOpName::Set => keypal::CreditOp::Set(self.amount),
+            CreditOpName::Increment => keypal::CreditOp::Increment(self.amount),
+            CreditOpName::Decrement => keypal::CreditOp::Decrement(self.amount),
+        }
+    }
 }
 
 /// `POST /v1/keys/{id}/rotate`.

@@ -26,6 +26,11 @@ pub fn option<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Re
     Ok(Option::<Whole<T>>::deserialize(deserializer)?.map(|Whole(n)| n))
 }
 
+/// A required whole number (`#[serde(deserialize_with = "crate::number::required")]`).
+pub fn required<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
+    Whole::<T>::deserialize(deserializer).map(|Whole(n)| n)
+}
+
 /// A PATCH field of a whole number: absent stays `None`, `null` is `Some(None)` (see
 /// [`crate::patch::double_option`]).
 pub fn double_option<'de, D: Deserializer<'de>, T: TryFrom<u64>>(

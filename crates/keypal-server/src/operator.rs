@@ -19,7 +19,9 @@ use crate::serve::ServeError;
 use crate::state::{AppRuntime, Shared, State};
 
 pub use crate::apps::{AppView, NewApp, TierInput};
-pub use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, NewKeyRequest, RotateRequest};
+pub use crate::keys::{
+    CreatedKey, CreditOpName, CreditsRequest, KeyPatchRequest, KeyView, NewKeyRequest, RefillView, RotateRequest,
+};
 pub use crate::routes::apps::{CreatedApp, KeyList, KeyListParams};
 pub use crate::routes::import::{
     BATCH, ITEM_FIELDS, ImportReport, ImportResult, ImportStatus, KeyImporter, MAX_LINE, NumberedItem, export_item,
@@ -133,6 +135,14 @@ impl Operator {
     /// Changes a key (`PATCH /v1/keys/{id}`), announced on the bus.
     pub async fn update_key(&self, id: Uuid, request: KeyPatchRequest) -> Result<KeyView, ApiError> {
         let record = key_routes::update_key(&self.state, Self::context(), id, request).await?;
+        self.announce_key(&record).await;
+        Ok(KeyView::from(&record))
+    }
+
+    /// Sets, increments or decrements a key's credits (`POST /v1/keys/{id}/credits`),
+    /// announced on the bus.
+    pub async fn change_key_credits(&self, id: Uuid, request: CreditsRequest) -> Result<KeyView, ApiError> {
+        let record = key_routes::change_credits(&self.state, Self::context(), id, &request).await?;
         self.announce_key(&record).await;
         Ok(KeyView::from(&record))
     }

@@ -22,6 +22,8 @@ common::on_both!(
     recoverable_keys_can_be_revealed_and_others_cannot,
     recoverable_can_be_turned_on_later_and_off_deleting_the_sealed_copies,
     tiers_rate_limit_and_credits_show_in_the_verdict,
+    refills_are_set_by_tier_create_and_patch_and_show_in_views_and_verdicts,
+    credits_are_set_incremented_and_decremented_and_audited,
     client_secret_and_service_key_rotation_stop_the_old_ones_at_once,
     deleting_an_application_revokes_its_keys,
     application_and_service_key_changes_are_audited,
@@ -570,6 +572,106 @@ async fn legacy_formats_verify_beside_new_keys_until_they_are_removed(db: Db) {
     assert_eq!(status, StatusCode::OK, "{patched}");
     let v = server.verify(&bare_key, &secret, json!({})).await;
     assert_eq!(v["code"], "VALID", "the bare key, its format back: {v}");
+    server.stop().await;
+}
+
+/// The first day of the month after now, 00:00 UTC, as RFC 3339.
+fn next_first_of_month() -> String {
+    let today = time::OffsetDateTime::now_utc().date();
+    let (year, month) = if today.month() == time::Month::December {
+        (today.year() + 1, 1)
+    } else {
+        (today.year(), today.month() as u8 + 1)
+    };
+    format!("{year:04}-{month:02}-01T00:00:00Z")
+}
+
+async fn refills_are_set_by_tier_create_and_patch_and_show_in_views_and_verdicts(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server
+        .create_app(json!({
+            "name": "Quotas", "label": "quotas",
+            "tiers": {"free": {"refill": {"interval": "monthly", "amount": 3}}, "pro": {}},
+        }))
+        .await;
+    let app_id = app["id"].as_str().unwrap();
+    assert_eq!(app["tiers"]["free"]["refill"], json!({"interval": "monthly", "amount": 3}), "{app}");
+
+    // The tier's refill is the default of its keys.
+    let (free, record) = server.create_key(app_id, json!({"tier": "free"})).await;
+    assert_eq!((&record["remaining"], &record["refill"]), (&json!(3), &json!({"interval": "monthly", "amount": 3})));
+    assert_eq!(record["refill_at"], next_first_of_month(), "{record}");
+    let v = server.verify(&free, &secret, json!({})).await;
+    assert_eq!((v["code"].as_str(), v["remaining"].as_u64()), (Some("VALID"), Some(2)), "{v}");
+    assert_eq!(v["refill_at"], next_first_of_month());
+
+    // A key's own refill; a day of the month only with `monthly`.
+    let body = json!({"tier": "pro", "refill": {"interval": "12h", "amount": 10}, "remaining": 4});
+    let (pro, record) = server.create_key(app_id, body).await;
+    assert_eq!((&record["remaining"], &record["refill"]["interval"]), (&json!(4), &json!("12h")));
+    let bad = json!({"refill": {"interval": "daily", "day": 3, "amount": 10}});
+    let (status, body) =
+        json_of(server.admin(Method::POST, &format!("/v1/apps/{app_id}/keys")).json(&bad).send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_INPUT")), "{body}");
+
+    // PATCH sets a refill (starting a period with full credits) and `null` removes it.
+    let id = record["id"].as_str().unwrap();
+    let patch = json!({"refill": {"interval": "monthly", "day": 31, "amount": 50}});
+    let (status, patched) =
+        json_of(server.admin(Method::PATCH, &format!("/v1/keys/{id}")).json(&patch).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!((&patched["remaining"], &patched["refill"]["day"]), (&json!(50), &json!(31)));
+    assert_eq!(server.verify(&pro, &secret, json!({"cost": 5})).await["remaining"], 45);
+    let (_, removed) = json_of(
+        server.admin(Method::PATCH, &format!("/v1/keys/{id}")).json(&json!({"refill": null})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (&removed["refill"], &removed["refill_at"], &removed["remaining"]),
+        (&Value::Null, &Value::Null, &json!(45))
+    );
+    let v = server.verify(&pro, &secret, json!({})).await;
+    assert!(v.get("refill_at").is_none(), "no refill, no refill_at: {v}");
+    server.stop().await;
+}
+
+async fn credits_are_set_incremented_and_decremented_and_audited(db: Db) {
+    let server = server(db).await;
+    let (app, secret) = server.create_app(json!({"name": "Credits", "label": "credits"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let (key, record) = server.create_key(app_id, json!({"remaining": 10})).await;
+    let id = record["id"].as_str().unwrap();
+    let credits = |body: Value| {
+        let request = server.admin(Method::POST, &format!("/v1/keys/{id}/credits")).json(&body).send();
+        async move { json_of(request.await.unwrap()).await }
+    };
+    for (body, left) in [
+        (json!({"op": "increment", "amount": 5}), 15),
+        (json!({"op": "decrement", "amount": 3}), 12),
+        (json!({"op": "decrement", "amount": 100}), 0),
+        (json!({"op": "set", "amount": 7}), 7),
+    ] {
+        let (status, changed) = credits(body.clone()).await;
+        assert_eq!((status, &changed["remaining"]), (StatusCode::OK, &json!(left)), "{body}: {changed}");
+    }
+    assert_eq!(server.verify(&key, &secret, json!({})).await["remaining"], 6, "spends see the change at once");
+    let (status, body) = credits(json!({"op": "double", "amount": 5})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let url = format!("/v1/audit?key_id={id}&action=credits_changed");
+    let (_, audit) = json_of(server.admin(Method::GET, &url).send().await.unwrap()).await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4, "{audit}");
+    assert_eq!(events[0]["details"], json!({"op": "set", "amount": 7}));
+
+    // A key with unlimited credits can be set, not incremented; a revoked key not at all.
+    let (_, unlimited) = server.create_key(app_id, json!({})).await;
+    let url = format!("/v1/keys/{}/credits", unlimited["id"].as_str().unwrap());
+    let response = server.admin(Method::POST, &url).json(&json!({"op": "increment", "amount": 1})).send();
+    let (status, body) = json_of(response.await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_INPUT")), "{body}");
+    server.admin(Method::POST, &format!("/v1/keys/{id}/revoke")).send().await.unwrap();
+    let (status, body) = credits(json!({"op": "set", "amount": 1})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_REVOKED")), "{body}");
     server.stop().await;
 }
 

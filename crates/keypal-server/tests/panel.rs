@@ -7,7 +7,7 @@ mod common;
 use common::{Db, TestServer};
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A client that shows redirects instead of following them.
 fn client() -> Client {
@@ -433,6 +433,59 @@ async fn editing_a_key_keeps_an_expiry_whose_date_was_not_changed() {
     let response = panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap();
     let (_, key) = common::json_of(response).await;
     assert_eq!(key["expires_at"].as_str(), Some("2099-01-31T00:00:00Z"), "a changed date is sent");
+    panel.server.stop().await;
+}
+
+/// A refill is set in the new-key form, shown in the key's row, changed or removed in
+/// the edit form, and left alone when sent back unchanged (setting it again would
+/// restore the credits); a refill that does not parse is refused next to its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_is_set_shown_and_changed_in_the_panel() {
+    let panel = Panel::start().await;
+    let (app, _) = panel.server.create_app(json!({"name": "A", "label": "a"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let new_key = format!("/admin/apps/{app_id}/keys");
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "quota"), ("refill", "100/monthly:15")];
+    let response = panel.post(&new_key, &fields).send().await.unwrap();
+    assert!(response.status().is_success() || response.status().is_redirection(), "{}", response.status());
+    let html = panel.get(&format!("/admin/apps/{app_id}")).send().await.unwrap().text().await.unwrap();
+    for line in ["100 left", "100/monthly:15", "next "] {
+        assert!(html.contains(&format!("<span class=\"small muted\">{line}")), "the row shows {line:?}");
+    }
+    let bad = [("csrf", panel.csrf.as_str()), ("name", "bad"), ("refill", "100/fortnightly")];
+    let response = panel.post(&new_key, &bad).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("id=\"k-refill-error\""));
+
+    let response = panel.server.admin(Method::GET, &format!("/v1/apps/{app_id}/keys")).send().await.unwrap();
+    let (_, list) = common::json_of(response).await;
+    let key_id = list["keys"][0]["id"].as_str().unwrap().to_owned();
+    let credits = format!("/v1/keys/{key_id}/credits");
+    panel.server.admin(Method::POST, &credits).json(&json!({"op": "set", "amount": 7})).send().await.unwrap();
+    let edit = format!("/admin/keys/{key_id}/edit");
+    let page = panel.get(&edit).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("value=\"100/monthly:15\""), "the edit form shows the refill");
+    let same = [
+        ("csrf", panel.csrf.as_str()),
+        ("name", "quota"),
+        ("refill", "100/monthly:15"),
+        ("refill_was", "100/monthly:15"),
+    ];
+    assert_eq!(panel.post(&edit, &same).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let (_, key) =
+        common::json_of(panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap()).await;
+    assert_eq!(key["remaining"], 7, "an unchanged refill is not sent: {key}");
+    let daily =
+        [("csrf", panel.csrf.as_str()), ("name", "quota"), ("refill", "20/daily"), ("refill_was", "100/monthly:15")];
+    assert_eq!(panel.post(&edit, &daily).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let (_, key) =
+        common::json_of(panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap()).await;
+    assert_eq!((&key["remaining"], &key["refill"]["interval"]), (&json!(20), &json!("daily")), "{key}");
+    let none = [("csrf", panel.csrf.as_str()), ("name", "quota"), ("refill", ""), ("refill_was", "20/daily")];
+    assert_eq!(panel.post(&edit, &none).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    let (_, key) =
+        common::json_of(panel.server.admin(Method::GET, &format!("/v1/keys/{key_id}")).send().await.unwrap()).await;
+    assert_eq!((&key["remaining"], &key["refill"]), (&json!(20), &Value::Null), "{key}");
     panel.server.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! Conversions between keypal's types and column values, shared by both dialects.
 
-use keypal::{Action, Code, Lookup, RateLimit, StoreError};
+use keypal::{Action, Code, Lookup, RateLimit, Refill, StoreError};
 use serde_json::Value;
 
 use crate::error::{CorruptRow, OutOfRange};
@@ -37,6 +37,17 @@ pub(crate) fn lookup(kind: &str, value: &str) -> Result<Lookup, StoreError> {
 
 pub(crate) fn rate_limit(text: Option<String>) -> Result<Option<RateLimit>, StoreError> {
     text.map(|t| t.parse().map_err(|e| corrupt("rate_limit", e))).transpose()
+}
+
+/// A refill from its interval text and amount columns (both set, or neither).
+pub(crate) fn refill(interval: Option<String>, amount: Option<i64>) -> Result<Option<Refill>, StoreError> {
+    match (interval, amount) {
+        (None, None) => Ok(None),
+        (Some(interval), Some(amount)) => {
+            Ok(Some(Refill::new(interval.parse().map_err(|e| corrupt("refill", e))?, to_u64("refill_amount", amount)?)))
+        }
+        _ => Err(corrupt("refill", "refill and refill_amount are set together")),
+    }
 }
 
 pub(crate) fn action(text: &str) -> Result<Action, StoreError> {

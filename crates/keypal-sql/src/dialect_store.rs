@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, NamespaceFilter,
-    Page, Store, StoreError,
+    AuditQuery, CreditOp, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup,
+    NamespaceFilter, Page, Store, StoreError,
 };
 use sqlx::{Pool, QueryBuilder, Transaction};
 use time::OffsetDateTime;
@@ -26,11 +26,44 @@ use crate::rows::{self, EventRow, append};
 pub(crate) const FIND_BY_HINT: &str = select_keys!("WHERE lookup_value = $1 AND lookup_kind = 'hint'");
 /// A record by id.
 pub(crate) const GET: &str = select_keys!("WHERE id = $1");
-/// The guarded credit decrement.
-pub(crate) const CONSUME: &str =
-    "UPDATE keypal_keys SET remaining = remaining - $2 WHERE id = $1 AND remaining >= $2 RETURNING remaining";
+/// Whether a refill top-up is due: the row has a refill and was last refilled before
+/// the boundary bound as `$n` (NULL: none due).
+macro_rules! refill_due {
+    ($n:literal) => {
+        // `refilled_at < $n` first: it gives the parameter its type (PostgreSQL reads
+        // types in order, and `IS NOT NULL` alone tells none).
+        concat!(
+            "refill_amount IS NOT NULL AND (refilled_at IS NULL OR refilled_at < ",
+            $n,
+            ") AND ",
+            $n,
+            " IS NOT NULL"
+        )
+    };
+}
 
-/// Records inserted per statement by [`insert_all`] (23 parameters each, far below
+/// The credits after a due top-up, with the boundary bound as `$n`.
+macro_rules! topped_up {
+    ($n:literal) => {
+        concat!("(CASE WHEN ", refill_due!($n), " THEN refill_amount ELSE remaining END)")
+    };
+}
+
+/// The guarded credit decrement, after the top-up a refill boundary `$3` calls for.
+pub(crate) const CONSUME: &str = concat!(
+    "UPDATE keypal_keys SET remaining = ",
+    topped_up!("$3"),
+    " - $2, refilled_at = CASE WHEN ",
+    refill_due!("$3"),
+    " THEN $3 ELSE refilled_at END WHERE id = $1 AND ",
+    topped_up!("$3"),
+    " >= $2 RETURNING remaining"
+);
+
+/// The credits a key holds after the top-up a refill boundary `$2` calls for.
+const CREDITS: &str = concat!("SELECT ", topped_up!("$2"), " FROM keypal_keys WHERE id = $1");
+
+/// Records inserted per statement by [`insert_all`] (26 parameters each, far below
 /// the databases' limits).
 const CHUNK: usize = 100;
 
@@ -384,6 +417,13 @@ impl<D: Dialect> Store for DialectStore<D> {
         if let Some(rate_limit) = &patch.rate_limit {
             q.push(", rate_limit = ").push_arg(rate_limit.map(|l| l.to_string()));
         }
+        if let Some(refill) = &patch.refill {
+            q.push(", refill = ").push_arg(refill.map(|r| r.interval.to_string()));
+            q.push(", refill_amount = ").push_arg(refill.map(|r| to_i64("refill_amount", r.amount)).transpose()?);
+        }
+        if let Some(refilled_at) = &patch.refilled_at {
+            q.push(", refilled_at = ").push_arg(refilled_at.map(Timestamp));
+        }
         q.push(" WHERE id = ").push_arg(id.0).push(concat!(" RETURNING ", key_columns!()));
         let tx = self.write().await?;
         update_returning(tx, q.build(), &event).await
@@ -495,20 +535,54 @@ impl<D: Dialect> Store for DialectStore<D> {
         Ok(Some(Arc::new(record)))
     }
 
-    async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
+    async fn consume(&self, id: KeyId, cost: u64, refill_due: Option<OffsetDateTime>) -> Result<Credits, StoreError> {
+        let due = refill_due.map(Timestamp);
         // A cost above i64::MAX is more than any stored credit count: nothing to spend.
         if let Ok(signed_cost) = i64::try_from(cost) {
-            let row = self.fetch_optional(sqlx::query(CONSUME).arg(id.0).arg(signed_cost)).await?;
+            let row = self.fetch_optional(sqlx::query(CONSUME).arg(id.0).arg(signed_cost).arg(due)).await?;
             if let Some(row) = row {
                 return Ok(Credits::Spent { remaining: to_u64("remaining", first::<D, i64>(&row)?)? });
             }
         }
-        let row = self.fetch_optional(sqlx::query("SELECT remaining FROM keypal_keys WHERE id = $1").arg(id.0)).await?;
+        let row = self.fetch_optional(sqlx::query(CREDITS).arg(id.0).arg(due)).await?;
         match row.map(|row| first::<D, Option<i64>>(&row)).transpose()? {
             None => Err(StoreError::NotFound),
             Some(None) => Ok(Credits::Unlimited),
             Some(Some(left)) => Ok(Credits::Exhausted { remaining: to_u64("remaining", left)? }),
         }
+    }
+
+    async fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> Result<Arc<KeyRecord>, StoreError> {
+        let mut tx = self.write().await?;
+        // The version bump takes the row's write lock for the rest of the transaction:
+        // no spend nor other change comes between this read and the write below.
+        let locked = sqlx::query(concat!(
+            "UPDATE keypal_keys SET version = version + 1 WHERE id = $1 RETURNING ",
+            key_columns!()
+        ))
+        .arg(id.0);
+        let row = locked.fetch_optional(D::executor(&mut tx)).await.map_err(backend)?.ok_or(StoreError::NotFound)?;
+        let mut record = rows::record::<D>(&row)?;
+        record.top_up(refill_due);
+        // Dropping the transaction rolls the version bump back.
+        let remaining = op.apply(record.remaining).ok_or(StoreError::CreditsUnchangeable)?;
+        record.remaining = Some(remaining);
+        sqlx::query("UPDATE keypal_keys SET remaining = $2, refilled_at = $3 WHERE id = $1")
+            .arg(id.0)
+            .arg(to_i64("remaining", remaining)?)
+            .arg(record.refilled_at.map(Timestamp))
+            .execute(D::executor(&mut tx))
+            .await
+            .map_err(backend)?;
+        append(&mut tx, &event, &record).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Arc::new(record))
     }
 
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

@@ -12,12 +12,19 @@ use crate::codec::{self, backend, duplicate_or_backend, to_i64, to_u64};
 use crate::dialect::{Dialect, JsonValue, PushArg, Read, Scopes, Timestamp, Unreadable};
 use crate::objects::Object;
 
-/// The columns of a key row, in the order [`record`] reads them.
-macro_rules! key_columns {
+/// The columns of a key row but those of refills (migration 4).
+macro_rules! base_key_columns {
     () => {
         "id, namespace, lookup_kind, lookup_value, hash, start, last4, name, owner_id, tier, scopes, metadata, \
          created_at, expires_at, last_used_at, revoked_at, enabled, rotated_from, rotated_to, remaining, \
          rate_limit, encrypted_key, version"
+    };
+}
+
+/// The columns of a key row, in the order [`record`] reads them.
+macro_rules! key_columns {
+    () => {
+        concat!(base_key_columns!(), ", refill, refill_amount, refilled_at")
     };
 }
 
@@ -98,6 +105,8 @@ pub(crate) fn record<D: Dialect>(row: &D::Row) -> Result<KeyRecord, StoreError> 
     r.rate_limit = codec::rate_limit(c.get("rate_limit")?)?;
     r.encrypted_key = c.get("encrypted_key")?;
     r.version = to_u64("version", c.get("version")?)?;
+    r.refill = codec::refill(c.get("refill")?, c.get("refill_amount")?)?;
+    r.refilled_at = c.get::<Option<Timestamp>>("refilled_at")?.map(|t| t.0);
     Ok(r)
 }
 
@@ -135,7 +144,11 @@ pub(crate) async fn insert_records<D: Dialect>(
     if records.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut q = QueryBuilder::<D>::new(concat!("INSERT INTO keypal_keys (", key_columns!(), ") VALUES "));
+    // Rows without a refill leave its columns to their default (NULL), so keys are
+    // written the same way into a database of any version.
+    let refills = records.iter().any(|r| r.refill.is_some() || r.refilled_at.is_some());
+    let mut q = QueryBuilder::<D>::new(concat!("INSERT INTO keypal_keys (", base_key_columns!()));
+    q.push(if refills { ", refill, refill_amount, refilled_at) VALUES " } else { ") VALUES " });
     for (i, r) in records.iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });
         q.push_arg(r.id.0).push(", ");
@@ -160,7 +173,13 @@ pub(crate) async fn insert_records<D: Dialect>(
         q.push_arg(r.remaining.map(|n| to_i64("remaining", n)).transpose()?).push(", ");
         q.push_arg(r.rate_limit.map(|l| l.to_string())).push(", ");
         q.push_arg(r.encrypted_key.clone()).push(", ");
-        q.push_arg(to_i64("version", r.version)?).push(")");
+        q.push_arg(to_i64("version", r.version)?);
+        if refills {
+            q.push(", ").push_arg(r.refill.map(|f| f.interval.to_string())).push(", ");
+            q.push_arg(r.refill.map(|f| to_i64("refill_amount", f.amount)).transpose()?).push(", ");
+            q.push_arg(r.refilled_at.map(Timestamp));
+        }
+        q.push(")");
     }
     q.push(" ON CONFLICT DO NOTHING");
     let result = q.build().execute(D::executor(&mut *tx)).await.map_err(duplicate_or_backend)?;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use keypal::{
-    AuditQuery, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page, Store,
-    StoreError,
+    AuditQuery, CreditOp, Credits, Event, Inserted, Insertion, KeyId, KeyPatch, KeyRecord, ListQuery, Lookup, Page,
+    Store, StoreError,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -286,8 +286,18 @@ impl Store for SqlStore {
     async fn delete(&self, id: KeyId, event: Event) -> Result<Option<Arc<KeyRecord>>, StoreError> {
         dispatch!(self, s => s.delete(id, event).await)
     }
-    async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
-        dispatch!(self, s => s.consume(id, cost).await)
+    async fn consume(&self, id: KeyId, cost: u64, refill_due: Option<OffsetDateTime>) -> Result<Credits, StoreError> {
+        dispatch!(self, s => s.consume(id, cost, refill_due).await)
+    }
+
+    async fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> Result<Arc<KeyRecord>, StoreError> {
+        dispatch!(self, s => s.adjust_credits(id, op, refill_due, event).await)
     }
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
         dispatch!(self, s => s.touch(used).await)

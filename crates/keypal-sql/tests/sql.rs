@@ -47,7 +47,7 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         let dialect = store.dialect();
         assert_eq!(
             scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await,
-            3,
+            4,
             "{dialect}: every migration recorded"
         );
         // A host application with its own sqlx migrations in the same database: they never meet.
@@ -65,7 +65,7 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         }
         store.migrate().await.expect("keypal migrates again, as a no-op");
         assert_eq!(scalar(&store, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1, "{dialect}: host table untouched");
-        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 3, "{dialect}");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 4, "{dialect}");
     }
 }
 
@@ -86,7 +86,7 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
         .fetch_all(new.pool())
         .await
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
     let v = keys.verify(created.key.expose()).await.expect("verify");
     assert_eq!(v.code(), Code::Valid, "a key created before the migration still verifies");
@@ -107,7 +107,7 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
     assert_eq!(keys.verify(created.key.expose()).await.expect("verify").code(), Code::Valid);
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 }
 
 #[tokio::test]
@@ -186,7 +186,7 @@ async fn verify_path_queries_use_indexes_on_postgres() {
             "find" => "('abc', 'digest')",
             "find_by_hint" => "('sk_live_abc')",
             "get" => "('0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71')",
-            "consume" => "('0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71', 1)",
+            "consume" => "('0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71', 1, now())",
             "touch" => "(ARRAY['0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71']::uuid[], ARRAY[now()])",
             other => panic!("no arguments for {other}"),
         };

@@ -49,6 +49,8 @@ pub enum Action {
     TokenCreated,
     /// A management token was revoked; `details` names it.
     TokenRevoked,
+    /// A key's credits were set, incremented or decremented; `details` holds `op` and `amount`.
+    CreditsChanged,
 }
 
 impl Action {
@@ -60,7 +62,7 @@ impl Action {
     ///     assert_eq!(action.as_str().parse::<Action>(), Ok(action));
     /// }
     /// ```
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::Created,
         Action::Imported,
         Action::Verified,
@@ -77,6 +79,7 @@ impl Action {
         Action::ServiceKeyRotated,
         Action::TokenCreated,
         Action::TokenRevoked,
+        Action::CreditsChanged,
     ];
 
     /// The stable text: `created`, `revoked`, `app_deleted`, ...
@@ -98,6 +101,7 @@ impl Action {
             Action::ServiceKeyRotated => "service_key_rotated",
             Action::TokenCreated => "token_created",
             Action::TokenRevoked => "token_revoked",
+            Action::CreditsChanged => "credits_changed",
         }
     }
 }

@@ -52,6 +52,7 @@ pub mod offload;
 mod random_bits;
 pub mod ratelimit;
 mod record;
+mod refill;
 pub mod scope;
 mod secret;
 pub mod store;
@@ -72,7 +73,10 @@ pub use record::{
     Created, DigestEncoding, Expiry, HashCovers, ImportAlgorithm, ImportKey, ImportSource, ImportedHash, InvalidKeyId,
     KeyId, KeyPatch, KeyRecord, Lookup, NewKey,
 };
+pub use refill::{InvalidRefill, Refill, RefillInterval};
 pub use secret::{AsKey, KeySealer, PlainKey, SealError};
-pub use store::{Credits, Inserted, Insertion, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError};
+pub use store::{
+    CreditOp, Credits, Inserted, Insertion, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError,
+};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};
 pub use verification::{Code, Verification, VerifyOptions};

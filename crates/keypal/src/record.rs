@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::PlainKey;
 use crate::hash::HashError;
+use crate::refill::Refill;
 use crate::tier::RateLimit;
 
 /// A key's id: a UUID v7, so ids sort by creation time. Safe to log and show.
@@ -178,6 +179,12 @@ pub struct KeyRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// Usage credits left; `None` is unlimited.
     pub remaining: Option<u64>,
+    /// Credits that refill: `remaining` is set back to its amount at each boundary.
+    pub refill: Option<Refill>,
+    /// When `remaining` was last set back by the refill (or the refill was set): a
+    /// boundary has passed when the latest one is later than this.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refilled_at: Option<OffsetDateTime>,
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// The tier name.
@@ -257,6 +264,8 @@ impl KeyRecord {
             rotated_from: None,
             rotated_to: None,
             remaining: None,
+            refill: None,
+            refilled_at: None,
             rate_limit: None,
             encrypted_key: None,
             version: 1,
@@ -308,6 +317,64 @@ impl KeyRecord {
     /// ```
     pub fn hash_covers(&self) -> HashCovers {
         HashCovers::of(&self.hash)
+    }
+
+    /// The credits the key holds at `now`: with a refill whose boundary has passed
+    /// since `refilled_at`, the refill's amount (what the next spend tops up to);
+    /// else `remaining`.
+    ///
+    /// ```
+    /// use keypal::{KeyId, KeyRecord, Lookup, Refill, RefillInterval};
+    /// use time::macros::datetime;
+    /// let mut record = KeyRecord::new(KeyId::new(), Lookup::Id("a".into()), "$sha256$00", datetime!(2025-01-01 0:00 UTC));
+    /// record.remaining = Some(0);
+    /// record.refill = Some(Refill::new(RefillInterval::Daily, 100));
+    /// record.refilled_at = Some(datetime!(2025-01-01 0:00 UTC));
+    /// assert_eq!(record.remaining_at(datetime!(2025-01-01 18:00 UTC)), Some(0));
+    /// assert_eq!(record.remaining_at(datetime!(2025-01-02 0:00 UTC)), Some(100));
+    /// ```
+    pub fn remaining_at(&self, now: OffsetDateTime) -> Option<u64> {
+        match &self.refill {
+            Some(refill) => refill.remaining_at(self.remaining, self.refilled_at.or(Some(self.created_at)), now),
+            None => self.remaining,
+        }
+    }
+
+    /// The latest refill boundary at or before `now`, when the key has a refill: what
+    /// [`Store::consume`](crate::Store::consume) tops the credits up at.
+    pub fn refill_due(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.refill.as_ref()?.boundary_at(self.refilled_at.or(Some(self.created_at)), now)
+    }
+
+    /// Applies a refill top-up as stores do before spending (see
+    /// [`Store::consume`](crate::Store::consume)): when the record has a refill and
+    /// its `refilled_at` is before `refill_due` (or unset), sets `remaining` to the
+    /// refill's amount and `refilled_at` to `refill_due`. Returns whether it did.
+    ///
+    /// ```
+    /// use keypal::{KeyId, KeyRecord, Lookup, Refill, RefillInterval};
+    /// use time::macros::datetime;
+    /// let mut record = KeyRecord::new(KeyId::new(), Lookup::Id("a".into()), "$sha256$00", datetime!(2025-01-01 0:00 UTC));
+    /// record.remaining = Some(2);
+    /// record.refill = Some(Refill::new(RefillInterval::Daily, 100));
+    /// record.refilled_at = Some(datetime!(2025-01-01 0:00 UTC));
+    /// assert!(!record.top_up(Some(datetime!(2025-01-01 0:00 UTC))));
+    /// assert!(record.top_up(Some(datetime!(2025-01-02 0:00 UTC))));
+    /// assert_eq!((record.remaining, record.refilled_at), (Some(100), Some(datetime!(2025-01-02 0:00 UTC))));
+    /// ```
+    pub fn top_up(&mut self, refill_due: Option<OffsetDateTime>) -> bool {
+        let (Some(refill), Some(due)) = (&self.refill, refill_due) else { return false };
+        if self.refilled_at.is_some_and(|at| at >= due) {
+            return false;
+        }
+        self.remaining = Some(refill.amount);
+        self.refilled_at = Some(due);
+        true
+    }
+
+    /// When the credits next refill, when the key has a refill.
+    pub fn refill_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        Some(self.refill.as_ref()?.next_boundary(self.refilled_at.or(Some(self.created_at)), now))
     }
 }
 
@@ -373,8 +440,10 @@ pub struct NewKey {
     pub tier: Option<String>,
     /// Expiry: a duration from now or an instant.
     pub expiry: Option<Expiry>,
-    /// Usage credits; `None` is unlimited.
+    /// Usage credits; `None` is unlimited (with a refill: its amount).
     pub remaining: Option<u64>,
+    /// Credits that refill (default: the tier's refill, if any).
+    pub refill: Option<Refill>,
     /// A per-key rate limit overriding the tier's.
     pub rate_limit: Option<RateLimit>,
 }
@@ -450,6 +519,18 @@ impl NewKey {
         self.rate_limit = Some(limit);
         self
     }
+    /// Sets credits that refill: the key starts with `amount` credits (unless
+    /// [`NewKey::remaining`] says otherwise) and gets them back at each boundary.
+    ///
+    /// ```
+    /// use keypal::{NewKey, Refill, RefillInterval};
+    /// let request = NewKey::new().refill(Refill::new(RefillInterval::Monthly { day: 1 }, 1_000));
+    /// assert_eq!(request.refill.map(|r| r.amount), Some(1_000));
+    /// ```
+    pub fn refill(mut self, refill: Refill) -> Self {
+        self.refill = Some(refill);
+        self
+    }
 }
 
 /// A change to some fields of a key. Each set field is one atomic column update;
@@ -478,6 +559,11 @@ pub struct KeyPatch {
     pub remaining: Option<Option<u64>>,
     /// New per-key rate limit.
     pub rate_limit: Option<Option<RateLimit>>,
+    /// New refill (`Some(None)` removes it).
+    pub refill: Option<Option<Refill>>,
+    /// When the credits were last refilled: set with a new refill, to start its first
+    /// period ([`KeyManager::update`](crate::KeyManager::update) sets it).
+    pub refilled_at: Option<Option<OffsetDateTime>>,
 }
 
 impl KeyPatch {
@@ -534,6 +620,29 @@ impl KeyPatch {
         self
     }
 
+    /// Sets the refill (`None` removes it). Through
+    /// [`KeyManager::update`](crate::KeyManager::update), a new refill starts a period
+    /// now: `refilled_at` is set to now and, unless the patch sets `remaining`, the
+    /// credits to the refill's amount.
+    ///
+    /// ```
+    /// use keypal::{KeyPatch, Refill, RefillInterval};
+    /// let patch = KeyPatch::new().refill(Some(Refill::new(RefillInterval::Daily, 50)));
+    /// assert!(!patch.is_empty());
+    /// ```
+    pub fn refill(mut self, refill: Option<Refill>) -> Self {
+        self.refill = Some(refill);
+        self
+    }
+
+    /// Sets when the credits were last refilled (`None` clears it): what a new refill
+    /// counts its periods from. [`KeyManager::update`](crate::KeyManager::update) sets
+    /// it with the refill and ignores it otherwise.
+    pub fn refilled_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.refilled_at = Some(at);
+        self
+    }
+
     /// Applies the patch to a record in memory (what a store does column by column).
     pub fn apply_to(&self, record: &mut KeyRecord) {
         if let Some(v) = &self.name {
@@ -556,6 +665,12 @@ impl KeyPatch {
         }
         if let Some(v) = self.rate_limit {
             record.rate_limit = v;
+        }
+        if let Some(v) = self.refill {
+            record.refill = v;
+        }
+        if let Some(v) = self.refilled_at {
+            record.refilled_at = v;
         }
     }
 }

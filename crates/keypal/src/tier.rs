@@ -153,6 +153,9 @@ pub struct Tier {
     /// Requests allowed to keys of this tier, like `100/hour` (none: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Credits that refill, given to keys of this tier that have no refill of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<crate::Refill>,
 }
 
 impl Tier {
@@ -170,6 +173,18 @@ impl Tier {
     /// Sets the rate limit.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Sets the refill its keys get by default.
+    ///
+    /// ```
+    /// use keypal::{Refill, RefillInterval, Tier};
+    /// let free = Tier::new().refill(Refill::new(RefillInterval::Monthly { day: 1 }, 1_000));
+    /// assert!(free.refill.is_some());
+    /// ```
+    pub fn refill(mut self, refill: crate::Refill) -> Self {
+        self.refill = Some(refill);
         self
     }
 }

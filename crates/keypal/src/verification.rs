@@ -99,16 +99,17 @@ pub struct Verification {
     pub(crate) record: Option<Arc<KeyRecord>>,
     pub(crate) rate_limit: Option<RateLimitStatus>,
     pub(crate) remaining: Option<u64>,
+    pub(crate) refill_at: Option<time::OffsetDateTime>,
 }
 
 impl Verification {
     pub(crate) fn rejected(code: Code) -> Self {
-        Self { code, record: None, rate_limit: None, remaining: None }
+        Self { code, record: None, rate_limit: None, remaining: None, refill_at: None }
     }
 
     pub(crate) fn of(code: Code, record: Arc<KeyRecord>) -> Self {
         let remaining = record.remaining;
-        Self { code, record: Some(record), rate_limit: None, remaining }
+        Self { code, record: Some(record), rate_limit: None, remaining, refill_at: None }
     }
 
     /// Whether the key is valid.
@@ -139,6 +140,12 @@ impl Verification {
     /// Usage credits left after this request; `None` is unlimited.
     pub fn remaining(&self) -> Option<u64> {
         self.remaining
+    }
+
+    /// When the key's credits next refill, when it has a refill and its credits were
+    /// checked (a valid key, or one out of credits).
+    pub fn refill_at(&self) -> Option<time::OffsetDateTime> {
+        self.refill_at
     }
 }
 

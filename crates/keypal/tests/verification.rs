@@ -412,8 +412,22 @@ impl keypal::Store for ChangesDuringLookup {
     ) -> std::result::Result<Option<Arc<keypal::KeyRecord>>, keypal::StoreError> {
         self.inner.delete(id, event).await
     }
-    async fn consume(&self, id: keypal::KeyId, cost: u64) -> std::result::Result<keypal::Credits, keypal::StoreError> {
-        self.inner.consume(id, cost).await
+    async fn consume(
+        &self,
+        id: keypal::KeyId,
+        cost: u64,
+        refill_due: Option<time::OffsetDateTime>,
+    ) -> std::result::Result<keypal::Credits, keypal::StoreError> {
+        self.inner.consume(id, cost, refill_due).await
+    }
+    async fn adjust_credits(
+        &self,
+        id: keypal::KeyId,
+        op: keypal::CreditOp,
+        refill_due: Option<time::OffsetDateTime>,
+        event: Event,
+    ) -> std::result::Result<Arc<keypal::KeyRecord>, keypal::StoreError> {
+        self.inner.adjust_credits(id, op, refill_due, event).await
     }
     async fn touch(
         &self,

@@ -177,7 +177,7 @@ fn new_app(args: &CreateArgs) -> Result<NewApp, CliError> {
             Some((name, limit)) => (name, Some(limit.to_owned())),
             None => (tier.as_str(), None),
         };
-        if tiers.insert(name.to_owned(), TierInput { segment: None, rate_limit }).is_some() {
+        if tiers.insert(name.to_owned(), TierInput { segment: None, rate_limit, refill: None }).is_some() {
             return Err(CliError::new(format!("--tier: {name} is given twice")));
         }
     }

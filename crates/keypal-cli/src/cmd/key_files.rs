@@ -419,6 +419,10 @@ fn cell_value(column: &str, cell: &str) -> Result<Value, ApiError> {
             "false" => Value::Bool(false),
             _ => return Err(ApiError::invalid(column, "must be true or false")),
         },
+        "refill" => match cell.parse::<keypal::Refill>() {
+            Ok(refill) => serde_json::to_value(refill).map_err(|e| ApiError::invalid(column, e.to_string()))?,
+            Err(e) => return Err(ApiError::invalid(column, format!("{e}; write AMOUNT/INTERVAL, like 1000/monthly"))),
+        },
         "remaining" | "expires_in_days" => match cell.trim().parse::<u64>() {
             Ok(n) => Value::from(n),
             Err(_) => return Err(ApiError::invalid(column, "must be a whole number")),

@@ -5,7 +5,9 @@
 //! `NOTIFY`, or Redis with `--redis-url`), so running servers refuse a revoked key at once.
 
 use clap::{ArgGroup, Args, Subcommand};
-use keypal_server::operator::{CreatedKey, KeyPatchRequest, KeyView, NewKeyRequest, RotateRequest};
+use keypal_server::operator::{
+    CreatedKey, CreditOpName, CreditsRequest, KeyPatchRequest, KeyView, NewKeyRequest, RefillView, RotateRequest,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -32,8 +34,10 @@ pub enum KeysCommand {
     Show(ShowArgs),
     /// Make a key and print it alone on stdout (shown once: KEY=$(keypal keys create --app billing)).
     Create(CreateArgs),
-    /// Change a key's name, metadata, scopes, enabled flag, expiry, tier or credits.
+    /// Change a key's name, metadata, scopes, enabled flag, expiry, tier, credits or refill.
     Update(UpdateArgs),
+    /// Set, increment or decrement a key's credits in one step (audited).
+    Credits(CreditsArgs),
     /// Revoke a key: running servers refuse it at once.
     Revoke(RevokeArgs),
     /// Replace a key with a new one, printed alone on stdout (shown once).
@@ -124,6 +128,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "LIMIT")]
     pub rate_limit: Option<String>,
 
+    /// Credits that refill, AMOUNT/INTERVAL: 1000/monthly, 1000/monthly:15 (day 15),
+    /// 100/daily, 500/weekly or a duration like 50/12h [default: the tier's refill].
+    #[arg(long, value_name = "REFILL")]
+    pub refill: Option<String>,
+
     /// Metadata (JSON) [default: the application's default metadata].
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
@@ -143,6 +152,7 @@ pub struct CreateArgs {
 #[command(group = ArgGroup::new("enabled").args(["enable", "disable"]))]
 #[command(group = ArgGroup::new("expiry").args(["expires_at", "never_expires"]))]
 #[command(group = ArgGroup::new("credits").args(["remaining", "unlimited"]))]
+#[command(group = ArgGroup::new("refills").args(["refill", "no_refill"]))]
 pub struct UpdateArgs {
     /// The key's id.
     #[arg(value_name = "ID")]
@@ -188,7 +198,46 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub unlimited: bool,
 
+    /// Credits that refill, AMOUNT/INTERVAL (like 1000/monthly or 50/12h): starts a
+    /// period now, with AMOUNT credits unless --remaining is given too.
+    #[arg(long, value_name = "REFILL")]
+    pub refill: Option<String>,
+
+    /// Remove the refill (the credits left stay).
+    #[arg(long)]
+    pub no_refill: bool,
+
     /// Print `PATCH /v1/keys/{id}`'s JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The deployment.
+    #[command(flatten)]
+    pub deployment: DeploymentArgs,
+}
+
+/// Arguments of `keypal keys credits`: the body of `POST /v1/keys/{id}/credits`.
+#[derive(Debug, Args)]
+#[command(after_help = MASTER_KEY_HELP)]
+#[command(group = ArgGroup::new("op").args(["set", "increment", "decrement"]).required(true))]
+pub struct CreditsArgs {
+    /// The key's id.
+    #[arg(value_name = "ID")]
+    pub id: uuid::Uuid,
+
+    /// Set the credits to N.
+    #[arg(long, value_name = "N")]
+    pub set: Option<u64>,
+
+    /// Add N credits.
+    #[arg(long, value_name = "N")]
+    pub increment: Option<u64>,
+
+    /// Take N credits away (down to zero at most).
+    #[arg(long, value_name = "N")]
+    pub decrement: Option<u64>,
+
+    /// Print `POST /v1/keys/{id}/credits`'s JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 
@@ -238,6 +287,7 @@ pub fn run(args: &KeysArgs) -> CmdResult {
         KeysCommand::Show(args) => show(args),
         KeysCommand::Create(args) => create(args),
         KeysCommand::Update(args) => update(args),
+        KeysCommand::Credits(args) => credits(args),
         KeysCommand::Revoke(args) => revoke(args),
         KeysCommand::Rotate(args) => rotate(args),
         KeysCommand::Import(args) => key_files::import(args),
@@ -273,6 +323,7 @@ fn create(args: &CreateArgs) -> CmdResult {
         expires_at: None,
         remaining: args.remaining,
         rate_limit: args.rate_limit.clone(),
+        refill: args.refill.as_deref().map(refill).transpose()?,
     };
     let created = args
         .deployment
@@ -309,6 +360,11 @@ fn update(args: &UpdateArgs) -> CmdResult {
             (None, true) => Some(None),
             (None, false) => None,
         },
+        refill: match (&args.refill, args.no_refill) {
+            (Some(text), _) => Some(Some(refill(text)?)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
     };
     let key = args
         .deployment
@@ -331,6 +387,34 @@ fn rotate(args: &RotateArgs) -> CmdResult {
     print_created(&created, args.json)?;
     eprintln!("keypal: key {} replaces {}; the new key is shown only once", created.record.id, args.id);
     Ok(Status::Success)
+}
+
+fn credits(args: &CreditsArgs) -> CmdResult {
+    let (op, amount) = match (args.set, args.increment, args.decrement) {
+        (Some(n), _, _) => (CreditOpName::Set, n),
+        (None, Some(n), _) => (CreditOpName::Increment, n),
+        (None, None, Some(n)) => (CreditOpName::Decrement, n),
+        (None, None, None) => return Err(CliError::new("give --set, --increment or --decrement")),
+    };
+    let request = CreditsRequest { op, amount };
+    let key = args
+        .deployment
+        .operate(async |operator| operator.change_key_credits(args.id, request).await.map_err(|e| refused(&e)))?;
+    eprintln!("keypal: changed the credits of key {}", key.id);
+    print_key(&key, args.json)
+}
+
+/// A `--refill` value, AMOUNT/INTERVAL: `1000/monthly`, `1000/monthly:15`, `50/12h`.
+fn refill(text: &str) -> Result<RefillView, CliError> {
+    let refill: keypal::Refill = text
+        .parse()
+        .map_err(|e| CliError::new(format!("--refill {text:?}: {e}; write AMOUNT/INTERVAL, like 1000/monthly")))?;
+    Ok(RefillView::from(&refill))
+}
+
+/// A refill as `--refill` takes it: `1000/monthly:15`.
+fn refill_text(refill: &RefillView) -> String {
+    refill.parse("refill").map_or_else(|_| format!("{}/{}", refill.amount, refill.interval), |r| r.to_string())
 }
 
 /// A JSON option's value.
@@ -402,6 +486,8 @@ fn details(key: &KeyView, now: OffsetDateTime) -> Vec<String> {
         ["scopes".to_owned(), or_dash((!key.scopes.is_empty()).then(|| key.scopes.join(",")))],
         ["metadata".to_owned(), or_dash(key.metadata.as_ref().map(ToString::to_string))],
         ["remaining".to_owned(), key.remaining.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())],
+        ["refill".to_owned(), key.refill.as_ref().map_or_else(|| "-".to_owned(), refill_text)],
+        ["refill at".to_owned(), key.refill_at.map_or_else(|| "-".to_owned(), rfc3339)],
         ["rate limit".to_owned(), or_dash(key.rate_limit.clone())],
         ["created".to_owned(), rfc3339(key.created_at)],
         ["expires".to_owned(), key.expires_at.map_or_else(|| "never".to_owned(), rfc3339)],

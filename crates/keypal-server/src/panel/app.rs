@@ -69,6 +69,34 @@ struct KeyRow {
     enabled: bool,
     active: bool,
     revealable: bool,
+    /// Credits left now and the refill, one short line each (none for a key with
+    /// unlimited credits and no refill), like `70 left`, `100/monthly:15`, `next 2027-01-15`.
+    credits: Vec<String>,
+}
+
+/// A key's credits as its row shows them, under its state.
+fn credits_lines(record: &keypal::KeyRecord, now: OffsetDateTime) -> Vec<String> {
+    let mut lines: Vec<String> = record.remaining_at(now).map(|n| format!("{n} left")).into_iter().collect();
+    if let (Some(refill), Some(at)) = (&record.refill, record.refill_at(now)) {
+        lines.push(refill.to_string());
+        lines.push(format!("next {}", format::date(at)));
+    }
+    lines
+}
+
+/// A refill field of a form (`AMOUNT/INTERVAL`; empty: none), or its error.
+pub(super) fn refill_field(errors: &mut FormErrors, field: &str, text: &str) -> Option<crate::keys::RefillView> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match text.parse::<keypal::Refill>() {
+        Ok(refill) => Some(crate::keys::RefillView::from(&refill)),
+        Err(e) => {
+            errors.set(field, format!("{e}; write AMOUNT/INTERVAL, like 1000/monthly or 50/12h"));
+            None
+        }
+    }
 }
 
 /// The new-key form.
@@ -88,6 +116,8 @@ pub struct KeyForm {
     expires_in_days: String,
     #[serde(default)]
     metadata: String,
+    #[serde(default)]
+    refill: String,
     #[serde(skip)]
     errors: FormErrors,
 }
@@ -99,7 +129,7 @@ impl CarriesCsrf for KeyForm {
 }
 
 /// The fields of the form, which the API's refusals may name.
-const KEY_FIELDS: [&str; 6] = ["name", "owner_id", "scopes", "tier", "expires_in_days", "metadata"];
+const KEY_FIELDS: [&str; 7] = ["name", "owner_id", "scopes", "tier", "expires_in_days", "metadata", "refill"];
 
 impl KeyForm {
     /// The API request, or the form with errors next to its fields.
@@ -116,6 +146,7 @@ impl KeyForm {
                 "a whole number of days from 1 to 3650",
             ),
             metadata: optional(&self.metadata).and_then(|text| self.errors.json("metadata", &text)),
+            refill: refill_field(&mut self.errors, "refill", &self.refill),
             ..NewKeyRequest::default()
         };
         self.errors.is_empty().then_some(request)
@@ -232,6 +263,7 @@ async fn build_app_page(
             enabled: record.enabled,
             active: record.revoked_at.is_none(),
             revealable: record.encrypted_key.is_some(),
+            credits: credits_lines(record, now),
         });
     }
     let first = format!("/admin/apps/{}?status={filter_status}&q={}", body.app.id, encode_path(&search));

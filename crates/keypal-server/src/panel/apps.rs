@@ -91,7 +91,10 @@ impl AppForm {
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(name), rate, None) => {
-                    tiers.insert(name.to_owned(), TierInput { segment: None, rate_limit: rate.map(str::to_owned) });
+                    tiers.insert(
+                        name.to_owned(),
+                        TierInput { segment: None, rate_limit: rate.map(str::to_owned), refill: None },
+                    );
                 }
                 _ => self.errors.set("tiers", format!("“{line}”: write a name and a rate, like free 100/hour")),
             }

@@ -148,6 +148,13 @@ pub struct EditForm {
     expires_was: String,
     #[serde(default)]
     metadata: String,
+    /// The refill, `AMOUNT/INTERVAL` (empty: none).
+    #[serde(default)]
+    refill: String,
+    /// The refill the form was shown with: an unchanged refill is not sent (setting it
+    /// again would start a new period with full credits).
+    #[serde(default)]
+    refill_was: String,
     #[serde(skip)]
     errors: FormErrors,
 }
@@ -160,13 +167,17 @@ impl CarriesCsrf for EditForm {
 
 /// The fields of the form, which the API's refusals may name (`expires_at` is shown
 /// next to `expires_on`).
-const EDIT_FIELDS: [&str; 4] = ["name", "scopes", "expires_at", "metadata"];
+const EDIT_FIELDS: [&str; 5] = ["name", "scopes", "expires_at", "metadata", "refill"];
 
 impl EditForm {
     /// The form showing `key` as it is.
     fn of(key: &crate::keys::KeyView) -> Self {
         let expires_on = key.expires_at.map(|at| at.date().to_string()).unwrap_or_default();
+        let refill =
+            key.refill.as_ref().and_then(|r| r.parse("refill").ok()).map(|r| r.to_string()).unwrap_or_default();
         EditForm {
+            refill_was: refill.clone(),
+            refill,
             name: key.name.clone().unwrap_or_default(),
             scopes: key.scopes.join(" "),
             expires_was: expires_on.clone(),
@@ -197,6 +208,11 @@ impl EditForm {
             "" => Some(None),
             text => self.errors.json("metadata", text).map(Some),
         };
+        let refill = match self.refill.trim() {
+            unchanged if unchanged == self.refill_was.trim() => None,
+            "" => Some(None),
+            text => super::app::refill_field(&mut self.errors, "refill", text).map(Some),
+        };
         if !self.errors.is_empty() {
             return None;
         }
@@ -205,6 +221,7 @@ impl EditForm {
             metadata,
             scopes: Some(words(&self.scopes)),
             expires_at,
+            refill,
             ..KeyPatchRequest::default()
         })
     }

@@ -378,6 +378,9 @@ pub fn new_key(app: &App, request: NewKeyRequest) -> Result<NewKey, ApiError> {
         let limit: RateLimit = limit.parse().map_err(|e| ApiError::invalid("rate_limit", format!("{e}")))?;
         new = new.rate_limit(limit);
     }
+    if let Some(refill) = request.refill {
+        new = new.refill(refill.parse("refill")?);
+    }
     Ok(new)
 }
 

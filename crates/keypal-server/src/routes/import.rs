@@ -164,7 +164,7 @@ pub struct ImportedKey {
 const IMPORTED_KEY_FIELDS: [&str; 8] = ["key", "hash", "id", "hint", "last4", "created_at", "last_used_at", "enabled"];
 
 /// Every field of an import item: [`ImportedKey`]'s and a new key's ([`NewKeyRequest`]).
-pub const ITEM_FIELDS: [&str; 17] = [
+pub const ITEM_FIELDS: [&str; 18] = [
     "key",
     "hash",
     "id",
@@ -182,6 +182,7 @@ pub const ITEM_FIELDS: [&str; 17] = [
     "expires_at",
     "remaining",
     "rate_limit",
+    "refill",
 ];
 
 /// A key's hash as another system stored it (docs/CORE.md, "Importing keys").

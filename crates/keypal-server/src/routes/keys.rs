@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, JsonBytes, KeyPath};
-use crate::keys::{CreatedKey, KeyPatchRequest, KeyView, RotateRequest};
+use crate::keys::{CreatedKey, CreditsRequest, KeyPatchRequest, KeyView, RotateRequest};
 use crate::routes::apps::{check_credits, check_scopes};
 use crate::state::{AppRuntime, State};
 
@@ -59,7 +59,7 @@ pub async fn get(
     Ok(ApiJson(KeyView::from(&*record)))
 }
 
-/// Changes a key's name, metadata, scopes, enabled flag, expiry, tier or credits.
+/// Changes a key's name, metadata, scopes, enabled flag, expiry, tier, credits or refill.
 #[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "update_key", tag = "keys", params(KeyPath), request_body = KeyPatchRequest,
     extensions(("x-keypal-rules" = json!(crate::openapi::rules(crate::routes::apps::KEY_RULES)))),
     security(("admin_session" = [])),
@@ -102,6 +102,9 @@ pub async fn update_key(
     if let Some(remaining) = request.remaining {
         patch.remaining = Some(remaining.map(check_credits).transpose()?);
     }
+    if let Some(refill) = request.refill {
+        patch.refill = Some(refill.map(|r| r.parse("refill")).transpose()?);
+    }
     let keys = manager(&runtime, context);
     let mut record = KeyRecord::clone(&record);
     if !patch.is_empty() {
@@ -113,6 +116,45 @@ pub async fn update_key(
         _ => {}
     }
     Ok(record)
+}
+
+/// Sets, increments or decrements a key's credits in one atomic step (audited as
+/// `credits_changed`), after any refill due now. A decrement stops at zero; an
+/// increment or decrement of a key with unlimited credits is refused.
+#[utoipa::path(post, path = "/v1/keys/{id}/credits", operation_id = "change_key_credits", tag = "keys", params(KeyPath),
+    request_body = CreditsRequest,
+    extensions(("x-keypal-rules" = json!(crate::openapi::rules(CREDITS_RULES)))),
+    security(("admin_session" = [])),
+    responses((status = 200, description = "the key with its new credits", body = KeyView),
+        (status = 409, description = "ALREADY_REVOKED")))]
+pub async fn credits(
+    admin: Admin,
+    AxumState(state): Shared,
+    ApiPath(KeyPath { id }): ApiPath<KeyPath>,
+    ApiJson(request): ApiJson<CreditsRequest>,
+) -> Result<ApiJson<KeyView>, ApiError> {
+    Ok(ApiJson(KeyView::from(&change_credits(&state, admin.context(), id, &request).await?)))
+}
+
+/// The rules of a change of credits that the schema cannot say.
+pub const CREDITS_RULES: &[(&str, &str)] = &[
+    ("op", "`increment` and `decrement` only for a key with credits (not unlimited)"),
+    ("amount", "an increment leaves at most 9223372036854775807 credits"),
+];
+
+/// Changes the credits of the key `id` for `context` (the handler of
+/// `POST /v1/keys/{id}/credits` and `keypal keys credits`).
+pub async fn change_credits(
+    state: &State,
+    context: AuditContext,
+    id: Uuid,
+    request: &CreditsRequest,
+) -> Result<KeyRecord, ApiError> {
+    let (id, record, runtime) = find(state, id).await?;
+    if record.is_revoked_at(OffsetDateTime::now_utc()) {
+        return Err(keypal::Error::AlreadyRevoked(id).into());
+    }
+    Ok(manager(&runtime, context).adjust_credits(&id, request.op()).await?)
 }
 
 /// Replaces a key with a new one (same owner, scopes, tier, metadata); the old key stops

@@ -103,6 +103,7 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(with_body_limit(routes!(import::import_keys), import::MAX_JSON_BODY))
         .routes(routes!(keys::get, keys::update, keys::delete))
         .routes(routes!(keys::rotate))
+        .routes(routes!(keys::credits))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::reveal))
         .routes(routes!(admin::service_key))

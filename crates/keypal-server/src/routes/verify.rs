@@ -53,6 +53,11 @@ pub struct VerifyResponse {
     pub ratelimit: Option<RateLimitView>,
     /// Credits left; `null` is unlimited.
     pub remaining: Option<u64>,
+    /// When the key's credits are next set back to its refill's amount (only for a key
+    /// with a refill whose credits were checked: `VALID` or `USAGE_EXCEEDED`).
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub refill_at: Option<OffsetDateTime>,
 }
 
 /// An application, briefly.
@@ -164,6 +169,7 @@ pub async fn verify(
             retry_after_seconds: s.retry_after.map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
         }),
         remaining: verification.remaining(),
+        refill_at: verification.refill_at(),
     };
     Ok(ApiJson(response))
 }

@@ -46,6 +46,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (1, "keys and audit", include_str!("migrations/0001_keys_and_audit.sql")),
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
+    (4, "refill", include_str!("migrations/0004_refill.sql")),
 ];
 
 /// The verify path's lookups: one index probe each (see the EXPLAIN tests).

@@ -56,6 +56,9 @@ struct Fields {
     tier: Option<String>,
     expires_at: Option<OffsetDateTime>,
     remaining: Option<u64>,
+    refill: Option<crate::Refill>,
+    /// When the credits were last refilled (a rotated key keeps the old key's).
+    refilled_at: Option<OffsetDateTime>,
     rate_limit: Option<crate::RateLimit>,
 }
 
@@ -204,6 +207,8 @@ impl<S: Store> KeyManager<S> {
             tier: old.tier.clone(),
             expires_at: old.expires_at,
             remaining: old.remaining,
+            refill: old.refill,
+            refilled_at: old.refilled_at,
             rate_limit: old.rate_limit,
         };
         // The new key carries the old one's tier, which configuration may have removed since.
@@ -655,6 +660,8 @@ impl<S: Store> KeyManager<S> {
             rotated_from: None,
             rotated_to: None,
             remaining: fields.remaining,
+            refill: fields.refill,
+            refilled_at: fields.refilled_at,
             rate_limit: fields.rate_limit,
             encrypted_key: None,
             version: 1,
@@ -687,6 +694,8 @@ impl<S: Store> KeyManager<S> {
         }
         .map(truncate_to_micros);
         self.check_expires_at(expires_at, now)?;
+        let refill = request.refill.or_else(|| self.tier_refill(tier.as_deref()));
+        check_refill(refill.as_ref())?;
         Ok(Fields {
             name,
             owner_id,
@@ -694,7 +703,11 @@ impl<S: Store> KeyManager<S> {
             metadata: request.metadata,
             tier,
             expires_at,
-            remaining: request.remaining,
+            remaining: request.remaining.or(refill.map(|r| r.amount)),
+            refill,
+            // The first period starts with the request (an imported key keeps the credits it
+            // comes with until the first boundary after its import).
+            refilled_at: refill.map(|_| now),
             rate_limit: request.rate_limit,
         })
     }
@@ -752,7 +765,78 @@ impl<S: Store> KeyManager<S> {
             self.check_expires_at(expires_at, self.inner.clock.now())?;
             patch.expires_at = Some(expires_at);
         }
+        if let Some(refill) = patch.refill {
+            check_refill(refill.as_ref())?;
+            // A new refill starts its first period now, with full credits (unless the
+            // same patch sets them); removing it keeps the credits left.
+            patch.refilled_at = Some(refill.map(|_| self.inner.clock.now()));
+            if let Some(refill) = refill
+                && patch.remaining.is_none()
+            {
+                patch.remaining = Some(Some(refill.amount));
+            }
+        } else {
+            patch.refilled_at = None;
+        }
+        if let Some(Some(remaining)) = patch.remaining
+            && remaining > crate::CreditOp::MAX
+        {
+            return Err(Error::invalid("remaining", format!("must be at most {}", crate::CreditOp::MAX)));
+        }
         Ok(patch)
+    }
+
+    /// The refill a tier gives its keys by default.
+    fn tier_refill(&self, tier: Option<&str>) -> Option<crate::Refill> {
+        self.inner.tiers.get(tier?)?.refill
+    }
+
+    /// Changes a key's credits in one atomic step (audited as `credits_changed`, with
+    /// the operation and amount in `details`), after any refill top-up due now.
+    /// Incrementing or decrementing a key with unlimited credits is
+    /// [`Error::Invalid`]; a decrement stops at zero.
+    ///
+    /// ```
+    /// use keypal::{CreditOp, KeyManager, MemoryStore, NewKey};
+    /// # pollster::block_on(async {
+    /// let keys = KeyManager::builder().store(MemoryStore::new()).build()?;
+    /// let created = keys.create(NewKey::new().remaining(10)).await?;
+    /// let id = created.record.id;
+    /// assert_eq!(keys.adjust_credits(&id, CreditOp::Increment(5)).await?.remaining, Some(15));
+    /// assert_eq!(keys.adjust_credits(&id, CreditOp::Decrement(20)).await?.remaining, Some(0));
+    /// assert_eq!(keys.adjust_credits(&id, CreditOp::Set(3)).await?.remaining, Some(3));
+    /// let unlimited = keys.create(NewKey::new()).await?.record.id;
+    /// assert!(keys.adjust_credits(&unlimited, CreditOp::Increment(1)).await.is_err());
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn adjust_credits(&self, id: &KeyId, op: crate::CreditOp) -> Result<KeyRecord, Error> {
+        let current = self.owned(*id).await?;
+        let now = self.inner.clock.now();
+        let (name, amount) = match op {
+            crate::CreditOp::Set(n) => ("set", n),
+            crate::CreditOp::Increment(n) => ("increment", n),
+            crate::CreditOp::Decrement(n) => ("decrement", n),
+        };
+        let mut event = self.event(Action::CreditsChanged, now);
+        event.details = Some(serde_json::json!({"op": name, "amount": amount}));
+        let record = match self.inner.store.adjust_credits(*id, op, current.refill_due(now), event.clone()).await {
+            Err(StoreError::CreditsUnchangeable) => {
+                return Err(Error::invalid(
+                    "amount",
+                    match (op, current.remaining) {
+                        (crate::CreditOp::Increment(_) | crate::CreditOp::Decrement(_), None) => {
+                            "the key has unlimited credits: set them first".to_owned()
+                        }
+                        _ => format!("credits are at most {}", crate::CreditOp::MAX),
+                    },
+                ));
+            }
+            other => other.map_err(|e| Error::from_store(e, *id))?,
+        };
+        self.invalidate(id);
+        self.emit_about(event, &record);
+        Ok(KeyRecord::clone(&record))
     }
 
     fn check_name(&self, name: Option<String>) -> Result<Option<String>, Error> {
@@ -793,6 +877,14 @@ impl<S: Store> KeyManager<S> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A refill's amount and duration, as every store holds them.
+fn check_refill(refill: Option<&crate::Refill>) -> Result<(), Error> {
+    match refill.map(crate::Refill::check) {
+        Some(Err(e)) => Err(Error::invalid("refill", e.to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -211,6 +211,11 @@ impl<S: Store> KeyManager<S> {
         &self.inner.store
     }
 
+    /// The current time of this manager's clock (truncated to microseconds).
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
+    }
+
     /// The namespace this manager's keys belong to.
     pub fn namespace(&self) -> Option<&str> {
         self.inner.namespace.as_deref()

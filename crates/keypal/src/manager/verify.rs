@@ -325,7 +325,7 @@ impl<S: Store> KeyManager<S> {
             Limiter::Local(local) => Some(local),
             Limiter::Shared(_) => None,
         };
-        if record.remaining.is_some() || (limit.is_some() && local.is_none()) {
+        if record.remaining.is_some() || record.refill.is_some() || (limit.is_some() && local.is_none()) {
             return Judged::Pending(Box::pin(self.judge_awaiting(record, limit, options, now.get(), second)));
         }
         let rate_limit = limit.zip(local).map(|(limit, local)| local.decide(record.id, limit, now.get()));
@@ -356,14 +356,16 @@ impl<S: Store> KeyManager<S> {
             rate_limit = Some(status);
         }
         let mut remaining = None;
-        if record.remaining.is_some() {
-            match self.inner.store.consume(record.id, options.cost).await {
+        if record.remaining.is_some() || record.refill.is_some() {
+            match self.inner.store.consume(record.id, options.cost, record.refill_due(now)).await {
                 Ok(Credits::Unlimited) => {}
                 Ok(Credits::Spent { remaining: left }) => remaining = Some(left),
                 Ok(Credits::Exhausted { remaining: left }) => {
+                    let refill_at = record.refill_at(now);
                     let mut v = Verification::of(Code::UsageExceeded, record);
                     v.rate_limit = rate_limit;
                     v.remaining = Some(left);
+                    v.refill_at = refill_at;
                     return Ok(v);
                 }
                 // Deleted between lookup and now.
@@ -371,11 +373,14 @@ impl<S: Store> KeyManager<S> {
                 Err(e) => return Err(e.into()),
             }
         }
+        let refill_at = record.refill_at(now);
         let judged = self.valid(record, rate_limit, remaining, &RequestTime::read_at(&*self.inner.clock, now), second);
-        match judged {
-            Judged::Done(verification) => Ok(verification),
-            Judged::Pending(rest) => rest.await,
-        }
+        let mut verification = match judged {
+            Judged::Done(verification) => verification,
+            Judged::Pending(rest) => rest.await?,
+        };
+        verification.refill_at = refill_at;
+        Ok(verification)
     }
 
     /// The rate limit a key is held to: its own, else its tier's; `None` is unlimited.

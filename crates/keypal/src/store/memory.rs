@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Credits, ListQuery, Page, Store, StoreError};
+use super::{CreditOp, Credits, ListQuery, Page, Store, StoreError};
 use crate::event::{AuditQuery, Event};
 use crate::random_bits::RandomBits;
 use crate::record::{KeyId, KeyPatch, KeyRecord, Lookup};
@@ -323,19 +323,40 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
-    async fn consume(&self, id: KeyId, cost: u64) -> Result<Credits, StoreError> {
+    async fn consume(&self, id: KeyId, cost: u64, refill_due: Option<OffsetDateTime>) -> Result<Credits, StoreError> {
         let mut inner = self.write();
         let current = inner.records.get(&id).ok_or(StoreError::NotFound)?;
-        match current.remaining {
-            None => Ok(Credits::Unlimited),
-            Some(left) if left < cost => Ok(Credits::Exhausted { remaining: left }),
+        let mut next = KeyRecord::clone(current);
+        let topped_up = next.top_up(refill_due);
+        let credits = match next.remaining {
+            None => Credits::Unlimited,
+            Some(left) if left < cost => Credits::Exhausted { remaining: left },
             Some(left) => {
-                let mut next = KeyRecord::clone(current);
                 next.remaining = Some(left - cost);
-                inner.put(Arc::new(next));
-                Ok(Credits::Spent { remaining: left - cost })
+                Credits::Spent { remaining: left - cost }
             }
+        };
+        if topped_up || matches!(credits, Credits::Spent { .. }) {
+            inner.put(Arc::new(next));
         }
+        Ok(credits)
+    }
+
+    async fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> Result<Arc<KeyRecord>, StoreError> {
+        let mut inner = self.write();
+        let current = inner.records.get(&id).ok_or(StoreError::NotFound)?;
+        let mut next = KeyRecord::clone(current);
+        next.top_up(refill_due);
+        next.remaining = Some(op.apply(next.remaining).ok_or(StoreError::CreditsUnchangeable)?);
+        let record = inner.modify(id, |r| *r = next)?;
+        inner.log(event, &record);
+        Ok(record)
     }
 
     async fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {

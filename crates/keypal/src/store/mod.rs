@@ -52,6 +52,10 @@ pub enum StoreError {
     /// The key is already revoked.
     #[error("the key is already revoked")]
     AlreadyRevoked,
+    /// A credit change that does not apply: an increment or decrement of a key with
+    /// unlimited credits, or a result past [`CreditOp::MAX`].
+    #[error("the key's credits cannot be changed this way (unlimited, or past the maximum)")]
+    CreditsUnchangeable,
     /// The backend failed (connection, I/O, corrupt row).
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -79,6 +83,44 @@ pub enum Credits {
         /// Credits left (fewer than the cost).
         remaining: u64,
     },
+}
+
+/// A change of a key's credits by [`Store::adjust_credits`].
+///
+/// ```
+/// use keypal::CreditOp;
+/// assert_eq!(CreditOp::Increment(5).apply(Some(10)), Some(15));
+/// assert_eq!(CreditOp::Decrement(50).apply(Some(10)), Some(0));
+/// assert_eq!(CreditOp::Set(7).apply(None), Some(7));
+/// assert_eq!(CreditOp::Increment(1).apply(Some(CreditOp::MAX)), None);
+/// assert_eq!(CreditOp::Increment(1).apply(None), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreditOp {
+    /// Sets the credits to this many (an unlimited key gets a limit).
+    Set(u64),
+    /// Adds this many.
+    Increment(u64),
+    /// Takes this many away, down to zero at most.
+    Decrement(u64),
+}
+
+impl CreditOp {
+    /// The most credits a key holds (a signed 64-bit integer, for every store).
+    pub const MAX: u64 = i64::MAX as u64;
+
+    /// The credits after the change of `current` (`None`: unlimited); `None` when the
+    /// change does not apply: an increment or decrement of an unlimited key, or an
+    /// amount past [`CreditOp::MAX`].
+    pub fn apply(self, current: Option<u64>) -> Option<u64> {
+        match (self, current) {
+            (CreditOp::Set(n), _) => Some(n).filter(|&n| n <= Self::MAX),
+            (CreditOp::Increment(n), Some(c)) => c.checked_add(n).filter(|&n| n <= Self::MAX),
+            (CreditOp::Decrement(n), Some(c)) => Some(c.saturating_sub(n)),
+            (_, None) => None,
+        }
+    }
 }
 
 /// A page of results, newest first.
@@ -369,7 +411,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send;
 
     /// Spends `cost` credits if at least that many are left (guarded decrement).
-    fn consume(&self, id: KeyId, cost: u64) -> impl Future<Output = Result<Credits, StoreError>> + Send;
+    ///
+    /// `refill_due` is the latest refill boundary at or before now
+    /// ([`KeyRecord::refill_due`]): when it is given and the stored record has a
+    /// refill whose `refilled_at` is earlier (or unset), the credits are first set to
+    /// the refill's amount and `refilled_at` to `refill_due`, in the same atomic unit,
+    /// so each boundary refills once whatever the number of spenders. An exhausted
+    /// answer reports the credits as topped up (the top-up may or may not be stored:
+    /// the next spend stores it). Only `remaining` and `refilled_at` change.
+    fn consume(
+        &self,
+        id: KeyId,
+        cost: u64,
+        refill_due: Option<OffsetDateTime>,
+    ) -> impl Future<Output = Result<Credits, StoreError>> + Send;
+
+    /// Changes the credits by `op` in one atomic unit, after the top-up `refill_due`
+    /// calls for as [`Store::consume`] does (so a `Set` is not undone by a pending
+    /// top-up), bumping `version` and appending `event`. An increment or decrement of
+    /// an unlimited key, or a result past [`CreditOp::MAX`], is
+    /// [`StoreError::CreditsUnchangeable`] and changes nothing.
+    fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send;
 
     /// Records `last_used_at` for many keys: sets only that column, only forward in
     /// time, and never on a record changed otherwise. Unknown ids are ignored.
@@ -474,8 +542,22 @@ impl<T: Store> Store for Arc<T> {
     ) -> impl Future<Output = Result<Option<Arc<KeyRecord>>, StoreError>> + Send {
         T::delete(self, id, event)
     }
-    fn consume(&self, id: KeyId, cost: u64) -> impl Future<Output = Result<Credits, StoreError>> + Send {
-        T::consume(self, id, cost)
+    fn consume(
+        &self,
+        id: KeyId,
+        cost: u64,
+        refill_due: Option<OffsetDateTime>,
+    ) -> impl Future<Output = Result<Credits, StoreError>> + Send {
+        T::consume(self, id, cost, refill_due)
+    }
+    fn adjust_credits(
+        &self,
+        id: KeyId,
+        op: CreditOp,
+        refill_due: Option<OffsetDateTime>,
+        event: Event,
+    ) -> impl Future<Output = Result<Arc<KeyRecord>, StoreError>> + Send {
+        T::adjust_credits(self, id, op, refill_due, event)
     }
     fn touch(&self, used: &[(KeyId, OffsetDateTime)]) -> impl Future<Output = Result<(), StoreError>> + Send {
         T::touch(self, used)
