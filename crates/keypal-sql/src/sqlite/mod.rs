@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
+    (5, "analytics", include_str!("migrations/0005_analytics.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
