@@ -2,9 +2,9 @@
 //! plan), counted with it by usage analytics.
 //!
 //! A [`Tags`] is checked when it is made, so a manager never sees an invalid one:
-//! at most [`Tags::MAX_COUNT`] tags, each 1 to [`Tags::MAX_LENGTH`] characters
-//! (Unicode scalar values) without control characters (`char::is_control`: no
-//! newlines, tabs or NUL). Duplicates are dropped and the tags are sorted, so
+//! a list of at most [`Tags::MAX_COUNT`] tags, each 1 to [`Tags::MAX_LENGTH`]
+//! characters (Unicode scalar values) without control characters (`char::is_control`:
+//! no newlines, tabs or NUL). Then duplicates are dropped and the tags sorted, so
 //! `["b", "a", "a"]` counts once under `a` and once under `b`.
 //!
 //! No tags cost nothing (no allocation); tags are shared, so handing them to an
@@ -33,10 +33,10 @@ pub struct Tags(Option<Arc<[String]>>);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidTags {
-    /// More than [`Tags::MAX_COUNT`] distinct tags.
+    /// More than [`Tags::MAX_COUNT`] tags.
     #[error("at most {max} tags are allowed, got {count}", max = Tags::MAX_COUNT)]
     TooMany {
-        /// How many distinct tags were given.
+        /// How many tags were given.
         count: usize,
     },
     /// A tag is empty, longer than [`Tags::MAX_LENGTH`] characters, or has a control character.
@@ -79,11 +79,11 @@ impl Tags {
             }
             list.push(tag);
         }
-        list.sort_unstable();
-        list.dedup();
         if list.len() > Self::MAX_COUNT {
             return Err(InvalidTags::TooMany { count: list.len() });
         }
+        list.sort_unstable();
+        list.dedup();
         Ok(if list.is_empty() { Tags(None) } else { Tags(Some(list.into())) })
     }
 
@@ -139,8 +139,9 @@ mod tests {
     fn limits_are_inclusive() {
         assert!(Tags::new((0..10).map(|i| format!("t{i}"))).is_ok());
         assert_eq!(Tags::new((0..11).map(|i| format!("t{i}"))), Err(InvalidTags::TooMany { count: 11 }));
-        // Duplicates count once.
-        assert!(Tags::new((0..20).map(|i| format!("t{}", i % 10))).is_ok());
+        // The list as given counts, duplicates included.
+        assert_eq!(Tags::new((0..11).map(|_| "t")), Err(InvalidTags::TooMany { count: 11 }));
+        assert_eq!(Tags::new(["t", "t"]).map(|t| t.len()), Ok(1));
         assert!(Tags::new(["é".repeat(64)]).is_ok());
         assert_eq!(Tags::new(["é".repeat(65)]), Err(InvalidTags::Invalid { index: 0 }));
         assert_eq!(Tags::new(["a", "b\u{7f}"]), Err(InvalidTags::Invalid { index: 1 }));
