@@ -508,6 +508,10 @@ fn serve_check_prints_the_defaults() {
             "cache_capacity        100000",
             &hash_workers,
             "hash_wait             1s",
+            "usage_counting        true",
+            "usage_minute_retention 2days",
+            "usage_hour_retention  3months",
+            "usage_day_retention   forever",
             "log                   info",
         ]
     );

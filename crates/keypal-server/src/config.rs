@@ -68,6 +68,17 @@ pub struct ServeConfig {
     /// How long a slow hash waits for a free hashing thread before its request is
     /// refused with 503 `HASHING_BUSY` (default 1 s).
     pub hash_wait: HumanDuration,
+    /// Count verifications for usage analytics (default true). Off, nothing is counted:
+    /// `GET /v1/analytics/verifications` and the dashboards show no new verifications.
+    pub usage_counting: bool,
+    /// How long per-minute usage counts are kept (default `48h`); older ones are
+    /// dropped, their counts staying in the hour and day buckets.
+    pub usage_minute_retention: HumanDuration,
+    /// How long per-hour usage counts are kept (default `90days`); older ones are
+    /// dropped, their counts staying in the day buckets. At least `usage_minute_retention`.
+    pub usage_hour_retention: HumanDuration,
+    /// How long per-day usage counts are kept (default: forever). At least `usage_hour_retention`.
+    pub usage_day_retention: Option<HumanDuration>,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -91,6 +102,10 @@ impl Default for ServeConfig {
             cache_capacity: keypal::config::CacheConfig::default().capacity,
             hash_workers: None,
             hash_wait: HumanDuration(Duration::from_secs(1)),
+            usage_counting: true,
+            usage_minute_retention: HumanDuration(keypal_sql::Retention::default().minutes),
+            usage_hour_retention: HumanDuration(keypal_sql::Retention::default().hours),
+            usage_day_retention: None,
             log: "info".to_owned(),
         }
     }
@@ -117,6 +132,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("cache_capacity", &self.cache_capacity)
             .field("hash_workers", &self.hash_workers)
             .field("hash_wait", &self.hash_wait)
+            .field("usage_counting", &self.usage_counting)
+            .field("usage_minute_retention", &self.usage_minute_retention)
+            .field("usage_hour_retention", &self.usage_hour_retention)
+            .field("usage_day_retention", &self.usage_day_retention)
             .field("log", &self.log)
             .finish()
     }
@@ -203,6 +222,24 @@ impl ServeConfig {
     /// ```
     pub fn hash_workers(&self) -> usize {
         self.hash_workers.or_else(|| std::thread::available_parallelism().ok()).map_or(1, NonZeroUsize::get)
+    }
+
+    /// How long usage counts are kept, per bucket size.
+    ///
+    /// ```
+    /// let config = keypal_server::ServeConfig::from_toml("usage_minute_retention = \"6h\"\nusage_day_retention = \"730days\"")?;
+    /// let retention = config.usage_retention();
+    /// assert_eq!(retention.minutes.as_secs(), 6 * 3600);
+    /// assert_eq!(retention.hours.as_secs(), 90 * 86_400);
+    /// assert_eq!(retention.days.map(|d| d.as_secs()), Some(730 * 86_400));
+    /// # Ok::<(), keypal_server::ServeConfigError>(())
+    /// ```
+    pub fn usage_retention(&self) -> keypal_sql::Retention {
+        keypal_sql::Retention::new(
+            self.usage_minute_retention.0,
+            self.usage_hour_retention.0,
+            self.usage_day_retention.map(|d| d.0),
+        )
     }
 
     /// Reads settings from a TOML file.

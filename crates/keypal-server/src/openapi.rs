@@ -112,6 +112,7 @@ pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
         (name = "keys", description = "Keys of any application (admin session or management token)."),
         (name = "service key", description = "The key services present to verify keys (admin session)."),
         (name = "audit", description = "The audit log (admin session or management token)."),
+        (name = "analytics", description = "Verification counts over time (admin session or management token)."),
         (name = "tokens", description = "Management tokens for scripts (admin session or management token)."),
         (name = "verification", description = "Verifying keys (service key)."),
         (name = "owners", description = "An application's backend manages its users' keys (client secret)."),

@@ -64,6 +64,16 @@ text_schema!(
 );
 
 text_schema!(
+    /// A verification's tag: 1-64 characters, no control characters.
+    Tag => text(1, 64, format!("^[^{CONTROL}]*$"), "GET /v1/orders")
+);
+
+text_schema!(
+    /// A verification's tags: at most 10.
+    Tags => ArrayBuilder::new().items(Tag::schema()).max_items(Some(10)).examples([json!(["GET /v1/orders", "eu-west"])]).into()
+);
+
+text_schema!(
     /// An application's label: 1-32 of `a-z`, `0-9` and `-`.
     Label => text(1, 32, "^[a-z0-9-]*$".to_owned(), "billing")
 );

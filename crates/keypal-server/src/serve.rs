@@ -17,6 +17,9 @@ use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 /// How often pending `last_used_at` times and usage counts are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
+/// How often expired minute and hour usage counts are dropped (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -88,6 +91,8 @@ pub struct Server {
     _subscription: Option<Subscription>,
     listener: TcpListener,
     generated: Generated,
+    /// How long usage counts are kept.
+    retention: keypal_sql::Retention,
 }
 
 impl Server {
@@ -97,11 +102,13 @@ impl Server {
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServeError> {
         // Settings first: a wrong one is reported before anything is opened or created.
         let cache = cache_config(config)?;
+        let retention = usage_retention(config)?;
         let Deployment { store, secrets, created_key_file } = Deployment::open(config).await?;
         if let Some(file) = created_key_file {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
         let mut shared = shared_state(config, cache).await?;
+        shared.uncounted = !config.usage_counting;
         let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;
         tracing::info!(threads = hash_pool.workers(), wait = ?config.hash_wait.0, "slow hashes run on their own threads");
         shared.hash_pool = Some(hash_pool);
@@ -125,7 +132,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Server { state, _subscription: subscription, listener, generated })
+        Ok(Server { state, _subscription: subscription, listener, generated, retention })
     }
 
     /// The address it listens on (useful with port 0).
@@ -178,9 +185,22 @@ impl Server {
                 }
             }
         });
+        let pruner = tokio::spawn({
+            let state = state.clone();
+            let retention = self.retention;
+            async move {
+                let mut tick = tokio::time::interval(PRUNE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.prune_usage(&retention).await;
+                }
+            }
+        });
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         flusher.abort();
+        pruner.abort();
         state.flush().await;
         state.store.close().await;
         tracing::info!("stopped; pending writes flushed");
@@ -207,6 +227,25 @@ async fn shared_state(config: &ServeConfig, cache: keypal::config::CacheConfig) 
     tracing::info!(redis = %redact_url(url), "rate limits shared through Redis");
     shared.limiter = Some(limiter);
     Ok(shared)
+}
+
+/// How long usage counts are kept: each retention longer than zero, hours at least as
+/// long as minutes, days at least as long as hours.
+fn usage_retention(config: &ServeConfig) -> Result<keypal_sql::Retention, ServeError> {
+    let retention = config.usage_retention();
+    if retention.minutes.is_zero() {
+        return Err(ServeError::Setting { name: "usage_minute_retention", message: "must be longer than zero" });
+    }
+    if retention.hours < retention.minutes {
+        return Err(ServeError::Setting {
+            name: "usage_hour_retention",
+            message: "must be at least usage_minute_retention",
+        });
+    }
+    if retention.days.is_some_and(|days| days < retention.hours) {
+        return Err(ServeError::Setting { name: "usage_day_retention", message: "must be at least usage_hour_retention" });
+    }
+    Ok(retention)
 }
 
 /// The longest `cache_ttl`: a cached result outliving a change made elsewhere by more

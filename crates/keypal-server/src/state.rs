@@ -93,6 +93,8 @@ pub struct Shared {
     pub cache: keypal::config::CacheConfig,
     /// The threads slow hashes run on (none: on the calling thread).
     pub hash_pool: Option<Arc<HashPool>>,
+    /// Verifications are not counted for usage analytics (`usage_counting = false`).
+    pub uncounted: bool,
 }
 
 /// Secrets generated on first start, to print once.
@@ -214,7 +216,10 @@ impl State {
         service_key_pinned: bool,
     ) -> Result<Arc<Self>, BootError> {
         let usage = Arc::new(UsageCounter::new());
-        let mut sinks: Vec<Arc<dyn keypal::EventSink>> = vec![usage.clone()];
+        let mut sinks: Vec<Arc<dyn keypal::EventSink>> = Vec::new();
+        if !shared.uncounted {
+            sinks.push(usage.clone());
+        }
         sinks.extend(shared.sinks);
         let parts = ManagerParts {
             store: store.clone(),
@@ -443,6 +448,15 @@ impl State {
         let mut all: Vec<_> = read(&self.apps).by_id.values().cloned().collect();
         all.sort_by_key(|r| r.app.id);
         all
+    }
+
+    /// Drops expired minute and hour usage counts (their counts stay in the coarser
+    /// buckets); the background pruner calls it. Safe on several instances at once.
+    pub async fn prune_usage(&self, retention: &keypal_sql::Retention) {
+        match self.store.prune_usage(retention, time::OffsetDateTime::now_utc()).await {
+            Ok(dropped) => tracing::debug!(dropped, "dropped expired usage buckets"),
+            Err(e) => tracing::warn!(error = %e, "dropping expired usage buckets failed; will retry"),
+        }
     }
 
     /// Writes pending `last_used_at` times and usage counts (the background flusher and shutdown call it).

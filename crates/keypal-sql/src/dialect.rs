@@ -6,9 +6,9 @@
 //! - how a write transaction starts (SQLite takes its write lock up front) and how
 //!   creates for one owner are serialised (a PostgreSQL advisory lock);
 //! - the few statements whose SQL differs (lookups on the verify path, the batched
-//!   `last_used_at` write, per-bucket usage sums, ASCII lowercasing for search);
+//!   `last_used_at` write, ASCII lowercasing for search);
 //! - how a timestamp, a JSON value and a scope list are stored: the column types
-//!   [`Timestamp`], [`JsonValue`], [`Scopes`] and [`UsageTime`] encode themselves for
+//!   [`Timestamp`], [`JsonValue`] and [`Scopes`] encode themselves for
 //!   each database (PostgreSQL `TIMESTAMPTZ`, `JSONB`, `TEXT[]`; SQLite integers and
 //!   JSON text).
 //!
@@ -131,7 +131,6 @@ mod seam {
         + Bind<Option<Timestamp>>
         + Bind<Option<JsonValue>>
         + Bind<Scopes>
-        + Bind<UsageTime>
         + Read<i64>
         + Read<Option<i64>>
         + Read<bool>
@@ -146,10 +145,6 @@ mod seam {
     {
         /// `"sqlite"` or `"postgres"`.
         const NAME: &'static str;
-
-        /// `SELECT <start of the bucket, in seconds> AS start, <the seven counters summed>`
-        /// of one key's usage in `[$2, $3)`, grouped into buckets of `$4` seconds.
-        const USAGE_BY_BUCKET: &'static str;
 
         /// Applies keypal's migrations of this dialect that are not applied yet.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
@@ -191,11 +186,6 @@ mod seam {
 /// A point in time: PostgreSQL `TIMESTAMPTZ`, SQLite integer microseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub OffsetDateTime);
-
-/// The start or end of a usage range, compared with usage buckets: PostgreSQL
-/// `TIMESTAMPTZ`, SQLite whole seconds since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageTime(pub OffsetDateTime);
 
 /// Any JSON value: PostgreSQL `JSONB`, SQLite JSON text.
 #[derive(Debug, Clone, PartialEq)]

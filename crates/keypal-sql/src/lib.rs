@@ -12,7 +12,9 @@
 //!   lock per owner), state changes are conditional column updates, rotation is one
 //!   transaction, credits are spent with a guarded `UPDATE ... RETURNING`.
 //! - **Audit and usage**: the audit log is its own append-only table; verification
-//!   counts are aggregated per key per minute ([`UsageCounter`], `record_usage`, `usage`).
+//!   counts are aggregated per key, owner and application, per minute, hour and day,
+//!   per result code and tag ([`UsageCounter`], `record_usage`, `usage`, `analytics`,
+//!   `prune_usage`).
 //!
 //! [`SqlStore::connect`] picks the store from the URL:
 //!
@@ -32,6 +34,7 @@
 // The row codec first: its column macros serve the modules after it.
 #[macro_use]
 mod rows;
+mod analytics;
 #[cfg(feature = "postgres")]
 mod bus;
 mod codec;
@@ -61,6 +64,7 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
+pub use analytics::{AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject};
 pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
 
 /// Re-exported for callers that build pools themselves.

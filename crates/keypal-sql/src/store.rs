@@ -14,6 +14,7 @@ use crate::PostgresStore;
 #[cfg(feature = "sqlite")]
 use crate::SqliteStore;
 use crate::objects::{NewObject, Object, ObjectRef};
+use crate::analytics::{AnalyticsBucket, AnalyticsError, AnalyticsQuery, Retention};
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta};
 use crate::{SqlError, SqlOptions};
 
@@ -202,12 +203,13 @@ impl SqlStore {
         dispatch!(self, s => s.delete_objects(objects, event).await)
     }
 
-    /// Adds counted verifications: one upsert per key per minute.
+    /// Adds counted verifications to the minute, hour and day rows of each key, owner
+    /// and application (per tag), in batched upserts.
     pub async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
         dispatch!(self, s => s.record_usage(deltas).await)
     }
 
-    /// A key's verification counts in `[since, until)`, per minute or hour, oldest first.
+    /// A key's verification counts in `[since, until)`, per minute, hour or day, oldest first.
     pub async fn usage(
         &self,
         key: KeyId,
@@ -226,6 +228,16 @@ impl SqlStore {
         until: OffsetDateTime,
     ) -> Result<UsageCounts, StoreError> {
         dispatch!(self, s => s.usage_totals(namespace, since, until).await)
+    }
+
+    /// Answers an analytics query (see [`DialectStore::analytics`]).
+    pub async fn analytics(&self, query: &AnalyticsQuery) -> Result<Vec<AnalyticsBucket>, AnalyticsError> {
+        dispatch!(self, s => s.analytics(query).await)
+    }
+
+    /// Drops expired minute and hour rows (see [`DialectStore::prune_usage`]).
+    pub async fn prune_usage(&self, retention: &Retention, now: OffsetDateTime) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_usage(retention, now).await)
     }
 }
 

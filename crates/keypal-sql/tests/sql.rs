@@ -47,7 +47,7 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         let dialect = store.dialect();
         assert_eq!(
             scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await,
-            4,
+            5,
             "{dialect}: every migration recorded"
         );
         // A host application with its own sqlx migrations in the same database: they never meet.
@@ -65,7 +65,7 @@ async fn migrations_are_recorded_in_keypal_table_apart_from_the_host_application
         }
         store.migrate().await.expect("keypal migrates again, as a no-op");
         assert_eq!(scalar(&store, "SELECT COUNT(*) FROM _sqlx_migrations").await, 1, "{dialect}: host table untouched");
-        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 4, "{dialect}");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_migrations").await, 5, "{dialect}");
     }
 }
 
@@ -86,12 +86,12 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
         .fetch_all(new.pool())
         .await
         .expect("versions");
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let keys = KeyManager::builder().store(new.clone()).build().expect("manager");
     let v = keys.verify(created.key.expose()).await.expect("verify");
     assert_eq!(v.code(), Code::Valid, "a key created before the migration still verifies");
     assert_eq!(v.record().and_then(|r| r.owner_id.as_deref()), Some("user_1"));
-    new.record_usage(&[]).await.expect("the usage table of migration 2 exists");
+    new.record_usage(&[]).await.expect("the counts table of migration 5 exists");
 
     // PostgreSQL
     let Some(url) = postgres_url() else { return };
@@ -107,7 +107,7 @@ async fn a_database_of_an_older_version_migrates_forward_and_keeps_its_keys() {
     assert_eq!(keys.verify(created.key.expose()).await.expect("verify").code(), Code::Valid);
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM keypal_migrations").fetch_one(new.pool()).await.expect("count");
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
 }
 
 #[tokio::test]
@@ -255,7 +255,8 @@ async fn usage_is_one_row_per_key_per_minute_and_reads_back_per_hour() {
         }
         store.record_usage(&counter.take()).await.expect("flush 3");
 
-        let rows = scalar(&store, "SELECT COUNT(*) FROM keypal_usage").await;
+        let rows =
+            scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60 AND scope = 'key' AND tag = ''").await;
         assert!((2..=4).contains(&rows), "{dialect}: one row per key per minute, not per request: {rows} rows");
         let now = OffsetDateTime::now_utc();
         let day = now - time::Duration::hours(24);

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::record::KeyId;
+use crate::tags::Tags;
 use crate::verification::Code;
 
 /// What happened: to a key, or, for the `app_*` and `*_rotated` secrets actions that
@@ -188,6 +189,9 @@ pub struct Event {
     pub context: AuditContext,
     /// Anything else worth keeping (never key material).
     pub details: Option<Value>,
+    /// For `verified` events: the tags of the verification ([`crate::VerifyOptions::tags`]).
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    pub tags: Tags,
 }
 
 impl Event {
@@ -203,6 +207,7 @@ impl Event {
             code: None,
             context,
             details: None,
+            tags: Tags::none(),
         }
     }
 }

@@ -56,6 +56,7 @@ mod refill;
 pub mod scope;
 mod secret;
 pub mod store;
+pub mod tags;
 mod tier;
 mod verification;
 
@@ -78,5 +79,6 @@ pub use secret::{AsKey, KeySealer, PlainKey, SealError};
 pub use store::{
     CreditOp, Credits, Inserted, Insertion, ListQuery, MemoryStore, NamespaceFilter, Page, Store, StoreError,
 };
+pub use tags::{InvalidTags, Tags};
 pub use tier::{InvalidRateLimit, RateLimit, Tier};
 pub use verification::{Code, Verification, VerifyOptions};

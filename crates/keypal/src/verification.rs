@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ratelimit::RateLimitStatus;
 use crate::record::KeyRecord;
+use crate::tags::Tags;
 
 /// Why a key was accepted or refused. Stable, machine-readable: `VALID`, `MALFORMED`, ...
 ///
@@ -152,9 +153,10 @@ impl Verification {
 /// What a verification requires beyond a valid key.
 ///
 /// ```
-/// use keypal::VerifyOptions;
-/// let options = VerifyOptions::new().scopes(["billing:read"]).cost(5);
+/// use keypal::{Tags, VerifyOptions};
+/// let options = VerifyOptions::new().scopes(["billing:read"]).cost(5).tags(Tags::new(["GET /invoices"])?);
 /// assert_eq!(options.cost, 5);
+/// # Ok::<(), keypal::InvalidTags>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -163,11 +165,14 @@ pub struct VerifyOptions {
     pub scopes: Vec<String>,
     /// Usage credits this request spends (default 1) from keys that have credits.
     pub cost: u64,
+    /// What the request is for, counted with the verification (carried by its
+    /// [`crate::Event`]); none by default.
+    pub tags: Tags,
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        Self { scopes: Vec::new(), cost: 1 }
+        Self { scopes: Vec::new(), cost: 1, tags: Tags::none() }
     }
 }
 
@@ -188,6 +193,11 @@ impl VerifyOptions {
     /// Spends this many credits.
     pub fn cost(mut self, cost: u64) -> Self {
         self.cost = cost;
+        self
+    }
+    /// Counts the verification under these tags.
+    pub fn tags(mut self, tags: Tags) -> Self {
+        self.tags = tags;
         self
     }
 }

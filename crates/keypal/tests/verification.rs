@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keypal::{
     Action, CacheMode, Clock, Code, Event, EventSink, HashAlgorithm, KeyManager, KeyPatch, ManualClock, MemoryStore,
-    NewKey, RateLimit, Tier, VerifyOptions,
+    NewKey, RateLimit, Tags, Tier, VerifyOptions,
 };
 
 type Result = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -224,6 +224,42 @@ async fn event_sinks_see_every_action_and_verification_code() -> Result {
             (Rotated, None),
             (Revoked, None),
             (Deleted, None),
+        ]
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct TagRecorder(Mutex<Vec<(Option<Code>, Vec<String>)>>);
+
+impl EventSink for TagRecorder {
+    fn record(&self, event: &Event) {
+        if event.action == Action::Verified {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push((event.code, event.tags.to_vec()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn verified_events_carry_the_tags_of_the_verification() -> Result {
+    let recorder = Arc::new(TagRecorder::default());
+    let keys = KeyManager::builder().event_sink(recorder.clone()).store(MemoryStore::new()).build()?;
+    let created = keys.create(NewKey::new().scopes(["read"])).await?;
+    let key = created.key.expose();
+    let tags = Tags::new(["GET /orders", "eu", "GET /orders"])?;
+    keys.verify_with(key, &VerifyOptions::new().tags(tags.clone())).await?;
+    keys.verify_with(key, &VerifyOptions::new().scopes(["admin"]).tags(tags)).await?;
+    keys.verify(key).await?;
+    keys.verify_with("garbage", &VerifyOptions::new().tags(Tags::new(["x"])?)).await?;
+    let seen = recorder.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let both = vec!["GET /orders".to_owned(), "eu".to_owned()];
+    assert_eq!(
+        seen,
+        vec![
+            (Some(Code::Valid), both.clone()),
+            (Some(Code::InsufficientScope), both),
+            (Some(Code::Valid), vec![]),
+            (Some(Code::Malformed), vec!["x".to_owned()]),
         ]
     );
     Ok(())

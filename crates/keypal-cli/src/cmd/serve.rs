@@ -74,6 +74,27 @@ pub struct ServeArgs {
           value_parser = humantime::parse_duration)]
     pub hash_wait: Option<Duration>,
 
+    /// Count verifications for usage analytics [default: true].
+    #[arg(long, value_name = "BOOL", env = "KEYPAL_USAGE_COUNTING", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub usage_counting: Option<bool>,
+
+    /// How long per-minute usage counts are kept, like 48h [default: 48h]; their counts
+    /// stay in the hour and day buckets.
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_USAGE_MINUTE_RETENTION", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub usage_minute_retention: Option<Duration>,
+
+    /// How long per-hour usage counts are kept, like 90days [default: 90days].
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_USAGE_HOUR_RETENTION", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub usage_hour_retention: Option<Duration>,
+
+    /// How long per-day usage counts are kept, like 730days [default: forever].
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_USAGE_DAY_RETENTION", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub usage_day_retention: Option<Duration>,
+
     /// Log filter, like `info` or `keypal_server=debug,info` [default: info].
     #[arg(long, value_name = "FILTER", env = "KEYPAL_LOG", hide_env_values = true)]
     pub log: Option<String>,
@@ -134,6 +155,18 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     if let Some(wait) = args.hash_wait {
         config.hash_wait = keypal::config::HumanDuration(wait);
     }
+    if let Some(counting) = args.usage_counting {
+        config.usage_counting = counting;
+    }
+    if let Some(kept) = args.usage_minute_retention {
+        config.usage_minute_retention = keypal::config::HumanDuration(kept);
+    }
+    if let Some(kept) = args.usage_hour_retention {
+        config.usage_hour_retention = keypal::config::HumanDuration(kept);
+    }
+    if let Some(kept) = args.usage_day_retention {
+        config.usage_day_retention = Some(keypal::config::HumanDuration(kept));
+    }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
     }
@@ -165,6 +198,10 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
         &if config.hash_workers.is_some() { workers.to_string() } else { format!("{workers} (one per core)") },
     )?;
     line("hash_wait", &config.hash_wait.to_string())?;
+    line("usage_counting", &config.usage_counting.to_string())?;
+    line("usage_minute_retention", &config.usage_minute_retention.to_string())?;
+    line("usage_hour_retention", &config.usage_hour_retention.to_string())?;
+    line("usage_day_retention", &config.usage_day_retention.map_or_else(|| "forever".to_owned(), |d| d.to_string()))?;
     line("log", &config.log)?;
     out.finish()
 }

@@ -1,6 +1,7 @@
 //! The HTTP routes of `keypal serve`, and the layers around them.
 
 pub mod admin;
+pub mod analytics;
 pub mod apps;
 pub mod import;
 pub mod keys;
@@ -114,6 +115,8 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(verify::verify))
         .routes(routes!(owners::list, owners::create))
         .routes(routes!(owners::revoke))
+        .routes(routes!(analytics::owner_usage))
+        .routes(routes!(analytics::verifications))
 }
 
 /// A route whose JSON body may be up to `limit` bytes (others: [`MAX_BODY`]).

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
-use keypal::{Code, VerifyOptions};
+use keypal::{Code, InvalidTags, Tags, VerifyOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -33,6 +33,24 @@ pub struct VerifyRequest {
     /// Credits to spend (default 1).
     #[serde(default, deserialize_with = "crate::number::option")]
     pub cost: Option<u64>,
+    /// What the request is for (an endpoint, a region, a plan): counted with the
+    /// verification in usage analytics. At most 10, each 1-64 characters without
+    /// control characters; duplicates count once.
+    #[schema(value_type = Option<crate::schema::Tags>)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// The request's tags, checked (400 `INVALID_INPUT` naming the tag at fault).
+pub fn check_tags(tags: Option<Vec<String>>) -> Result<Tags, ApiError> {
+    let Some(tags) = tags else { return Ok(Tags::none()) };
+    Tags::new(tags).map_err(|e| match e {
+        InvalidTags::TooMany { .. } => ApiError::invalid("tags", format!("at most {} tags are allowed", Tags::MAX_COUNT)),
+        InvalidTags::Invalid { index } => ApiError::invalid(
+            format!("tags[{index}]"),
+            format!("must be 1 to {} characters without control characters", Tags::MAX_LENGTH),
+        ),
+        other => ApiError::invalid("tags", other.to_string()),
+    })
 }
 
 /// The verdict.
@@ -114,6 +132,7 @@ pub struct RateLimitView {
 #[utoipa::path(post, path = "/v1/verify", operation_id = "verify", tag = "verification", request_body = VerifyRequest,
     security(("service_key" = [])),
     responses((status = 200, description = "the verdict: `valid` and its `code`", body = VerifyResponse),
+        (status = 400, description = "INVALID_INPUT: too many tags, or a tag too long, empty or with a control character"),
         (status = 403, description = "INVALID_CLIENT_SECRET"),
         (status = 503, description = "RATE_LIMITER_UNAVAILABLE, HASHING_BUSY (with Retry-After)")))]
 pub async fn verify(
@@ -122,6 +141,7 @@ pub async fn verify(
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> Result<ApiJson<VerifyResponse>, ApiError> {
     let started = Instant::now();
+    let tags = check_tags(request.tags)?;
     let Some(runtime) = state.app_for_secret(&request.client_secret).await? else {
         state.metrics.reject_caller();
         return Err(ApiError::new(
@@ -130,7 +150,7 @@ pub async fn verify(
             "the client secret belongs to no application",
         ));
     };
-    let mut options = VerifyOptions::new().scopes(request.scopes.unwrap_or_default());
+    let mut options = VerifyOptions::new().scopes(request.scopes.unwrap_or_default()).tags(tags);
     if let Some(cost) = request.cost {
         options = options.cost(cost);
     }

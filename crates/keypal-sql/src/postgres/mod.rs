@@ -22,7 +22,7 @@ use sqlx::{Decode, Encode, Executor, Pool, Postgres, QueryBuilder, Transaction, 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::dialect::{Arg, Dialect, JsonValue, Scopes, Seam, Timestamp, UsageTime};
+use crate::dialect::{Arg, Dialect, JsonValue, Scopes, Seam, Timestamp};
 use crate::migrate::{Source, migrator};
 use crate::{DialectStore, SqlError, SqlOptions};
 
@@ -47,6 +47,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
+    (5, "analytics", include_str!("migrations/0005_analytics.sql")),
 ];
 
 /// The verify path's lookups: one index probe each (see the EXPLAIN tests).
@@ -113,11 +114,6 @@ impl Dialect for Postgres {}
 
 impl Seam for Postgres {
     const NAME: &'static str = "postgres";
-    const USAGE_BY_BUCKET: &'static str = "SELECT (floor(extract(epoch FROM bucket) / $4) * $4)::bigint AS start, \
-         SUM(valid)::bigint, SUM(revoked)::bigint, SUM(disabled)::bigint, SUM(expired)::bigint, \
-         SUM(insufficient_scope)::bigint, SUM(rate_limited)::bigint, SUM(usage_exceeded)::bigint FROM keypal_usage \
-         WHERE key_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY start ORDER BY start";
-
     async fn migrate(pool: &Pool<Postgres>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
     }
@@ -201,6 +197,5 @@ macro_rules! stored_as {
 }
 
 stored_as!(Timestamp, OffsetDateTime, encode: |t| t.0, decode: |t| Timestamp(t));
-stored_as!(UsageTime, OffsetDateTime, encode: |t| t.0, decode: |t| UsageTime(t));
 stored_as!(JsonValue, Json<serde_json::Value>, encode: |j| Json(&j.0), decode: |j| JsonValue(j.0));
 stored_as!(Scopes, Vec<String>, encode: |s| s.0.as_slice(), decode: |s| Scopes(s));

@@ -24,7 +24,7 @@ use sqlx::{Decode, Encode, Executor, Pool, QueryBuilder, Sqlite, Transaction, Ty
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::dialect::{Arg, Dialect, JsonValue, Scopes, Seam, Timestamp, UsageTime};
+use crate::dialect::{Arg, Dialect, JsonValue, Scopes, Seam, Timestamp};
 use crate::migrate::{Source, migrator};
 use crate::rows::unreadable;
 use crate::{DialectStore, SqlError, SqlOptions};
@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
+    (5, "analytics", include_str!("migrations/0005_analytics.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
@@ -124,10 +125,6 @@ impl Dialect for Sqlite {}
 
 impl Seam for Sqlite {
     const NAME: &'static str = "sqlite";
-    const USAGE_BY_BUCKET: &'static str = "SELECT (bucket / $4) * $4 AS start, SUM(valid), SUM(revoked), \
-         SUM(disabled), SUM(expired), SUM(insufficient_scope), SUM(rate_limited), SUM(usage_exceeded) \
-         FROM keypal_usage WHERE key_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY start ORDER BY start";
-
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
     }
@@ -212,9 +209,6 @@ macro_rules! stored_as {
 stored_as!(Timestamp, i64,
     encode: |t| micros(t.0),
     decode: |m| OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000).map(Timestamp).map_err(unreadable));
-stored_as!(UsageTime, i64,
-    encode: |t| t.0.unix_timestamp(),
-    decode: |s| OffsetDateTime::from_unix_timestamp(s).map(UsageTime).map_err(unreadable));
 stored_as!(JsonValue, String,
     encode: |j| j.0.to_string(),
     decode: |text| serde_json::from_str(&text).map(JsonValue).map_err(unreadable));

@@ -24,12 +24,13 @@ use crate::record::{KeyRecord, Lookup};
 use crate::scope;
 use crate::secret::first_chars;
 use crate::store::{Credits, Store};
+use crate::tags::Tags;
 use crate::tier::RateLimit;
 use crate::verification::{Code, Verification, VerifyOptions};
 use crate::{Error, StoreError};
 
 /// The options of [`KeyManager::verify`]: no required scopes, cost 1.
-static DEFAULT_OPTIONS: VerifyOptions = VerifyOptions { scopes: Vec::new(), cost: 1 };
+static DEFAULT_OPTIONS: VerifyOptions = VerifyOptions { scopes: Vec::new(), cost: 1, tags: Tags::none() };
 
 /// A record whose hash matched the presented key, and whether it came from the
 /// verified-result cache (whose copy keeps the credits it was cached with).
@@ -108,15 +109,16 @@ impl<S: Store> KeyManager<S> {
             }
         };
         if !self.inner.sinks.is_empty() {
-            self.emit_verified(&verification);
+            self.emit_verified(&verification, &options.tags);
         }
         Ok(verification)
     }
 
-    /// Records the `Verified` event of a verification.
-    fn emit_verified(&self, verification: &Verification) {
+    /// Records the `Verified` event of a verification, with its tags (shared, not copied).
+    fn emit_verified(&self, verification: &Verification, tags: &Tags) {
         let mut event = Event::new(Action::Verified, self.inner.clock.now(), (*self.context).clone());
         event.code = Some(verification.code());
+        event.tags = tags.clone();
         if let Some(record) = verification.record() {
             event.key_id = Some(record.id);
             event.namespace.clone_from(&record.namespace);

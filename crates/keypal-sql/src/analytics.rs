@@ -1,0 +1,416 @@
+//! Usage analytics: reading the counts a [`UsageCounter`](crate::UsageCounter) flushed
+//! (`keypal_counts`, migration 5), and dropping expired minute and hour rows.
+//!
+//! Every read touches one scope's rows at one granularity, through the table's primary
+//! key `(span, scope, namespace, subject, tag, bucket)`: an application's hourly counts
+//! over 30 days are 720 rows, whatever its number of keys. Ranking the top keys or
+//! owners of an application scans its day rows over the range (the partial index
+//! `keypal_counts_days`), then reads the buckets of the chosen few by primary key.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use keypal::{KeyManager, NewKey, Tags, VerifyOptions};
+//! use keypal_sql::{AnalyticsQuery, Granularity, GroupBy, SqliteStore, UsageCounter};
+//! use time::{Duration, OffsetDateTime};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = Arc::new(SqliteStore::connect("sqlite::memory:").await?);
+//! let counter = Arc::new(UsageCounter::new());
+//! let keys = KeyManager::builder().namespace("app_1").store(store.clone()).event_sink(counter.clone()).build()?;
+//! let created = keys.create(NewKey::new().owner_id("user_1")).await?;
+//! let tagged = VerifyOptions::new().tags(Tags::new(["GET /orders"])?);
+//! keys.verify_with(created.key.expose(), &tagged).await?;
+//! keys.verify(created.key.expose()).await?;
+//! store.record_usage(&counter.take()).await?;
+//!
+//! let now = OffsetDateTime::now_utc();
+//! let day = AnalyticsQuery::new(Some("app_1"), now - Duration::hours(1), now + Duration::minutes(1), Granularity::Hour);
+//! let buckets = store.analytics(&day).await?;
+//! assert_eq!(buckets.iter().map(|b| b.counts.valid).sum::<u64>(), 2);
+//! let by_tag = store.analytics(&day.clone().owner("user_1").group_by(GroupBy::Tag)).await?;
+//! assert_eq!(by_tag[0].group.as_deref(), Some("GET /orders"));
+//! assert_eq!(by_tag[0].counts.valid, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::time::Duration;
+
+use keypal::{KeyId, StoreError, Tags};
+use sqlx::QueryBuilder;
+use time::OffsetDateTime;
+
+use crate::DialectStore;
+use crate::codec::{backend, corrupt};
+use crate::dialect::{Dialect, PushArg};
+use crate::usage::{Granularity, UsageCounts, bucket_start, counts_of};
+
+/// Whose counts a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// The whole application (namespace).
+    App,
+    /// One owner's keys in the application.
+    Owner(String),
+    /// One key.
+    Key(KeyId),
+}
+
+/// How a query splits each bucket's counts beside the result codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupBy {
+    /// The top keys of the application (only with [`Subject::App`]).
+    Key,
+    /// The top owners of the application (only with [`Subject::App`]).
+    Owner,
+    /// The top tags of the subject (not with a tag filter).
+    Tag,
+}
+
+impl GroupBy {
+    /// `key`, `owner` or `tag`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Key => "key",
+            GroupBy::Owner => "owner",
+            GroupBy::Tag => "tag",
+        }
+    }
+}
+
+/// A question to the usage counts: whose, which tag, which range, at which
+/// granularity, grouped how. Check it with [`AnalyticsQuery::check`] (the store does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AnalyticsQuery {
+    /// The application; `None` for keys without one.
+    pub namespace: Option<String>,
+    /// Whose counts.
+    pub subject: Subject,
+    /// Only verifications carrying this tag.
+    pub tag: Option<String>,
+    /// From (rounded down to its bucket).
+    pub since: OffsetDateTime,
+    /// Until (buckets starting before it).
+    pub until: OffsetDateTime,
+    /// The bucket size.
+    pub granularity: Granularity,
+    /// The split, besides the result codes.
+    pub group_by: Option<GroupBy>,
+    /// How many groups (keys, owners, tags) at most: 1 to [`AnalyticsQuery::MAX_GROUPS`].
+    pub limit: u32,
+}
+
+/// Why an [`AnalyticsQuery`] cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidQuery {
+    /// `until` is not after `since`.
+    #[error("`to` must be after `from`")]
+    EmptyRange,
+    /// The range is longer than the granularity allows ([`Granularity::max_range`]).
+    #[error("a range of {granularity} buckets may cover at most {max_hours} hours")]
+    RangeTooLong {
+        /// The granularity asked for.
+        granularity: &'static str,
+        /// Its longest range, in hours.
+        max_hours: i64,
+    },
+    /// This grouping does not go with these filters.
+    #[error("group_by={group_by} {reason}")]
+    Grouping {
+        /// The grouping.
+        group_by: &'static str,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// The tag filter is not a valid tag.
+    #[error("tag must be 1 to 64 characters without control characters")]
+    Tag,
+    /// The limit is out of range.
+    #[error("limit must be 1 to {max}", max = AnalyticsQuery::MAX_GROUPS)]
+    Limit,
+}
+
+/// An analytics read failed: the query (a caller's mistake) or the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalyticsError {
+    /// The query cannot be answered.
+    #[error(transparent)]
+    Invalid(#[from] InvalidQuery),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AnalyticsQuery {
+    /// The most groups one query returns.
+    pub const MAX_GROUPS: u32 = 100;
+
+    /// An application's counts (all its keys) in `[since, until)`, per `granularity`,
+    /// by result code; at most 10 groups when grouped.
+    pub fn new(namespace: Option<&str>, since: OffsetDateTime, until: OffsetDateTime, granularity: Granularity) -> Self {
+        Self {
+            namespace: namespace.map(str::to_owned),
+            subject: Subject::App,
+            tag: None,
+            since,
+            until,
+            granularity,
+            group_by: None,
+            limit: 10,
+        }
+    }
+    /// Only this owner's keys.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.subject = Subject::Owner(owner.into());
+        self
+    }
+    /// Only this key.
+    pub fn key(mut self, key: KeyId) -> Self {
+        self.subject = Subject::Key(key);
+        self
+    }
+    /// Only verifications carrying `tag`.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+    /// Splits each bucket by key, owner or tag.
+    pub fn group_by(mut self, group_by: GroupBy) -> Self {
+        self.group_by = Some(group_by);
+        self
+    }
+    /// At most `limit` groups.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether the store can answer: a range that is not empty nor longer than the
+    /// granularity allows, a valid tag, a limit of 1 to 100, and a grouping that goes
+    /// with the filters (`key` and `owner` only over a whole application, `tag` not
+    /// with a tag filter).
+    ///
+    /// ```
+    /// use keypal_sql::{AnalyticsQuery, Granularity, GroupBy, InvalidQuery};
+    /// use time::{Duration, OffsetDateTime};
+    /// let now = OffsetDateTime::now_utc();
+    /// let q = AnalyticsQuery::new(Some("app"), now - Duration::hours(49), now, Granularity::Minute);
+    /// assert!(matches!(q.check(), Err(InvalidQuery::RangeTooLong { .. })));
+    /// let q = AnalyticsQuery::new(Some("app"), now - Duration::days(2), now, Granularity::Hour).owner("u1");
+    /// assert!(q.clone().check().is_ok());
+    /// assert!(q.group_by(GroupBy::Key).check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), InvalidQuery> {
+        if self.until <= self.since {
+            return Err(InvalidQuery::EmptyRange);
+        }
+        let max = self.granularity.max_range();
+        if self.until - self.since > max {
+            return Err(InvalidQuery::RangeTooLong {
+                granularity: self.granularity.as_str(),
+                max_hours: max.whole_hours(),
+            });
+        }
+        if self.tag.as_deref().is_some_and(|tag| !Tags::is_valid(tag)) {
+            return Err(InvalidQuery::Tag);
+        }
+        if !(1..=Self::MAX_GROUPS).contains(&self.limit) {
+            return Err(InvalidQuery::Limit);
+        }
+        match (self.group_by, &self.subject) {
+            (Some(g @ (GroupBy::Key | GroupBy::Owner)), Subject::Owner(_) | Subject::Key(_)) => {
+                Err(InvalidQuery::Grouping {
+                    group_by: g.as_str(),
+                    reason: "ranks a whole application: it cannot be combined with owner_id or key_id",
+                })
+            }
+            (Some(GroupBy::Tag), _) if self.tag.is_some() => {
+                Err(InvalidQuery::Grouping { group_by: "tag", reason: "cannot be combined with a tag filter" })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The counts of one bucket (of one group, when grouped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AnalyticsBucket {
+    /// The start of the bucket.
+    pub start: OffsetDateTime,
+    /// The key id, owner id or tag, when grouped.
+    pub group: Option<String>,
+    /// The counts by result code.
+    pub counts: UsageCounts,
+}
+
+/// How long minute, hour and day rows are kept (see [`DialectStore::prune_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Minute rows: 48 hours by default.
+    pub minutes: Duration,
+    /// Hour rows: 90 days by default.
+    pub hours: Duration,
+    /// Day rows: kept forever (`None`) by default.
+    pub days: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { minutes: Duration::from_secs(48 * 3_600), hours: Duration::from_secs(90 * 86_400), days: None }
+    }
+}
+
+impl Retention {
+    /// Keeps minute rows for `minutes`, hour rows for `hours`, day rows for `days` (`None`: forever).
+    pub fn new(minutes: Duration, hours: Duration, days: Option<Duration>) -> Self {
+        Self { minutes, hours, days }
+    }
+}
+
+/// The first second not in `[.., until)` for integer buckets: buckets starting before `until`.
+fn end_of(until: OffsetDateTime) -> i64 {
+    until.unix_timestamp() + i64::from(until.nanosecond() > 0)
+}
+
+/// A count of seconds as a signed number of seconds (saturating).
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl<D: Dialect> DialectStore<D> {
+    /// Answers an analytics query (checked first: [`AnalyticsQuery::check`]), oldest
+    /// bucket first (then by group); buckets without verifications are left out.
+    ///
+    /// Grouped by key or owner, the groups are the `limit` keys or owners with the most
+    /// verifications on the UTC days the range touches (ties by id); grouped by tag,
+    /// the `limit` tags with the most verifications in the range.
+    pub async fn analytics(&self, query: &AnalyticsQuery) -> Result<Vec<AnalyticsBucket>, AnalyticsError> {
+        query.check()?;
+        let span = query.granularity.seconds();
+        let namespace = query.namespace.clone().unwrap_or_default();
+        let (scope, subject) = match &query.subject {
+            Subject::App => ("app", String::new()),
+            Subject::Owner(owner) => ("owner", owner.clone()),
+            Subject::Key(key) => ("key", key.0.to_string()),
+        };
+        let tag = query.tag.clone().unwrap_or_default();
+        let from = bucket_start(query.since, span);
+        let to = end_of(query.until);
+        let limit = i64::from(query.limit);
+
+        let mut q = QueryBuilder::<D>::new("");
+        match query.group_by {
+            None => {
+                q.push("SELECT bucket, NULL, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push_arg(span).push(" AND scope = ").push_arg(scope);
+                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
+                q.push(" AND tag = ").push_arg(tag);
+            }
+            Some(GroupBy::Tag) => {
+                // The top tags, then their buckets.
+                let mut top = QueryBuilder::<D>::new("SELECT tag FROM keypal_counts WHERE span = ");
+                top.push_arg(span).push(" AND scope = ").push_arg(scope);
+                top.push(" AND namespace = ").push_arg(namespace.clone()).push(" AND subject = ").push_arg(subject.clone());
+                top.push(" AND tag <> '' AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
+                top.push(" GROUP BY tag ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
+                          rate_limited + usage_exceeded) DESC, tag LIMIT ");
+                top.push_arg(limit);
+                let groups = self.strings(top).await?;
+                if groups.is_empty() {
+                    return Ok(Vec::new());
+                }
+                q.push("SELECT bucket, tag, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push_arg(span).push(" AND scope = ").push_arg(scope);
+                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
+                q.push(" AND tag IN (");
+                push_list(&mut q, groups);
+                q.push(")");
+            }
+            Some(GroupBy::Key | GroupBy::Owner) => {
+                let scope = if query.group_by == Some(GroupBy::Key) { "key" } else { "owner" };
+                // The top subjects on the days the range touches (the application's day rows), then their buckets.
+                let mut top = QueryBuilder::<D>::new("SELECT subject FROM keypal_counts WHERE span = 86400 AND scope = ");
+                top.push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
+                top.push(" AND tag = ").push_arg(tag.clone());
+                top.push(" AND bucket >= ").push_arg(bucket_start(query.since, 86_400));
+                top.push(" AND bucket < ").push_arg(to);
+                top.push(" GROUP BY subject ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
+                          rate_limited + usage_exceeded) DESC, subject LIMIT ");
+                top.push_arg(limit);
+                let groups = self.strings(top).await?;
+                if groups.is_empty() {
+                    return Ok(Vec::new());
+                }
+                q.push("SELECT bucket, subject, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push_arg(span).push(" AND scope = ").push_arg(scope);
+                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject IN (");
+                push_list(&mut q, groups);
+                q.push(") AND tag = ").push_arg(tag);
+            }
+        }
+        q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
+        q.push(if query.group_by.is_some() { " ORDER BY bucket, 2" } else { " ORDER BY bucket" });
+        let rows = self.fetch_all(q.build()).await?;
+        let buckets = rows
+            .iter()
+            .map(|row| {
+                let start: i64 = D::read_at(row, 0).map_err(backend)?;
+                let start = OffsetDateTime::from_unix_timestamp(start).map_err(|e| corrupt("bucket", e))?;
+                let group: Option<String> =
+                    if query.group_by.is_some() { Some(D::read_at(row, 1).map_err(backend)?) } else { None };
+                Ok(AnalyticsBucket { start, group, counts: counts_of::<D>(row, 2)? })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(buckets)
+    }
+
+    /// Drops minute and hour rows (and day rows, when their retention is set) whose
+    /// bucket started before `now` minus their retention, in one transaction; returns
+    /// how many rows went. Nothing is lost: every count is also in the day row (and the
+    /// hour row) of its bucket, written by the same flush. Running it again, or on
+    /// several instances at once, only deletes what is still there.
+    pub async fn prune_usage(&self, retention: &Retention, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now = now.unix_timestamp();
+        let mut cutoffs = vec![(60_i64, now.saturating_sub(seconds(retention.minutes)))];
+        cutoffs.push((3_600, now.saturating_sub(seconds(retention.hours))));
+        if let Some(days) = retention.days {
+            cutoffs.push((86_400, now.saturating_sub(seconds(days))));
+        }
+        let mut tx = self.write().await?;
+        let mut deleted = 0;
+        for (span, cutoff) in cutoffs {
+            let mut q = QueryBuilder::<D>::new("DELETE FROM keypal_counts WHERE span = ");
+            q.push_arg(span).push(" AND bucket < ").push_arg(cutoff);
+            let done = q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
+            deleted += D::rows_affected(&done);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(deleted)
+    }
+
+    /// The first column of each row of `query`, as text.
+    async fn strings(&self, mut query: QueryBuilder<D>) -> Result<Vec<String>, StoreError> {
+        let rows = self.fetch_all(query.build()).await?;
+        rows.iter().map(|row| D::read_at(row, 0).map_err(backend)).collect()
+    }
+}
+
+/// Appends `values` as a comma-separated list of parameters.
+fn push_list<D: Dialect>(q: &mut QueryBuilder<D>, values: Vec<String>) {
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push_arg(value);
+    }
+}

@@ -1,0 +1,307 @@
+//! Usage analytics on both databases: counts per key, owner, application and tag at
+//! each granularity, the groupings, pruning expired rows without losing a count (run
+//! twice), and migration 5 moving the per-minute counts of migration 2.
+
+// Test helpers assert by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{postgres_options, postgres_store, postgres_url, sqlite_store, sqlite_url};
+use keypal::{Action, AuditContext, Code, Event, EventSink, KeyId, KeyManager, NewKey, Tags, VerifyOptions};
+use keypal_sql::testing::{migrate_postgres_to, migrate_sqlite_to};
+use keypal_sql::{
+    AnalyticsError, AnalyticsQuery, Granularity, GroupBy, InvalidQuery, PostgresStore, Retention, SqlOptions, SqlStore,
+    SqliteStore, UsageCounter, UsageCounts,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Both stores, fresh (SQLite only when the PostgreSQL tests are skipped).
+async fn both() -> Vec<SqlStore> {
+    let mut stores = vec![SqlStore::Sqlite(sqlite_store().await)];
+    stores.extend(postgres_store().await.map(SqlStore::Postgres));
+    stores
+}
+
+/// Runs one SQL statement returning a single integer, on either store.
+async fn scalar(store: &SqlStore, sql: &'static str) -> i64 {
+    match store {
+        SqlStore::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.expect(sql),
+        SqlStore::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await.expect(sql),
+        _ => unreachable!("both dialects are built"),
+    }
+}
+
+/// The sum of every bucket a query answers.
+async fn total(store: &SqlStore, query: &AnalyticsQuery) -> UsageCounts {
+    let mut sum = UsageCounts::default();
+    for bucket in store.analytics(query).await.expect("analytics") {
+        for (code, n) in bucket.counts.by_code() {
+            for _ in 0..n {
+                sum.add(code);
+            }
+        }
+    }
+    sum
+}
+
+/// Each group's total over the range, in the order of first appearance.
+async fn groups(store: &SqlStore, query: &AnalyticsQuery) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for bucket in store.analytics(query).await.expect("analytics") {
+        let group = bucket.group.expect("a grouped query names each bucket's group");
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, n)) => *n += bucket.counts.total(),
+            None => out.push((group, bucket.counts.total())),
+        }
+    }
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn tags(list: &[&str]) -> VerifyOptions {
+    VerifyOptions::new().tags(Tags::new(list.iter().copied()).expect("valid tags"))
+}
+
+#[tokio::test]
+async fn counts_per_key_owner_application_and_tag_at_every_granularity() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let counter = Arc::new(UsageCounter::new());
+        let manager = |namespace: &str| {
+            KeyManager::builder()
+                .namespace(namespace)
+                .store(store.clone())
+                .event_sink(counter.clone())
+                .build()
+                .expect("manager")
+        };
+        let (a, b) = (manager("app_a"), manager("app_b"));
+        let k1 = a.create(NewKey::new().owner_id("u1")).await.expect("k1");
+        let k2 = a.create(NewKey::new().owner_id("u1")).await.expect("k2");
+        let k3 = a.create(NewKey::new().owner_id("u2")).await.expect("k3");
+        let k4 = a.create(NewKey::new()).await.expect("k4");
+        let other = b.create(NewKey::new().owner_id("u1")).await.expect("other");
+        for _ in 0..5 {
+            a.verify_with(k1.key.expose(), &tags(&["GET /a"])).await.expect("verify");
+        }
+        for _ in 0..2 {
+            a.verify_with(k1.key.expose(), &tags(&["GET /a", "eu"])).await.expect("verify");
+        }
+        for _ in 0..3 {
+            a.verify(k2.key.expose()).await.expect("verify");
+        }
+        a.revoke(&k3.record.id).await.expect("revoke");
+        for _ in 0..4 {
+            a.verify_with(k3.key.expose(), &tags(&["GET /a"])).await.expect("verify");
+        }
+        a.verify_with(k4.key.expose(), &tags(&["eu"])).await.expect("verify");
+        for _ in 0..7 {
+            b.verify_with(other.key.expose(), &tags(&["eu"])).await.expect("verify");
+        }
+        // Two flushes adding to the same rows.
+        let deltas = counter.take();
+        let (first, second) = deltas.split_at(2);
+        store.record_usage(first).await.expect("flush 1");
+        store.record_usage(second).await.expect("flush 2");
+
+        let now = OffsetDateTime::now_utc();
+        let (since, until) = (now - Duration::hours(1), now + Duration::minutes(1));
+        for granularity in Granularity::ALL {
+            let app = AnalyticsQuery::new(Some("app_a"), since, until, granularity);
+            let sum = total(&store, &app).await;
+            assert_eq!((sum.valid, sum.revoked, sum.total()), (11, 4, 15), "{dialect} {granularity:?}: application");
+            assert_eq!(total(&store, &app.clone().owner("u1")).await.valid, 10, "{dialect}: owner u1 in app_a only");
+            assert_eq!(total(&store, &app.clone().owner("u2")).await.revoked, 4, "{dialect}: owner u2");
+            assert_eq!(total(&store, &app.clone().key(k1.record.id)).await.valid, 7, "{dialect}: key");
+            assert_eq!(total(&store, &app.clone().key(k1.record.id).tag("eu")).await.valid, 2, "{dialect}: key + tag");
+            assert_eq!(total(&store, &app.clone().tag("eu")).await.valid, 3, "{dialect}: tag");
+            assert_eq!(total(&store, &app.clone().tag("GET /a")).await.total(), 11, "{dialect}: tag");
+            let b_app = AnalyticsQuery::new(Some("app_b"), since, until, granularity);
+            assert_eq!(total(&store, &b_app).await.total(), 7, "{dialect}: another application apart");
+            assert_eq!(total(&store, &b_app.owner("u1")).await.total(), 7, "{dialect}: the same owner id elsewhere");
+
+            let by_tag = groups(&store, &app.clone().group_by(GroupBy::Tag)).await;
+            assert_eq!(by_tag, [("GET /a".to_owned(), 11), ("eu".to_owned(), 3)], "{dialect}: by tag");
+            let by_key = groups(&store, &app.clone().group_by(GroupBy::Key)).await;
+            let ids = |list: &[(&KeyId, u64)]| list.iter().map(|(id, n)| (id.0.to_string(), *n)).collect::<Vec<_>>();
+            let mut expected =
+                ids(&[(&k1.record.id, 7), (&k3.record.id, 4), (&k2.record.id, 3), (&k4.record.id, 1)]);
+            assert_eq!(by_key, expected, "{dialect}: by key");
+            expected.truncate(2);
+            assert_eq!(groups(&store, &app.clone().group_by(GroupBy::Key).limit(2)).await, expected, "{dialect}: top 2");
+            let by_owner = groups(&store, &app.clone().group_by(GroupBy::Owner)).await;
+            assert_eq!(by_owner, [("u1".to_owned(), 10), ("u2".to_owned(), 4)], "{dialect}: by owner");
+            let owner_tags = groups(&store, &app.clone().owner("u1").group_by(GroupBy::Tag)).await;
+            assert_eq!(owner_tags, [("GET /a".to_owned(), 7), ("eu".to_owned(), 2)], "{dialect}: an owner's tags");
+        }
+        // The existing readers see the same counts.
+        let hours = store.usage(k1.record.id, since, until, Granularity::Hour).await.expect("usage");
+        assert_eq!(hours.iter().map(|h| h.counts.valid).sum::<u64>(), 7, "{dialect}");
+        let totals = store.usage_totals(Some("app_a"), since, until).await.expect("totals");
+        assert_eq!(totals.total(), 15, "{dialect}");
+        // Buckets are aligned to their granularity.
+        let days = store.analytics(&AnalyticsQuery::new(Some("app_a"), since, until, Granularity::Day)).await.expect("a");
+        assert!(days.iter().all(|d| d.start.unix_timestamp() % 86_400 == 0), "{dialect}: day buckets");
+    }
+}
+
+#[tokio::test]
+async fn queries_past_the_limits_are_refused_before_reading() {
+    let store = SqlStore::Sqlite(sqlite_store().await);
+    let now = OffsetDateTime::now_utc();
+    let refused = |query: AnalyticsQuery| {
+        let store = store.clone();
+        async move {
+            match store.analytics(&query).await {
+                Err(AnalyticsError::Invalid(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    let q = |hours: i64, g| AnalyticsQuery::new(Some("a"), now - Duration::hours(hours), now, g);
+    assert!(store.analytics(&q(48, Granularity::Minute)).await.is_ok(), "48 hours of minutes is the limit");
+    assert!(matches!(refused(q(49, Granularity::Minute)).await, InvalidQuery::RangeTooLong { max_hours: 48, .. }));
+    assert!(store.analytics(&q(90 * 24, Granularity::Hour)).await.is_ok());
+    assert!(matches!(refused(q(91 * 24, Granularity::Hour)).await, InvalidQuery::RangeTooLong { .. }));
+    assert!(store.analytics(&q(1_096 * 24, Granularity::Day)).await.is_ok());
+    assert!(matches!(refused(q(1_097 * 24, Granularity::Day)).await, InvalidQuery::RangeTooLong { .. }));
+    assert_eq!(refused(q(0, Granularity::Hour)).await, InvalidQuery::EmptyRange);
+    assert_eq!(refused(q(1, Granularity::Hour).tag("")).await, InvalidQuery::Tag);
+    assert_eq!(refused(q(1, Granularity::Hour).limit(0)).await, InvalidQuery::Limit);
+    assert_eq!(refused(q(1, Granularity::Hour).limit(101)).await, InvalidQuery::Limit);
+    assert!(matches!(refused(q(1, Granularity::Hour).owner("u").group_by(GroupBy::Key)).await, InvalidQuery::Grouping { .. }));
+    assert!(matches!(refused(q(1, Granularity::Hour).tag("t").group_by(GroupBy::Tag)).await, InvalidQuery::Grouping { .. }));
+}
+
+/// A verification of `key` (of `app_p`, owner `u1`) at `at`, with a tag.
+fn verified_at(key: KeyId, at: OffsetDateTime, code: Code) -> Event {
+    let mut event = Event::new(Action::Verified, at, AuditContext::default());
+    event.key_id = Some(key);
+    event.namespace = Some("app_p".to_owned());
+    event.owner_id = Some("u1".to_owned());
+    event.code = Some(code);
+    event.tags = Tags::new(["t"]).expect("tag");
+    event
+}
+
+/// What every granularity answers over the widest range it allows that ends now.
+async fn per_granularity(store: &SqlStore, now: OffsetDateTime) -> Vec<(Granularity, u64, u64)> {
+    let mut out = Vec::new();
+    for g in Granularity::ALL {
+        let until = now + Duration::minutes(1);
+        let query = AnalyticsQuery::new(Some("app_p"), until - g.max_range(), until, g);
+        let app = total(store, &query).await.total();
+        let tagged = total(store, &query.owner("u1").tag("t")).await.total();
+        out.push((g, app, tagged));
+    }
+    out
+}
+
+#[tokio::test]
+async fn pruning_drops_only_expired_minute_and_hour_rows_and_no_count_twice_over() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let counter = UsageCounter::new();
+        let key = KeyId(uuid::Uuid::now_v7());
+        let now = OffsetDateTime::now_utc();
+        // Counts 100 days, 10 days, 3 days and 1 hour ago.
+        for (ago, n) in [(Duration::days(100), 5), (Duration::days(10), 4), (Duration::days(3), 3), (Duration::hours(1), 2)]
+        {
+            for _ in 0..n {
+                counter.record(&verified_at(key, now - ago, Code::Valid));
+            }
+            counter.record(&verified_at(key, now - ago, Code::RateLimited));
+        }
+        store.record_usage(&counter.take()).await.expect("flush");
+        let before = per_granularity(&store, now).await;
+        assert_eq!(
+            before,
+            [(Granularity::Minute, 3, 3), (Granularity::Hour, 4 + 5 + 3, 12), (Granularity::Day, 18, 18)],
+            "{dialect}: before"
+        );
+        let rows_before = scalar(&store, "SELECT COUNT(*) FROM keypal_counts").await;
+
+        let first = store.prune_usage(&Retention::default(), now).await.expect("prune");
+        let rows_after = scalar(&store, "SELECT COUNT(*) FROM keypal_counts").await;
+        assert_eq!(rows_before - rows_after, i64::try_from(first).expect("count"), "{dialect}");
+        // Minute rows of 100, 10 and 3 days ago, hour rows of 100 days ago; for the key,
+        // owner and application, with and without the tag: (3 + 1) * 3 * 2 = 24.
+        assert_eq!(first, 24, "{dialect}: what expired went");
+        assert_eq!(per_granularity(&store, now).await, before, "{dialect}: every count kept at every granularity");
+        let second = store.prune_usage(&Retention::default(), now).await.expect("prune again");
+        assert_eq!(second, 0, "{dialect}: pruning twice changes nothing");
+        assert_eq!(per_granularity(&store, now).await, before, "{dialect}: still");
+        let old_minutes =
+            scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60").await;
+        assert_eq!(old_minutes, 6, "{dialect}: only the last hour's minute rows are left");
+        // The counts of 100 days ago stay in their day row.
+        let old_day = AnalyticsQuery::new(Some("app_p"), now - Duration::days(101), now - Duration::days(99), Granularity::Day);
+        assert_eq!(total(&store, &old_day).await.total(), 6, "{dialect}: rolled up into its day");
+        // A shorter configured retention drops more; day rows go only when a day retention is set.
+        let short = Retention::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(7_200), None);
+        store.prune_usage(&short, now + Duration::hours(3)).await.expect("prune");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span < 86400").await, 0, "{dialect}");
+        assert_eq!(total(&store, &old_day).await.total(), 6, "{dialect}");
+    }
+}
+
+/// The per-minute counts of migration 2, written as keypal 0.4 did.
+const OLD_ROWS: &str = "INSERT INTO keypal_usage (key_id, bucket, namespace, valid, rate_limited) VALUES ($1, $2, 'app_m', $3, 1)";
+
+#[tokio::test]
+async fn migration_5_moves_the_per_minute_counts_of_migration_2() {
+    let hour = OffsetDateTime::from_unix_timestamp(1_700_000_000 / 3_600 * 3_600).expect("time");
+    let minutes = [hour + Duration::minutes(1), hour + Duration::minutes(2), hour + Duration::hours(1)];
+    let check = |store: SqlStore, key: KeyId| async move {
+        let dialect = store.dialect();
+        let (since, until) = (hour - Duration::hours(1), hour + Duration::hours(3));
+        for g in Granularity::ALL {
+            let app = AnalyticsQuery::new(Some("app_m"), since, until, g);
+            let sum = total(&store, &app).await;
+            assert_eq!((sum.valid, sum.rate_limited), (6, 3), "{dialect} {g:?}: the application's counts");
+            assert_eq!(total(&store, &app.clone().owner("u9")).await.valid, 6, "{dialect} {g:?}: the owner's");
+            assert_eq!(total(&store, &app.key(key)).await.valid, 6, "{dialect} {g:?}: the key's");
+        }
+        let hours = store.usage(key, since, until, Granularity::Hour).await.expect("usage");
+        let per_hour: Vec<u64> = hours.iter().map(|h| h.counts.valid).collect();
+        assert_eq!(per_hour, [3, 3], "{dialect}: two hours");
+        let gone = match &store {
+            SqlStore::Sqlite(s) => sqlx::query("SELECT 1 FROM keypal_usage").fetch_all(s.pool()).await.is_err(),
+            SqlStore::Postgres(s) => sqlx::query("SELECT 1 FROM keypal_usage").fetch_all(s.pool()).await.is_err(),
+            _ => unreachable!(),
+        };
+        assert!(gone, "{dialect}: the table of migration 2 is dropped");
+    };
+
+    // SQLite: a database at migration 4 with counts in it.
+    let url = sqlite_url();
+    let old = SqliteStore::connect_with(&url, &SqlOptions::new().migrate(false)).await.expect("open");
+    migrate_sqlite_to(old.pool(), 4).await.expect("migrations 1-4");
+    let keys = KeyManager::builder().namespace("app_m").store(old.clone()).build().expect("manager");
+    let key = keys.create(NewKey::new().owner_id("u9")).await.expect("create").record.id;
+    for (i, minute) in minutes.iter().enumerate() {
+        let valid = i64::try_from(i).expect("small") + 1;
+        sqlx::query(OLD_ROWS).bind(key.0).bind(minute.unix_timestamp()).bind(valid).execute(old.pool()).await.expect("row");
+    }
+    old.close().await;
+    let new = SqliteStore::connect(&url).await.expect("reopen migrates to 5");
+    check(SqlStore::Sqlite(new), key).await;
+
+    // PostgreSQL
+    let Some(url) = postgres_url() else { return };
+    let options = postgres_options(&common::fresh_schema());
+    let old = PostgresStore::connect_with(url, &options.clone().migrate(false)).await.expect("connect");
+    migrate_postgres_to(old.pool(), 4).await.expect("migrations 1-4");
+    let keys = KeyManager::builder().namespace("app_m").store(old.clone()).build().expect("manager");
+    let key = keys.create(NewKey::new().owner_id("u9")).await.expect("create").record.id;
+    for (i, minute) in minutes.iter().enumerate() {
+        let valid = i64::try_from(i).expect("small") + 1;
+        sqlx::query(OLD_ROWS).bind(key.0).bind(*minute).bind(valid).execute(old.pool()).await.expect("row");
+    }
+    old.close().await;
+    let new = PostgresStore::connect_with(url, &options).await.expect("reconnect migrates to 5");
+    check(SqlStore::Postgres(new), key).await;
+}
