@@ -572,7 +572,7 @@ fn table() -> Vec<Row> {
         VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "tags": ["a", long(65)]}), 400, "INVALID_INPUT/tags[1]"),
         VERIFY.row(json!({"key": "k", "client_secret": "{secret}", "tags": ["a\tb"]}), 400, "INVALID_INPUT/tags[0]"),
         VERIFY.row(
-            json!({"key": "k", "client_secret": "{secret}", "tags": ["t"; 11]}),
+            json!({"key": "k", "client_secret": "{secret}", "tags": vec!["t"; 11]}),
             400,
             "INVALID_INPUT/tags",
         ),
