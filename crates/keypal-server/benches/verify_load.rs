@@ -33,6 +33,11 @@
 //! - `KEYPAL_BENCH_SERVER_THREADS` (in-process only; default one per core, as `keypal serve`).
 //! - `KEYPAL_BENCH_MAX_CONNECTIONS`: the server's database pool (default: the server's, 10).
 //! - `KEYPAL_BENCH_SERVER_BIN`: run this `keypal` binary as the server instead.
+//! - `KEYPAL_BENCH_COMPARE=usage`: instead of healthz against verify, verify against
+//!   verify: one server counting usage, each request with three tags (an endpoint of 20,
+//!   a region of 4, a plan of 3), and one server with `usage_counting = false` and no tags,
+//!   each with its own SQLite file and `KEYPAL_BENCH_KEYS` keys, measured in alternating
+//!   slices like the endpoints above. The target: counting costs at most 5% of throughput.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::net::SocketAddr;
@@ -55,6 +60,8 @@ use tokio::sync::oneshot;
 /// The issue's targets.
 const TARGET_RATIO: f64 = 0.60;
 const TARGET_P99_MICROS: u32 = 2_000;
+/// Verify throughput with usage counting and tags, over without (`KEYPAL_BENCH_COMPARE=usage`).
+const TARGET_USAGE_RATIO: f64 = 0.95;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -73,6 +80,8 @@ struct Settings {
     server_threads: usize,
     max_connections: Option<u32>,
     server_bin: Option<PathBuf>,
+    /// Compare verify with usage counting and tags against verify without.
+    compare_usage: bool,
 }
 
 impl Settings {
@@ -94,6 +103,11 @@ impl Settings {
                 .ok()
                 .map(|n| n.trim().parse().expect("KEYPAL_BENCH_MAX_CONNECTIONS: a number")),
             server_bin: std::env::var_os("KEYPAL_BENCH_SERVER_BIN").map(PathBuf::from),
+            compare_usage: match std::env::var("KEYPAL_BENCH_COMPARE").as_deref() {
+                Ok("usage") => true,
+                Ok(other) => panic!("KEYPAL_BENCH_COMPARE={other}: only `usage` is known"),
+                Err(_) => false,
+            },
         }
     }
 }
@@ -119,7 +133,7 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn start_in_process(settings: &Settings, dir: &Path) -> Target {
+fn start_in_process(settings: &Settings, dir: &Path, counting: bool) -> Target {
     // The same log filter as `keypal serve` (info): the trace layer's per-request spans
     // are at debug level, so they are built but not recorded, as in production.
     let _ = tracing_subscriber::fmt()
@@ -137,6 +151,7 @@ fn start_in_process(settings: &Settings, dir: &Path) -> Target {
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.key_file = dir.join("keypal.key");
     config.database_url = format!("sqlite://{}", dir.join("keypal.db").display());
+    config.usage_counting = counting;
     if let Some(max) = settings.max_connections {
         config.max_connections = max;
     }
@@ -157,7 +172,7 @@ fn random_token(bytes: usize) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn start_process(settings: &Settings, bin: &Path, dir: &Path) -> Target {
+fn start_process(settings: &Settings, bin: &Path, dir: &Path, counting: bool) -> Target {
     use std::io::BufRead;
     let admin_password = random_token(16);
     let service_key = format!("kp_svc_{}", random_token(20));
@@ -168,6 +183,8 @@ fn start_process(settings: &Settings, bin: &Path, dir: &Path) -> Target {
         command.arg("--max-connections").arg(max.to_string());
     }
     let mut child = command
+        .arg("--usage-counting")
+        .arg(counting.to_string())
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--database-url")
@@ -437,10 +454,9 @@ async fn run_slice(
 /// other work on the machine weighs on both alike; each endpoint is measured for
 /// `settings.measure` in all.
 async fn run_pair(
-    addr: SocketAddr,
     server_pid: Option<u32>,
-    first: &Workload,
-    second: &Workload,
+    first: (SocketAddr, &Workload),
+    second: (SocketAddr, &Workload),
     connections: usize,
     settings: &Settings,
 ) -> (PhaseResult, PhaseResult) {
@@ -448,7 +464,7 @@ async fn run_pair(
     let (warmup, measure) = (settings.warmup / rounds, settings.measure / rounds);
     let mut totals: [Option<PhaseResult>; 2] = [None, None];
     for _ in 0..rounds {
-        for (total, workload) in totals.iter_mut().zip([first, second]) {
+        for (total, (addr, workload)) in totals.iter_mut().zip([first, second]) {
             let slice = run_slice(addr, server_pid, workload, connections, warmup, measure).await;
             *total = Some(match total.take() {
                 None => slice,
@@ -600,11 +616,15 @@ fn main() {
         settings.warmup = Duration::from_millis(100);
         settings.rounds = 1;
     }
+    if settings.compare_usage {
+        compare_usage(&settings, smoke);
+        return;
+    }
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let dir = scratch_dir();
     let target = match &settings.server_bin {
-        Some(bin) => start_process(&settings, bin, &dir),
-        None => start_in_process(&settings, &dir),
+        Some(bin) => start_process(&settings, bin, &dir, true),
+        None => start_in_process(&settings, &dir, true),
     };
     let mode = match &settings.server_bin {
         Some(bin) => format!("separate process ({})", bin.display()),
@@ -697,7 +717,8 @@ fn main() {
 
     let mut all_met = warm_failures == 0;
     for &connections in &settings.connections {
-        let (health, verified) = client.block_on(run_pair(addr, server_pid, &healthz, &verify, connections, &settings));
+        let (health, verified) =
+            client.block_on(run_pair(server_pid, (addr, &healthz), (addr, &verify), connections, &settings));
         print_table(&[&health, &verified]);
         let ratio = verified.throughput() / health.throughput();
         let p99 = verified.quantile(0.99);
@@ -741,4 +762,102 @@ fn main() {
     drop(client);
     stop(target.running);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The request bodies of `keys`, with three tags each when `tagged` (an endpoint of 20,
+/// a region of 4, a plan of 3: 27 distinct tags).
+fn verify_bodies(keys: &[String], client_secret: &str, tagged: bool) -> Arc<Vec<Bytes>> {
+    Arc::new(
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let mut body = json!({"key": key, "client_secret": client_secret});
+                if tagged {
+                    body["tags"] = json!([format!("GET /v1/endpoint-{}", i % 20), format!("region-{}", i % 4), format!("plan-{}", i % 3)]);
+                }
+                Bytes::from(body.to_string())
+            })
+            .collect(),
+    )
+}
+
+/// `KEYPAL_BENCH_COMPARE=usage`: verify with usage counting and tags against verify
+/// without, on two servers measured in alternating slices.
+fn compare_usage(settings: &Settings, smoke: bool) {
+    let (dir_on, dir_off) = (scratch_dir(), scratch_dir());
+    let start = |dir: &Path, counting| match &settings.server_bin {
+        Some(bin) => start_process(settings, bin, dir, counting),
+        None => start_in_process(settings, dir, counting),
+    };
+    let (on, off) = (start(&dir_on, true), start(&dir_off, false));
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.client_threads)
+        .thread_name("load-generator")
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let pids = match (&on.running, &off.running) {
+        (Running::Process(a), Running::Process(_)) => Some(a.id()),
+        _ => None,
+    };
+    println!("keypal verify load benchmark: usage counting and tags, on against off");
+    if smoke {
+        println!("  SMOKE RUN (no --bench argument): a few keys, half a second; the figures mean nothing");
+    }
+    println!(
+        "  two servers ({}), each with its own SQLite file and {} keys; load generator: {} tokio worker thread(s)",
+        if settings.server_bin.is_some() { "separate processes" } else { "in this process, each with its own runtime" },
+        settings.keys,
+        settings.client_threads
+    );
+    if pids.is_some() {
+        println!("  server CPU below is the counting server's process only");
+    }
+    if let Some(load) = load_average() {
+        println!("  load average before the run (1 min): {load:.2}");
+    }
+    let workload = |target: &Target, name: &'static str, tagged: bool| {
+        let (secret, keys) = client.block_on(populate(&format!("http://{}", target.addr), &target.admin_password, settings.keys));
+        Workload {
+            name,
+            method: Method::POST,
+            path: "/v1/verify",
+            authorization: Some(HeaderValue::from_str(&format!("Bearer {}", target.service_key)).expect("header")),
+            bodies: verify_bodies(&keys, &secret, tagged),
+            expect: br#""code":"VALID""#,
+        }
+    };
+    let counted = workload(&on, "verify, counting on, 3 tags", true);
+    let uncounted = workload(&off, "verify, counting off, no tags", false);
+    let failures = client.block_on(warm(on.addr, &counted, 8)) + client.block_on(warm(off.addr, &uncounted, 8));
+    println!(
+        "  {:.1} s measured per server in {} alternating slices (off first), after warming every key",
+        settings.measure.as_secs_f64(),
+        settings.rounds.max(1)
+    );
+    println!();
+    let mut all_met = failures == 0;
+    for &connections in &settings.connections {
+        let (without, with) =
+            client.block_on(run_pair(pids, (off.addr, &uncounted), (on.addr, &counted), connections, settings));
+        print_table(&[&without, &with]);
+        let ratio = with.throughput() / without.throughput();
+        let met = ratio >= TARGET_USAGE_RATIO && with.failures == 0 && without.failures == 0;
+        println!();
+        println!(
+            "  throughput with counting and tags / without: {ratio:.3} (target >= {TARGET_USAGE_RATIO:.2}): {}",
+            if met { "met" } else { "NOT met" }
+        );
+        println!();
+        all_met &= met;
+    }
+    if let Some(load) = load_average() {
+        println!("load average after the run (1 min, includes this benchmark): {load:.2}");
+    }
+    println!("all targets met: {}", if all_met { "yes" } else { "no" });
+    drop(client);
+    stop(on.running);
+    stop(off.running);
+    let _ = std::fs::remove_dir_all(&dir_on);
+    let _ = std::fs::remove_dir_all(&dir_off);
 }

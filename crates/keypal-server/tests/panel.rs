@@ -660,3 +660,57 @@ async fn the_tokens_page_makes_a_token_shown_once_lists_it_and_revokes_it() {
     assert_eq!(location(&response), "/admin/tokens?err=token_not_found");
     panel.server.stop().await;
 }
+
+#[tokio::test]
+async fn the_usage_dashboard_charts_outcomes_and_lists_the_top_keys_owners_and_tags() {
+    let panel = Panel::start().await;
+    let (app, secret) = panel.server.create_app(json!({"name": "Shop", "label": "shop"})).await;
+    let app_id = app["id"].as_str().unwrap();
+    let (busy, record) = panel.server.create_key(app_id, json!({"name": "busy", "owner_id": "alice"})).await;
+    let (quota, _) = panel.server.create_key(app_id, json!({"name": "quota", "owner_id": "bob", "remaining": 1})).await;
+    for _ in 0..3 {
+        panel.server.verify(&busy, &secret, json!({"tags": ["GET /orders"]})).await;
+    }
+    panel.server.verify(&quota, &secret, json!({"tags": ["GET /cart"]})).await;
+    panel.server.verify(&quota, &secret, json!({})).await;
+
+    let app_page = panel.get(&format!("/admin/apps/{app_id}")).send().await.unwrap().text().await.unwrap();
+    assert!(app_page.contains(&format!("href=\"/admin/apps/{app_id}/usage\"")), "the application links its dashboard");
+
+    let response = panel.get(&format!("/admin/apps/{app_id}/usage")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+    assert!(csp.contains("style-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<h1>Usage of Shop</h1>"), "{html}");
+    // The dashboard flushes pending counts first, so the five verifications are there.
+    assert!(
+        html.contains("<title>5 verifications over 24 hours: 4 valid, 0 rate limited, 1 out of credits, 0 refused"),
+        "{html}"
+    );
+    assert!(html.contains("<svg class=\"chart\""), "a chart drawn on the server");
+    assert!(!html.contains("style=") && !html.contains("<script>"), "nothing the CSP forbids");
+    let key_id = record["id"].as_str().unwrap();
+    assert!(html.contains(&format!("<a href=\"/admin/keys/{key_id}/edit\">busy (")), "the top key links its page");
+    for text in ["alice", "bob", "GET /orders", "GET /cart", "aria-current=\"page\">24 hours"] {
+        assert!(html.contains(text), "{text}: {html}");
+    }
+    // Longer ranges count per day; an unknown range is the default.
+    let month = panel.get(&format!("/admin/apps/{app_id}/usage?range=30d")).send().await.unwrap().text().await.unwrap();
+    assert!(month.contains("<title>5 verifications over 30 days:"), "{month}");
+    let odd = panel.get(&format!("/admin/apps/{app_id}/usage?range=forever")).send().await.unwrap();
+    assert_eq!(odd.status(), StatusCode::OK);
+    assert!(odd.text().await.unwrap().contains("over 24 hours"));
+
+    // The key's own history, on its page.
+    let page = panel.get(&format!("/admin/keys/{key_id}/edit")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<h2>Last 30 days</h2>"), "{page}");
+    assert!(page.contains("<title>3 verifications over 30 days: 3 valid"), "{page}");
+
+    // Strangers are sent to the login page; an unknown application is not found.
+    let stranger = client().get(panel.server.url(&format!("/admin/apps/{app_id}/usage"))).send().await.unwrap();
+    assert_eq!(stranger.status(), StatusCode::SEE_OTHER);
+    let unknown = panel.get(&format!("/admin/apps/{}/usage", uuid::Uuid::now_v7())).send().await.unwrap();
+    assert!(unknown.status().is_redirection() || unknown.status() == StatusCode::NOT_FOUND, "{}", unknown.status());
+    panel.server.stop().await;
+}

@@ -538,6 +538,31 @@ async fn an_admin_walks_through_the_panel() {
     assert_eq!(verify_with(&server, &server.service_key, &second, &client_secret).await.1, "VALID");
     console.assert_clean("client secret").await;
 
+    // Usage: verifications with tags, some refused, then the application's dashboard.
+    for (i, endpoint) in ["GET /invoices", "GET /invoices", "POST /invoices", "GET /customers"].iter().cycle().take(24).enumerate() {
+        let key = if i % 6 == 5 { &rotated } else { &second };
+        let body = json!({"key": key, "client_secret": client_secret, "tags": [endpoint]});
+        let response = server.anon(Method::POST, "/v1/verify").bearer_auth(&server.service_key).json(&body).send();
+        assert_eq!(response.await.unwrap().status(), StatusCode::OK);
+    }
+    open(&page, &format!("{base}{app_path}")).await;
+    click_through(&page, "a[href$='/usage']").await;
+    assert_eq!(location(&page).await, format!("{app_path}/usage"));
+    let dashboard = text_of(&page, "main").await;
+    for text in ["Verifications over time", "Top keys", "Top owners", "Top tags", "GET /invoices"] {
+        assert!(dashboard.contains(text), "the dashboard shows {text}: {dashboard}");
+    }
+    let bars: u32 = eval(&page, "document.querySelectorAll('svg.chart rect').length").await;
+    assert!(bars >= 2, "the chart has the valid and the refused verifications: {bars} bars");
+    screenshot(&page, "usage").await;
+    at_phone_width(&page, "usage-phone").await;
+    console.assert_clean("usage dashboard").await;
+    click_through(&page, "table.top a[href$='/edit']").await;
+    assert!(text_of(&page, "main").await.contains("Last 30 days"));
+    screenshot(&page, "key-history").await;
+    at_phone_width(&page, "key-history-phone").await;
+    console.assert_clean("a key's history").await;
+
     // The service key: reveal it, rotate it.
     click_through(&page, "nav a[href='/admin/settings']").await;
     let masked = text_of(&page, "#service-key").await;

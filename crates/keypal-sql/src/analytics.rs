@@ -274,6 +274,27 @@ impl Retention {
     }
 }
 
+/// The bucket width a ranking of keys or owners over `[since, until)` reads: the finest
+/// of a day, 7 days and 30 days (aligned to the Unix epoch) of which the range touches
+/// at most 4 buckets, else 30 days. Such rows exist for keys and owners only.
+///
+/// ```
+/// use keypal_sql::ranking_span;
+/// use time::{Duration, macros::datetime};
+/// let from = datetime!(2026-01-01 0:00 UTC);
+/// assert_eq!(ranking_span(from, from + Duration::hours(1)), 86_400);
+/// assert_eq!(ranking_span(from, from + Duration::days(7)), 604_800);
+/// assert_eq!(ranking_span(from, from + Duration::days(30)), 2_592_000);
+/// ```
+pub fn ranking_span(since: OffsetDateTime, until: OffsetDateTime) -> i64 {
+    const MOST: i64 = 4;
+    let last = end_of(until) - 1;
+    [86_400, 604_800]
+        .into_iter()
+        .find(|span| (last.div_euclid(*span) - since.unix_timestamp().div_euclid(*span)) < MOST)
+        .unwrap_or(2_592_000)
+}
+
 /// The first second not in `[.., until)` for integer buckets: buckets starting before `until`.
 fn end_of(until: OffsetDateTime) -> i64 {
     until.unix_timestamp() + i64::from(until.nanosecond() > 0)
@@ -289,8 +310,9 @@ impl<D: Dialect> DialectStore<D> {
     /// bucket first (then by group); buckets without verifications are left out.
     ///
     /// Grouped by key or owner, the groups are the `limit` keys or owners with the most
-    /// verifications on the UTC days the range touches (ties by id); grouped by tag,
-    /// the `limit` tags with the most verifications in the range.
+    /// verifications in the coarse buckets the range touches ([`ranking_span`]: UTC
+    /// days, or 7-day or 30-day periods from the Unix epoch; ties by id); grouped by
+    /// tag, the `limit` tags with the most verifications in the range.
     pub async fn analytics(&self, query: &AnalyticsQuery) -> Result<Vec<AnalyticsBucket>, AnalyticsError> {
         query.check()?;
         let span = query.granularity.seconds();
@@ -337,11 +359,13 @@ impl<D: Dialect> DialectStore<D> {
             }
             Some(GroupBy::Key | GroupBy::Owner) => {
                 let scope = if query.group_by == Some(GroupBy::Key) { "key" } else { "owner" };
-                // The top subjects on the days the range touches (the application's day rows), then their buckets.
-                let mut top = QueryBuilder::<D>::new("SELECT subject FROM keypal_counts WHERE span = 86400 AND scope = ");
+                // The top subjects in the coarse buckets the range touches, then their buckets.
+                let rank = ranking_span(query.since, query.until);
+                let mut top = QueryBuilder::<D>::new("SELECT subject FROM keypal_counts WHERE span = ");
+                top.push(rank).push(" AND scope = ");
                 top.push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
                 top.push(" AND tag = ").push_arg(tag.clone());
-                top.push(" AND bucket >= ").push_arg(bucket_start(query.since, 86_400));
+                top.push(" AND bucket >= ").push_arg(bucket_start(query.since, rank));
                 top.push(" AND bucket < ").push_arg(to);
                 top.push(" GROUP BY subject ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
                           rate_limited + usage_exceeded) DESC, subject LIMIT ");
@@ -374,8 +398,9 @@ impl<D: Dialect> DialectStore<D> {
         Ok(buckets)
     }
 
-    /// Drops minute and hour rows (and day rows, when their retention is set) whose
-    /// bucket started before `now` minus their retention, in one transaction; returns
+    /// Drops minute and hour rows (and day rows, with the keys' and owners' 7-day and
+    /// 30-day rows once they end, when a day retention is set) whose bucket started
+    /// before `now` minus their retention, in one transaction; returns
     /// how many rows went. Nothing is lost: every count is also in the day row (and the
     /// hour row) of its bucket, written by the same flush. Running it again, or on
     /// several instances at once, only deletes what is still there.
@@ -384,7 +409,12 @@ impl<D: Dialect> DialectStore<D> {
         let mut cutoffs = vec![(60_i64, now.saturating_sub(seconds(retention.minutes)))];
         cutoffs.push((3_600, now.saturating_sub(seconds(retention.hours))));
         if let Some(days) = retention.days {
-            cutoffs.push((86_400, now.saturating_sub(seconds(days))));
+            let cutoff = now.saturating_sub(seconds(days));
+            // Day rows, and the 7-day and 30-day rows of keys and owners once their whole period is past.
+            cutoffs.push((86_400, cutoff));
+            for span in crate::usage::RANKING_SPANS {
+                cutoffs.push((span, cutoff.saturating_sub(span)));
+            }
         }
         let mut tx = self.write().await?;
         let mut deleted = 0;

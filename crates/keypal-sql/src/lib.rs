@@ -64,7 +64,9 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
-pub use analytics::{AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject};
+pub use analytics::{
+    AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
+};
 pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
 
 /// Re-exported for callers that build pools themselves.

@@ -4,7 +4,8 @@
 //! A [`UsageCounter`] is an [`EventSink`]: give it to a manager, and flush what it
 //! counted to the store now and then (the server does every few seconds, and on shutdown).
 //! A flush adds each key's counts to the `keypal_counts` rows of its minute, hour and
-//! day, for the key, its owner and its application, for all its verifications and for
+//! day (and, for the key and its owner, of its 7 and 30 days, to rank them over long
+//! ranges), for the key, its owner and its application, for all its verifications and for
 //! each of their tags (migration 5; [`crate::AnalyticsQuery`] reads them). Since the
 //! coarser rows are written with the finer ones, [`DialectStore::prune_usage`] drops
 //! expired minute and hour rows without losing a count.
@@ -328,6 +329,10 @@ fn minute_of(at: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
 /// The bucket widths written by a flush, in seconds: minute, hour, day.
 pub(crate) const SPANS: [i64; 3] = [60, 3_600, 86_400];
 
+/// The coarser bucket widths written for keys and owners only, to rank them over long
+/// ranges: 7 and 30 days (aligned to the Unix epoch).
+pub(crate) const RANKING_SPANS: [i64; 2] = [604_800, 2_592_000];
+
 /// One row of `keypal_counts`: (span, scope, namespace, subject, tag, bucket).
 type RowKey = (i64, &'static str, String, String, String, i64);
 
@@ -344,7 +349,7 @@ fn rows_of(deltas: &[UsageDelta]) -> BTreeMap<RowKey, UsageCounts> {
         let minute = bucket_start(delta.minute, 60);
         let tagged = delta.tags.iter().map(|(tag, counts)| (tag.as_str(), counts));
         for (tag, counts) in std::iter::once(("", &delta.counts)).chain(tagged) {
-            for span in SPANS {
+            for span in SPANS.into_iter().chain(RANKING_SPANS) {
                 let bucket = minute.div_euclid(span) * span;
                 let mut add = |scope: &'static str, subject: &str| {
                     rows.entry((span, scope, namespace.clone(), subject.to_owned(), tag.to_owned(), bucket))
@@ -355,7 +360,9 @@ fn rows_of(deltas: &[UsageDelta]) -> BTreeMap<RowKey, UsageCounts> {
                 if let Some(owner) = &delta.owner_id {
                     add("owner", owner);
                 }
-                add("app", "");
+                if SPANS.contains(&span) {
+                    add("app", "");
+                }
             }
         }
     }

@@ -137,6 +137,15 @@ async fn counts_per_key_owner_application_and_tag_at_every_granularity() {
             let owner_tags = groups(&store, &app.clone().owner("u1").group_by(GroupBy::Tag)).await;
             assert_eq!(owner_tags, [("GET /a".to_owned(), 7), ("eu".to_owned(), 2)], "{dialect}: an owner's tags");
         }
+        // Over long ranges keys and owners are ranked on their 7-day or 30-day rows: the same order.
+        for days in [6, 29, 89] {
+            let long = AnalyticsQuery::new(Some("app_a"), now - Duration::days(days), until, Granularity::Day);
+            let by_key = groups(&store, &long.clone().group_by(GroupBy::Key).limit(2)).await;
+            assert_eq!(by_key[0], (k1.record.id.0.to_string(), 7), "{dialect}: {days} days");
+            assert_eq!(by_key[1], (k3.record.id.0.to_string(), 4), "{dialect}: {days} days");
+            let by_owner = groups(&store, &long.group_by(GroupBy::Owner)).await;
+            assert_eq!(by_owner, [("u1".to_owned(), 10), ("u2".to_owned(), 4)], "{dialect}: {days} days");
+        }
         // The existing readers see the same counts.
         let hours = store.usage(k1.record.id, since, until, Granularity::Hour).await.expect("usage");
         assert_eq!(hours.iter().map(|h| h.counts.valid).sum::<u64>(), 7, "{dialect}");

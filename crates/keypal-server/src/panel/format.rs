@@ -76,6 +76,98 @@ pub fn sparkline(counts: &[u64]) -> String {
     svg
 }
 
+/// One bar of an outcome chart: a bucket's verifications by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// `VALID`.
+    pub valid: u64,
+    /// `RATE_LIMITED`.
+    pub rate_limited: u64,
+    /// `USAGE_EXCEEDED`.
+    pub out_of_credits: u64,
+    /// `REVOKED`, `DISABLED`, `EXPIRED`, `INSUFFICIENT_SCOPE`.
+    pub refused: u64,
+}
+
+impl Outcomes {
+    /// The outcomes of `counts`.
+    pub fn of(counts: &keypal_sql::UsageCounts) -> Self {
+        Outcomes {
+            valid: counts.valid,
+            rate_limited: counts.rate_limited,
+            out_of_credits: counts.usage_exceeded,
+            refused: counts.revoked + counts.disabled + counts.expired + counts.insufficient_scope,
+        }
+    }
+
+    /// Adds `other`.
+    pub fn add(&mut self, other: Outcomes) {
+        self.valid += other.valid;
+        self.rate_limited += other.rate_limited;
+        self.out_of_credits += other.out_of_credits;
+        self.refused += other.refused;
+    }
+
+    /// Every verification.
+    pub fn total(&self) -> u64 {
+        self.valid + self.rate_limited + self.out_of_credits + self.refused
+    }
+
+    /// (CSS class, count), bottom of the bar first.
+    fn layers(&self) -> [(&'static str, u64); 4] {
+        [("valid", self.valid), ("limited", self.rate_limited), ("credits", self.out_of_credits), ("refused", self.refused)]
+    }
+}
+
+/// A stacked bar chart of verifications by outcome, one bar per bucket, as SVG that
+/// scales to its container's width (built from numbers only, so safe to embed; colours
+/// come from the stylesheet's classes, so it needs no inline style). `what` names the
+/// buckets in its title, like "hours".
+pub fn outcome_chart(bars: &[Outcomes], what: &str) -> String {
+    const HEIGHT: u64 = 100;
+    const STEP: usize = 10;
+    let max = bars.iter().map(Outcomes::total).max().unwrap_or(0).max(1);
+    let mut sum = Outcomes::default();
+    for bar in bars {
+        sum.add(*bar);
+    }
+    let width = (bars.len() * STEP).max(STEP);
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {width} {HEIGHT}\" preserveAspectRatio=\"none\" role=\"img\">\
+         <title>{} verifications over {} {what}: {} valid, {} rate limited, {} out of credits, {} refused; \
+         at most {max} in one</title>",
+        sum.total(),
+        bars.len(),
+        sum.valid,
+        sum.rate_limited,
+        sum.out_of_credits,
+        sum.refused,
+    );
+    for (i, bar) in bars.iter().enumerate() {
+        let mut top = HEIGHT;
+        let mut below = 0;
+        for (class, n) in bar.layers() {
+            if n == 0 {
+                continue;
+            }
+            // Heights from the running total, so rounding never makes a bar taller than its total.
+            below += n;
+            let reached = HEIGHT - (below * HEIGHT).div_ceil(max).min(HEIGHT);
+            let h = top.saturating_sub(reached).max(1);
+            let y = top - h;
+            let _ = write!(
+                svg,
+                "<rect class=\"{class}\" x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{h}\"></rect>",
+                i * STEP + 1,
+                STEP - 2
+            );
+            top = y;
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +186,24 @@ mod tests {
         assert_eq!(last_used(Some(datetime!(2025-10-18 10:00 UTC)), now), "2h ago");
         assert_eq!(last_used(Some(datetime!(2025-10-15 12:00 UTC)), now), "3d ago");
         assert_eq!(last_used(Some(datetime!(2025-01-02 12:00 UTC)), now), "Jan 2, 2025");
+    }
+
+    #[test]
+    fn outcome_bars_stack_by_outcome_and_scale_to_the_busiest_bucket() {
+        let bars = [
+            Outcomes { valid: 50, rate_limited: 30, out_of_credits: 0, refused: 20 },
+            Outcomes::default(),
+            Outcomes { valid: 10, ..Outcomes::default() },
+        ];
+        let svg = outcome_chart(&bars, "hours");
+        assert!(svg.contains("<title>110 verifications over 3 hours: 60 valid, 30 rate limited, 0 out of credits, 20 refused"), "{svg}");
+        // The busiest bar fills the height: 50 + 30 + 20 of 100.
+        assert!(svg.contains("<rect class=\"valid\" x=\"1\" y=\"50\" width=\"8\" height=\"50\">"), "{svg}");
+        assert!(svg.contains("<rect class=\"limited\" x=\"1\" y=\"20\" width=\"8\" height=\"30\">"), "{svg}");
+        assert!(svg.contains("<rect class=\"refused\" x=\"1\" y=\"0\" width=\"8\" height=\"20\">"), "{svg}");
+        assert!(svg.contains("<rect class=\"valid\" x=\"21\" y=\"90\" width=\"8\" height=\"10\">"), "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 4, "no rectangle for an empty bucket or outcome");
+        assert!(!svg.contains("style"), "no inline style: the panel's CSP forbids it");
     }
 
     #[test]

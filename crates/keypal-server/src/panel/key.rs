@@ -129,6 +129,8 @@ struct EditKeyPage {
     key_id: String,
     masked: String,
     form: EditForm,
+    /// The key's verifications over the last 30 days.
+    history: super::usage::Chart,
 }
 
 /// The edit form.
@@ -243,6 +245,13 @@ async fn edit_page(
     let app_id = key.app_id.clone().unwrap_or_default();
     let app_name = state.app_by_text(&app_id).map(|r| r.app.name.clone()).unwrap_or_default();
     let form = form.unwrap_or_else(|| EditForm::of(&key));
+    // The key's own history: its last 30 days, per day.
+    state.flush().await;
+    let params = crate::routes::analytics::AnalyticsParams { key_id: Some(key.id), ..Default::default() };
+    let history = match super::usage::chart(state, session, params, 30, keypal_sql::Granularity::Day).await {
+        Ok(chart) => chart,
+        Err(e) => return failed(&e),
+    };
     let page = EditKeyPage {
         layout: Layout::signed_in("Edit key", "apps", session, flash),
         app_id,
@@ -250,6 +259,7 @@ async fn edit_page(
         key_id: id.to_owned(),
         masked: key.masked,
         form,
+        history,
     };
     render(status, &page)
 }

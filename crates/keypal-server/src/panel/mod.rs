@@ -9,7 +9,7 @@
 //! answer to the POST that made them.
 //!
 //! A module per page: `login`, `apps` (the applications), `app` (one application
-//! and its keys), `key` (one key), `settings` (the service key), `tokens` (management
+//! and its keys), `usage` (an application's usage dashboard), `key` (one key, with its history), `settings` (the service key), `tokens` (management
 //! tokens) and `audit`. What they share: `page` (the frame, flash messages, the secret
 //! dialog, error pages and redirects), `form` (typed text into the API's requests,
 //! errors next to fields), `session` (the admin's session and the CSRF checks) and
@@ -28,6 +28,7 @@ mod page;
 mod session;
 mod settings;
 mod tokens;
+mod usage;
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/admin/logout", page(post(login::logout)))
         .route("/admin/apps", page(get(apps::apps).post(apps::create_app)))
         .route("/admin/apps/{id}", page(get(app::app)))
+        .route("/admin/apps/{id}/usage", page(get(usage::usage)))
         .route("/admin/apps/{id}/delete", page(post(apps::delete_app)))
         .route("/admin/apps/{id}/keys", page(post(app::create_key)))
         .route("/admin/apps/{id}/client-secret", page(post(app::regenerate_secret)))

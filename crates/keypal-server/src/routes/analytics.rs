@@ -48,8 +48,9 @@ pub struct AnalyticsParams {
     #[param(inline, value_type = Option<GranularityName>)]
     pub granularity: Option<String>,
     /// `code` (the default: one series, counts by result code), `key` or `owner` (the
-    /// top `limit` keys or owners of the application by verifications on the UTC days
-    /// the range touches; not with `key_id` or `owner_id`), `tag` (the top `limit` tags; not with `tag`).
+    /// top `limit` keys or owners of the application by verifications in the UTC days,
+    /// or 7-day or 30-day periods, the range touches; not with `key_id` or `owner_id`),
+    /// `tag` (the top `limit` tags; not with `tag`).
     #[param(inline, value_type = Option<GroupByName>)]
     pub group_by: Option<String>,
     /// Groups at most, 1-100 (default 10).

@@ -1,5 +1,6 @@
 -- keypal 0005 (PostgreSQL): usage analytics. Verification counts per result code, kept
--- per minute, hour and day ("span", the bucket's width in seconds), for each key, each
+-- per minute, hour and day ("span", the bucket's width in seconds; keys and owners also per
+-- 7 and 30 days, epoch-aligned, to rank them over long ranges), for each key, each
 -- owner of an application and each application ("scope" 'key', 'owner', 'app'; the
 -- "subject" is the key's id, the owner's id, or '' for the application), for all
 -- verifications (tag '') and per tag. A flush adds to the minute, hour and day rows at
@@ -9,7 +10,7 @@
 -- its table goes.
 
 CREATE TABLE keypal_counts (
-    span               BIGINT  NOT NULL,  -- 60, 3600 or 86400
+    span               BIGINT  NOT NULL,  -- 60, 3600 or 86400; 604800 and 2592000 for keys and owners
     scope              TEXT    NOT NULL,  -- 'key', 'owner' or 'app'
     namespace          TEXT    NOT NULL,  -- the application, '' for none
     subject            TEXT    NOT NULL,  -- the key id, the owner id, or '' for the application
@@ -25,21 +26,22 @@ CREATE TABLE keypal_counts (
     PRIMARY KEY (span, scope, namespace, subject, tag, bucket)
 );
 
--- The top keys or owners of an application over a range: a scan of its day rows.
-CREATE INDEX keypal_counts_days ON keypal_counts (scope, namespace, tag, bucket, subject) INCLUDE (valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded) WHERE span = 86400;
+-- Ranking an application's keys or owners over a range: a scan of its day, 7-day or
+-- 30-day rows (whichever the range touches at most 4 of), the counters in the index.
+CREATE INDEX keypal_counts_ranks ON keypal_counts (span, scope, namespace, tag, bucket, subject) INCLUDE (valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded) WHERE span >= 86400;
 -- Dropping expired minute and hour rows.
 CREATE INDEX keypal_counts_age ON keypal_counts (span, bucket);
 
 INSERT INTO keypal_counts (span, scope, namespace, subject, tag, bucket, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded)
 SELECT s.span, 'key', m.namespace, m.key, '', (m.bucket / s.span) * s.span, SUM(m.valid), SUM(m.revoked), SUM(m.disabled), SUM(m.expired), SUM(m.insufficient_scope), SUM(m.rate_limited), SUM(m.usage_exceeded)
 FROM (SELECT COALESCE(u.namespace, '') AS namespace, u.key_id::text AS key, k.owner_id AS owner, EXTRACT(EPOCH FROM u.bucket)::bigint AS bucket, u.valid, u.revoked, u.disabled, u.expired, u.insufficient_scope, u.rate_limited, u.usage_exceeded FROM keypal_usage u LEFT JOIN keypal_keys k ON k.id = u.key_id) m
-CROSS JOIN (SELECT 60 AS span UNION ALL SELECT 3600 UNION ALL SELECT 86400) s
+CROSS JOIN (SELECT 60 AS span UNION ALL SELECT 3600 UNION ALL SELECT 86400 UNION ALL SELECT 604800 UNION ALL SELECT 2592000) s
 GROUP BY s.span, m.namespace, m.key, (m.bucket / s.span) * s.span;
 
 INSERT INTO keypal_counts (span, scope, namespace, subject, tag, bucket, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded)
 SELECT s.span, 'owner', m.namespace, m.owner, '', (m.bucket / s.span) * s.span, SUM(m.valid), SUM(m.revoked), SUM(m.disabled), SUM(m.expired), SUM(m.insufficient_scope), SUM(m.rate_limited), SUM(m.usage_exceeded)
 FROM (SELECT COALESCE(u.namespace, '') AS namespace, u.key_id::text AS key, k.owner_id AS owner, EXTRACT(EPOCH FROM u.bucket)::bigint AS bucket, u.valid, u.revoked, u.disabled, u.expired, u.insufficient_scope, u.rate_limited, u.usage_exceeded FROM keypal_usage u LEFT JOIN keypal_keys k ON k.id = u.key_id) m
-CROSS JOIN (SELECT 60 AS span UNION ALL SELECT 3600 UNION ALL SELECT 86400) s
+CROSS JOIN (SELECT 60 AS span UNION ALL SELECT 3600 UNION ALL SELECT 86400 UNION ALL SELECT 604800 UNION ALL SELECT 2592000) s
 WHERE m.owner IS NOT NULL
 GROUP BY s.span, m.namespace, m.owner, (m.bucket / s.span) * s.span;
 
