@@ -151,6 +151,11 @@ mod seam {
         /// of one key's usage in `[$2, $3)`, grouped into buckets of `$4` seconds.
         const USAGE_BY_BUCKET: &'static str;
 
+        /// What ends a `SELECT` that claims rows for this transaction: PostgreSQL
+        /// ` FOR UPDATE SKIP LOCKED` (rows another transaction holds are passed over);
+        /// nothing on SQLite, whose write transactions run one at a time.
+        const SKIP_LOCKED: &'static str;
+
         /// Applies keypal's migrations of this dialect that are not applied yet.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
 

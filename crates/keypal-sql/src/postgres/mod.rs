@@ -47,6 +47,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
+    (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
 ];
 
 /// The verify path's lookups: one index probe each (see the EXPLAIN tests).
@@ -101,7 +102,7 @@ impl DialectStore<Postgres> {
             let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
             sqlx::query(sqlx::AssertSqlSafe(create)).execute(&pool).await.map_err(SqlError::Unreachable)?;
         }
-        let store = Self { pool };
+        let store = Self::from_pool(pool);
         if options.migrate {
             store.migrate().await?;
         }
@@ -113,6 +114,8 @@ impl Dialect for Postgres {}
 
 impl Seam for Postgres {
     const NAME: &'static str = "postgres";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
     const USAGE_BY_BUCKET: &'static str = "SELECT (floor(extract(epoch FROM bucket) / $4) * $4)::bigint AS start, \
          SUM(valid)::bigint, SUM(revoked)::bigint, SUM(disabled)::bigint, SUM(expired)::bigint, \
          SUM(insufficient_scope)::bigint, SUM(rate_limited)::bigint, SUM(usage_exceeded)::bigint FROM keypal_usage \

@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (2, "usage", include_str!("migrations/0002_usage.sql")),
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
+    (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
@@ -112,7 +113,7 @@ impl DialectStore<Sqlite> {
             .connect_with(connect)
             .await
             .map_err(SqlError::Unreachable)?;
-        let store = Self { pool };
+        let store = Self::from_pool(pool);
         if options.migrate {
             store.migrate().await?;
         }
@@ -124,6 +125,8 @@ impl Dialect for Sqlite {}
 
 impl Seam for Sqlite {
     const NAME: &'static str = "sqlite";
+    const SKIP_LOCKED: &'static str = "";
+
     const USAGE_BY_BUCKET: &'static str = "SELECT (bucket / $4) * $4 AS start, SUM(valid), SUM(revoked), \
          SUM(disabled), SUM(expired), SUM(insufficient_scope), SUM(rate_limited), SUM(usage_exceeded) \
          FROM keypal_usage WHERE key_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY start ORDER BY start";
