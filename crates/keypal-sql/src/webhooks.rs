@@ -76,11 +76,15 @@ fn snapshot(record: &KeyRecord) -> Value {
     serde_json::to_value(&public).unwrap_or(Value::Null)
 }
 
-/// The expiry scan's page: keys not revoked expiring in `[$1, $2)`, after the key `$4`
-/// expiring at `$3`, by expiry then id, `$5` of them: one range of the `expires_at` index.
+/// The expiry scan's page: keys not revoked expiring in `($1, $2]`, after the key `$4`
+/// expiring at `$3`, whose `$5` event of threshold `$6` has not fired, by expiry then id,
+/// `$7` of them: one range of the `(expires_at, id)` index, and a primary-key probe of
+/// `keypal_webhook_fired` per key in the range.
 pub(crate) const EXPIRY_SCAN: &str = select_keys!(
-    "WHERE expires_at >= $1 AND expires_at < $2 AND revoked_at IS NULL \
-     AND (expires_at > $3 OR (expires_at = $3 AND id > $4)) ORDER BY expires_at, id LIMIT $5"
+    "WHERE expires_at > $1 AND expires_at <= $2 AND revoked_at IS NULL \
+     AND (expires_at > $3 OR (expires_at = $3 AND id > $4)) \
+     AND NOT EXISTS (SELECT 1 FROM keypal_webhook_fired f WHERE f.key_id = keypal_keys.id AND f.kind = $5 \
+     AND f.threshold = $6) ORDER BY expires_at, id LIMIT $7"
 );
 
 /// `WHERE EXISTS (a webhook)`: the condition of every outbox insert.
@@ -295,6 +299,10 @@ impl<D: Dialect> DialectStore<D> {
         limit: u32,
         plan: impl FnOnce(&[OutboxEvent]) -> Vec<NewDelivery> + Send,
     ) -> Result<usize, StoreError> {
+        // A read first: an empty outbox (the usual case) takes no write lock.
+        if self.fetch_optional(sqlx::query("SELECT id FROM keypal_outbox LIMIT 1")).await?.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.write().await?;
         let mut q = QueryBuilder::<D>::new(
             "SELECT id, type, at, key_id, namespace, data FROM keypal_outbox ORDER BY id LIMIT ",
@@ -381,18 +389,22 @@ impl<D: Dialect> DialectStore<D> {
         Ok(true)
     }
 
-    /// Keys that are not revoked and expire in `[from, to)`, by expiry then id, after
-    /// `after` (the last key of the previous page): a range of the `expires_at` index.
+    /// Keys that are not revoked, expire in `(from, to]` and have not fired `kind` at
+    /// `threshold` (see [`DialectStore::fire_once`]), by expiry then id, after `after`
+    /// (the last key of the previous page): a range of the `expires_at` index.
     pub async fn keys_expiring(
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
+        unfired: (&str, &str),
         after: Option<(OffsetDateTime, KeyId)>,
         limit: u32,
     ) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
         let (at, id) = after.unwrap_or((from, KeyId(Uuid::nil())));
+        let (kind, threshold) = unfired;
         let query = sqlx::query(EXPIRY_SCAN).arg(Timestamp(from)).arg(Timestamp(to)).arg(Timestamp(at)).arg(id.0);
-        let rows = self.fetch_all(query.arg(i64::from(limit.max(1)))).await?;
+        let query = query.arg(kind.to_owned()).arg(threshold.to_owned()).arg(i64::from(limit.max(1)));
+        let rows = self.fetch_all(query).await?;
         rows::records::<D>(&rows)
     }
 
@@ -430,6 +442,15 @@ impl<D: Dialect> DialectStore<D> {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
+        // A read first: with nothing due (the usual case) no write lock is taken.
+        let due = sqlx::query(
+            "SELECT id FROM keypal_webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+             AND (locked_until IS NULL OR locked_until <= $1) LIMIT 1",
+        )
+        .arg(Timestamp(now));
+        if self.fetch_optional(due).await?.is_none() {
+            return Ok(Vec::new());
+        }
         let until = lease_end(now, lease);
         let mut q = QueryBuilder::<D>::new("UPDATE keypal_webhook_deliveries SET locked_until = ");
         q.push_arg(Timestamp(until));
@@ -627,10 +648,11 @@ impl crate::SqlStore {
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
+        unfired: (&str, &str),
         after: Option<(OffsetDateTime, KeyId)>,
         limit: u32,
     ) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
-        on_store!(self, s => s.keys_expiring(from, to, after, limit).await)
+        on_store!(self, s => s.keys_expiring(from, to, unfired, after, limit).await)
     }
 
     /// See [`DialectStore::insert_delivery`].

@@ -245,26 +245,33 @@ async fn concurrent_firings_of_one_threshold_put_one_event_in() {
     }
 }
 
-/// Keys expiring in a range, a page at a time, revoked ones left out.
+/// Keys expiring in a range, a page at a time, revoked ones and fired ones left out.
 #[tokio::test]
-async fn the_expiry_scan_pages_through_a_range() {
+async fn the_expiry_scan_pages_through_a_range_of_unfired_keys() {
     for store in both().await {
         let d = store.dialect();
+        add_webhook(&store, "w1").await;
         let keys = KeyManager::builder().store(store.clone()).build().expect("manager");
         let now = OffsetDateTime::now_utc();
         let mut soon = Vec::new();
         for hours in [1, 2, 3, 30, 24 * 20] {
             let at = now + Duration::from_secs(hours * 3600);
-            soon.push(keys.create(NewKey::new().expires_at(at)).await.expect("create").record.id);
+            soon.push(keys.create(NewKey::new().expires_at(at)).await.expect("create").record);
         }
-        keys.revoke(&soon[1]).await.expect("revoke");
+        keys.revoke(&soon[1].id).await.expect("revoke");
         keys.create(NewKey::new()).await.expect("no expiry");
         let to = now + Duration::from_secs(7 * 86_400);
-        let first = store.keys_expiring(now, to, None, 2).await.expect("scan");
-        assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [soon[0], soon[2]], "{d}");
+        let band = ("key.expiring", "7d");
+        let first = store.keys_expiring(now, to, band, None, 2).await.expect("scan");
+        assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [soon[0].id, soon[2].id], "{d}");
         let last = first.last().map(|r| (r.expires_at.unwrap(), r.id));
-        let next = store.keys_expiring(now, to, last, 2).await.expect("scan");
-        assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [soon[3]], "{d}");
+        let next = store.keys_expiring(now, to, band, last, 2).await.expect("scan");
+        assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [soon[3].id], "{d}");
+        assert!(store.fire_once("key.expiring", "7d", &soon[0], None).await.expect("fire"));
+        let again = store.keys_expiring(now, to, band, None, 10).await.expect("scan");
+        assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), [soon[2].id, soon[3].id], "{d}: fired left out");
+        let other = store.keys_expiring(now, to, ("key.expiring", "1d"), None, 10).await.expect("scan");
+        assert_eq!(other.len(), 3, "{d}: another threshold has its own marks");
     }
 }
 
@@ -277,6 +284,7 @@ async fn the_expiry_scan_reads_a_range_of_its_index_on_sqlite() {
     let plan = plan.join(" | ");
     assert!(plan.contains("USING INDEX keypal_keys_expires (expires_at>? AND expires_at<?)"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    assert!(plan.contains("SEARCH f USING COVERING INDEX sqlite_autoindex_keypal_webhook_fired_1 (key_id=? AND kind=? AND threshold=?)"), "a probe per key: {plan}");
 }
 
 #[tokio::test]
@@ -290,7 +298,7 @@ async fn the_expiry_scan_reads_a_range_of_its_index_on_postgres() {
     let prepare = format!("PREPARE expiry_scan AS {}", keypal_sql::testing::EXPIRY_SCAN);
     sqlx::raw_sql(sqlx::AssertSqlSafe(prepare)).execute(&mut *conn).await.expect("prepare");
     let explain = "EXPLAIN EXECUTE expiry_scan(now(), now() + interval '7 days', now(), \
-                   '00000000-0000-0000-0000-000000000000', 500)";
+                   '00000000-0000-0000-0000-000000000000', 'key.expiring', '7d', 500)";
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(explain)).fetch_all(&mut *conn).await.expect("explain");
     let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
     let plan = plan.join(" | ");
