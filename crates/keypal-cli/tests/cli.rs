@@ -508,6 +508,9 @@ fn serve_check_prints_the_defaults() {
             "cache_capacity        100000",
             &hash_workers,
             "hash_wait             1s",
+            "webhooks_allow_private false",
+            "webhook_expiry_warnings 7days,1day",
+            "webhook_scan_interval 1m",
             "log                   info",
         ]
     );

@@ -68,6 +68,14 @@ pub struct ServeConfig {
     /// How long a slow hash waits for a free hashing thread before its request is
     /// refused with 503 `HASHING_BUSY` (default 1 s).
     pub hash_wait: HumanDuration,
+    /// Deliver webhooks to loopback, private, link-local and unique-local addresses too
+    /// (default false: refused when a webhook is made, and after resolving its host at
+    /// each delivery).
+    pub webhooks_allow_private: bool,
+    /// How long before a key expires `key.expiring` fires (default `["7d", "1d"]`).
+    pub webhook_expiry_warnings: Vec<HumanDuration>,
+    /// How often keys are scanned for expiry events (default `1m`).
+    pub webhook_scan_interval: HumanDuration,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -91,6 +99,12 @@ impl Default for ServeConfig {
             cache_capacity: keypal::config::CacheConfig::default().capacity,
             hash_workers: None,
             hash_wait: HumanDuration(Duration::from_secs(1)),
+            webhooks_allow_private: false,
+            webhook_expiry_warnings: vec![
+                HumanDuration(Duration::from_secs(7 * 86_400)),
+                HumanDuration(Duration::from_secs(86_400)),
+            ],
+            webhook_scan_interval: HumanDuration(Duration::from_secs(60)),
             log: "info".to_owned(),
         }
     }
@@ -117,6 +131,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("cache_capacity", &self.cache_capacity)
             .field("hash_workers", &self.hash_workers)
             .field("hash_wait", &self.hash_wait)
+            .field("webhooks_allow_private", &self.webhooks_allow_private)
+            .field("webhook_expiry_warnings", &self.webhook_expiry_warnings)
+            .field("webhook_scan_interval", &self.webhook_scan_interval)
             .field("log", &self.log)
             .finish()
     }
