@@ -93,7 +93,7 @@ pub struct Server {
     listener: TcpListener,
     generated: Generated,
     /// The HTTP client of webhook deliveries.
-    webhook_client: reqwest::Client,
+    webhook_client: crate::webhooks::delivery::Client,
 }
 
 impl Server {
@@ -108,8 +108,8 @@ impl Server {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
         let webhook_settings = webhook_settings(config)?;
-        let webhook_client =
-            crate::webhooks::delivery::client(webhook_settings.allow_private).map_err(ServeError::WebhookClient)?;
+        let webhook_client = crate::webhooks::delivery::Client::new(webhook_settings.allow_private)
+            .map_err(ServeError::WebhookClient)?;
         let mut shared = shared_state(config, cache).await?;
         shared.webhooks = webhook_settings;
         let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;

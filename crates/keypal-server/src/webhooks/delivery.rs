@@ -2,19 +2,18 @@
 //! attempt, retries with backoff for about a day, and disables an endpoint that has
 //! failed for 3 days.
 //!
-//! The HTTP client follows no redirect, gives up after 10 seconds, reads at most 256
-//! bytes of an answer, and (unless private addresses are allowed) connects only to
-//! public addresses: a URL naming an address literally is checked before each attempt,
-//! and host names are resolved by [`GuardedResolver`], which drops every refused
-//! address from the answer, so a name that resolves to a private address at send time
-//! (DNS rebinding) is never connected to.
+//! The HTTP client ([`Client`]) follows no redirect, gives up after 10 seconds, reads at
+//! most 256 bytes of an answer, and (unless private addresses are allowed) connects only
+//! to public addresses: it makes each connection itself, to an address it checked at
+//! that moment (a URL's literal address, or what [`resolve`] leaves of the host name's
+//! addresses), so a name that resolves to a private address at send time (DNS
+//! rebinding) is never connected to.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keypal_sql::{Attempt, Delivery};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -60,49 +59,147 @@ pub fn retry_after(attempts: u32) -> Option<Duration> {
     BACKOFF.get(index).copied()
 }
 
-/// Resolves host names with the system's resolver, keeping only addresses webhooks may
-/// be sent to (all of them when private addresses are allowed).
-#[derive(Debug, Clone, Copy)]
-pub struct GuardedResolver {
+/// The HTTP client of deliveries: HTTP/1.1 over a connection it makes itself to an
+/// address it has checked (see the module's documentation). Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    tls: tokio_rustls::TlsConnector,
     allow_private: bool,
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> =
-                found.into_iter().filter(|a| allow_private || !address_refused(a.ip())).collect();
-            if allowed.is_empty() {
-                let message = format!("{host} resolves to no public address (loopback and private ones are refused)");
-                return Err(message.into());
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("allow_private", &self.allow_private).finish_non_exhaustive()
     }
 }
 
-/// The HTTP client of deliveries (see the module's documentation).
-pub fn client(allow_private: bool) -> Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .no_proxy()
-        .user_agent(concat!("keypal-webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-        .build()
-        .map_err(|e| e.to_string())
+/// An answer: its status and its first bytes.
+struct Answer {
+    status: u16,
+    head: Vec<u8>,
+}
+
+/// The addresses a host name resolves to that webhooks may be sent to (all of them when
+/// private addresses are allowed); an error names the host when none is left.
+pub async fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+    let found: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| allow_private || !address_refused(a.ip())).collect();
+    if allowed.is_empty() {
+        return Err(format!("{host} resolves to no public address (loopback and private ones are refused)"));
+    }
+    Ok(allowed)
+}
+
+impl Client {
+    /// A client; `allow_private` lets it connect to loopback and private addresses.
+    pub fn new(allow_private: bool) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Client { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), allow_private })
+    }
+
+    /// The addresses `url` may be sent to: a literal address checked, a name resolved and filtered.
+    async fn addresses(&self, url: &url::Url) -> Result<Vec<SocketAddr>, String> {
+        let port = url.port_or_known_default().ok_or("the URL has no port")?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err("the URL names no host".to_owned()),
+        };
+        match literal {
+            Some(ip) if !self.allow_private && address_refused(ip) => {
+                Err("refused: the URL names a loopback or private address".to_owned())
+            }
+            Some(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            None => resolve(url.host_str().unwrap_or_default(), port, self.allow_private).await,
+        }
+    }
+
+    /// POSTs `body` with `headers` to `url`: the answer's status and first
+    /// [`EXCERPT_BYTES`] bytes, within [`TIMEOUT`]. A redirect is an answer like any other.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: &str) -> Result<Answer, String> {
+        let sent = tokio::time::timeout(TIMEOUT, self.post_now(url, headers, body)).await;
+        sent.unwrap_or_else(|_| Err(format!("no answer within {} seconds", TIMEOUT.as_secs())))
+    }
+
+    async fn post_now(&self, url: &str, headers: &[(&str, String)], body: &str) -> Result<Answer, String> {
+        let url = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        let mut stream = None;
+        let mut last_error = String::from("no address to connect to");
+        for addr in self.addresses(&url).await? {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    stream = Some(tcp);
+                    break;
+                }
+                Err(e) => last_error = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        let tcp = stream.ok_or(last_error)?;
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let target = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut request = hyper::Request::post(target).header(hyper::header::HOST, authority);
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request.body(body.to_owned()).map_err(|e| format!("cannot make the request: {e}"))?;
+        if url.scheme() == "https" {
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| format!("not a TLS name: {e}"))?;
+            let tls = self.tls.connect(name, tcp).await.map_err(|e| format!("TLS failed: {e}"))?;
+            exchange(tls, request).await
+        } else {
+            exchange(tcp, request).await
+        }
+    }
+}
+
+/// Sends `request` over `stream` (HTTP/1.1) and reads the answer's first bytes.
+async fn exchange<S>(stream: S, request: hyper::Request<String>) -> Result<Answer, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP failed: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(|e| format!("HTTP failed: {e}"));
+    let result = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut head = Vec::new();
+            while head.len() < EXCERPT_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            head.extend_from_slice(&data);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            Ok(Answer { status, head })
+        }
+        Err(e) => Err(e),
+    };
+    // The rest of the answer is not read: the connection is closed.
+    driver.abort();
+    result
 }
 
 /// At most [`EXCERPT_BYTES`] of `bytes` as text (cut on a character boundary).
@@ -134,65 +231,34 @@ impl<'a> From<&'a Delivery> for Message<'a> {
 }
 
 /// One attempt of `message` to `webhook` signed with `key`: the result to record.
-pub async fn attempt(
-    client: &reqwest::Client,
-    allow_private: bool,
-    webhook: &Webhook,
-    key: &[u8],
-    message: Message<'_>,
-) -> Attempt {
+pub async fn attempt(client: &Client, webhook: &Webhook, key: &[u8], message: Message<'_>) -> Attempt {
     let attempts = message.attempts.saturating_add(1);
     let failed = |status: Option<u16>, excerpt: String| Attempt::Failed {
         status,
         excerpt,
         retry_at: retry_after(attempts).map(|wait| OffsetDateTime::now_utc() + wait),
     };
-    // A URL naming an address is not resolved: check it here, at every attempt.
-    if !allow_private
-        && let Ok(url) = reqwest::Url::parse(&webhook.url)
-        && let Some(ip) = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        }
-        && address_refused(ip)
-    {
-        return failed(None, "refused: the URL names a loopback or private address".to_owned());
-    }
     let id = message.event_id.to_string();
     let timestamp = OffsetDateTime::now_utc().unix_timestamp();
     let signature = signing::signature(key, &id, timestamp, message.body.as_bytes());
-    let sent = client
-        .post(&webhook.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(message.body.to_owned())
-        .send()
-        .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(e) => return failed(None, excerpt(e.without_url().to_string().as_bytes())),
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", concat!("keypal-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
+        ("webhook-id", id),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ];
+    let answer = match client.post(&webhook.url, &headers, message.body).await {
+        Ok(answer) => answer,
+        Err(e) => return failed(None, excerpt(e.as_bytes())),
     };
-    let status = response.status();
-    let mut head = Vec::new();
-    while head.len() < EXCERPT_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    let text = excerpt(&head);
-    if status.is_success() {
-        Attempt::Succeeded { status: status.as_u16(), excerpt: text }
-    } else {
-        failed(Some(status.as_u16()), text)
-    }
+    let text = excerpt(&answer.head);
+    let status = answer.status;
+    if (200..300).contains(&status) { Attempt::Succeeded { status, excerpt: text } } else { failed(Some(status), text) }
 }
 
 /// Sends one claimed delivery and records the result (under its lease).
-async fn deliver(state: Arc<State>, client: reqwest::Client, delivery: Delivery) {
+async fn deliver(state: Arc<State>, client: Client, delivery: Delivery) {
     let Some(lease) = delivery.locked_until else { return };
     let found = match delivery.webhook_id.parse::<Uuid>() {
         Ok(id) => super::find(&state, id).await.ok(),
@@ -204,9 +270,7 @@ async fn deliver(state: Arc<State>, client: reqwest::Client, delivery: Delivery)
             Attempt::Failed { status: None, excerpt: "the webhook is disabled".into(), retry_at: None }
         }
         Some(webhook) => match webhook.signing_key(&state) {
-            Ok(key) => {
-                attempt(&client, state.webhooks.settings.allow_private, webhook, &key, Message::from(&delivery)).await
-            }
+            Ok(key) => attempt(&client, webhook, &key, Message::from(&delivery)).await,
             Err(_) => {
                 Attempt::Failed { status: None, excerpt: "the webhook secret cannot be opened".into(), retry_at: None }
             }
@@ -234,7 +298,7 @@ async fn deliver(state: Arc<State>, client: reqwest::Client, delivery: Delivery)
 }
 
 /// Claims and sends due deliveries until the task is aborted.
-pub async fn run(state: Arc<State>, client: reqwest::Client) {
+pub async fn run(state: Arc<State>, client: Client) {
     loop {
         let claimed = match state.store.claim_deliveries(OffsetDateTime::now_utc(), LEASE, CONCURRENCY).await {
             Ok(claimed) => claimed,
@@ -267,13 +331,10 @@ mod tests {
     /// resolution unless private addresses are allowed: what keeps DNS rebinding out.
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
-        let name: Name = "localhost".parse().unwrap();
-        let refused = GuardedResolver { allow_private: false }.resolve(name).await;
-        let error = refused.err().expect("refused").to_string();
+        let error = resolve("localhost", 80, false).await.expect_err("refused");
         assert!(error.contains("no public address"), "{error}");
-        let name: Name = "localhost".parse().unwrap();
-        let allowed = GuardedResolver { allow_private: true }.resolve(name).await.expect("allowed");
-        assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
+        let allowed = resolve("localhost", 80, true).await.expect("allowed");
+        assert!(!allowed.is_empty() && allowed.iter().all(|a| a.ip().is_loopback()));
     }
 
     /// A URL naming a private address is refused before any connection, at each attempt.
@@ -294,7 +355,7 @@ mod tests {
             created_at: OffsetDateTime::now_utc(),
         };
         let message = Message { event_id: Uuid::now_v7(), body: "{}", attempts: 0 };
-        let result = attempt(&client(false).unwrap(), false, &webhook, b"key", message).await;
+        let result = attempt(&Client::new(false).unwrap(), &webhook, b"key", message).await;
         match result {
             Attempt::Failed { status: None, excerpt, retry_at: Some(_) } => {
                 assert!(excerpt.contains("refused"), "{excerpt}")

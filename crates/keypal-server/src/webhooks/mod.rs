@@ -402,7 +402,7 @@ pub fn check_url(field: &str, url: &str, allow_private: bool) -> Result<String, 
     if url.len() > MAX_URL_LENGTH {
         return Err(ApiError::invalid(field, "must be at most 2048 characters"));
     }
-    let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::invalid(field, format!("is not a URL: {e}")))?;
+    let parsed = url::Url::parse(url).map_err(|e| ApiError::invalid(field, format!("is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ApiError::invalid(field, "must be an http or https URL"));
     }
