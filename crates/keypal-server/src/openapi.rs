@@ -43,6 +43,7 @@ pub const CODES: &[ErrorCode] = &[
     code(403, "INVALID_CLIENT_SECRET", "the client secret belongs to no application"),
     code(403, "KEY_LIMIT_REACHED", "the owner already has the most active keys the application allows"),
     code(403, "FORBIDDEN", "the key belongs to another owner"),
+    code(403, "WEBHOOK_LIMIT_REACHED", "there are 100 webhooks already; delete one first"),
     code(403, "CROSS_SITE", "a request from another site, with the admin's cookie, would change something"),
     code(404, "NOT_FOUND", "no such application, key, webhook or delivery"),
     code(405, "METHOD_NOT_ALLOWED", "this endpoint does not take that method"),

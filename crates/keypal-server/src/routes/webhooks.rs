@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use serde_json::json;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -18,6 +19,17 @@ use crate::webhooks::{
 };
 
 type Shared = AxumState<Arc<State>>;
+
+/// The rules of a webhook's fields that its schema cannot say.
+const WEBHOOK_RULES: &[(&str, &str)] = &[
+    (
+        "url",
+        "an http or https URL without credentials; unless the server runs with --webhooks-allow-private, \
+        not a loopback, private, link-local or unique-local address (nor localhost)",
+    ),
+    ("app_id", "names an existing application"),
+    ("description", "no control characters but newlines and tabs"),
+];
 
 /// The path of `/v1/webhooks/{id}...`.
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
@@ -70,8 +82,9 @@ pub async fn list(_: Admin, AxumState(state): Shared) -> Result<ApiJson<WebhookL
 
 /// Makes a webhook; answers its signing secret (`whsec_…`) once.
 #[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks", request_body = NewWebhook,
-    security(("admin_session" = [])),
-    responses((status = 201, description = "made; the secret is shown once", body = CreatedWebhook)))]
+    security(("admin_session" = [])), extensions(("x-keypal-rules" = json!(crate::openapi::rules(WEBHOOK_RULES)))),
+    responses((status = 201, description = "made; the secret is shown once", body = CreatedWebhook),
+        (status = 403, description = "WEBHOOK_LIMIT_REACHED")))]
 pub async fn create(
     admin: Admin,
     AxumState(state): Shared,
@@ -97,6 +110,7 @@ pub async fn get(
 /// enabled (`true` enables one disabled after failing).
 #[utoipa::path(patch, path = "/v1/webhooks/{id}", operation_id = "update_webhook", tag = "webhooks", params(WebhookPath),
     request_body = WebhookPatch, security(("admin_session" = [])),
+    extensions(("x-keypal-rules" = json!(crate::openapi::rules(WEBHOOK_RULES)))),
     responses((status = 200, description = "changed", body = WebhookView), (status = 404, description = "NOT_FOUND")))]
 pub async fn update(
     admin: Admin,

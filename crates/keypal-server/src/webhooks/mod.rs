@@ -502,7 +502,11 @@ pub async fn create(state: &State, request: NewWebhook, context: AuditContext) -
     let app_id = check_app(state, request.app_id)?;
     let description = check_description(request.description)?;
     if state.store.list_objects(KIND).await?.len() >= MAX_WEBHOOKS {
-        return Err(ApiError::invalid("url", "there are 100 webhooks already; delete one first"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "WEBHOOK_LIMIT_REACHED",
+            "there are 100 webhooks already; delete one first",
+        ));
     }
     let id = Uuid::now_v7();
     let secret = signing::new_secret().map_err(|e| ApiError::internal(&e))?;
