@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
