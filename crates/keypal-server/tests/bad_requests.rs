@@ -307,6 +307,10 @@ fn table() -> Vec<Row> {
         new_app(json!({"default_tier": 3}), 400, "INVALID_JSON"),
         // ---- max_active_keys_per_owner, recoverable, metadata, unknown fields ----
         new_app(json!({"max_active_keys_per_owner": 0}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
+        new_app(json!({"credits_low_threshold": 0}), 400, "INVALID_INPUT/credits_low_threshold"),
+        new_app(json!({"credits_low_threshold": u64::MAX}), 400, "INVALID_INPUT/credits_low_threshold"),
+        new_app(json!({"credits_low_threshold": -1}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"credits_low_threshold": 0}), 400, "INVALID_INPUT/credits_low_threshold"),
         new_app(json!({"max_active_keys_per_owner": 100_001}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
         new_app(json!({"max_active_keys_per_owner": -1}), 400, "INVALID_JSON"),
         new_app(json!({"max_active_keys_per_owner": 1.5}), 400, "INVALID_JSON"),

@@ -485,7 +485,14 @@ fn body_of(webhook: &Webhook) -> Result<Value, ApiError> {
 /// Every stored webhook, oldest first.
 pub async fn all(state: &State) -> Result<Vec<Webhook>, StoreError> {
     let objects = state.store.list_objects(KIND).await?;
-    Ok(objects.into_iter().filter_map(|o| serde_json::from_value(o.body).ok()).collect())
+    let mut webhooks = Vec::with_capacity(objects.len());
+    for object in objects {
+        match serde_json::from_value(object.body) {
+            Ok(webhook) => webhooks.push(webhook),
+            Err(e) => tracing::warn!(id = %object.id, error = %e, "a stored webhook cannot be read; it is skipped"),
+        }
+    }
+    Ok(webhooks)
 }
 
 /// The webhook with this id (404 otherwise).

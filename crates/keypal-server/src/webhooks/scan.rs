@@ -37,9 +37,9 @@ const REMEMBERED: usize = 100_000;
 /// A threshold's text: `7d`, `1d`, `36h`.
 fn label(warning: Duration) -> String {
     let secs = warning.as_secs();
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else {
         format!("{secs}s")
