@@ -294,6 +294,38 @@ impl<D: Dialect> DialectStore<D> {
     /// instance holds are skipped), hands them to `plan`, inserts the deliveries it
     /// returns (a delivery of an event to a webhook that already has one is skipped) and
     /// deletes the events, in one transaction. Returns how many events were taken.
+    ///
+    /// ```
+    /// use keypal::{KeyManager, NewKey};
+    /// use keypal_sql::{Attempt, DeliveryStatus, NewDelivery, SqliteStore, WEBHOOK_KIND};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = SqliteStore::connect("sqlite::memory:").await?.with_webhook_outbox();
+    /// store.insert_objects(&[keypal_sql::NewObject {
+    ///     kind: WEBHOOK_KIND, id: "w1", lookup: None, body: &serde_json::json!({}),
+    /// }], None).await?;
+    /// let keys = KeyManager::builder().store(store.clone()).build()?;
+    /// let created = keys.create(NewKey::new()).await?;
+    /// keys.revoke(&created.record.id).await?;
+    /// // Two events (key.created, key.revoked): one delivery each to w1.
+    /// let taken = store.dispatch_outbox(100, |events| {
+    ///     events.iter().map(|e| NewDelivery {
+    ///         webhook_id: "w1".into(), event_id: e.id, event_type: e.event_type.clone(), body: "{}".into(),
+    ///     }).collect()
+    /// }).await?;
+    /// assert_eq!(taken, 2);
+    /// // A sender claims them under a lease and records each attempt.
+    /// let now = time::OffsetDateTime::now_utc() + Duration::from_secs(1);
+    /// for delivery in store.claim_deliveries(now, Duration::from_secs(60), 10).await? {
+    ///     let ok = Attempt::Succeeded { status: 200, excerpt: String::new() };
+    ///     assert!(store.finish_delivery(delivery.id, delivery.locked_until.unwrap(), &ok).await?);
+    /// }
+    /// let page = store.deliveries("w1", None, 10).await?;
+    /// assert!(page.items.iter().all(|d| d.status == DeliveryStatus::Succeeded));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn dispatch_outbox(
         &self,
         limit: u32,
@@ -356,6 +388,24 @@ impl<D: Dialect> DialectStore<D> {
     /// this key's `threshold` of `kind` has fired before, on any instance: the mark and
     /// the event are written together. Nothing is written while no webhook exists.
     /// Returns whether the event was put in.
+    ///
+    /// ```
+    /// use keypal::{KeyManager, NewKey};
+    /// use keypal_sql::{SqliteStore, WEBHOOK_KIND};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = SqliteStore::connect("sqlite::memory:").await?;
+    /// store.insert_objects(&[keypal_sql::NewObject {
+    ///     kind: WEBHOOK_KIND, id: "w1", lookup: None, body: &serde_json::json!({}),
+    /// }], None).await?;
+    /// let keys = KeyManager::builder().store(store.clone()).build()?;
+    /// let key = keys.create(NewKey::new()).await?.record;
+    /// assert!(store.fire_once("key.expiring", "7d", &key, None).await?);
+    /// assert!(!store.fire_once("key.expiring", "7d", &key, None).await?, "once");
+    /// assert_eq!(store.outbox_len().await?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn fire_once(
         &self,
         kind: &str,
