@@ -164,6 +164,25 @@ def main():
     listed = call("list_tokens", 200, m.TokenList, client=script)
     assert [t.id for t in listed.parsed.tokens if t.id == made.parsed.record.id], "the token lists itself"
     assert made.parsed.token not in str(listed.content), "a list never shows a token"
+
+    # Webhooks (the server refuses private addresses here: the URL is a public name,
+    # never resolved by these calls; its deliveries fail in the background).
+    hook = call("create_webhook", 201, m.CreatedWebhook, client=script,
+                body=m.NewWebhook(url="https://hooks.example.com/keypal",
+                                  events=[m.EventTypeName("key.revoked")], app_id=app_id))
+    assert hook.parsed.secret.startswith("whsec_"), hook.parsed
+    hook_id = hook.parsed.webhook.id
+    listed = call("list_webhooks", 200, m.WebhookList, client=admin)
+    assert hook.parsed.secret not in str(listed.content), "a list never shows a secret"
+    call("get_webhook", 200, m.WebhookView, client=admin, id=hook_id)
+    call("update_webhook", 200, m.WebhookView, client=admin, id=hook_id,
+         body=m.WebhookPatch(description="generated client"))
+    rotated_secret = call("rotate_webhook_secret", 200, m.WebhookSecret, client=admin, id=hook_id)
+    assert rotated_secret.parsed.secret != hook.parsed.secret
+    sent = call("test_webhook", 202, m.DeliveryView, client=admin, id=hook_id)
+    call("list_webhook_deliveries", 200, m.DeliveryList, client=admin, id=hook_id, limit=10)
+    call("retry_webhook_delivery", 202, m.DeliveryView, client=admin, id=hook_id, delivery_id=sent.parsed.id)
+    call("delete_webhook", 204, client=admin, id=hook_id)
     call("revoke_token", 204, client=admin, id=made.parsed.record.id)
     call("rotate_service_key", 200, m.ServiceKey, client=admin)
     call("delete_app", 200, m.DeletedApp, client=admin, id=app_id)

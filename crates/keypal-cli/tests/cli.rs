@@ -512,6 +512,9 @@ fn serve_check_prints_the_defaults() {
             "usage_minute_retention 2days",
             "usage_hour_retention  3months",
             "usage_day_retention   forever",
+            "webhooks_allow_private false",
+            "webhook_expiry_warnings 7days,1day",
+            "webhook_scan_interval 1m",
             "log                   info",
         ]
     );

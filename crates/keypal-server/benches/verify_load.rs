@@ -38,6 +38,9 @@
 //!   a region of 4, a plan of 3), and one server with `usage_counting = false` and no tags,
 //!   each with its own SQLite file and `KEYPAL_BENCH_KEYS` keys, measured in alternating
 //!   slices like the endpoints above. The target: counting costs at most 5% of throughput.
+//! - `KEYPAL_BENCH_WEBHOOK` (0): with 1, a webhook wanting every event exists during the
+//!   load (made after the keys), so each verification is looked at for the webhooks'
+//!   credit and rate-limit events: compare a run with 0 and one with 1.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 use std::net::SocketAddr;
@@ -283,6 +286,29 @@ async fn populate(base: &str, admin_password: &str, count: usize) -> (String, Ve
     let mut keys = Vec::with_capacity(count);
     while let Some(batch) = tasks.join_next().await {
         keys.extend(batch.expect("key writer"));
+    }
+    if env_or("KEYPAL_BENCH_WEBHOOK", 0) == 1 {
+        let events = [
+            "key.created",
+            "key.updated",
+            "key.revoked",
+            "key.rotated",
+            "key.deleted",
+            "key.expiring",
+            "key.expired",
+            "key.credits_low",
+            "key.credits_exhausted",
+            "key.rate_limited",
+            "app.client_secret_rotated",
+        ];
+        let response = http
+            .post(format!("{base}/v1/webhooks"))
+            .header("cookie", &cookie)
+            .json(&json!({"url": "https://webhooks.invalid/keypal", "events": events}))
+            .send()
+            .await
+            .expect("create webhook");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "create webhook");
     }
     (client_secret, keys)
 }
@@ -669,6 +695,8 @@ fn main() {
     let created = Instant::now();
     let (client_secret, keys) = client.block_on(populate(&base, &target.admin_password, settings.keys));
     println!("  created 1 application and {} keys in {:.1} s", keys.len(), created.elapsed().as_secs_f64());
+    let webhook = env_or("KEYPAL_BENCH_WEBHOOK", 0) == 1;
+    println!("  webhooks: {}", if webhook { "one, wanting every event" } else { "none" });
 
     let verify = Workload {
         name: "POST /v1/verify",

@@ -70,6 +70,9 @@ pub struct App {
     pub max_active_keys_per_owner: u32,
     /// Whether keys are kept encrypted so an administrator can reveal them.
     pub recoverable: bool,
+    /// `key.credits_low` fires when a key's credits fall below this (none: never).
+    #[serde(default)]
+    pub credits_low_threshold: Option<u64>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -129,6 +132,11 @@ pub struct NewApp {
     /// Keep keys encrypted so they can be revealed (default false).
     #[schema(example = false)]
     pub recoverable: Option<bool>,
+    /// The `key.credits_low` webhook event fires when a key's credits fall below this
+    /// (once per key and refill period; default: never).
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64, example = 100)]
+    #[serde(default, deserialize_with = "crate::number::option")]
+    pub credits_low_threshold: Option<u64>,
 }
 
 /// `PATCH /v1/apps/{id}`: every field optional; `null` clears the optional ones.
@@ -170,6 +178,10 @@ pub struct AppPatch {
     /// created or rotated afterwards; turned off, the sealed copies of every key of the
     /// application are deleted (audited with their number).
     pub recoverable: Option<bool>,
+    /// A new level below which `key.credits_low` fires (`null`: never).
+    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64, example = 100)]
+    pub credits_low_threshold: Option<Option<u64>>,
 }
 
 impl AppPatch {
@@ -186,6 +198,7 @@ impl AppPatch {
             ("default_tier", self.default_tier.is_some()),
             ("max_active_keys_per_owner", self.max_active_keys_per_owner.is_some()),
             ("recoverable", self.recoverable.is_some()),
+            ("credits_low_threshold", self.credits_low_threshold.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -223,6 +236,8 @@ pub struct AppView {
     pub max_active_keys_per_owner: u32,
     /// Whether keys can be revealed.
     pub recoverable: bool,
+    /// The level below which `key.credits_low` fires.
+    pub credits_low_threshold: Option<u64>,
     /// Keys that work now (not revoked, not expired).
     pub active_keys: u64,
     /// Every key, revoked ones included.
@@ -260,6 +275,7 @@ impl App {
             default_tier: self.default_tier.clone(),
             max_active_keys_per_owner: self.max_active_keys_per_owner,
             recoverable: self.recoverable,
+            credits_low_threshold: self.credits_low_threshold,
             active_keys,
             total_keys,
             created_at: self.created_at,
@@ -291,6 +307,7 @@ impl App {
             default_tier: request.default_tier,
             max_active_keys_per_owner: check_max(request.max_active_keys_per_owner)?,
             recoverable: request.recoverable.unwrap_or(false),
+            credits_low_threshold: check_credits_low(request.credits_low_threshold)?,
             created_at: now,
         };
         Ok(app)
@@ -344,6 +361,9 @@ impl App {
         }
         if let Some(default_tier) = patch.default_tier {
             app.default_tier = default_tier;
+        }
+        if let Some(threshold) = patch.credits_low_threshold {
+            app.credits_low_threshold = check_credits_low(threshold)?;
         }
         if let Some(max) = patch.max_active_keys_per_owner {
             app.max_active_keys_per_owner = check_max(Some(max))?;
@@ -410,6 +430,17 @@ fn public_field(path: &str) -> String {
         "policy.max_active_keys_per_owner" => "max_active_keys_per_owner".to_owned(),
         "app" | "label" => "template".to_owned(),
         other => other.to_owned(),
+    }
+}
+
+/// A `credits_low_threshold`: 1 to `i64::MAX` (what a key's credits can be).
+fn check_credits_low(threshold: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match threshold {
+        Some(0) => Err(ApiError::invalid("credits_low_threshold", "must be at least 1")),
+        Some(n) if i64::try_from(n).is_err() => {
+            Err(ApiError::invalid("credits_low_threshold", "must be at most 9223372036854775807"))
+        }
+        other => Ok(other),
     }
 }
 

@@ -79,6 +79,14 @@ pub struct ServeConfig {
     pub usage_hour_retention: HumanDuration,
     /// How long per-day usage counts are kept (default: forever). At least `usage_hour_retention`.
     pub usage_day_retention: Option<HumanDuration>,
+    /// Deliver webhooks to loopback, private, link-local and unique-local addresses too
+    /// (default false: refused when a webhook is made, and after resolving its host at
+    /// each delivery).
+    pub webhooks_allow_private: bool,
+    /// How long before a key expires `key.expiring` fires (default `["7d", "1d"]`).
+    pub webhook_expiry_warnings: Vec<HumanDuration>,
+    /// How often keys are scanned for expiry events (default `1m`).
+    pub webhook_scan_interval: HumanDuration,
     /// The log filter, like `info` or `keypal_server=debug` (default `info`).
     pub log: String,
 }
@@ -106,6 +114,12 @@ impl Default for ServeConfig {
             usage_minute_retention: HumanDuration(keypal_sql::Retention::default().minutes),
             usage_hour_retention: HumanDuration(keypal_sql::Retention::default().hours),
             usage_day_retention: None,
+            webhooks_allow_private: false,
+            webhook_expiry_warnings: vec![
+                HumanDuration(Duration::from_secs(7 * 86_400)),
+                HumanDuration(Duration::from_secs(86_400)),
+            ],
+            webhook_scan_interval: HumanDuration(Duration::from_secs(60)),
             log: "info".to_owned(),
         }
     }
@@ -136,6 +150,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("usage_minute_retention", &self.usage_minute_retention)
             .field("usage_hour_retention", &self.usage_hour_retention)
             .field("usage_day_retention", &self.usage_day_retention)
+            .field("webhooks_allow_private", &self.webhooks_allow_private)
+            .field("webhook_expiry_warnings", &self.webhook_expiry_warnings)
+            .field("webhook_scan_interval", &self.webhook_scan_interval)
             .field("log", &self.log)
             .finish()
     }

@@ -121,7 +121,8 @@ impl Deployment {
         let read = Secrets::read(config.master_key.as_deref(), &config.key_file)?;
         let mut options = SqlOptions::new().max_connections(config.max_connections);
         options.schema.clone_from(&config.database_schema);
-        let store = SqlStore::connect_with(&config.database_url, &options).await?;
+        // Changes write the webhook outbox, which `keypal serve` delivers (see crate::webhooks).
+        let store = SqlStore::connect_with(&config.database_url, &options).await?.with_webhook_outbox();
         tracing::info!(database = %redact_url(&config.database_url), "database ready");
         let source_name = match &config.master_key {
             Some(_) => "KEYPAL_MASTER_KEY".to_owned(),

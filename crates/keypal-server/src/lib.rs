@@ -35,6 +35,7 @@ mod serve;
 mod state;
 mod throttle;
 pub mod tokens;
+mod webhooks;
 
 pub use config::{ServeConfig, ServeConfigError, redact_url};
 pub use deployment::{Deployment, DeploymentError};
@@ -44,3 +45,6 @@ pub use metrics::Metrics;
 pub use openapi::{ApiDoc, CODES, ErrorCode};
 pub use serve::{ServeError, Server, serve, shutdown_signal};
 pub use state::{BootError, Generated};
+pub use webhooks::delivery::retry_after as webhook_retry_after;
+pub use webhooks::signing as webhook_signing;
+pub use webhooks::{WebhookSettings, address_refused as webhook_address_refused};

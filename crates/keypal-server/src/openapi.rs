@@ -43,8 +43,9 @@ pub const CODES: &[ErrorCode] = &[
     code(403, "INVALID_CLIENT_SECRET", "the client secret belongs to no application"),
     code(403, "KEY_LIMIT_REACHED", "the owner already has the most active keys the application allows"),
     code(403, "FORBIDDEN", "the key belongs to another owner"),
+    code(403, "WEBHOOK_LIMIT_REACHED", "there are 100 webhooks already; delete one first"),
     code(403, "CROSS_SITE", "a request from another site, with the admin's cookie, would change something"),
-    code(404, "NOT_FOUND", "no such application or key"),
+    code(404, "NOT_FOUND", "no such application, key, webhook or delivery"),
     code(405, "METHOD_NOT_ALLOWED", "this endpoint does not take that method"),
     code(408, "REQUEST_TIMEOUT", "the request did not complete within 30 seconds"),
     code(409, "ALREADY_REVOKED", "the key is already revoked"),
@@ -116,6 +117,7 @@ pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
         (name = "tokens", description = "Management tokens for scripts (admin session or management token)."),
         (name = "verification", description = "Verifying keys (service key)."),
         (name = "owners", description = "An application's backend manages its users' keys (client secret)."),
+        (name = "webhooks", description = "Endpoints told about keys and applications, signed as Standard Webhooks says (admin session or management token)."),
     ),
     components(schemas(ErrorBody, ErrorDetail))
 )]

@@ -61,6 +61,9 @@ pub enum ServeError {
     /// The threads that run slow hashes could not be started.
     #[error("cannot start the hashing threads: {0}")]
     HashPool(#[source] std::io::Error),
+    /// The HTTP client of webhook deliveries could not be made.
+    #[error("cannot make the webhook client: {0}")]
+    WebhookClient(String),
     /// The server failed while running.
     #[error("the server failed: {0}")]
     Io(#[source] std::io::Error),
@@ -79,6 +82,7 @@ impl ServeError {
             ServeError::Setting { .. } => "INVALID_SETTING",
             ServeError::Bind { .. } => "LISTEN_FAILED",
             ServeError::HashPool(_) => "HASH_POOL_FAILED",
+            ServeError::WebhookClient(_) => "WEBHOOK_CLIENT_FAILED",
             ServeError::Io(_) => "SERVER_FAILED",
         }
     }
@@ -93,6 +97,8 @@ pub struct Server {
     generated: Generated,
     /// How long usage counts are kept.
     retention: keypal_sql::Retention,
+    /// The HTTP client of webhook deliveries.
+    webhook_client: crate::webhooks::delivery::Client,
 }
 
 impl Server {
@@ -107,8 +113,12 @@ impl Server {
         if let Some(file) = created_key_file {
             tracing::info!(file = %file.0, "created a new master key file (mode 0600); back it up: recoverable keys need it");
         }
+        let webhook_settings = webhook_settings(config)?;
+        let webhook_client = crate::webhooks::delivery::Client::new(webhook_settings.allow_private)
+            .map_err(ServeError::WebhookClient)?;
         let mut shared = shared_state(config, cache).await?;
         shared.uncounted = !config.usage_counting;
+        shared.webhooks = webhook_settings;
         let hash_pool = HashPool::start(config.hash_workers(), config.hash_wait.0).map_err(ServeError::HashPool)?;
         tracing::info!(threads = hash_pool.workers(), wait = ?config.hash_wait.0, "slow hashes run on their own threads");
         shared.hash_pool = Some(hash_pool);
@@ -132,7 +142,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Server { state, _subscription: subscription, listener, generated, retention })
+        Ok(Server { state, _subscription: subscription, listener, generated, retention, webhook_client })
     }
 
     /// The address it listens on (useful with port 0).
@@ -171,7 +181,9 @@ impl Server {
         &self.generated
     }
 
-    /// Serves until `shutdown` completes, then writes pending `last_used_at` times and usage counts.
+    /// Serves until `shutdown` completes, then writes pending `last_used_at` times and
+    /// usage counts. Webhooks are dispatched, sent and scanned for meanwhile (an attempt
+    /// cut short by the shutdown is sent again by the next claim of its delivery).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let state = self.state.clone();
         let flusher = tokio::spawn({
@@ -197,10 +209,22 @@ impl Server {
                 }
             }
         });
+        let mut webhook_tasks = vec![
+            tokio::spawn(crate::webhooks::dispatcher::run(state.clone())),
+            tokio::spawn(crate::webhooks::delivery::run(state.clone(), self.webhook_client.clone())),
+            tokio::spawn(crate::webhooks::scan::run(state.clone())),
+        ];
+        let signals = state.webhook_signals.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(receiver) = signals {
+            webhook_tasks.push(tokio::spawn(crate::webhooks::scan::run_signals(state.clone(), receiver)));
+        }
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         flusher.abort();
         pruner.abort();
+        for task in webhook_tasks {
+            task.abort();
+        }
         state.flush().await;
         state.store.close().await;
         tracing::info!("stopped; pending writes flushed");
@@ -268,6 +292,31 @@ fn cache_config(config: &ServeConfig) -> Result<keypal::config::CacheConfig, Ser
         return Err(ServeError::Setting { name: "cache_capacity", message: "must be at least 1" });
     }
     Ok(keypal::config::CacheConfig { ttl: config.cache_ttl, capacity: config.cache_capacity, ..Default::default() })
+}
+
+/// The webhook settings of `config` (warnings between a minute and a year, at most 8;
+/// a scan every second to every day).
+fn webhook_settings(config: &ServeConfig) -> Result<crate::webhooks::WebhookSettings, ServeError> {
+    let warnings: Vec<Duration> = config.webhook_expiry_warnings.iter().map(|w| w.0).collect();
+    let in_range = |w: &Duration| *w >= Duration::from_secs(60) && *w <= Duration::from_secs(366 * 86_400);
+    if warnings.len() > 8 || !warnings.iter().all(in_range) {
+        return Err(ServeError::Setting {
+            name: "webhook_expiry_warnings",
+            message: "must be at most 8 durations, each between 1 minute and 366 days",
+        });
+    }
+    let scan_every = config.webhook_scan_interval.0;
+    if scan_every < Duration::from_secs(1) || scan_every > Duration::from_secs(86_400) {
+        return Err(ServeError::Setting {
+            name: "webhook_scan_interval",
+            message: "must be between 1 second and 1 day",
+        });
+    }
+    Ok(crate::webhooks::WebhookSettings {
+        allow_private: config.webhooks_allow_private,
+        expiry_warnings: warnings,
+        scan_every,
+    })
 }
 
 /// Completes on SIGTERM or Ctrl-C.

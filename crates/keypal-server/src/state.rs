@@ -70,6 +70,10 @@ pub struct State {
     pub throttle: LoginThrottle,
     /// The threads slow hashes run on (none: on the calling thread).
     pub hash_pool: Option<Arc<HashPool>>,
+    /// Webhooks: settings, and what the request handlers tell the webhook tasks.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The receiving end of the webhook signals, taken by the task that writes them.
+    pub(crate) webhook_signals: std::sync::Mutex<Option<crate::webhooks::scan::SignalReceiver>>,
     parts: ManagerParts,
     bus: Option<crate::cluster::Bus>,
     apps: RwLock<Apps>,
@@ -95,6 +99,8 @@ pub struct Shared {
     pub hash_pool: Option<Arc<HashPool>>,
     /// Verifications are not counted for usage analytics (`usage_counting = false`).
     pub uncounted: bool,
+    /// How webhooks run.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// Secrets generated on first start, to print once.
@@ -216,6 +222,7 @@ impl State {
         service_key_pinned: bool,
     ) -> Result<Arc<Self>, BootError> {
         let usage = Arc::new(UsageCounter::new());
+        let (webhooks, webhook_signals) = crate::webhooks::Webhooks::new(shared.webhooks);
         let mut sinks: Vec<Arc<dyn keypal::EventSink>> = Vec::new();
         if !shared.uncounted {
             sinks.push(usage.clone());
@@ -238,6 +245,8 @@ impl State {
             metrics: Metrics::default(),
             throttle: LoginThrottle::default(),
             hash_pool: shared.hash_pool,
+            webhooks,
+            webhook_signals: std::sync::Mutex::new(Some(webhook_signals)),
             apps: RwLock::new(Apps::default()),
             service_key_digest: RwLock::new(String::new()),
             service_key_pinned,

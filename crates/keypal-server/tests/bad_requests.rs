@@ -125,6 +125,8 @@ const IMPORT: Endpoint = Endpoint { method: "POST", path: "/v1/apps/{app}/keys/i
 const VERIFY: Endpoint = Endpoint { method: "POST", path: "/v1/verify", auth: Auth::Service };
 /// `POST /v1/tokens` as admin.
 const NEW_TOKEN: Endpoint = Endpoint { method: "POST", path: "/v1/tokens", auth: Auth::Admin };
+/// `POST /v1/webhooks` as admin (the server refuses private addresses).
+const NEW_WEBHOOK: Endpoint = Endpoint { method: "POST", path: "/v1/webhooks", auth: Auth::Admin };
 /// `POST /v1/owners/dave/keys` with application A's client secret.
 const OWNER_KEY: Endpoint = Endpoint { method: "POST", path: "/v1/owners/dave/keys", auth: Auth::Client };
 
@@ -305,6 +307,10 @@ fn table() -> Vec<Row> {
         new_app(json!({"default_tier": 3}), 400, "INVALID_JSON"),
         // ---- max_active_keys_per_owner, recoverable, metadata, unknown fields ----
         new_app(json!({"max_active_keys_per_owner": 0}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
+        new_app(json!({"credits_low_threshold": 0}), 400, "INVALID_INPUT/credits_low_threshold"),
+        new_app(json!({"credits_low_threshold": u64::MAX}), 400, "INVALID_INPUT/credits_low_threshold"),
+        new_app(json!({"credits_low_threshold": -1}), 400, "INVALID_JSON"),
+        PATCH_APP.row(json!({"credits_low_threshold": 0}), 400, "INVALID_INPUT/credits_low_threshold"),
         new_app(json!({"max_active_keys_per_owner": 100_001}), 400, "INVALID_INPUT/max_active_keys_per_owner"),
         new_app(json!({"max_active_keys_per_owner": -1}), 400, "INVALID_JSON"),
         new_app(json!({"max_active_keys_per_owner": 1.5}), 400, "INVALID_JSON"),
@@ -725,6 +731,42 @@ fn table() -> Vec<Row> {
         r("GET", "/v1/tokens/{token}", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         r("POST", "/v1/tokens/{token}", Admin, e.clone(), 405, "METHOD_NOT_ALLOWED"),
         r("PATCH", "/v1/tokens", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
+        // ---- webhooks ----
+        r("POST", "/v1/webhooks", Anon, json!({"url": "https://a.example/", "events": ["key.created"]}), 401, "UNAUTHENTICATED"),
+        r("POST", "/v1/webhooks", Client, json!({"url": "https://a.example/", "events": ["key.created"]}), 401, "UNAUTHENTICATED"),
+        r("GET", "/v1/webhooks", ExpiredToken, e.clone(), 401, "TOKEN_EXPIRED"),
+        NEW_WEBHOOK.row(json!({}), 400, "INVALID_JSON"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/"}), 400, "INVALID_JSON"),
+        NEW_WEBHOOK.row(json!({"url": "ftp://a.example/", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "not a url", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "https://u:p@a.example/", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "http://127.0.0.1:8080/", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "http://169.254.169.254/latest", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "http://[fd00::1]/", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "http://localhost/", "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": format!("https://a.example/{}", long(2048)), "events": ["key.created"]}), 400, "INVALID_INPUT/url"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": []}), 400, "INVALID_INPUT/events"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.exploded"]}), 400, "INVALID_INPUT/events"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": "key.created"}), 400, "INVALID_JSON"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.created"], "app_id": "0190a0f2-7c4e-7d2a-9b1e-3f5c2a9d8e71"}), 400, "INVALID_INPUT/app_id"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.created"], "app_id": "garbage"}), 400, "INVALID_JSON"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.created"], "description": long(501)}), 400, "INVALID_INPUT/description"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.created"], "description": "bell\u{7}"}), 400, "INVALID_INPUT/description"),
+        NEW_WEBHOOK.row(json!({"url": "https://a.example/", "events": ["key.created"], "secret": "whsec_mine"}), 400, "INVALID_JSON"),
+        NEW_WEBHOOK.row(raw(Some("text/plain"), "{}"), 415, "UNSUPPORTED_MEDIA_TYPE"),
+        r("GET", "/v1/webhooks/{unknown}", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/webhooks/garbage", Admin, e.clone(), 400, "INVALID_INPUT/id"),
+        r("PATCH", "/v1/webhooks/{unknown}", Admin, json!({}), 404, "NOT_FOUND"),
+        r("PATCH", "/v1/webhooks/{unknown}", Admin, json!({"enabled": "yes"}), 400, "INVALID_JSON"),
+        r("DELETE", "/v1/webhooks/{unknown}", Token, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/webhooks/{unknown}/secret", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/webhooks/{unknown}/test", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/webhooks/{unknown}/deliveries", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("GET", "/v1/webhooks/{unknown}/deliveries?limit=many", Admin, e.clone(), 400, "INVALID_QUERY"),
+        r("GET", "/v1/webhooks/{unknown}/deliveries?nope=1", Admin, e.clone(), 400, "INVALID_QUERY"),
+        r("POST", "/v1/webhooks/{unknown}/deliveries/{unknown}/retry", Admin, e.clone(), 404, "NOT_FOUND"),
+        r("POST", "/v1/webhooks/{unknown}/deliveries/garbage/retry", Admin, e.clone(), 400, "INVALID_INPUT/delivery_id"),
+        r("PUT", "/v1/webhooks/{unknown}", Admin, json!({}), 405, "METHOD_NOT_ALLOWED"),
         // ---- unknown paths ----
         r("GET", "/nope", Admin, e.clone(), 404, "NOT_FOUND"),
         r("GET", "/v1", Admin, e.clone(), 404, "NOT_FOUND"),
@@ -809,9 +851,11 @@ async fn snapshot(server: &TestServer, secrets: &[&str]) -> Value {
     for token in tokens["tokens"].as_array_mut().unwrap() {
         token.as_object_mut().unwrap().remove("last_used_at");
     }
+    let (status, webhooks) = json_of(server.admin(Method::GET, "/v1/webhooks").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{webhooks}");
     json!({
         "apps": apps, "keys": keys, "audit": events, "service_key": service_key, "secrets_work": secrets_work,
-        "tokens": tokens,
+        "tokens": tokens, "webhooks": webhooks,
     })
 }
 

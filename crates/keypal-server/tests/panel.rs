@@ -712,5 +712,69 @@ async fn the_usage_dashboard_charts_outcomes_and_lists_the_top_keys_owners_and_t
     assert_eq!(stranger.status(), StatusCode::SEE_OTHER);
     let unknown = panel.get(&format!("/admin/apps/{}/usage", uuid::Uuid::now_v7())).send().await.unwrap();
     assert!(unknown.status().is_redirection() || unknown.status() == StatusCode::NOT_FOUND, "{}", unknown.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_pages_make_edit_test_and_delete_a_webhook_with_its_secret_shown_once() {
+    let mut config = common::config(Db::Sqlite);
+    config.webhooks_allow_private = true;
+    let panel = Panel::start_with(config).await;
+    let apps = panel.get("/admin/apps").send().await.unwrap().text().await.unwrap();
+    assert!(apps.contains("href=\"/admin/webhooks\""), "the navigation links the page");
+    let html = panel.get("/admin/webhooks").send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("No webhooks yet."), "{html}");
+
+    // Without the CSRF token: refused. Without an event: the form again, the error shown.
+    let url = "http://127.0.0.1:9/hook";
+    let response = panel.post("/admin/webhooks", &[("url", url), ("event:key.revoked", "on")]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = panel.post("/admin/webhooks", &[("csrf", &panel.csrf), ("url", url)]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("must name at least one event type"));
+    let response = panel
+        .post("/admin/webhooks", &[("csrf", &panel.csrf), ("url", "ftp://x"), ("event:key.revoked", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("id=\"url-error\""));
+
+    // Made: the secret shown once, in the answer to the POST.
+    let fields = [
+        ("csrf", panel.csrf.as_str()),
+        ("url", url),
+        ("description", "ops pager"),
+        ("event:key.revoked", "on"),
+        ("event:key.expiring", "on"),
+    ];
+    let response = panel.post("/admin/webhooks", &fields).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let secret = shown_secret(&response.text().await.unwrap());
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let html = panel.get("/admin/webhooks").send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("key.revoked, key.expiring") && html.contains("ops pager"), "{html}");
+    assert!(!html.contains(&secret), "never shown again");
+    let id = html.split("href=\"/admin/webhooks/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+
+    // Its page: edited (disabled, one event), shown disabled; a test event's delivery listed with a retry.
+    let page = format!("/admin/webhooks/{id}");
+    let edit = [("csrf", panel.csrf.as_str()), ("url", url), ("event:key.created", "on")];
+    let response = panel.post(&page, &edit).send().await.unwrap();
+    assert_eq!((response.status(), location(&response)), (StatusCode::SEE_OTHER, format!("{page}?ok=webhook_updated")));
+    let html = panel.get("/admin/webhooks").send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("badge bad\">Disabled") && html.contains("disabled by an administrator"), "{html}");
+    let response = panel.post(&format!("{page}/test"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(location(&response), format!("{page}?ok=webhook_test_sent"));
+    let html = panel.get(&page).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("<code>webhook.test</code>") && html.contains("/retry\""), "{html}");
+    let rotated = panel.post(&format!("{page}/secret"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    let new_secret = shown_secret(&rotated.text().await.unwrap());
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+
+    let response = panel.post(&format!("{page}/delete"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(location(&response), "/admin/webhooks?ok=webhook_deleted");
+    let response = panel.post(&format!("{page}/delete"), &[("csrf", &panel.csrf)]).send().await.unwrap();
+    assert_eq!(location(&response), "/admin/webhooks?err=webhook_not_found");
+    assert_eq!(panel.get("/admin/webhooks/not-an-id").send().await.unwrap().status(), StatusCode::NOT_FOUND);
     panel.server.stop().await;
 }

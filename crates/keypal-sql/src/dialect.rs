@@ -146,6 +146,11 @@ mod seam {
         /// `"sqlite"` or `"postgres"`.
         const NAME: &'static str;
 
+        /// What ends a `SELECT` that claims rows for this transaction: PostgreSQL
+        /// ` FOR UPDATE SKIP LOCKED` (rows another transaction holds are passed over);
+        /// nothing on SQLite, whose write transactions run one at a time.
+        const SKIP_LOCKED: &'static str;
+
         /// Applies keypal's migrations of this dialect that are not applied yet.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
 

@@ -76,6 +76,7 @@ const CHUNK: usize = 100;
 async fn insert_all<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     items: Vec<Insertion>,
+    outbox: bool,
 ) -> Result<Inserted, StoreError> {
     let limited = |item: &Insertion| item.max_active_per_owner.and(item.record.owner_id.as_ref()).is_some();
     let mut owners: Vec<(Option<String>, String)> = items
@@ -113,7 +114,7 @@ async fn insert_all<D: Dialect>(
             .filter(|item| inserted.contains(&item.record.id.0))
             .map(|item| EventRow::about(&item.event, &item.record))
             .collect();
-        rows::insert_events(tx, &events).await?;
+        rows::insert_events(tx, &events, outbox).await?;
         for (item, refused) in chunk.iter().zip(outcome.iter_mut()) {
             results.push(match refused.take() {
                 Some(error) => Err(error),
@@ -183,18 +184,20 @@ async fn at_limit<D: Dialect>(
 #[derive(Debug)]
 pub struct DialectStore<D: Dialect> {
     pub(crate) pool: Pool<D>,
+    /// Whether changes write the webhook outbox (see [`DialectStore::with_webhook_outbox`]).
+    pub(crate) outbox: bool,
 }
 
 impl<D: Dialect> Clone for DialectStore<D> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self { pool: self.pool.clone(), outbox: self.outbox }
     }
 }
 
 impl<D: Dialect> DialectStore<D> {
     /// A store on an existing pool (not migrated: call [`DialectStore::migrate`]).
     pub fn from_pool(pool: Pool<D>) -> Self {
-        Self { pool }
+        Self { pool, outbox: false }
     }
 
     /// Applies keypal's migrations that are not applied yet (recorded in
@@ -202,6 +205,28 @@ impl<D: Dialect> DialectStore<D> {
     /// advisory lock while migrating).
     pub async fn migrate(&self) -> Result<(), SqlError> {
         D::migrate(&self.pool).await.map_err(SqlError::Migration)
+    }
+
+    /// This store, writing the webhook outbox with each change that causes a webhook
+    /// event (while a webhook exists): what `keypal serve`, which delivers them, turns
+    /// on. Off by default: a library user who delivers no webhooks writes no outbox, and
+    /// a database migrated only to an older version (without the outbox table) works.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = keypal_sql::SqliteStore::connect("sqlite::memory:").await?.with_webhook_outbox();
+    /// assert!(store.writes_webhook_outbox());
+    /// # Ok::<(), keypal_sql::SqlError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn with_webhook_outbox(mut self) -> Self {
+        self.outbox = true;
+        self
+    }
+
+    /// Whether changes write the webhook outbox.
+    pub fn writes_webhook_outbox(&self) -> bool {
+        self.outbox
     }
 
     /// The connection pool.
@@ -326,10 +351,11 @@ async fn update_returning<D: Dialect>(
     mut tx: Transaction<'static, D>,
     query: sqlx::query::Query<'_, D, D::Arguments>,
     event: &Event,
+    outbox: bool,
 ) -> Result<Arc<KeyRecord>, StoreError> {
     let row = query.fetch_optional(D::executor(&mut tx)).await.map_err(backend)?.ok_or(StoreError::NotFound)?;
     let record = rows::record::<D>(&row)?;
-    append(&mut tx, event, &record).await?;
+    append(&mut tx, event, &record, outbox).await?;
     tx.commit().await.map_err(backend)?;
     Ok(Arc::new(record))
 }
@@ -342,7 +368,8 @@ impl<D: Dialect> Store for DialectStore<D> {
         event: Event,
     ) -> Result<Arc<KeyRecord>, StoreError> {
         let mut tx = self.write().await?;
-        let mut results = insert_all(&mut tx, vec![Insertion { record, max_active_per_owner, event }]).await?;
+        let mut results =
+            insert_all(&mut tx, vec![Insertion { record, max_active_per_owner, event }], self.outbox).await?;
         let result =
             results.pop().ok_or_else(|| StoreError::backend(std::io::Error::other("no result of an insert")))?;
         let record = result?;
@@ -353,7 +380,7 @@ impl<D: Dialect> Store for DialectStore<D> {
     /// One transaction for them all, a few statements per hundred records.
     async fn insert_many(&self, items: Vec<Insertion>) -> Result<Inserted, StoreError> {
         let mut tx = self.write().await?;
-        let results = insert_all(&mut tx, items).await?;
+        let results = insert_all(&mut tx, items, self.outbox).await?;
         tx.commit().await.map_err(backend)?;
         Ok(results)
     }
@@ -426,7 +453,7 @@ impl<D: Dialect> Store for DialectStore<D> {
         }
         q.push(" WHERE id = ").push_arg(id.0).push(concat!(" RETURNING ", key_columns!()));
         let tx = self.write().await?;
-        update_returning(tx, q.build(), &event).await
+        update_returning(tx, q.build(), &event, self.outbox).await
     }
 
     async fn set_enabled(&self, id: KeyId, enabled: bool, event: Event) -> Result<Arc<KeyRecord>, StoreError> {
@@ -437,7 +464,7 @@ impl<D: Dialect> Store for DialectStore<D> {
         ))
         .arg(id.0)
         .arg(enabled);
-        update_returning(tx, query, &event).await
+        update_returning(tx, query, &event, self.outbox).await
     }
 
     async fn revoke(&self, id: KeyId, at: OffsetDateTime, event: Event) -> Result<Arc<KeyRecord>, StoreError> {
@@ -456,7 +483,7 @@ impl<D: Dialect> Store for DialectStore<D> {
             return Err(if exists(&mut tx, id).await? { StoreError::AlreadyRevoked } else { StoreError::NotFound });
         };
         let record = rows::record::<D>(&row)?;
-        append(&mut tx, &event, &record).await?;
+        append(&mut tx, &event, &record, self.outbox).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Arc::new(record))
     }
@@ -483,7 +510,7 @@ impl<D: Dialect> Store for DialectStore<D> {
             if i > 0 {
                 copy.id = Uuid::now_v7();
             }
-            append(&mut tx, &copy, record).await?;
+            append(&mut tx, &copy, record, self.outbox).await?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(revoked)
@@ -516,7 +543,7 @@ impl<D: Dialect> Store for DialectStore<D> {
         if rows::insert_records(&mut tx, &[&replacement]).await?.is_empty() {
             return Err(StoreError::Duplicate);
         }
-        append(&mut tx, &event, &old_record).await?;
+        append(&mut tx, &event, &old_record, self.outbox).await?;
         tx.commit().await.map_err(duplicate_or_backend)?;
         Ok((Arc::new(old_record), Arc::new(replacement)))
     }
@@ -530,7 +557,7 @@ impl<D: Dialect> Store for DialectStore<D> {
             .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
         let record = rows::record::<D>(&row)?;
-        append(&mut tx, &event, &record).await?;
+        append(&mut tx, &event, &record, self.outbox).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(Arc::new(record)))
     }
@@ -580,7 +607,7 @@ impl<D: Dialect> Store for DialectStore<D> {
             .execute(D::executor(&mut tx))
             .await
             .map_err(backend)?;
-        append(&mut tx, &event, &record).await?;
+        append(&mut tx, &event, &record, self.outbox).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Arc::new(record))
     }

@@ -50,6 +50,7 @@ mod postgres;
 mod sqlite;
 mod store;
 mod usage;
+mod webhooks;
 
 #[cfg(feature = "postgres")]
 pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
@@ -68,6 +69,9 @@ pub use analytics::{
     AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
 };
 pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
+pub use webhooks::{
+    Attempt, Delivery, DeliveryStatus, NewDelivery, OutboxEvent, WEBHOOK_KIND, event_type as webhook_event_type,
+};
 
 /// Re-exported for callers that build pools themselves.
 pub use sqlx;
@@ -96,6 +100,23 @@ pub mod testing {
         ("consume", crate::dialect_store::CONSUME),
         ("touch", crate::postgres::TOUCH),
     ];
+
+    /// The expiry scan of webhooks (keys expiring in a range, a page at a time), whose
+    /// plan the sql tests check: a range of the `expires_at` index, not a scan.
+    pub const EXPIRY_SCAN: &str = crate::webhooks::EXPIRY_SCAN;
+
+    /// The versions of keypal's SQLite migrations, in order (a version may be missing:
+    /// migrations are applied by version, whichever was released first).
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_migration_versions() -> Vec<i64> {
+        crate::sqlite::MIGRATIONS.iter().map(|m| m.0).collect()
+    }
+
+    /// The versions of keypal's PostgreSQL migrations, in order.
+    #[cfg(feature = "postgres")]
+    pub fn postgres_migration_versions() -> Vec<i64> {
+        crate::postgres::MIGRATIONS.iter().map(|m| m.0).collect()
+    }
 
     /// Applies only the first `count` SQLite migrations.
     #[cfg(feature = "sqlite")]

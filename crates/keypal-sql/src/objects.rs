@@ -74,7 +74,7 @@ impl<D: Dialect> DialectStore<D> {
             .await
             .map_err(duplicate_or_backend)?;
         }
-        commit_object_change(tx, 1, event).await.map(drop)
+        commit_object_change(tx, 1, event, self.outbox).await.map(drop)
     }
 
     /// Appends an event read back from an export, as it was (its id, time and actor).
@@ -89,7 +89,7 @@ impl<D: Dialect> DialectStore<D> {
         if taken.is_some() {
             return Err(StoreError::Duplicate);
         }
-        append_event(&mut tx, event).await?;
+        rows::insert_audit(&mut tx, &[rows::EventRow::named(event)]).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -105,7 +105,7 @@ impl<D: Dialect> DialectStore<D> {
     ) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
         let rows = replace_body(&mut tx, kind, id, body).await?;
-        commit_object_change(tx, rows, event).await
+        commit_object_change(tx, rows, event, self.outbox).await
     }
 
     /// Replaces a document's body like `update_object` and, in the same transaction,
@@ -134,7 +134,7 @@ impl<D: Dialect> DialectStore<D> {
         .map_err(backend)?;
         let forgotten = D::rows_affected(&done);
         let event = with_detail(event, "sealed_copies_deleted", forgotten.into());
-        append_event(&mut tx, &event).await?;
+        append_event(&mut tx, &event, self.outbox).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(forgotten))
     }
@@ -158,7 +158,7 @@ impl<D: Dialect> DialectStore<D> {
             .execute(D::executor(&mut tx))
             .await
             .map_err(duplicate_or_backend)?;
-        commit_object_change(tx, D::rows_affected(&done), event).await
+        commit_object_change(tx, D::rows_affected(&done), event, self.outbox).await
     }
 
     /// The document `kind`/`id`.
@@ -200,7 +200,7 @@ impl<D: Dialect> DialectStore<D> {
             .map_err(backend)?;
             first.get_or_insert(D::rows_affected(&done));
         }
-        commit_object_change(tx, first.unwrap_or(0), event).await
+        commit_object_change(tx, first.unwrap_or(0), event, self.outbox).await
     }
 }
 
@@ -229,12 +229,13 @@ async fn commit_object_change<D: Dialect>(
     mut tx: Transaction<'static, D>,
     rows: u64,
     event: Option<&Event>,
+    outbox: bool,
 ) -> Result<bool, StoreError> {
     if rows != 1 {
         return Ok(false);
     }
     if let Some(event) = event {
-        append_event(&mut tx, event).await?;
+        append_event(&mut tx, event, outbox).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(true)

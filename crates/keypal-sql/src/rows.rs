@@ -211,16 +211,30 @@ pub(crate) async fn insert_records<D: Dialect>(
 /// An audit event to append, about the key, namespace and owner given with it.
 pub(crate) struct EventRow<'a> {
     pub(crate) event: &'a Event,
+    /// The key as the change left it (its public fields go into the webhook outbox).
+    pub(crate) record: Option<&'a KeyRecord>,
     pub(crate) key_id: Option<KeyId>,
     pub(crate) namespace: Option<String>,
     pub(crate) owner_id: Option<String>,
 }
 
 impl<'a> EventRow<'a> {
-    /// `event` about `record`.
-    pub(crate) fn about(event: &'a Event, record: &KeyRecord) -> Self {
+    /// `event` about what it names itself (an application, a setting): no key record.
+    pub(crate) fn named(event: &'a Event) -> Self {
         EventRow {
             event,
+            record: None,
+            key_id: event.key_id,
+            namespace: event.namespace.clone(),
+            owner_id: event.owner_id.clone(),
+        }
+    }
+
+    /// `event` about `record`.
+    pub(crate) fn about(event: &'a Event, record: &'a KeyRecord) -> Self {
+        EventRow {
+            event,
+            record: Some(record),
             key_id: Some(record.id),
             namespace: record.namespace.clone(),
             owner_id: record.owner_id.clone(),
@@ -228,8 +242,23 @@ impl<'a> EventRow<'a> {
     }
 }
 
-/// Appends audit events in one statement.
+/// Appends audit events in one statement and, for those that cause a webhook event,
+/// their rows of the webhook outbox in another (written only while a webhook exists:
+/// see [`crate::webhooks`]).
 pub(crate) async fn insert_events<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    events: &[EventRow<'_>],
+    outbox: bool,
+) -> Result<(), StoreError> {
+    insert_audit(tx, events).await?;
+    if outbox {
+        crate::webhooks::insert_outbox(tx, events).await?;
+    }
+    Ok(())
+}
+
+/// Appends audit events in one statement (no outbox row: for events restored from an export).
+pub(crate) async fn insert_audit<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     events: &[EventRow<'_>],
 ) -> Result<(), StoreError> {
@@ -256,31 +285,24 @@ pub(crate) async fn insert_events<D: Dialect>(
     Ok(())
 }
 
-/// Appends `event` about `record` (key, namespace and owner filled in from it).
+/// Appends `event` about `record` (key, namespace and owner filled in from it), and its
+/// outbox row when `outbox` is on.
 pub(crate) async fn append<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     event: &Event,
     record: &KeyRecord,
+    outbox: bool,
 ) -> Result<(), StoreError> {
-    insert_event(tx, event, Some(record.id), record.namespace.clone(), record.owner_id.clone()).await
+    insert_events(tx, &[EventRow::about(event, record)], outbox).await
 }
 
 /// Appends `event` about what it names itself (an application, a setting): no key.
 pub(crate) async fn append_event<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     event: &Event,
+    outbox: bool,
 ) -> Result<(), StoreError> {
-    insert_event(tx, event, event.key_id, event.namespace.clone(), event.owner_id.clone()).await
-}
-
-async fn insert_event<D: Dialect>(
-    tx: &mut Transaction<'static, D>,
-    event: &Event,
-    key_id: Option<KeyId>,
-    namespace: Option<String>,
-    owner_id: Option<String>,
-) -> Result<(), StoreError> {
-    insert_events(tx, &[EventRow { event, key_id, namespace, owner_id }]).await
+    insert_events(tx, &[EventRow::named(event)], outbox).await
 }
 
 /// A value that is not what its column should hold.

@@ -52,6 +52,15 @@ pub enum Action {
     TokenRevoked,
     /// A key's credits were set, incremented or decremented; `details` holds `op` and `amount`.
     CreditsChanged,
+    /// A webhook was made; `details` names its id and URL.
+    WebhookCreated,
+    /// A webhook's settings changed (`details.fields` names which), or it was disabled
+    /// after failing for days (`details.disabled`).
+    WebhookUpdated,
+    /// A webhook was deleted.
+    WebhookDeleted,
+    /// A webhook's signing secret was replaced.
+    WebhookSecretRotated,
 }
 
 impl Action {
@@ -63,7 +72,7 @@ impl Action {
     ///     assert_eq!(action.as_str().parse::<Action>(), Ok(action));
     /// }
     /// ```
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 21] = [
         Action::Created,
         Action::Imported,
         Action::Verified,
@@ -81,6 +90,10 @@ impl Action {
         Action::TokenCreated,
         Action::TokenRevoked,
         Action::CreditsChanged,
+        Action::WebhookCreated,
+        Action::WebhookUpdated,
+        Action::WebhookDeleted,
+        Action::WebhookSecretRotated,
     ];
 
     /// The stable text: `created`, `revoked`, `app_deleted`, ...
@@ -103,6 +116,10 @@ impl Action {
             Action::TokenCreated => "token_created",
             Action::TokenRevoked => "token_revoked",
             Action::CreditsChanged => "credits_changed",
+            Action::WebhookCreated => "webhook_created",
+            Action::WebhookUpdated => "webhook_updated",
+            Action::WebhookDeleted => "webhook_deleted",
+            Action::WebhookSecretRotated => "webhook_secret_rotated",
         }
     }
 }

@@ -106,6 +106,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub recoverable: bool,
 
+    /// The key.credits_low webhook event fires when a key's credits fall below N.
+    #[arg(long, value_name = "N")]
+    pub credits_low_threshold: Option<u64>,
+
     /// Metadata of keys created without any (JSON).
     #[arg(long, value_name = "JSON")]
     pub default_metadata: Option<String>,
@@ -193,6 +197,7 @@ fn new_app(args: &CreateArgs) -> Result<NewApp, CliError> {
         default_tier: args.default_tier.clone(),
         max_active_keys_per_owner: args.max_active_keys_per_owner,
         recoverable: Some(args.recoverable),
+        credits_low_threshold: args.credits_low_threshold,
     })
 }
 

@@ -47,8 +47,10 @@ const FORMAT: &str = "keypal-export";
 const VERSION: u32 = 1;
 /// The kinds of documents exported: everything but the administrator's sessions.
 /// (The kinds of `keypal_objects`: settings, applications and their label claims,
-/// management tokens and their name claims.)
-const EXPORTED_KINDS: [&str; 5] = ["setting", "app", "app_label", keypal_server::tokens::KIND, "mgmt_token_name"];
+/// management tokens and their name claims, webhooks with their sealed secrets; not
+/// their deliveries.)
+const EXPORTED_KINDS: [&str; 6] =
+    ["setting", "app", "app_label", keypal_server::tokens::KIND, "mgmt_token_name", keypal_sql::WEBHOOK_KIND];
 /// Records and events read per query.
 const PAGE: u32 = 1000;
 

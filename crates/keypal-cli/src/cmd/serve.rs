@@ -94,6 +94,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", env = "KEYPAL_USAGE_DAY_RETENTION", hide_env_values = true,
           value_parser = humantime::parse_duration)]
     pub usage_day_retention: Option<Duration>,
+    /// Deliver webhooks to loopback, private, link-local and unique-local addresses too
+    /// (for tests and private networks) [default: false].
+    #[arg(long, env = "KEYPAL_WEBHOOKS_ALLOW_PRIVATE", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhooks_allow_private: Option<bool>,
+
+    /// How long before a key expires the key.expiring webhook event fires, comma
+    /// separated, like 7d,1d [default: 7d,1d].
+    #[arg(long, value_name = "DURATIONS", env = "KEYPAL_WEBHOOK_EXPIRY_WARNINGS", hide_env_values = true,
+          value_delimiter = ',', value_parser = humantime::parse_duration)]
+    pub webhook_expiry_warnings: Option<Vec<Duration>>,
+
+    /// How often keys are scanned for the expiry webhook events, like 1m [default: 1m].
+    #[arg(long, value_name = "DURATION", env = "KEYPAL_WEBHOOK_SCAN_INTERVAL", hide_env_values = true,
+          value_parser = humantime::parse_duration)]
+    pub webhook_scan_interval: Option<Duration>,
 
     /// Log filter, like `info` or `keypal_server=debug,info` [default: info].
     #[arg(long, value_name = "FILTER", env = "KEYPAL_LOG", hide_env_values = true)]
@@ -166,6 +182,14 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     }
     if let Some(kept) = args.usage_day_retention {
         config.usage_day_retention = Some(keypal::config::HumanDuration(kept));
+    if let Some(allow) = args.webhooks_allow_private {
+        config.webhooks_allow_private = allow;
+    }
+    if let Some(warnings) = &args.webhook_expiry_warnings {
+        config.webhook_expiry_warnings = warnings.iter().copied().map(keypal::config::HumanDuration).collect();
+    }
+    if let Some(every) = args.webhook_scan_interval {
+        config.webhook_scan_interval = keypal::config::HumanDuration(every);
     }
     if let Some(log) = &args.log {
         config.log.clone_from(log);
@@ -202,6 +226,10 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     line("usage_minute_retention", &config.usage_minute_retention.to_string())?;
     line("usage_hour_retention", &config.usage_hour_retention.to_string())?;
     line("usage_day_retention", &config.usage_day_retention.map_or_else(|| "forever".to_owned(), |d| d.to_string()))?;
+    line("webhooks_allow_private", &config.webhooks_allow_private.to_string())?;
+    let warnings: Vec<String> = config.webhook_expiry_warnings.iter().map(ToString::to_string).collect();
+    line("webhook_expiry_warnings", &warnings.join(","))?;
+    line("webhook_scan_interval", &config.webhook_scan_interval.to_string())?;
     line("log", &config.log)?;
     out.finish()
 }

@@ -262,8 +262,14 @@ impl Deployment {
 
     /// `keypal serve` on this deployment.
     pub fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// `keypal serve` on this deployment, with more `KEYPAL_*` variables.
+    pub fn serve_with(&self, more: &[(&str, &str)]) -> Server {
         let service_key = format!("kp_svc_{}", "v".repeat(40));
         let mut env = vec![("KEYPAL_SERVICE_KEY", service_key.as_str())];
+        env.extend_from_slice(more);
         if let Some(schema) = &self.schema {
             env.push(("KEYPAL_DATABASE_SCHEMA", schema));
         }

@@ -116,6 +116,7 @@ impl AppForm {
             default_tier: optional(&self.default_tier),
             max_active_keys_per_owner: max,
             recoverable: Some(self.recoverable()),
+            credits_low_threshold: None,
         })
     }
 }

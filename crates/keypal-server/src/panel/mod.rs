@@ -10,7 +10,7 @@
 //!
 //! A module per page: `login`, `apps` (the applications), `app` (one application
 //! and its keys), `usage` (an application's usage dashboard), `key` (one key, with its history), `settings` (the service key), `tokens` (management
-//! tokens) and `audit`. What they share: `page` (the frame, flash messages, the secret
+//! tokens), `webhooks` (webhooks and their deliveries) and `audit`. What they share: `page` (the frame, flash messages, the secret
 //! dialog, error pages and redirects), `form` (typed text into the API's requests,
 //! errors next to fields), `session` (the admin's session and the CSRF checks) and
 //! `format` (times, states and charts). Every change a page makes, and every rule it follows, is the JSON API's:
@@ -29,6 +29,7 @@ mod session;
 mod settings;
 mod tokens;
 mod usage;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -78,6 +79,12 @@ pub fn router() -> Router<Arc<State>> {
         .route("/admin/audit", page(get(audit::audit)))
         .route("/admin/tokens", page(get(tokens::tokens).post(tokens::create_token)))
         .route("/admin/tokens/{id}/revoke", page(post(tokens::revoke_token)))
+        .route("/admin/webhooks", page(get(webhooks::webhooks).post(webhooks::create_webhook)))
+        .route("/admin/webhooks/{id}", page(get(webhooks::webhook).post(webhooks::edit_webhook)))
+        .route("/admin/webhooks/{id}/test", page(post(webhooks::test_webhook)))
+        .route("/admin/webhooks/{id}/secret", page(post(webhooks::rotate_secret)))
+        .route("/admin/webhooks/{id}/delete", page(post(webhooks::delete_webhook)))
+        .route("/admin/webhooks/{id}/deliveries/{delivery_id}/retry", page(post(webhooks::retry_delivery)))
         .route("/admin/static/app.css", page(get(page::stylesheet)))
         .route("/admin/static/app.js", page(get(page::script)))
         .route("/admin/{*rest}", any(page::not_found))

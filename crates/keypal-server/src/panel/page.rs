@@ -82,6 +82,12 @@ impl Flash {
             "not_found" => "No such key or application.",
             "token_revoked" => "Management token revoked; it no longer works.",
             "token_not_found" => "No such management token (revoked already?).",
+            "webhook_updated" => "Webhook saved.",
+            "webhook_deleted" => "Webhook deleted.",
+            "webhook_not_found" => "No such webhook.",
+            "webhook_test_sent" => "Test event queued; its delivery is listed below within a second or two.",
+            "delivery_retried" => "Delivery queued again.",
+            "delivery_not_found" => "No such delivery.",
             _ => "Done.",
         };
         match (ok, err) {

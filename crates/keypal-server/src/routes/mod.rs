@@ -9,6 +9,7 @@ pub mod owners;
 pub mod ready;
 pub mod tokens;
 pub mod verify;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,12 @@ pub fn api() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(owners::revoke))
         .routes(routes!(analytics::owner_usage))
         .routes(routes!(analytics::verifications))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::retry))
 }
 
 /// A route whose JSON body may be up to `limit` bytes (others: [`MAX_BODY`]).

@@ -164,6 +164,10 @@ pub async fn verify(
         code = Code::NotFound;
     }
     state.metrics.observe(code, started.elapsed());
+    if state.webhooks.any() {
+        let window = verification.record().and_then(|r| runtime.keys.rate_limit_of(r)).map(|l| l.period);
+        state.webhooks.signals.observe(&runtime.app, &verification, window);
+    }
     let response = VerifyResponse {
         valid: code == Code::Valid,
         code: code.as_str(),

@@ -48,6 +48,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
     (5, "analytics", include_str!("migrations/0005_analytics.sql")),
+    (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
 ];
 
 /// The verify path's lookups: one index probe each (see the EXPLAIN tests).
@@ -102,7 +103,7 @@ impl DialectStore<Postgres> {
             let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
             sqlx::query(sqlx::AssertSqlSafe(create)).execute(&pool).await.map_err(SqlError::Unreachable)?;
         }
-        let store = Self { pool };
+        let store = Self::from_pool(pool);
         if options.migrate {
             store.migrate().await?;
         }
@@ -114,6 +115,8 @@ impl Dialect for Postgres {}
 
 impl Seam for Postgres {
     const NAME: &'static str = "postgres";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
     async fn migrate(pool: &Pool<Postgres>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
     }

@@ -56,6 +56,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (3, "objects", include_str!("migrations/0003_objects.sql")),
     (4, "refill", include_str!("migrations/0004_refill.sql")),
     (5, "analytics", include_str!("migrations/0005_analytics.sql")),
+    (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
@@ -113,7 +114,7 @@ impl DialectStore<Sqlite> {
             .connect_with(connect)
             .await
             .map_err(SqlError::Unreachable)?;
-        let store = Self { pool };
+        let store = Self::from_pool(pool);
         if options.migrate {
             store.migrate().await?;
         }
@@ -125,6 +126,8 @@ impl Dialect for Sqlite {}
 
 impl Seam for Sqlite {
     const NAME: &'static str = "sqlite";
+    const SKIP_LOCKED: &'static str = "";
+
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
     }
