@@ -539,7 +539,9 @@ async fn an_admin_walks_through_the_panel() {
     console.assert_clean("client secret").await;
 
     // Usage: verifications with tags, some refused, then the application's dashboard.
-    for (i, endpoint) in ["GET /invoices", "GET /invoices", "POST /invoices", "GET /customers"].iter().cycle().take(24).enumerate() {
+    for (i, endpoint) in
+        ["GET /invoices", "GET /invoices", "POST /invoices", "GET /customers"].iter().cycle().take(24).enumerate()
+    {
         let key = if i % 6 == 5 { &rotated } else { &second };
         let body = json!({"key": key, "client_secret": client_secret, "tags": [endpoint]});
         let response = server.anon(Method::POST, "/v1/verify").bearer_auth(&server.service_key).json(&body).send();

@@ -52,6 +52,9 @@ mod store;
 mod usage;
 mod webhooks;
 
+pub use analytics::{
+    AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
+};
 #[cfg(feature = "postgres")]
 pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
 pub use dialect::Dialect;
@@ -65,9 +68,6 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
-pub use analytics::{
-    AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
-};
 pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
 pub use webhooks::{
     Attempt, Delivery, DeliveryStatus, NewDelivery, OutboxEvent, WEBHOOK_KIND, event_type as webhook_event_type,

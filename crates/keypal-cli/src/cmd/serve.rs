@@ -182,6 +182,7 @@ fn settings(args: &ServeArgs) -> Result<ServeConfig, CliError> {
     }
     if let Some(kept) = args.usage_day_retention {
         config.usage_day_retention = Some(keypal::config::HumanDuration(kept));
+    }
     if let Some(allow) = args.webhooks_allow_private {
         config.webhooks_allow_private = allow;
     }
