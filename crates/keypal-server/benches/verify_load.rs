@@ -773,7 +773,11 @@ fn verify_bodies(keys: &[String], client_secret: &str, tagged: bool) -> Arc<Vec<
             .map(|(i, key)| {
                 let mut body = json!({"key": key, "client_secret": client_secret});
                 if tagged {
-                    body["tags"] = json!([format!("GET /v1/endpoint-{}", i % 20), format!("region-{}", i % 4), format!("plan-{}", i % 3)]);
+                    body["tags"] = json!([
+                        format!("GET /v1/endpoint-{}", i % 20),
+                        format!("region-{}", i % 4),
+                        format!("plan-{}", i % 3)
+                    ]);
                 }
                 Bytes::from(body.to_string())
             })
@@ -817,7 +821,8 @@ fn compare_usage(settings: &Settings, smoke: bool) {
         println!("  load average before the run (1 min): {load:.2}");
     }
     let workload = |target: &Target, name: &'static str, tagged: bool| {
-        let (secret, keys) = client.block_on(populate(&format!("http://{}", target.addr), &target.admin_password, settings.keys));
+        let (secret, keys) =
+            client.block_on(populate(&format!("http://{}", target.addr), &target.admin_password, settings.keys));
         Workload {
             name,
             method: Method::POST,

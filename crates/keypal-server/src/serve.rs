@@ -243,7 +243,10 @@ fn usage_retention(config: &ServeConfig) -> Result<keypal_sql::Retention, ServeE
         });
     }
     if retention.days.is_some_and(|days| days < retention.hours) {
-        return Err(ServeError::Setting { name: "usage_day_retention", message: "must be at least usage_hour_retention" });
+        return Err(ServeError::Setting {
+            name: "usage_day_retention",
+            message: "must be at least usage_hour_retention",
+        });
     }
     Ok(retention)
 }

@@ -124,8 +124,7 @@ async fn verifications_are_counted_per_application_key_owner_and_tag(db: Db) {
     let empty = buckets(&server, &path(&format!("app_id={a}&from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z"))).await;
     assert!(empty.is_empty());
     // A management token reads them too; a caller without credentials cannot.
-    let (status, _) =
-        json_of(server.anon(Method::GET, &path(&format!("app_id={a}"))).send().await.unwrap()).await;
+    let (status, _) = json_of(server.anon(Method::GET, &path(&format!("app_id={a}"))).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, token) =
         json_of(server.admin(Method::POST, "/v1/tokens").json(&json!({"name": "reports"})).send().await.unwrap()).await;
@@ -177,7 +176,10 @@ async fn an_owners_usage_is_its_applications_only(db: Db) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = json_of(usage("cs-wrong", "").await.unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = json_of(usage(&secret_a, "?granularity=minute&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:01Z").await.unwrap()).await;
+    let (status, body) = json_of(
+        usage(&secret_a, "?granularity=minute&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:01Z").await.unwrap(),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_INPUT")), "{body}");
     let (status, _) = json_of(usage(&secret_a, "?group_by=key").await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -209,9 +211,17 @@ async fn ranges_groupings_and_tags_past_their_limits_are_400(db: Db) {
         }
     };
     let bad = StatusCode::BAD_REQUEST;
-    let day = |n: u32| format!("from=2026-01-01T00:00:00Z&to={}", (time::macros::datetime!(2026-01-01 0:00 UTC) + time::Duration::days(i64::from(n))).format(&time::format_description::well_known::Rfc3339).unwrap());
+    let day = |n: u32| {
+        format!(
+            "from=2026-01-01T00:00:00Z&to={}",
+            (time::macros::datetime!(2026-01-01 0:00 UTC) + time::Duration::days(i64::from(n)))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        )
+    };
     ok(format!("app_id={a}&granularity=minute&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:00Z")).await;
-    refused(format!("app_id={a}&granularity=minute&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:01Z"), bad, "from").await;
+    refused(format!("app_id={a}&granularity=minute&from=2026-01-01T00:00:00Z&to=2026-01-03T00:00:01Z"), bad, "from")
+        .await;
     ok(format!("app_id={a}&granularity=hour&{}", day(90))).await;
     refused(format!("app_id={a}&granularity=hour&{}", day(91)), bad, "from").await;
     ok(format!("app_id={a}&granularity=day&{}", day(1_096))).await;
@@ -241,8 +251,16 @@ async fn ranges_groupings_and_tags_past_their_limits_are_400(db: Db) {
         let body = json!({"key": key, "client_secret": secret, "tags": tags});
         let server = &server;
         async move {
-            json_of(server.anon(Method::POST, "/v1/verify").bearer_auth(&server.service_key).json(&body).send().await.unwrap())
-                .await
+            json_of(
+                server
+                    .anon(Method::POST, "/v1/verify")
+                    .bearer_auth(&server.service_key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
         }
     };
     let ten: Vec<String> = (0..10).map(|i| format!("{i}{}", "é".repeat(63))).collect();

@@ -539,7 +539,9 @@ async fn an_admin_walks_through_the_panel() {
     console.assert_clean("client secret").await;
 
     // Usage: verifications with tags, some refused, then the application's dashboard.
-    for (i, endpoint) in ["GET /invoices", "GET /invoices", "POST /invoices", "GET /customers"].iter().cycle().take(24).enumerate() {
+    for (i, endpoint) in
+        ["GET /invoices", "GET /invoices", "POST /invoices", "GET /customers"].iter().cycle().take(24).enumerate()
+    {
         let key = if i % 6 == 5 { &rotated } else { &second };
         let body = json!({"key": key, "client_secret": client_secret, "tags": [endpoint]});
         let response = server.anon(Method::POST, "/v1/verify").bearer_auth(&server.service_key).json(&body).send();
@@ -557,7 +559,7 @@ async fn an_admin_walks_through_the_panel() {
     screenshot(&page, "usage").await;
     at_phone_width(&page, "usage-phone").await;
     console.assert_clean("usage dashboard").await;
-    click_through(&page, "table.top a[href$='/edit']").await;
+    click_through(&page, "table.ranking a[href$='/edit']").await;
     assert!(text_of(&page, "main").await.contains("Last 30 days"));
     screenshot(&page, "key-history").await;
     at_phone_width(&page, "key-history-phone").await;

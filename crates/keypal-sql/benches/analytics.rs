@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use divan::Bencher;
-use keypal_sql::{AnalyticsQuery, Granularity, GroupBy, SqlOptions, SqlStore};
 use keypal::KeyId;
+use keypal_sql::{AnalyticsQuery, Granularity, GroupBy, SqlOptions, SqlStore};
 use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 
@@ -72,7 +72,8 @@ fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
 }
 
 /// The numbers 0 to 59, as a table `n`.
-const SQLITE_SIXTY: &str = "(WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < 59) SELECT n FROM s)";
+const SQLITE_SIXTY: &str =
+    "(WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < 59) SELECT n FROM s)";
 const POSTGRES_SIXTY: &str = "(SELECT generate_series(0, 59) AS n)";
 
 /// 7.2 M key-hour rows: key `i` (id `00000000-0000-7000-8000-` and `i` in 12 digits; owner
@@ -116,7 +117,10 @@ static SQLITE: LazyLock<SqlStore> = LazyLock::new(|| {
         let started = Instant::now();
         let mut tx = s.pool().begin().await.expect("begin");
         for sql in fill(&sqlite_key_rows(), SQLITE_SIXTY) {
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         tx.commit().await.expect("commit");
         sqlx::query("ANALYZE").execute(s.pool()).await.expect("analyze");
@@ -131,13 +135,17 @@ static POSTGRES: LazyLock<SqlStore> = LazyLock::new(|| {
         sqlx::query("DROP SCHEMA IF EXISTS keypal_analytics_bench CASCADE").execute(&admin).await.expect("drop schema");
         admin.close().await;
         // Filling takes longer than the default statement timeout (30 s).
-        let options = SqlOptions::new().schema("keypal_analytics_bench").statement_timeout(std::time::Duration::from_secs(900));
+        let options =
+            SqlOptions::new().schema("keypal_analytics_bench").statement_timeout(std::time::Duration::from_secs(900));
         let store = SqlStore::connect_with(postgres_url(), &options).await.expect("postgres");
         let SqlStore::Postgres(s) = &store else { unreachable!() };
         let started = Instant::now();
         let mut tx = s.pool().begin().await.expect("begin");
         for sql in fill(&postgres_key_rows(), POSTGRES_SIXTY) {
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         tx.commit().await.expect("commit");
         sqlx::query("VACUUM ANALYZE keypal_counts").execute(s.pool()).await.expect("vacuum");
@@ -238,7 +246,8 @@ fn top_10_keys_30_days_per_hour(bencher: Bencher, dialect: &str) {
 /// The top 10 of 10 000 keys over 7 days (ranked over their 10 000 rows of 7-day periods), per hour.
 #[divan::bench(args = DIALECTS, sample_count = 50, sample_size = 1)]
 fn top_10_keys_7_days_per_hour(bencher: Bencher, dialect: &str) {
-    let query = AnalyticsQuery::new(Some(APP), at(START), at(START + 7 * 86_400), Granularity::Hour).group_by(GroupBy::Key);
+    let query =
+        AnalyticsQuery::new(Some(APP), at(START), at(START + 7 * 86_400), Granularity::Hour).group_by(GroupBy::Key);
     run(bencher, dialect, query, 10 * 168);
 }
 

@@ -152,7 +152,12 @@ impl AnalyticsQuery {
 
     /// An application's counts (all its keys) in `[since, until)`, per `granularity`,
     /// by result code; at most 10 groups when grouped.
-    pub fn new(namespace: Option<&str>, since: OffsetDateTime, until: OffsetDateTime, granularity: Granularity) -> Self {
+    pub fn new(
+        namespace: Option<&str>,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        granularity: Granularity,
+    ) -> Self {
         Self {
             namespace: namespace.map(str::to_owned),
             subject: Subject::App,
@@ -330,8 +335,10 @@ impl<D: Dialect> DialectStore<D> {
         let mut q = QueryBuilder::<D>::new("");
         match query.group_by {
             None => {
-                q.push("SELECT bucket, NULL, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push(
+                    "SELECT bucket, NULL, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ",
+                );
                 q.push_arg(span).push(" AND scope = ").push_arg(scope);
                 q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
                 q.push(" AND tag = ").push_arg(tag);
@@ -340,17 +347,24 @@ impl<D: Dialect> DialectStore<D> {
                 // The top tags, then their buckets.
                 let mut top = QueryBuilder::<D>::new("SELECT tag FROM keypal_counts WHERE span = ");
                 top.push_arg(span).push(" AND scope = ").push_arg(scope);
-                top.push(" AND namespace = ").push_arg(namespace.clone()).push(" AND subject = ").push_arg(subject.clone());
+                top.push(" AND namespace = ")
+                    .push_arg(namespace.clone())
+                    .push(" AND subject = ")
+                    .push_arg(subject.clone());
                 top.push(" AND tag <> '' AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
-                top.push(" GROUP BY tag ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
-                          rate_limited + usage_exceeded) DESC, tag LIMIT ");
+                top.push(
+                    " GROUP BY tag ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
+                          rate_limited + usage_exceeded) DESC, tag LIMIT ",
+                );
                 top.push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
                     return Ok(Vec::new());
                 }
-                q.push("SELECT bucket, tag, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push(
+                    "SELECT bucket, tag, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ",
+                );
                 q.push_arg(span).push(" AND scope = ").push_arg(scope);
                 q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
                 q.push(" AND tag IN (");
@@ -367,15 +381,19 @@ impl<D: Dialect> DialectStore<D> {
                 top.push(" AND tag = ").push_arg(tag.clone());
                 top.push(" AND bucket >= ").push_arg(bucket_start(query.since, rank));
                 top.push(" AND bucket < ").push_arg(to);
-                top.push(" GROUP BY subject ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
-                          rate_limited + usage_exceeded) DESC, subject LIMIT ");
+                top.push(
+                    " GROUP BY subject ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
+                          rate_limited + usage_exceeded) DESC, subject LIMIT ",
+                );
                 top.push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
                     return Ok(Vec::new());
                 }
-                q.push("SELECT bucket, subject, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ");
+                q.push(
+                    "SELECT bucket, subject, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
+                        usage_exceeded FROM keypal_counts WHERE span = ",
+                );
                 q.push_arg(span).push(" AND scope = ").push_arg(scope);
                 q.push(" AND namespace = ").push_arg(namespace).push(" AND subject IN (");
                 push_list(&mut q, groups);

@@ -51,6 +51,9 @@ mod sqlite;
 mod store;
 mod usage;
 
+pub use analytics::{
+    AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
+};
 #[cfg(feature = "postgres")]
 pub use bus::{BusSubscription, PgBus, PgBusError, PgBusSink};
 pub use dialect::Dialect;
@@ -64,9 +67,6 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
-pub use analytics::{
-    AnalyticsBucket, AnalyticsError, AnalyticsQuery, GroupBy, InvalidQuery, Retention, Subject, ranking_span,
-};
 pub use usage::{Granularity, UsageBucket, UsageCounter, UsageCounts, UsageDelta};
 
 /// Re-exported for callers that build pools themselves.

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use crate::PostgresStore;
 #[cfg(feature = "sqlite")]
 use crate::SqliteStore;
-use crate::objects::{NewObject, Object, ObjectRef};
 use crate::analytics::{AnalyticsBucket, AnalyticsError, AnalyticsQuery, Retention};
+use crate::objects::{NewObject, Object, ObjectRef};
 use crate::usage::{Granularity, UsageBucket, UsageCounts, UsageDelta};
 use crate::{SqlError, SqlOptions};
 

@@ -127,11 +127,14 @@ async fn counts_per_key_owner_application_and_tag_at_every_granularity() {
             assert_eq!(by_tag, [("GET /a".to_owned(), 11), ("eu".to_owned(), 3)], "{dialect}: by tag");
             let by_key = groups(&store, &app.clone().group_by(GroupBy::Key)).await;
             let ids = |list: &[(&KeyId, u64)]| list.iter().map(|(id, n)| (id.0.to_string(), *n)).collect::<Vec<_>>();
-            let mut expected =
-                ids(&[(&k1.record.id, 7), (&k3.record.id, 4), (&k2.record.id, 3), (&k4.record.id, 1)]);
+            let mut expected = ids(&[(&k1.record.id, 7), (&k3.record.id, 4), (&k2.record.id, 3), (&k4.record.id, 1)]);
             assert_eq!(by_key, expected, "{dialect}: by key");
             expected.truncate(2);
-            assert_eq!(groups(&store, &app.clone().group_by(GroupBy::Key).limit(2)).await, expected, "{dialect}: top 2");
+            assert_eq!(
+                groups(&store, &app.clone().group_by(GroupBy::Key).limit(2)).await,
+                expected,
+                "{dialect}: top 2"
+            );
             let by_owner = groups(&store, &app.clone().group_by(GroupBy::Owner)).await;
             assert_eq!(by_owner, [("u1".to_owned(), 10), ("u2".to_owned(), 4)], "{dialect}: by owner");
             let owner_tags = groups(&store, &app.clone().owner("u1").group_by(GroupBy::Tag)).await;
@@ -152,7 +155,8 @@ async fn counts_per_key_owner_application_and_tag_at_every_granularity() {
         let totals = store.usage_totals(Some("app_a"), since, until).await.expect("totals");
         assert_eq!(totals.total(), 15, "{dialect}");
         // Buckets are aligned to their granularity.
-        let days = store.analytics(&AnalyticsQuery::new(Some("app_a"), since, until, Granularity::Day)).await.expect("a");
+        let days =
+            store.analytics(&AnalyticsQuery::new(Some("app_a"), since, until, Granularity::Day)).await.expect("a");
         assert!(days.iter().all(|d| d.start.unix_timestamp() % 86_400 == 0), "{dialect}: day buckets");
     }
 }
@@ -181,8 +185,14 @@ async fn queries_past_the_limits_are_refused_before_reading() {
     assert_eq!(refused(q(1, Granularity::Hour).tag("")).await, InvalidQuery::Tag);
     assert_eq!(refused(q(1, Granularity::Hour).limit(0)).await, InvalidQuery::Limit);
     assert_eq!(refused(q(1, Granularity::Hour).limit(101)).await, InvalidQuery::Limit);
-    assert!(matches!(refused(q(1, Granularity::Hour).owner("u").group_by(GroupBy::Key)).await, InvalidQuery::Grouping { .. }));
-    assert!(matches!(refused(q(1, Granularity::Hour).tag("t").group_by(GroupBy::Tag)).await, InvalidQuery::Grouping { .. }));
+    assert!(matches!(
+        refused(q(1, Granularity::Hour).owner("u").group_by(GroupBy::Key)).await,
+        InvalidQuery::Grouping { .. }
+    ));
+    assert!(matches!(
+        refused(q(1, Granularity::Hour).tag("t").group_by(GroupBy::Tag)).await,
+        InvalidQuery::Grouping { .. }
+    ));
 }
 
 /// A verification of `key` (of `app_p`, owner `u1`) at `at`, with a tag.
@@ -217,7 +227,8 @@ async fn pruning_drops_only_expired_minute_and_hour_rows_and_no_count_twice_over
         let key = KeyId(uuid::Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         // Counts 100 days, 10 days, 3 days and 1 hour ago.
-        for (ago, n) in [(Duration::days(100), 5), (Duration::days(10), 4), (Duration::days(3), 3), (Duration::hours(1), 2)]
+        for (ago, n) in
+            [(Duration::days(100), 5), (Duration::days(10), 4), (Duration::days(3), 3), (Duration::hours(1), 2)]
         {
             for _ in 0..n {
                 counter.record(&verified_at(key, now - ago, Code::Valid));
@@ -243,11 +254,11 @@ async fn pruning_drops_only_expired_minute_and_hour_rows_and_no_count_twice_over
         let second = store.prune_usage(&Retention::default(), now).await.expect("prune again");
         assert_eq!(second, 0, "{dialect}: pruning twice changes nothing");
         assert_eq!(per_granularity(&store, now).await, before, "{dialect}: still");
-        let old_minutes =
-            scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60").await;
+        let old_minutes = scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60").await;
         assert_eq!(old_minutes, 6, "{dialect}: only the last hour's minute rows are left");
         // The counts of 100 days ago stay in their day row.
-        let old_day = AnalyticsQuery::new(Some("app_p"), now - Duration::days(101), now - Duration::days(99), Granularity::Day);
+        let old_day =
+            AnalyticsQuery::new(Some("app_p"), now - Duration::days(101), now - Duration::days(99), Granularity::Day);
         assert_eq!(total(&store, &old_day).await.total(), 6, "{dialect}: rolled up into its day");
         // A shorter configured retention drops more; day rows go only when a day retention is set.
         let short = Retention::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(7_200), None);
@@ -258,7 +269,8 @@ async fn pruning_drops_only_expired_minute_and_hour_rows_and_no_count_twice_over
 }
 
 /// The per-minute counts of migration 2, written as keypal 0.4 did.
-const OLD_ROWS: &str = "INSERT INTO keypal_usage (key_id, bucket, namespace, valid, rate_limited) VALUES ($1, $2, 'app_m', $3, 1)";
+const OLD_ROWS: &str =
+    "INSERT INTO keypal_usage (key_id, bucket, namespace, valid, rate_limited) VALUES ($1, $2, 'app_m', $3, 1)";
 
 #[tokio::test]
 async fn migration_5_moves_the_per_minute_counts_of_migration_2() {
@@ -293,7 +305,13 @@ async fn migration_5_moves_the_per_minute_counts_of_migration_2() {
     let key = keys.create(NewKey::new().owner_id("u9")).await.expect("create").record.id;
     for (i, minute) in minutes.iter().enumerate() {
         let valid = i64::try_from(i).expect("small") + 1;
-        sqlx::query(OLD_ROWS).bind(key.0).bind(minute.unix_timestamp()).bind(valid).execute(old.pool()).await.expect("row");
+        sqlx::query(OLD_ROWS)
+            .bind(key.0)
+            .bind(minute.unix_timestamp())
+            .bind(valid)
+            .execute(old.pool())
+            .await
+            .expect("row");
     }
     old.close().await;
     let new = SqliteStore::connect(&url).await.expect("reopen migrates to 5");

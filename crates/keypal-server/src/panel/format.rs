@@ -115,7 +115,12 @@ impl Outcomes {
 
     /// (CSS class, count), bottom of the bar first.
     fn layers(&self) -> [(&'static str, u64); 4] {
-        [("valid", self.valid), ("limited", self.rate_limited), ("credits", self.out_of_credits), ("refused", self.refused)]
+        [
+            ("valid", self.valid),
+            ("limited", self.rate_limited),
+            ("credits", self.out_of_credits),
+            ("refused", self.refused),
+        ]
     }
 }
 
@@ -196,7 +201,12 @@ mod tests {
             Outcomes { valid: 10, ..Outcomes::default() },
         ];
         let svg = outcome_chart(&bars, "hours");
-        assert!(svg.contains("<title>110 verifications over 3 hours: 60 valid, 30 rate limited, 0 out of credits, 20 refused"), "{svg}");
+        assert!(
+            svg.contains(
+                "<title>110 verifications over 3 hours: 60 valid, 30 rate limited, 0 out of credits, 20 refused"
+            ),
+            "{svg}"
+        );
         // The busiest bar fills the height: 50 + 30 + 20 of 100.
         assert!(svg.contains("<rect class=\"valid\" x=\"1\" y=\"50\" width=\"8\" height=\"50\">"), "{svg}");
         assert!(svg.contains("<rect class=\"limited\" x=\"1\" y=\"20\" width=\"8\" height=\"30\">"), "{svg}");

@@ -230,8 +230,7 @@ async fn usage_page(
     let runtime = state.app_by_text(id)?;
     let app_id = runtime.app.id;
     let chosen = filter.range.as_deref().unwrap_or("24h");
-    let &(_, range_label, count, granularity) =
-        RANGES.iter().find(|(name, ..)| *name == chosen).unwrap_or(&RANGES[0]);
+    let &(_, range_label, count, granularity) = RANGES.iter().find(|(name, ..)| *name == chosen).unwrap_or(&RANGES[0]);
     let params = AnalyticsParams { app_id: Some(app_id), ..AnalyticsParams::default() };
     let chart = chart(state, session, params, count, granularity).await?;
     let from = first_bucket(OffsetDateTime::now_utc(), count, granularity);

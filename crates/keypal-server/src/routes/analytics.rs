@@ -201,8 +201,9 @@ pub fn range(
 ) -> Result<(OffsetDateTime, OffsetDateTime, Granularity), ApiError> {
     let granularity = match granularity {
         None => Granularity::Hour,
-        Some(name) => Granularity::parse(name)
-            .ok_or_else(|| ApiError::invalid("granularity", "must be minute, hour or day"))?,
+        Some(name) => {
+            Granularity::parse(name).ok_or_else(|| ApiError::invalid("granularity", "must be minute, hour or day"))?
+        }
     };
     let to = time_param("to", to)?.unwrap_or_else(OffsetDateTime::now_utc);
     let default = match granularity {

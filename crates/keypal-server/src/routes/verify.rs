@@ -44,7 +44,9 @@ pub struct VerifyRequest {
 pub fn check_tags(tags: Option<Vec<String>>) -> Result<Tags, ApiError> {
     let Some(tags) = tags else { return Ok(Tags::none()) };
     Tags::new(tags).map_err(|e| match e {
-        InvalidTags::TooMany { .. } => ApiError::invalid("tags", format!("at most {} tags are allowed", Tags::MAX_COUNT)),
+        InvalidTags::TooMany { .. } => {
+            ApiError::invalid("tags", format!("at most {} tags are allowed", Tags::MAX_COUNT))
+        }
         InvalidTags::Invalid { index } => ApiError::invalid(
             format!("tags[{index}]"),
             format!("must be 1 to {} characters without control characters", Tags::MAX_LENGTH),
