@@ -510,7 +510,7 @@ fn serve_check_prints_the_defaults() {
             "hash_wait             1s",
             "usage_counting        true",
             "usage_minute_retention 2days",
-            "usage_hour_retention  3months",
+            "usage_hour_retention  90days",
             "usage_day_retention   forever",
             "webhooks_allow_private false",
             "webhook_expiry_warnings 7days,1day",

@@ -559,7 +559,7 @@ async fn an_admin_walks_through_the_panel() {
     screenshot(&page, "usage").await;
     at_phone_width(&page, "usage-phone").await;
     console.assert_clean("usage dashboard").await;
-    click_through(&page, "table.top a[href$='/edit']").await;
+    click_through(&page, "table.ranking a[href$='/edit']").await;
     assert!(text_of(&page, "main").await.contains("Last 30 days"));
     screenshot(&page, "key-history").await;
     at_phone_width(&page, "key-history-phone").await;

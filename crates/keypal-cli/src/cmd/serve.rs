@@ -224,15 +224,26 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
     )?;
     line("hash_wait", &config.hash_wait.to_string())?;
     line("usage_counting", &config.usage_counting.to_string())?;
-    line("usage_minute_retention", &config.usage_minute_retention.to_string())?;
-    line("usage_hour_retention", &config.usage_hour_retention.to_string())?;
-    line("usage_day_retention", &config.usage_day_retention.map_or_else(|| "forever".to_owned(), |d| d.to_string()))?;
+    line("usage_minute_retention", &retention(config.usage_minute_retention))?;
+    line("usage_hour_retention", &retention(config.usage_hour_retention))?;
+    line("usage_day_retention", &config.usage_day_retention.map_or_else(|| "forever".to_owned(), retention))?;
     line("webhooks_allow_private", &config.webhooks_allow_private.to_string())?;
     let warnings: Vec<String> = config.webhook_expiry_warnings.iter().map(ToString::to_string).collect();
     line("webhook_expiry_warnings", &warnings.join(","))?;
     line("webhook_scan_interval", &config.webhook_scan_interval.to_string())?;
     line("log", &config.log)?;
     out.finish()
+}
+
+/// A retention as people write it: whole days as `90days` (humantime would say
+/// `2months 29days 2h 52m 48s`), anything else as humantime does.
+fn retention(kept: keypal::config::HumanDuration) -> String {
+    let seconds = kept.0.as_secs();
+    if seconds > 0 && seconds % 86_400 == 0 && kept.0.subsec_nanos() == 0 {
+        format!("{}days", seconds / 86_400)
+    } else {
+        kept.to_string()
+    }
 }
 
 /// Runs the service until SIGTERM or Ctrl-C; a failure is reported with its stable code.
