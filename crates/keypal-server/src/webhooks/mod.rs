@@ -102,7 +102,9 @@ impl Webhooks {
     /// The webhook state of a server with `settings`, and the receiving end of its signals.
     pub fn new(settings: WebhookSettings) -> (Arc<Self>, scan::SignalReceiver) {
         let (signals, receiver) = scan::Signals::new();
-        let webhooks = Arc::new(Webhooks { settings, any: AtomicBool::new(true), wake_sender: Notify::new(), signals });
+        // None until the dispatcher's first look (within a second of starting) or a create.
+        let any = AtomicBool::new(false);
+        let webhooks = Arc::new(Webhooks { settings, any, wake_sender: Notify::new(), signals });
         (webhooks, receiver)
     }
 
