@@ -44,16 +44,18 @@ fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
     let sums = "SUM(valid), SUM(revoked), SUM(disabled), SUM(expired), SUM(insufficient_scope), SUM(rate_limited), SUM(usage_exceeded)";
     let columns = "span, scope, namespace, subject, tag, bucket, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded";
     let key_hours = "FROM keypal_counts WHERE span = 3600 AND scope = 'key'";
-    let key_hours_from = "FROM keypal_counts c";
+    let from_counts = "FROM keypal_counts c";
     vec![
         key_rows.to_owned(),
         // The keys' days.
         format!("INSERT INTO keypal_counts ({columns}) SELECT 86400, 'key', namespace, subject, '', (bucket / 86400) * 86400, {sums} {key_hours} GROUP BY namespace, subject, (bucket / 86400) * 86400"),
-        // The keys' 7-day and 30-day periods (what ranking them over long ranges reads).
-        format!("INSERT INTO keypal_counts ({columns}) SELECT s.span, 'key', namespace, subject, '', (bucket / s.span) * s.span, {sums} {key_hours_from} CROSS JOIN (SELECT 604800 AS span UNION ALL SELECT 2592000) s WHERE c.span = 3600 AND c.scope = 'key' GROUP BY s.span, namespace, subject, (bucket / s.span) * s.span"),
+        // The keys' 7-day and 30-day periods (what ranking them over long ranges reads): sums
+        // of their days, since both are whole days from the epoch.
+        format!("INSERT INTO keypal_counts ({columns}) SELECT s.span, 'key', namespace, subject, '', (bucket / s.span) * s.span, {sums} {from_counts} CROSS JOIN (SELECT 604800 AS span UNION ALL SELECT 2592000) s WHERE c.span = 86400 AND c.scope = 'key' GROUP BY s.span, namespace, subject, (bucket / s.span) * s.span"),
         // The owners' hours and days (key ...000000004242 belongs to owner-00000000424).
         format!("INSERT INTO keypal_counts ({columns}) SELECT 3600, 'owner', namespace, 'owner-' || substr(subject, 25, 11), '', bucket, {sums} {key_hours} GROUP BY namespace, substr(subject, 25, 11), bucket"),
-        format!("INSERT INTO keypal_counts ({columns}) SELECT s.span, 'owner', namespace, subject, '', (bucket / s.span) * s.span, {sums} {key_hours_from} CROSS JOIN (SELECT 86400 AS span UNION ALL SELECT 604800 UNION ALL SELECT 2592000) s WHERE c.span = 3600 AND c.scope = 'owner' GROUP BY s.span, namespace, subject, (bucket / s.span) * s.span"),
+        format!("INSERT INTO keypal_counts ({columns}) SELECT 86400, 'owner', namespace, subject, '', (bucket / 86400) * 86400, {sums} FROM keypal_counts WHERE span = 3600 AND scope = 'owner' GROUP BY namespace, subject, (bucket / 86400) * 86400"),
+        format!("INSERT INTO keypal_counts ({columns}) SELECT s.span, 'owner', namespace, subject, '', (bucket / s.span) * s.span, {sums} {from_counts} CROSS JOIN (SELECT 604800 AS span UNION ALL SELECT 2592000) s WHERE c.span = 86400 AND c.scope = 'owner' GROUP BY s.span, namespace, subject, (bucket / s.span) * s.span"),
         // The application's hours and days.
         format!("INSERT INTO keypal_counts ({columns}) SELECT 3600, 'app', namespace, '', '', bucket, {sums} {key_hours} GROUP BY namespace, bucket"),
         format!("INSERT INTO keypal_counts ({columns}) SELECT 86400, 'app', namespace, '', '', (bucket / 86400) * 86400, {sums} FROM keypal_counts WHERE span = 3600 AND scope = 'app' GROUP BY namespace, (bucket / 86400) * 86400"),

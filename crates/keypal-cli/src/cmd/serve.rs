@@ -239,7 +239,7 @@ fn print_settings(config: &ServeConfig) -> Result<(), CliError> {
 /// `2months 29days 2h 52m 48s`), anything else as humantime does.
 fn retention(kept: keypal::config::HumanDuration) -> String {
     let seconds = kept.0.as_secs();
-    if seconds > 0 && seconds % 86_400 == 0 && kept.0.subsec_nanos() == 0 {
+    if seconds > 0 && seconds.is_multiple_of(86_400) && kept.0.subsec_nanos() == 0 {
         format!("{}days", seconds / 86_400)
     } else {
         kept.to_string()
