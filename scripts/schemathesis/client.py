@@ -141,7 +141,8 @@ def main():
     service_key = call("get_service_key", 200, m.ServiceKey, client=admin).parsed.service_key
     service = AuthenticatedClient(base_url=BASE_URL, token=service_key)
     verdict = call("verify", 200, m.VerifyResponse, client=service,
-                   body=m.VerifyRequest(key=rotated.parsed.key, client_secret=secret, scopes=["read"]))
+                   body=m.VerifyRequest(key=rotated.parsed.key, client_secret=secret, scopes=["read"],
+                                      tags=["GET /orders", "eu-west"]))
     assert verdict.parsed.valid and verdict.parsed.code == "VALID", verdict.parsed
     for key in (plain_key, hashed_key):
         verdict = call("verify", 200, m.VerifyResponse, client=service,
@@ -153,6 +154,10 @@ def main():
                body=m.OwnerKeyRequest(name="laptop", expires_in_days=7))
     call("list_owner_keys", 200, m.KeyList, client=backend, owner_id="bob", include_revoked=True, limit=5)
     call("revoke_owner_key", 200, m.KeyView, client=backend, owner_id="bob", key_id=own.parsed.record.id)
+
+    # Usage analytics (the calls check the shapes; counts reach them within seconds).
+    call("owner_usage", 200, m.Buckets, client=backend, owner_id="bob", limit=5)
+    call("verification_analytics", 200, m.Buckets, client=admin, app_id=app_id, limit=5)
 
     call("revoke_key", 200, m.KeyView, client=admin, id=rotated.parsed.record.id)
     call("delete_key", 204, client=admin, id=rotated.parsed.record.id)

@@ -179,7 +179,7 @@ pub struct AppPatch {
     /// application are deleted (audited with their number).
     pub recoverable: Option<bool>,
     /// A new level below which `key.credits_low` fires (`null`: never).
-    #[serde(default, deserialize_with = "crate::patch::double_option")]
+    #[serde(default, deserialize_with = "crate::number::double_option")]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64, example = 100)]
     pub credits_low_threshold: Option<Option<u64>>,
 }

@@ -83,6 +83,24 @@ pub struct OwnerUsageParams {
     pub limit: Option<u32>,
 }
 
+/// What a range may cover, per granularity (a JSON schema cannot say it).
+const RANGE_RULE: &str =
+    "`from` before `to`; at most 48 hours of minute buckets, 90 days of hour buckets or 1 096 days of day buckets";
+
+/// The rules of `GET /v1/analytics/verifications` that a JSON schema cannot say.
+const ANALYTICS_RULES: &[(&str, &str)] = &[
+    ("app_id", "required unless `key_id` is given; the key's own application when both are"),
+    ("owner_id", "not with `key_id`"),
+    ("group_by", "`key` and `owner` not with `key_id` or `owner_id`; `tag` not with `tag`"),
+    ("tag", "no control characters"),
+    ("from", RANGE_RULE),
+    ("to", RANGE_RULE),
+];
+
+/// The rules of `GET /v1/owners/{owner_id}/usage` that a JSON schema cannot say.
+const OWNER_USAGE_RULES: &[(&str, &str)] =
+    &[("group_by", "`tag` not with `tag`"), ("tag", "no control characters"), ("from", RANGE_RULE), ("to", RANGE_RULE)];
+
 /// The schema of a granularity's name.
 pub struct GranularityName;
 impl utoipa::PartialSchema for GranularityName {
@@ -254,6 +272,7 @@ pub async fn answer(state: &State, query: &AnalyticsQuery) -> Result<Buckets, Ap
 /// or a tag; split by key, owner or tag with `group_by`.
 #[utoipa::path(get, path = "/v1/analytics/verifications", operation_id = "verification_analytics", tag = "analytics",
     params(AnalyticsParams), security(("admin_session" = [])),
+    extensions(("x-keypal-rules" = json!(crate::openapi::rules(ANALYTICS_RULES)))),
     responses((status = 200, description = "the buckets with verifications, oldest first", body = Buckets),
         (status = 400, description = "INVALID_INPUT: a range longer than the granularity allows, an unknown granularity or grouping, a grouping that does not go with the filters"),
         (status = 404, description = "NOT_FOUND: no such application or key")))]
@@ -303,6 +322,7 @@ pub async fn verifications(
 /// for the usage page an application shows its users.
 #[utoipa::path(get, path = "/v1/owners/{owner_id}/usage", operation_id = "owner_usage", tag = "owners",
     params(OwnerPath, OwnerUsageParams), security(("client_secret" = [])),
+    extensions(("x-keypal-rules" = json!(crate::openapi::rules(OWNER_USAGE_RULES)))),
     responses((status = 200, description = "the owner's buckets with verifications, oldest first", body = Buckets),
         (status = 400, description = "INVALID_INPUT: a range longer than the granularity allows, an unknown granularity")))]
 pub async fn owner_usage(

@@ -92,6 +92,10 @@ pub const KEY_RULES: &[(&str, &str)] = &[
     ("tier", "one of the application's tiers"),
     ("expires_at", "in the future; not with `expires_in_days`"),
     ("metadata", NO_NUL),
+    (
+        "refill",
+        "`day` only with the `monthly` interval (1 to 31); a duration interval is whole seconds, 1 second to 100 years",
+    ),
 ];
 
 /// The rules of an owner's new key that the schema cannot say: see [`APP_RULES`].
