@@ -288,19 +288,7 @@ async fn populate(base: &str, admin_password: &str, count: usize) -> (String, Ve
         keys.extend(batch.expect("key writer"));
     }
     if env_or("KEYPAL_BENCH_WEBHOOK", 0) == 1 {
-        let events = [
-            "key.created",
-            "key.updated",
-            "key.revoked",
-            "key.rotated",
-            "key.deleted",
-            "key.expiring",
-            "key.expired",
-            "key.credits_low",
-            "key.credits_exhausted",
-            "key.rate_limited",
-            "app.client_secret_rotated",
-        ];
+        let events = keypal_server::EVENT_TYPES;
         let response = http
             .post(format!("{base}/v1/webhooks"))
             .header("cookie", &cookie)

@@ -45,6 +45,7 @@ pub use metrics::Metrics;
 pub use openapi::{ApiDoc, CODES, ErrorCode};
 pub use serve::{ServeError, Server, serve, shutdown_signal};
 pub use state::{BootError, Generated};
+pub use webhooks::EVENT_TYPES;
 pub use webhooks::delivery::retry_after as webhook_retry_after;
 pub use webhooks::signing as webhook_signing;
 pub use webhooks::{WebhookSettings, address_refused as webhook_address_refused};
