@@ -140,6 +140,21 @@ fn hash_from_argument_and_from_stdin_agree() {
 }
 
 #[test]
+fn keys_beginning_with_a_hyphen_are_keys_not_options() {
+    // A base64url secret starts with `-` one time in 64: bare legacy keys do.
+    let key = "-sQ3vTt0b_9XyZ-AbCdEfGhIjKlMnOpQrStUvWxYz01";
+    let hashed = keypal(&["hash", key, "--algorithm", "sha256"]).run();
+    hashed.assert_code(0);
+    let stored = hashed.stdout.trim_end().to_owned();
+    assert_eq!(keypal(&["hash", "--algorithm", "sha256", key]).run().stdout.trim_end(), stored);
+    assert_eq!(keypal(&["hash"]).stdin(key).run().stdout.trim_end(), stored);
+    let valid = keypal(&["verify", key, "--hash", &stored]).run();
+    valid.assert_code(0);
+    let inspected = keypal(&["inspect", key, "--template", "{secret:43:base64url}"]).run();
+    inspected.assert_code(0);
+}
+
+#[test]
 fn hash_every_algorithm_and_verify_it() {
     let key = "sk_live_Kq3vX9mB2nR7tY4wZ8pL1cF6hJ0dS5aE";
     let pepper_file = temp_file("pepper", &format!("{PEPPER}\n"));

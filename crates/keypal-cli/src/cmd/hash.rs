@@ -14,7 +14,7 @@ use crate::io::{Out, read_key};
 pub struct HashArgs {
     /// The key. `-` or nothing reads it from stdin (which keeps it out of shell history
     /// and process lists); one trailing newline is ignored.
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", allow_hyphen_values = true)]
     pub key: Option<String>,
 
     /// The hash algorithm.

@@ -17,7 +17,7 @@ use crate::io::{Out, read_key};
     keypal inspect - --template 'kota_{tier}_{id:12:base32}_{secret:36:hex}' --tier free --tier team < key.txt")]
 pub struct InspectArgs {
     /// The key. `-` reads it from stdin; one trailing newline is ignored.
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", allow_hyphen_values = true)]
     pub key: String,
 
     /// The format the key should have (the same options as `generate`).

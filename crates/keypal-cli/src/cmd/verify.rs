@@ -24,7 +24,7 @@ const KNOWN_PREFIXES: [&str; 7] = ["$sha256$", "$sha512$", HMAC_PREFIX, "$argon2
     keypal verify - --hash \"$STORED\" < key.txt")]
 pub struct VerifyArgs {
     /// The key. `-` reads it from stdin; one trailing newline is ignored.
-    #[arg(value_name = "KEY")]
+    #[arg(value_name = "KEY", allow_hyphen_values = true)]
     pub key: String,
 
     /// The stored hash, as `keypal hash` prints it (sha256, sha512, hmac-sha256, argon2id
