@@ -14,11 +14,12 @@ use crate::hashing::HashPool;
 use crate::state::{BootError, Generated, Shared, State};
 use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 
-/// How often pending `last_used_at` times and usage counts are written.
+/// How often pending `last_used_at` times and the usage counts of ended minutes are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// How often expired minute and hour usage counts are dropped (and once at start).
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often ended minutes of usage counts are rolled up into the coarser rows and
+/// expired rows dropped (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +194,7 @@ impl Server {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    state.flush().await;
+                    state.flush_closed().await;
                 }
             }
         });

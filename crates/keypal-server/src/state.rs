@@ -56,6 +56,10 @@ pub struct ManagerParts {
     pub offload: Option<Arc<HashPool>>,
 }
 
+/// How old the counts an analytics read answers may be: the read first writes every
+/// pending count unless that was done this recently ([`State::flush_for_read`]).
+pub const READ_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The shared state of one server.
 pub struct State {
     /// The database.
@@ -64,6 +68,8 @@ pub struct State {
     pub secrets: Arc<Secrets>,
     /// Verification counts per key per minute, flushed to the store in the background.
     pub usage: Arc<UsageCounter>,
+    /// When every pending usage count was last written for a read ([`State::flush_for_read`]).
+    usage_written_for_read: std::sync::Mutex<Option<std::time::Instant>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Failed logins per address.
@@ -242,6 +248,7 @@ impl State {
             parts,
             bus: shared.bus,
             usage,
+            usage_written_for_read: std::sync::Mutex::new(None),
             metrics: Metrics::default(),
             throttle: LoginThrottle::default(),
             hash_pool: shared.hash_pool,
@@ -459,8 +466,9 @@ impl State {
         all
     }
 
-    /// Drops expired minute and hour usage counts (their counts stay in the coarser
-    /// buckets); the background pruner calls it. Safe on several instances at once.
+    /// Rolls ended minutes of usage counts up into the coarser buckets and drops expired
+    /// minute and hour counts (their counts stay in the coarser buckets); the background
+    /// pruner calls it every minute. Safe on several instances at once.
     pub async fn prune_usage(&self, retention: &keypal_sql::Retention) {
         match self.store.prune_usage(retention, time::OffsetDateTime::now_utc()).await {
             Ok(dropped) => tracing::debug!(dropped, "dropped expired usage buckets"),
@@ -468,14 +476,44 @@ impl State {
         }
     }
 
-    /// Writes pending `last_used_at` times and usage counts (the background flusher and shutdown call it).
+    /// Writes pending `last_used_at` times and every pending usage count (shutdown and
+    /// the panel's pages call it).
     pub async fn flush(&self) {
+        self.flush_last_used().await;
+        self.write_usage(self.usage.take()).await;
+    }
+
+    /// Writes pending `last_used_at` times and the usage counts of the minutes that have
+    /// ended (the background flusher calls it every few seconds): each key's minute is
+    /// written about once, however many verifications it had, which keeps counting cheap.
+    pub async fn flush_closed(&self) {
+        self.flush_last_used().await;
+        self.write_usage(self.usage.take_closed(time::OffsetDateTime::now_utc())).await;
+    }
+
+    /// Writes every pending usage count, the current minute's too, unless that was done
+    /// less than [`READ_FRESHNESS`] ago: the analytics routes call it first, so what they
+    /// answer is at most that old, however often they are called.
+    pub async fn flush_for_read(&self) {
+        {
+            let mut written = self.usage_written_for_read.lock().unwrap_or_else(|e| e.into_inner());
+            if written.is_some_and(|at| at.elapsed() < READ_FRESHNESS) {
+                return;
+            }
+            *written = Some(std::time::Instant::now());
+        }
+        self.write_usage(self.usage.take()).await;
+    }
+
+    async fn flush_last_used(&self) {
         for runtime in self.apps() {
             if let Err(e) = runtime.keys.flush_last_used().await {
                 tracing::warn!(error = %e, app = %runtime.app.id, "writing last_used_at failed; will retry");
             }
         }
-        let deltas = self.usage.take();
+    }
+
+    async fn write_usage(&self, deltas: Vec<keypal_sql::UsageDelta>) {
         if let Err(e) = self.store.record_usage(&deltas).await {
             tracing::warn!(error = %e, "writing usage counts failed; will retry");
             self.usage.restore(deltas);

@@ -53,8 +53,8 @@ fn total(counts: &Value) -> u64 {
     counts.as_object().map_or(0, |c| c.values().filter_map(Value::as_u64).sum())
 }
 
-/// Waits for the server's periodic flush (every 5 s) to write `expected` verifications
-/// of the application.
+/// Waits until the server answers `expected` verifications of the application (a read
+/// first writes what is pending, at most every 5 s).
 async fn flushed(server: &TestServer, app_id: &str, expected: u64) {
     let started = Instant::now();
     loop {

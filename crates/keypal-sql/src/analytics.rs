@@ -2,10 +2,12 @@
 //! (`keypal_counts`, migration 5), and dropping expired minute and hour rows.
 //!
 //! Every read touches one scope's rows at one granularity, through the table's primary
-//! key `(span, scope, namespace, subject, tag, bucket)`: an application's hourly counts
-//! over 30 days are 720 rows, whatever its number of keys. Ranking the top keys or
-//! owners of an application scans its day rows over the range (the partial index
-//! `keypal_counts_days`), then reads the buckets of the chosen few by primary key.
+//! key `(span, scope, namespace, subject, tag, bucket)`, plus the minute rows not rolled
+//! up yet (the last two or three minutes, see [`DialectStore::roll_up_usage`]): an
+//! application's hourly counts over 30 days are about 720 rows, whatever its number of
+//! keys. Ranking the top keys or owners of an application scans its day, 7-day or 30-day
+//! rows over the range (the partial index `keypal_counts_ranks`) and its recent minute
+//! rows, then reads the buckets of the chosen few by primary key.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -43,7 +45,7 @@ use time::OffsetDateTime;
 use crate::DialectStore;
 use crate::codec::{backend, corrupt};
 use crate::dialect::{Dialect, PushArg};
-use crate::usage::{Granularity, UsageCounts, bucket_start, counts_of};
+use crate::usage::{COUNTERS, Granularity, SUMS, UsageCounts, bucket_start, counts_of};
 
 /// Whose counts a query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +303,7 @@ pub fn ranking_span(since: OffsetDateTime, until: OffsetDateTime) -> i64 {
 }
 
 /// The first second not in `[.., until)` for integer buckets: buckets starting before `until`.
-fn end_of(until: OffsetDateTime) -> i64 {
+pub(crate) fn end_of(until: OffsetDateTime) -> i64 {
     until.unix_timestamp() + i64::from(until.nanosecond() > 0)
 }
 
@@ -332,76 +334,69 @@ impl<D: Dialect> DialectStore<D> {
         let to = end_of(query.until);
         let limit = i64::from(query.limit);
 
-        let mut q = QueryBuilder::<D>::new("");
-        match query.group_by {
+        // The column a bucket is split by, and the conditions that pick the rows.
+        let (group, filter): (&str, Box<dyn Fn(&mut QueryBuilder<D>) + Send + Sync>) = match query.group_by {
             None => {
-                q.push(
-                    "SELECT bucket, NULL, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ",
-                );
-                q.push_arg(span).push(" AND scope = ").push_arg(scope);
-                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
-                q.push(" AND tag = ").push_arg(tag);
+                let filter = move |q: &mut QueryBuilder<D>| {
+                    push_subject(q, scope, &namespace, &subject);
+                    q.push(" AND tag = ").push_arg(tag.clone());
+                };
+                ("NULL", Box::new(filter))
             }
             Some(GroupBy::Tag) => {
                 // The top tags, then their buckets.
-                let mut top = QueryBuilder::<D>::new("SELECT tag FROM keypal_counts WHERE span = ");
-                top.push_arg(span).push(" AND scope = ").push_arg(scope);
-                top.push(" AND namespace = ")
-                    .push_arg(namespace.clone())
-                    .push(" AND subject = ")
-                    .push_arg(subject.clone());
-                top.push(" AND tag <> '' AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
-                top.push(
-                    " GROUP BY tag ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
-                          rate_limited + usage_exceeded) DESC, tag LIMIT ",
-                );
-                top.push_arg(limit);
+                let tags = |q: &mut QueryBuilder<D>| {
+                    push_subject(q, scope, &namespace, &subject);
+                    q.push(" AND tag <> ''");
+                };
+                let mut top = QueryBuilder::<D>::new("SELECT tag FROM ");
+                push_counts(&mut top, span, from, to, &tags, false);
+                top.push(" GROUP BY tag ORDER BY SUM(").push(TOTAL).push(") DESC, tag LIMIT ").push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
                     return Ok(Vec::new());
                 }
-                q.push(
-                    "SELECT bucket, tag, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ",
-                );
-                q.push_arg(span).push(" AND scope = ").push_arg(scope);
-                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject = ").push_arg(subject);
-                q.push(" AND tag IN (");
-                push_list(&mut q, groups);
-                q.push(")");
+                let filter = move |q: &mut QueryBuilder<D>| {
+                    push_subject(q, scope, &namespace, &subject);
+                    q.push(" AND tag IN (");
+                    push_list(q, &groups);
+                    q.push(")");
+                };
+                ("tag", Box::new(filter))
             }
             Some(GroupBy::Key | GroupBy::Owner) => {
                 let scope = if query.group_by == Some(GroupBy::Key) { "key" } else { "owner" };
                 // The top subjects in the coarse buckets the range touches, then their buckets.
                 let rank = ranking_span(query.since, query.until);
-                let mut top = QueryBuilder::<D>::new("SELECT subject FROM keypal_counts WHERE span = ");
-                top.push(rank).push(" AND scope = ");
-                top.push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
-                top.push(" AND tag = ").push_arg(tag.clone());
-                top.push(" AND bucket >= ").push_arg(bucket_start(query.since, rank));
-                top.push(" AND bucket < ").push_arg(to);
-                top.push(
-                    " GROUP BY subject ORDER BY SUM(valid + revoked + disabled + expired + insufficient_scope + \
-                          rate_limited + usage_exceeded) DESC, subject LIMIT ",
-                );
-                top.push_arg(limit);
+                let ranked = |q: &mut QueryBuilder<D>| {
+                    q.push("scope = ").push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
+                    q.push(" AND tag = ").push_arg(tag.clone());
+                };
+                let mut top = QueryBuilder::<D>::new("SELECT subject FROM ");
+                push_counts(&mut top, rank, bucket_start(query.since, rank), to, &ranked, true);
+                top.push(" GROUP BY subject ORDER BY SUM(").push(TOTAL).push(") DESC, subject LIMIT ").push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
                     return Ok(Vec::new());
                 }
-                q.push(
-                    "SELECT bucket, subject, valid, revoked, disabled, expired, insufficient_scope, rate_limited, \
-                        usage_exceeded FROM keypal_counts WHERE span = ",
-                );
-                q.push_arg(span).push(" AND scope = ").push_arg(scope);
-                q.push(" AND namespace = ").push_arg(namespace).push(" AND subject IN (");
-                push_list(&mut q, groups);
-                q.push(") AND tag = ").push_arg(tag);
+                let filter = move |q: &mut QueryBuilder<D>| {
+                    q.push("scope = ").push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
+                    q.push(" AND subject IN (");
+                    push_list(q, &groups);
+                    q.push(") AND tag = ").push_arg(tag.clone());
+                };
+                ("subject", Box::new(filter))
             }
+        };
+        let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
+        q.push(group).push(", ").push(SUMS).push(" FROM ");
+        push_counts(&mut q, span, from, to, &*filter, false);
+        q.push(" GROUP BY bucket");
+        if query.group_by.is_some() {
+            q.push(", ").push(group).push(" ORDER BY bucket, ").push(group);
+        } else {
+            q.push(" ORDER BY bucket");
         }
-        q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
-        q.push(if query.group_by.is_some() { " ORDER BY bucket, 2" } else { " ORDER BY bucket" });
         let rows = self.fetch_all(q.build()).await?;
         let buckets = rows
             .iter()
@@ -416,13 +411,15 @@ impl<D: Dialect> DialectStore<D> {
         Ok(buckets)
     }
 
-    /// Drops minute and hour rows (and day rows, with the keys' and owners' 7-day and
-    /// 30-day rows once they end, when a day retention is set) whose bucket started
-    /// before `now` minus their retention, in one transaction; returns
-    /// how many rows went. Nothing is lost: every count is also in the day row (and the
-    /// hour row) of its bucket, written by the same flush. Running it again, or on
-    /// several instances at once, only deletes what is still there.
+    /// Rolls up the closed minutes ([`DialectStore::roll_up_usage`]), then drops minute
+    /// and hour rows (and day rows, with the keys' and owners' 7-day and 30-day rows once
+    /// they end, when a day retention is set) whose bucket started before `now` minus
+    /// their retention, in one transaction; returns how many rows went. Nothing is lost:
+    /// only rolled-up minutes go, whose counts are in the hour and day rows, and every
+    /// hour's counts are in its day's row. Running it again, or on several instances at
+    /// once, only deletes what is still there.
     pub async fn prune_usage(&self, retention: &Retention, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.roll_up_usage(now).await?;
         let now = now.unix_timestamp();
         let mut cutoffs = vec![(60_i64, now.saturating_sub(seconds(retention.minutes)))];
         cutoffs.push((3_600, now.saturating_sub(seconds(retention.hours))));
@@ -439,6 +436,9 @@ impl<D: Dialect> DialectStore<D> {
         for (span, cutoff) in cutoffs {
             let mut q = QueryBuilder::<D>::new("DELETE FROM keypal_counts WHERE span = ");
             q.push_arg(span).push(" AND bucket < ").push_arg(cutoff);
+            if span == 60 {
+                q.push(" AND bucket < (SELECT rolled_until FROM keypal_rollup)");
+            }
             let done = q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
             deleted += D::rows_affected(&done);
         }
@@ -454,11 +454,50 @@ impl<D: Dialect> DialectStore<D> {
 }
 
 /// Appends `values` as a comma-separated list of parameters.
-fn push_list<D: Dialect>(q: &mut QueryBuilder<D>, values: Vec<String>) {
-    for (i, value) in values.into_iter().enumerate() {
+fn push_list<D: Dialect>(q: &mut QueryBuilder<D>, values: &[String]) {
+    for (i, value) in values.iter().enumerate() {
         if i > 0 {
             q.push(", ");
         }
-        q.push_arg(value);
+        q.push_arg(value.clone());
     }
+}
+
+/// Appends the conditions picking one subject's rows: its scope, application and id.
+fn push_subject<D: Dialect>(q: &mut QueryBuilder<D>, scope: &'static str, namespace: &str, subject: &str) {
+    q.push("scope = ").push_arg(scope).push(" AND namespace = ").push_arg(namespace.to_owned());
+    q.push(" AND subject = ").push_arg(subject.to_owned());
+}
+
+/// Every verification of a row: the seven counters added.
+const TOTAL: &str = "valid + revoked + disabled + expired + insufficient_scope + rate_limited + usage_exceeded";
+
+/// Appends, as the `FROM` item `counts` (columns `subject, tag, bucket` and the seven
+/// counters), the rows behind buckets `span` seconds wide starting in `[from, to)`: the
+/// rows of that width (which hold every minute rolled up) and, wider than a minute, the
+/// minute rows not rolled up yet, each moved to the start of its `span` bucket. `filter`
+/// appends the conditions on scope, namespace, subject and tag, for both parts; when
+/// they leave the subject open (`across_subjects`), the recent minutes are found through
+/// their age ([`crate::dialect::Seam::RECENT_MINUTES`]).
+pub(crate) fn push_counts<D: Dialect>(
+    q: &mut QueryBuilder<D>,
+    span: i64,
+    from: i64,
+    to: i64,
+    filter: &dyn Fn(&mut QueryBuilder<D>),
+    across_subjects: bool,
+) {
+    q.push("(SELECT subject, tag, bucket, ").push(COUNTERS).push(" FROM keypal_counts WHERE span = ");
+    q.push_arg(span).push(" AND ");
+    filter(q);
+    q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
+    if span > 60 {
+        q.push(" UNION ALL SELECT subject, tag, (bucket / ").push(span).push(") * ").push(span).push(", ");
+        q.push(COUNTERS).push(" FROM keypal_counts").push(if across_subjects { D::RECENT_MINUTES } else { "" });
+        q.push(" WHERE span = 60 AND ");
+        filter(q);
+        q.push(" AND bucket >= (SELECT rolled_until FROM keypal_rollup) AND bucket >= ").push_arg(from);
+        q.push(" AND (bucket / ").push(span).push(") * ").push(span).push(" < ").push_arg(to);
+    }
+    q.push(") counts");
 }

@@ -151,6 +151,22 @@ mod seam {
         /// nothing on SQLite, whose write transactions run one at a time.
         const SKIP_LOCKED: &'static str;
 
+        /// What ends a `SELECT` of a row that must not change until this transaction
+        /// ends, while other transactions may read it the same way: PostgreSQL
+        /// ` FOR SHARE`; nothing on SQLite (write transactions run one at a time).
+        const LOCK_SHARED: &'static str;
+
+        /// What ends a `SELECT` of a row this transaction will change, that no other
+        /// may read with [`Seam::LOCK_SHARED`] meanwhile: PostgreSQL ` FOR UPDATE`;
+        /// nothing on SQLite.
+        const LOCK_EXCLUSIVE: &'static str;
+
+        /// Follows `FROM keypal_counts` where a read of recent minute rows across many
+        /// subjects must go through the `(span, bucket)` index: SQLite's
+        /// ` INDEXED BY keypal_counts_age` (its planner, without statistics, prefers the
+        /// primary key's longer prefix); nothing on PostgreSQL, whose planner knows.
+        const RECENT_MINUTES: &'static str;
+
         /// Applies keypal's migrations of this dialect that are not applied yet.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
 

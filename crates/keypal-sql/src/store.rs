@@ -235,7 +235,12 @@ impl SqlStore {
         dispatch!(self, s => s.analytics(query).await)
     }
 
-    /// Drops expired minute and hour rows (see [`DialectStore::prune_usage`]).
+    /// Adds ended minutes into the coarser rows (see [`DialectStore::roll_up_usage`]).
+    pub async fn roll_up_usage(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.roll_up_usage(now).await)
+    }
+
+    /// Rolls up, then drops expired minute and hour rows (see [`DialectStore::prune_usage`]).
     pub async fn prune_usage(&self, retention: &Retention, now: OffsetDateTime) -> Result<u64, StoreError> {
         dispatch!(self, s => s.prune_usage(retention, now).await)
     }

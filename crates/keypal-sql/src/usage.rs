@@ -2,13 +2,16 @@
 //! in batches (never one row per request).
 //!
 //! A [`UsageCounter`] is an [`EventSink`]: give it to a manager, and flush what it
-//! counted to the store now and then (the server does every few seconds, and on shutdown).
-//! A flush adds each key's counts to the `keypal_counts` rows of its minute, hour and
-//! day (and, for the key and its owner, of its 7 and 30 days, to rank them over long
-//! ranges), for the key, its owner and its application, for all its verifications and for
-//! each of their tags (migration 5; [`crate::AnalyticsQuery`] reads them). Since the
-//! coarser rows are written with the finer ones, [`DialectStore::prune_usage`] drops
-//! expired minute and hour rows without losing a count.
+//! counted to the store now and then (the server writes each closed minute a few
+//! seconds after it ends, and everything before a read and on shutdown). A flush adds
+//! each key's counts to the `keypal_counts` minute rows of the key, its owner and its
+//! application, for all its verifications and for each of their tags (migration 5;
+//! [`crate::AnalyticsQuery`] reads them). Only minute rows: that is what keeps counting
+//! cheap. [`DialectStore::roll_up_usage`] later adds closed minutes into the hour and
+//! day rows (and, for keys and owners, the 7- and 30-day rows that rank them over long
+//! ranges), once each, and reads add the minutes not rolled up yet, so every read is
+//! exact at once. [`DialectStore::prune_usage`] rolls up first, then drops expired
+//! minute and hour rows without losing a count.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -40,6 +43,7 @@ use sqlx::QueryBuilder;
 use time::OffsetDateTime;
 
 use crate::DialectStore;
+use crate::analytics::{end_of, push_counts};
 use crate::codec::{backend, corrupt, to_i64, to_u64};
 use crate::dialect::{Arg, Dialect, PushArg};
 
@@ -242,6 +246,24 @@ impl Counted {
 /// Counts waiting to be written, by (key, minute in Unix seconds).
 type Pending = HashMap<(KeyId, i64), Counted>;
 
+/// Pending counts as deltas to write.
+fn deltas_of(pending: Pending) -> Vec<UsageDelta> {
+    pending
+        .into_iter()
+        .filter_map(|((key_id, minute), counted)| {
+            let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
+            Some(UsageDelta {
+                key_id,
+                namespace: counted.namespace,
+                owner_id: counted.owner_id,
+                minute,
+                counts: counted.counts,
+                tags: counted.tags,
+            })
+        })
+        .collect()
+}
+
 /// An [`EventSink`] counting verifications per key per minute (and per tag), in
 /// memory, until [`UsageCounter::take`].
 #[derive(Debug, Default)]
@@ -258,21 +280,40 @@ impl UsageCounter {
     /// Everything counted since the last take, for `record_usage`. A failed write can
     /// hand the deltas back with [`UsageCounter::restore`].
     pub fn take(&self) -> Vec<UsageDelta> {
-        let pending = std::mem::take(&mut *self.lock());
-        pending
-            .into_iter()
-            .filter_map(|((key_id, minute), counted)| {
-                let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
-                Some(UsageDelta {
-                    key_id,
-                    namespace: counted.namespace,
-                    owner_id: counted.owner_id,
-                    minute,
-                    counts: counted.counts,
-                    tags: counted.tags,
-                })
-            })
-            .collect()
+        deltas_of(std::mem::take(&mut *self.lock()))
+    }
+
+    /// What was counted in the minutes that ended before `now`'s minute, for
+    /// `record_usage`; the current minute stays (so each key's minute is usually
+    /// written once, not at every flush). [`UsageCounter::take`] takes everything.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keypal::{KeyManager, MemoryStore, NewKey};
+    /// use keypal_sql::UsageCounter;
+    /// use time::{Duration, OffsetDateTime};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let counter = Arc::new(UsageCounter::new());
+    /// let keys = KeyManager::builder().store(Arc::new(MemoryStore::new())).event_sink(counter.clone()).build()?;
+    /// let created = keys.create(NewKey::new()).await?;
+    /// keys.verify(created.key.expose()).await?;
+    /// let now = OffsetDateTime::now_utc();
+    /// assert!(counter.take_closed(now).is_empty(), "this minute is still open");
+    /// assert_eq!(counter.take_closed(now + Duration::minutes(1)).len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn take_closed(&self, now: OffsetDateTime) -> Vec<UsageDelta> {
+        let open = bucket_start(now, 60);
+        let closed: Pending = {
+            let mut pending = self.lock();
+            let (closed, current) =
+                std::mem::take(&mut *pending).into_iter().partition(|((_, minute), _)| *minute < open);
+            *pending = current;
+            closed
+        };
+        deltas_of(closed)
     }
 
     /// Puts deltas back (after a failed write), merged with what was counted since.
@@ -326,12 +367,33 @@ fn minute_of(at: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(bucket_start(at, 60)).map_err(|e| corrupt("bucket", e))
 }
 
-/// The bucket widths written by a flush, in seconds: minute, hour, day.
+/// The bucket widths of every scope, in seconds: minute, hour, day.
 pub(crate) const SPANS: [i64; 3] = [60, 3_600, 86_400];
 
-/// The coarser bucket widths written for keys and owners only, to rank them over long
-/// ranges: 7 and 30 days (aligned to the Unix epoch).
+/// The coarser bucket widths of keys and owners only, to rank them over long ranges:
+/// 7 and 30 days (aligned to the Unix epoch).
 pub(crate) const RANKING_SPANS: [i64; 2] = [604_800, 2_592_000];
+
+/// The bucket widths of `scope` (`key`, `owner` or `app`), finest first.
+fn spans_of(scope: &str) -> impl Iterator<Item = i64> {
+    let ranked = scope != "app";
+    SPANS.into_iter().chain(RANKING_SPANS.into_iter().filter(move |_| ranked))
+}
+
+/// How long after a minute ends the roll-up waits before adding it to the coarser rows,
+/// in seconds: the flushes of that minute are normally in by then. A flush that comes
+/// later still counts (it writes every width itself), so this only saves work.
+const ROLLUP_DELAY: i64 = 120;
+
+/// The seven counters, in [`UsageCounts::by_code`] order.
+pub(crate) const COUNTERS: &str = "valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded";
+
+/// Ends an insert into `keypal_counts AS c`: adds to a row that is already there.
+const ADD_TO_EXISTING: &str = " ON CONFLICT (span, scope, namespace, subject, tag, bucket) DO UPDATE SET \
+     valid = c.valid + excluded.valid, revoked = c.revoked + excluded.revoked, \
+     disabled = c.disabled + excluded.disabled, expired = c.expired + excluded.expired, \
+     insufficient_scope = c.insufficient_scope + excluded.insufficient_scope, \
+     rate_limited = c.rate_limited + excluded.rate_limited, usage_exceeded = c.usage_exceeded + excluded.usage_exceeded";
 
 /// One row of `keypal_counts`: (span, scope, namespace, subject, tag, bucket).
 type RowKey = (i64, &'static str, String, String, String, i64);
@@ -340,34 +402,48 @@ type RowKey = (i64, &'static str, String, String, String, i64);
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// The rows a flush adds to, merged (in primary-key order, which is also the order
-/// concurrent flushes take their row locks in, so they cannot deadlock).
-fn rows_of(deltas: &[UsageDelta]) -> BTreeMap<RowKey, UsageCounts> {
+/// concurrent flushes take their row locks in, so they cannot deadlock): the minute
+/// rows, and for a minute before `rolled_until` (already rolled up) every width.
+fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCounts> {
     let mut rows: BTreeMap<RowKey, UsageCounts> = BTreeMap::new();
     for delta in deltas {
         let namespace = delta.namespace.clone().unwrap_or_default();
         let key = delta.key_id.0.to_string();
         let minute = bucket_start(delta.minute, 60);
+        let late = minute < rolled_until;
         let tagged = delta.tags.iter().map(|(tag, counts)| (tag.as_str(), counts));
         for (tag, counts) in std::iter::once(("", &delta.counts)).chain(tagged) {
-            for span in SPANS.into_iter().chain(RANKING_SPANS) {
-                let bucket = minute.div_euclid(span) * span;
-                let mut add = |scope: &'static str, subject: &str| {
+            let mut add = |scope: &'static str, subject: &str| {
+                for span in spans_of(scope).take(if late { usize::MAX } else { 1 }) {
+                    let bucket = minute.div_euclid(span) * span;
                     rows.entry((span, scope, namespace.clone(), subject.to_owned(), tag.to_owned(), bucket))
                         .or_default()
                         .merge(counts);
-                };
-                add("key", &key);
-                if let Some(owner) = &delta.owner_id {
-                    add("owner", owner);
                 }
-                if SPANS.contains(&span) {
-                    add("app", "");
-                }
+            };
+            add("key", &key);
+            if let Some(owner) = &delta.owner_id {
+                add("owner", owner);
             }
+            add("app", "");
         }
     }
     rows
 }
+
+/// Reads how far the roll-up has gone (`keypal_rollup.rolled_until`), locking it with `lock`.
+async fn rolled_until<D: Dialect>(tx: &mut sqlx::Transaction<'static, D>, lock: &str) -> Result<i64, StoreError> {
+    let mut q = QueryBuilder::<D>::new("SELECT rolled_until FROM keypal_rollup WHERE id = 1");
+    q.push(lock);
+    let row = q.build().fetch_one(D::executor(tx)).await.map_err(backend)?;
+    D::read_at(&row, 0).map_err(backend)
+}
+
+/// The seven counters summed (0 without rows), as 64-bit integers on both dialects.
+pub(crate) const SUMS: &str = "CAST(COALESCE(SUM(valid), 0) AS BIGINT), CAST(COALESCE(SUM(revoked), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(disabled), 0) AS BIGINT), CAST(COALESCE(SUM(expired), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(insufficient_scope), 0) AS BIGINT), CAST(COALESCE(SUM(rate_limited), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(usage_exceeded), 0) AS BIGINT)";
 
 /// Reads seven counters (in [`UsageCounts::by_code`] order) starting at column `first`.
 pub(crate) fn counts_of<D: Dialect>(row: &D::Row, first: usize) -> Result<UsageCounts, StoreError> {
@@ -386,20 +462,22 @@ pub(crate) fn counts_of<D: Dialect>(row: &D::Row, first: usize) -> Result<UsageC
 }
 
 impl<D: Dialect> DialectStore<D> {
-    /// Adds counted verifications (see [`UsageCounter`]) to the minute, hour and day
-    /// rows of each key, owner and application, per tag: a few batched upserts in one
-    /// transaction.
+    /// Adds counted verifications (see [`UsageCounter`]) to the minute rows of each key,
+    /// owner and application, per tag (and to every width for minutes already rolled up,
+    /// see [`DialectStore::roll_up_usage`]): a few batched upserts in one transaction.
     pub async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas).into_iter().collect();
         let mut tx = self.write().await?;
+        // Shared: flushes run side by side, and a roll-up waits for them (and they for it).
+        let rolled_until = rolled_until::<D>(&mut tx, D::LOCK_SHARED).await?;
+        let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas, rolled_until).into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<D>::new(
-                "INSERT INTO keypal_counts AS c (span, scope, namespace, subject, tag, bucket, valid, revoked, \
-                 disabled, expired, insufficient_scope, rate_limited, usage_exceeded) VALUES ",
+                "INSERT INTO keypal_counts AS c (span, scope, namespace, subject, tag, bucket, ",
             );
+            q.push(COUNTERS).push(") VALUES ");
             for (i, ((span, scope, namespace, subject, tag, bucket), counts)) in chunk.iter().enumerate() {
                 q.push(if i == 0 { "(" } else { ", (" });
                 q.push_arg(*span).push(", ");
@@ -413,15 +491,49 @@ impl<D: Dialect> DialectStore<D> {
                 }
                 q.push(")");
             }
-            q.push(
-                " ON CONFLICT (span, scope, namespace, subject, tag, bucket) DO UPDATE SET valid = c.valid + excluded.valid, \
-                 revoked = c.revoked + excluded.revoked, disabled = c.disabled + excluded.disabled, \
-                 expired = c.expired + excluded.expired, insufficient_scope = c.insufficient_scope + excluded.insufficient_scope, \
-                 rate_limited = c.rate_limited + excluded.rate_limited, usage_exceeded = c.usage_exceeded + excluded.usage_exceeded",
-            );
+            q.push(ADD_TO_EXISTING);
             q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
+    }
+
+    /// Adds the minutes that ended at least two minutes before `now` and are not rolled
+    /// up yet into the hour and day rows (and the 7- and 30-day rows of keys and owners),
+    /// in one transaction that also moves `keypal_rollup.rolled_until` past them; returns
+    /// how many minutes it rolled up. Each minute is added once, however many instances
+    /// call it and however often: they take turns on `keypal_rollup`, and a flush waits
+    /// for a roll-up in progress (and then writes a late minute at every width itself).
+    /// [`DialectStore::prune_usage`] calls it; reads do not need it (they add the
+    /// minutes not rolled up yet), it keeps them short.
+    pub async fn roll_up_usage(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let until = bucket_start(now, 60) - ROLLUP_DELAY;
+        let mut tx = self.write().await?;
+        let from = rolled_until::<D>(&mut tx, D::LOCK_EXCLUSIVE).await?;
+        if until <= from {
+            return Ok(0);
+        }
+        for span in spans_of("key").skip(1) {
+            let mut q = QueryBuilder::<D>::new(
+                "INSERT INTO keypal_counts AS c (span, scope, namespace, subject, tag, bucket, ",
+            );
+            q.push(COUNTERS).push(") SELECT ").push(span).push(", scope, namespace, subject, tag, (bucket / ");
+            q.push(span).push(") * ").push(span).push(", ").push(SUMS);
+            q.push(" FROM keypal_counts WHERE span = 60 AND bucket >= ").push_arg(from);
+            q.push(" AND bucket < ").push_arg(until);
+            if !spans_of("app").any(|s| s == span) {
+                q.push(" AND scope <> 'app'");
+            }
+            q.push(" GROUP BY scope, namespace, subject, tag, (bucket / ").push(span).push(") * ").push(span);
+            q.push(ADD_TO_EXISTING);
+            q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
+        }
+        sqlx::query("UPDATE keypal_rollup SET rolled_until = $1 WHERE id = 1")
+            .arg(until)
+            .execute(D::executor(&mut tx))
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(u64::try_from((until - from) / 60).unwrap_or(0))
     }
 
     /// A key's verification counts in `[since, until)`, per minute, hour or day, oldest
@@ -435,18 +547,16 @@ impl<D: Dialect> DialectStore<D> {
         per: Granularity,
     ) -> Result<Vec<UsageBucket>, StoreError> {
         let span = per.seconds();
-        let query = sqlx::query(
-            "SELECT bucket, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded \
-             FROM keypal_counts WHERE span = $1 AND scope = 'key' \
-             AND namespace = COALESCE((SELECT namespace FROM keypal_keys WHERE id = $2), '') \
-             AND subject = $3 AND tag = '' AND bucket >= $4 AND bucket < $5 ORDER BY bucket",
-        )
-        .arg(span)
-        .arg(key.0)
-        .arg(key.0.to_string())
-        .arg(bucket_start(since, span))
-        .arg(until.unix_timestamp() + i64::from(until.nanosecond() > 0));
-        let rows = self.fetch_all(query).await?;
+        let subject = key.0.to_string();
+        let filter = |q: &mut QueryBuilder<D>| {
+            q.push("scope = 'key' AND namespace = COALESCE((SELECT namespace FROM keypal_keys WHERE id = ");
+            q.push_arg(key.0).push("), '') AND subject = ").push_arg(subject.clone()).push(" AND tag = ''");
+        };
+        let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
+        q.push(SUMS).push(" FROM ");
+        push_counts(&mut q, span, bucket_start(since, span), end_of(until), &filter, false);
+        q.push(" GROUP BY bucket ORDER BY bucket");
+        let rows = self.fetch_all(q.build()).await?;
         rows.iter()
             .map(|row| {
                 let start: i64 = D::read_at(row, 0).map_err(backend)?;
@@ -468,19 +578,14 @@ impl<D: Dialect> DialectStore<D> {
     ) -> Result<UsageCounts, StoreError> {
         let aligned = |span: i64| since.unix_timestamp() % span == 0 && until.unix_timestamp() % span == 0;
         let span = [86_400, 3_600].into_iter().find(|span| aligned(*span)).unwrap_or(60);
-        let query = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(valid), 0) AS BIGINT), CAST(COALESCE(SUM(revoked), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(disabled), 0) AS BIGINT), CAST(COALESCE(SUM(expired), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(insufficient_scope), 0) AS BIGINT), CAST(COALESCE(SUM(rate_limited), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(usage_exceeded), 0) AS BIGINT) FROM keypal_counts \
-             WHERE span = $1 AND scope = 'app' AND namespace = $2 AND subject = '' AND tag = '' \
-             AND bucket >= $3 AND bucket < $4",
-        )
-        .arg(span)
-        .arg(namespace.unwrap_or_default().to_owned())
-        .arg(bucket_start(minute_of(since)?, span))
-        .arg(until.unix_timestamp() + i64::from(until.nanosecond() > 0));
-        let rows = self.fetch_all(query).await?;
+        let namespace = namespace.unwrap_or_default().to_owned();
+        let filter = |q: &mut QueryBuilder<D>| {
+            q.push("scope = 'app' AND namespace = ").push_arg(namespace.clone()).push(" AND subject = '' AND tag = ''");
+        };
+        let mut q = QueryBuilder::<D>::new("SELECT ");
+        q.push(SUMS).push(" FROM ");
+        push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, false);
+        let rows = self.fetch_all(q.build()).await?;
         rows.first().map_or(Ok(UsageCounts::default()), |row| counts_of::<D>(row, 0))
     }
 }

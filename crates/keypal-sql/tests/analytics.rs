@@ -268,6 +268,137 @@ async fn pruning_drops_only_expired_minute_and_hour_rows_and_no_count_twice_over
     }
 }
 
+/// Every way of reading one key's counts over `[now - 1 day, now + 1 day)`, at every
+/// granularity: the application, the owner, the tag, the key, the key's usage and the
+/// application's totals, and the ranking of keys and owners.
+async fn every_read(store: &SqlStore, key: KeyId, now: OffsetDateTime) -> Vec<(Granularity, [u64; 7])> {
+    let (since, until) = (now - Duration::days(1), now + Duration::days(1));
+    let mut out = Vec::new();
+    for g in Granularity::ALL {
+        let (since, until) = if g == Granularity::Minute {
+            (now - Duration::hours(1), now + Duration::hours(3))
+        } else {
+            (since, until)
+        };
+        let app = AnalyticsQuery::new(Some("app_p"), since, until, g);
+        let usage: u64 = store.usage(key, since, until, g).await.expect("usage").iter().map(|b| b.counts.total()).sum();
+        let top_keys = groups(store, &app.clone().group_by(GroupBy::Key)).await;
+        let top_owners = groups(store, &app.clone().group_by(GroupBy::Owner)).await;
+        assert!(top_keys.len() <= 1 && top_owners.len() <= 1, "{top_keys:?} {top_owners:?}");
+        out.push((
+            g,
+            [
+                total(store, &app).await.total(),
+                total(store, &app.clone().owner("u1")).await.total(),
+                total(store, &app.clone().tag("t")).await.total(),
+                total(store, &app.clone().key(key)).await.total(),
+                usage,
+                top_keys.first().map_or(0, |(_, n)| *n),
+                top_owners.first().map_or(0, |(_, n)| *n),
+            ],
+        ));
+    }
+    let totals =
+        store.usage_totals(Some("app_p"), now - Duration::hours(1), now + Duration::hours(3)).await.expect("totals");
+    out.push((Granularity::Minute, [totals.total(); 7]));
+    out
+}
+
+/// A key of application `app_p` owned by `u1` (whose counts [`verified_at`] makes).
+async fn key_of_app_p(store: &SqlStore) -> KeyId {
+    let keys = KeyManager::builder().namespace("app_p").store(store.clone()).build().expect("manager");
+    keys.create(NewKey::new().owner_id("u1")).await.expect("create").record.id
+}
+
+/// `n` of each granularity, for [`every_read`].
+fn all(n: u64) -> Vec<(Granularity, [u64; 7])> {
+    Granularity::ALL.into_iter().map(|g| (g, [n; 7])).chain([(Granularity::Minute, [n; 7])]).collect()
+}
+
+#[tokio::test]
+async fn a_flush_writes_minutes_and_the_roll_up_adds_each_to_the_coarser_rows_once() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let counter = UsageCounter::new();
+        let key = key_of_app_p(&store).await;
+        let now = OffsetDateTime::now_utc();
+        // Minutes not rolled up yet: ten and eleven minutes from now, and in an hour.
+        for (later, n) in [(10, 3), (11, 2), (70, 1)] {
+            for _ in 0..n {
+                counter.record(&verified_at(key, now + Duration::minutes(later), Code::Valid));
+            }
+        }
+        store.record_usage(&counter.take()).await.expect("flush");
+        assert_eq!(
+            scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span > 60").await,
+            0,
+            "{dialect}: minute rows only"
+        );
+        assert_eq!(every_read(&store, key, now).await, all(6), "{dialect}: reads add the minutes not rolled up");
+
+        let rolled = store.roll_up_usage(now + Duration::minutes(15)).await.expect("roll up");
+        assert!(rolled > 0, "{dialect}");
+        assert!(scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span > 60").await > 0, "{dialect}");
+        assert_eq!(every_read(&store, key, now).await, all(6), "{dialect}: the same after the roll-up");
+        assert_eq!(store.roll_up_usage(now + Duration::minutes(15)).await.expect("again"), 0, "{dialect}");
+        assert_eq!(every_read(&store, key, now).await, all(6), "{dialect}: a second roll-up adds nothing");
+
+        // A late flush of a minute already rolled up writes every width itself.
+        counter.record(&verified_at(key, now + Duration::minutes(10), Code::RateLimited));
+        store.record_usage(&counter.take()).await.expect("late flush");
+        assert_eq!(every_read(&store, key, now).await, all(7), "{dialect}: a late minute counts once");
+
+        store.roll_up_usage(now + Duration::hours(3)).await.expect("roll up the rest");
+        assert_eq!(every_read(&store, key, now).await, all(7), "{dialect}");
+        // Pruning at the end of the minute retention keeps every count in the coarser rows.
+        let short =
+            Retention::new(std::time::Duration::from_secs(60), std::time::Duration::from_secs(90 * 86_400), None);
+        store.prune_usage(&short, now + Duration::hours(3)).await.expect("prune");
+        assert_eq!(scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60").await, 0, "{dialect}");
+        let kept = every_read(&store, key, now).await;
+        assert_eq!(kept[1..3], all(7)[1..3], "{dialect}: hours and days keep every count");
+    }
+}
+
+#[tokio::test]
+async fn flushes_racing_roll_ups_count_every_verification_once() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let key = key_of_app_p(&store).await;
+        let now = OffsetDateTime::now_utc();
+        // Eight flushers write minutes from five before now to twenty after, while roll-ups
+        // move through the same minutes.
+        let mut tasks = tokio::task::JoinSet::new();
+        for flusher in 0..8_i64 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for round in 0..10_i64 {
+                    let counter = UsageCounter::new();
+                    for minute in [-5, 0, 5, 10, 15, 20] {
+                        let at = now + Duration::minutes(minute + (flusher + round) % 3);
+                        counter.record(&verified_at(key, at, Code::Valid));
+                    }
+                    store.record_usage(&counter.take()).await.expect("flush");
+                }
+            });
+        }
+        let rolling = store.clone();
+        tasks.spawn(async move {
+            for minute in 0..30 {
+                rolling.roll_up_usage(now + Duration::minutes(minute)).await.expect("roll up");
+                tokio::task::yield_now().await;
+            }
+        });
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task");
+        }
+        let expected = 8 * 10 * 6;
+        assert_eq!(every_read(&store, key, now).await, all(expected), "{dialect}: during");
+        store.roll_up_usage(now + Duration::hours(1)).await.expect("roll up the rest");
+        assert_eq!(every_read(&store, key, now).await, all(expected), "{dialect}: after");
+    }
+}
+
 /// The per-minute counts of migration 2, written as keypal 0.4 did.
 const OLD_ROWS: &str =
     "INSERT INTO keypal_usage (key_id, bucket, namespace, valid, rate_limited) VALUES ($1, $2, 'app_m', $3, 1)";

@@ -1,9 +1,10 @@
 //! Usage analytics: `GET /v1/analytics/verifications` (management callers) and
 //! `GET /v1/owners/{owner_id}/usage` (an application's backend, by its client secret).
 //!
-//! Both read the counts the server flushes every few seconds (keypal-sql's
-//! `keypal_counts`): per minute (kept 48 hours by default), per hour (90 days) or per
-//! day (kept), for an application, one owner or one key, for all verifications or one tag.
+//! Both first write the counts pending in memory (unless that was done in the last few
+//! seconds: [`crate::state::READ_FRESHNESS`]), then read keypal-sql's `keypal_counts`:
+//! per minute (kept 48 hours by default), per hour (90 days) or per day (kept), for an
+//! application, one owner or one key, for all verifications or one tag.
 
 use std::sync::Arc;
 
@@ -248,6 +249,7 @@ fn tag_param(tag: Option<String>) -> Result<Option<String>, ApiError> {
 
 /// Answers `query`; a query the store refuses is 400 `INVALID_INPUT` naming its parameter.
 pub async fn answer(state: &State, query: &AnalyticsQuery) -> Result<Buckets, ApiError> {
+    state.flush_for_read().await;
     match state.store.analytics(query).await {
         Ok(buckets) => Ok(buckets.into()),
         Err(AnalyticsError::Invalid(invalid)) => {

@@ -57,6 +57,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (4, "refill", include_str!("migrations/0004_refill.sql")),
     (5, "analytics", include_str!("migrations/0005_analytics.sql")),
     (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
+    (7, "usage roll-up", include_str!("migrations/0007_usage_rollup.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
@@ -127,6 +128,9 @@ impl Dialect for Sqlite {}
 impl Seam for Sqlite {
     const NAME: &'static str = "sqlite";
     const SKIP_LOCKED: &'static str = "";
+    const LOCK_SHARED: &'static str = "";
+    const LOCK_EXCLUSIVE: &'static str = "";
+    const RECENT_MINUTES: &'static str = " INDEXED BY keypal_counts_age";
 
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
