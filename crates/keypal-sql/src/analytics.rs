@@ -335,7 +335,7 @@ impl<D: Dialect> DialectStore<D> {
         let limit = i64::from(query.limit);
 
         // The column a bucket is split by, and the conditions that pick the rows.
-        let (group, filter): (&str, Box<dyn Fn(&mut QueryBuilder<D>) + Send + Sync>) = match query.group_by {
+        let (group, filter): (&str, Filter<D>) = match query.group_by {
             None => {
                 let filter = move |q: &mut QueryBuilder<D>| {
                     push_subject(q, scope, &namespace, &subject);
@@ -468,6 +468,9 @@ fn push_subject<D: Dialect>(q: &mut QueryBuilder<D>, scope: &'static str, namesp
     q.push("scope = ").push_arg(scope).push(" AND namespace = ").push_arg(namespace.to_owned());
     q.push(" AND subject = ").push_arg(subject.to_owned());
 }
+
+/// Appends the conditions that pick the rows of a read (see [`push_counts`]).
+type Filter<D> = Box<dyn Fn(&mut QueryBuilder<D>) + Send + Sync>;
 
 /// Every verification of a row: the seven counters added.
 const TOTAL: &str = "valid + revoked + disabled + expired + insufficient_scope + rate_limited + usage_exceeded";
