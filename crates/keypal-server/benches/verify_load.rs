@@ -242,7 +242,14 @@ fn stop(running: Running) {
 }
 
 /// Logs in, creates one application and `count` keys; returns the client secret and the keys.
-async fn populate(base: &str, admin_password: &str, count: usize) -> (String, Vec<String>) {
+/// The application, its client secret and its keys (each with an owner of its own).
+struct Populated {
+    app_id: String,
+    client_secret: String,
+    keys: Vec<String>,
+}
+
+async fn populate(base: &str, admin_password: &str, count: usize) -> Populated {
     let http = reqwest::Client::new();
     let response = http.post(format!("{base}/v1/session")).json(&json!({"password": admin_password})).send().await;
     let response = response.expect("login");
@@ -272,7 +279,7 @@ async fn populate(base: &str, admin_password: &str, count: usize) -> (String, Ve
                 let response = http
                     .post(url.as_str())
                     .header("cookie", &cookie)
-                    .json(&json!({"name": format!("load-{i}")}))
+                    .json(&json!({"name": format!("load-{i}"), "owner_id": format!("user-{i}")}))
                     .send()
                     .await
                     .expect("create key");
@@ -298,7 +305,17 @@ async fn populate(base: &str, admin_password: &str, count: usize) -> (String, Ve
             .expect("create webhook");
         assert_eq!(response.status(), reqwest::StatusCode::CREATED, "create webhook");
     }
-    (client_secret, keys)
+    Populated { app_id, client_secret, keys }
+}
+
+/// The verifications `target` has answered, whatever their code (its metrics).
+async fn verifications(target: &Target) -> u64 {
+    let text =
+        reqwest::get(format!("http://{}/metrics", target.addr)).await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .filter(|line| line.starts_with("keypal_verifications_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// One request kind: a method, a path and the bodies to cycle through.
@@ -681,7 +698,7 @@ fn main() {
     }
 
     let created = Instant::now();
-    let (client_secret, keys) = client.block_on(populate(&base, &target.admin_password, settings.keys));
+    let Populated { client_secret, keys, .. } = client.block_on(populate(&base, &target.admin_password, settings.keys));
     println!("  created 1 application and {} keys in {:.1} s", keys.len(), created.elapsed().as_secs_f64());
     let webhook = env_or("KEYPAL_BENCH_WEBHOOK", 0) == 1;
     println!("  webhooks: {}", if webhook { "one, wanting every event" } else { "none" });
@@ -837,19 +854,25 @@ fn compare_usage(settings: &Settings, smoke: bool) {
         println!("  load average before the run (1 min): {load:.2}");
     }
     let workload = |target: &Target, name: &'static str, tagged: bool| {
-        let (secret, keys) =
+        let populated =
             client.block_on(populate(&format!("http://{}", target.addr), &target.admin_password, settings.keys));
-        Workload {
+        let workload = Workload {
             name,
             method: Method::POST,
             path: "/v1/verify",
             authorization: Some(HeaderValue::from_str(&format!("Bearer {}", target.service_key)).expect("header")),
-            bodies: verify_bodies(&keys, &secret, tagged),
+            bodies: verify_bodies(&populated.keys, &populated.client_secret, tagged),
             expect: br#""code":"VALID""#,
-        }
+        };
+        (workload, populated.app_id)
     };
-    let counted = workload(&on, "verify, counting on, 3 tags", true);
-    let uncounted = workload(&off, "verify, counting off, no tags", false);
+    let (counted, counted_app) = workload(&on, "verify, counting on, 3 tags", true);
+    let (uncounted, _) = workload(&off, "verify, counting off, no tags", false);
+    // Whole-run figures, background work included (separate processes only).
+    let whole_pids = match (&on.running, &off.running) {
+        (Running::Process(a), Running::Process(b)) => Some((a.id(), b.id())),
+        _ => None,
+    };
     let failures = client.block_on(warm(on.addr, &counted, 8)) + client.block_on(warm(off.addr, &uncounted, 8));
     println!(
         "  {:.1} s measured per server in {} alternating slices (off first), after warming every key",
@@ -859,8 +882,29 @@ fn compare_usage(settings: &Settings, smoke: bool) {
     println!();
     let mut all_met = failures == 0;
     for &connections in &settings.connections {
+        let before = whole_pids.map(|(a, b)| {
+            let counts = client.block_on(async { (verifications(&on).await, verifications(&off).await) });
+            (process_cpu(a), process_cpu(b), counts)
+        });
         let (without, with) =
             client.block_on(run_pair(pids, (off.addr, &uncounted), (on.addr, &counted), connections, settings));
+        if let (Some((a, b)), Some((cpu_on, cpu_off, (n_on, n_off)))) = (whole_pids, before) {
+            // Write what the counting server holds (an analytics read does), so its cost is in.
+            let url = format!("http://{}/v1/analytics/verifications?app_id={counted_app}&granularity=minute", on.addr);
+            let read = client.block_on(reqwest::Client::new().get(url).bearer_auth(&on.service_key).send());
+            assert!(read.expect("analytics").status().is_success(), "analytics read");
+            let (after_on, after_off) =
+                client.block_on(async { (verifications(&on).await, verifications(&off).await) });
+            let per = |nanos: u64, n: u64| nanos as f64 / 1e3 / n.max(1) as f64;
+            let (us_on, us_off) =
+                (per(process_cpu(a) - cpu_on, after_on - n_on), per(process_cpu(b) - cpu_off, after_off - n_off));
+            println!(
+                "  whole run, each server's process CPU over every verification it answered, its background \
+                 writes included (the counting server's pending counts written at the end): on {us_on:.1} µs, \
+                 off {us_off:.1} µs: off / on {:.3}",
+                us_off / us_on
+            );
+        }
         print_table(&[&without, &with]);
         let ratio = with.throughput() / without.throughput();
         let met = ratio >= TARGET_USAGE_RATIO && with.failures == 0 && without.failures == 0;

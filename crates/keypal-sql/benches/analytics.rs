@@ -6,7 +6,8 @@
 //! of 10 000 keys (1 000 owners of 10 keys each) that each verified every hour: 7.2 M
 //! key-hour rows, 300 000 key-day rows, 720 000 owner-hour rows, the 7-day and 30-day
 //! rows of keys and owners, the application's hour, day and minute rows, and 20 tags'
-//! hour rows. It is written by SQL (a generated series
+//! hour rows, and the minute rows of the last three minutes for every key and owner, which
+//! the roll-up has not added to the coarser rows yet (reads add them). It is written by SQL (a generated series
 //! and sums of it), not by flushes, to build in a minute; the bench reports how long.
 //!
 //! Each sample is one query, so divan's median is the p50 latency.
@@ -67,9 +68,15 @@ fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
         // The application's minutes over the last 48 hours of the month.
         format!("INSERT INTO keypal_counts ({columns}) SELECT 60, 'app', namespace, '', '', bucket + m.n * 60, valid / 60, 0, 0, 0, 0, rate_limited / 60, 0 \
                  FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 3600 AND scope = 'app' AND tag = '' AND bucket >= $START + {}", (HOURS - 48) * 3600),
+        // The month's last three minutes are not rolled up yet (as in a running service, where
+        // the roll-up trails by two to three minutes): every key's and owner's minute rows,
+        // which reads add to the coarser rows.
+        format!("INSERT INTO keypal_counts ({columns}) SELECT 60, scope, namespace, subject, '', $END - 180 + m.n * 60, 1, 0, 0, 0, 0, 0, 0 \
+                 FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 86400 AND scope IN ('key', 'owner') AND bucket = $END - 86400 AND m.n < 3"),
+        "UPDATE keypal_rollup SET rolled_until = $END - 180".to_owned(),
     ]
     .into_iter()
-    .map(|sql| sql.replace("$START", &START.to_string()))
+    .map(|sql| sql.replace("$START", &START.to_string()).replace("$END", &(START + HOURS * 3600).to_string()))
     .collect()
 }
 
