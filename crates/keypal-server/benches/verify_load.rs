@@ -891,8 +891,15 @@ fn compare_usage(settings: &Settings, smoke: bool) {
         if let (Some((a, b)), Some((cpu_on, cpu_off, (n_on, n_off)))) = (whole_pids, before) {
             // Write what the counting server holds (an analytics read does), so its cost is in.
             let url = format!("http://{}/v1/analytics/verifications?app_id={counted_app}&granularity=minute", on.addr);
-            let read = client.block_on(reqwest::Client::new().get(url).bearer_auth(&on.service_key).send());
-            assert!(read.expect("analytics").status().is_success(), "analytics read");
+            let read = client.block_on(async {
+                let http = reqwest::Client::new();
+                let login = http.post(format!("http://{}/v1/session", on.addr));
+                let login = login.json(&json!({"password": on.admin_password})).send().await.expect("login");
+                let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+                let response = http.get(url).header("cookie", cookie).send().await.expect("analytics");
+                (response.status(), response.text().await.unwrap_or_default())
+            });
+            assert!(read.0.is_success(), "analytics read: {read:?}");
             let (after_on, after_off) =
                 client.block_on(async { (verifications(&on).await, verifications(&off).await) });
             let per = |nanos: u64, n: u64| nanos as f64 / 1e3 / n.max(1) as f64;

@@ -18,8 +18,10 @@ use keypal_redis::{FailMode, RedisRateLimiter, RedisStoreError};
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// How often ended minutes of usage counts are rolled up into the coarser rows and
-/// expired rows dropped (and once at start).
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// expired rows dropped (and once at start). A roll-up writes each key's coarser rows once
+/// however many minutes it adds, so rarer is cheaper; reads add the minutes not rolled up
+/// yet, so rarer makes rankings over many keys read more of them.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -468,7 +468,7 @@ impl State {
 
     /// Rolls ended minutes of usage counts up into the coarser buckets and drops expired
     /// minute and hour counts (their counts stay in the coarser buckets); the background
-    /// pruner calls it every minute. Safe on several instances at once.
+    /// pruner calls it every five minutes. Safe on several instances at once.
     pub async fn prune_usage(&self, retention: &keypal_sql::Retention) {
         match self.store.prune_usage(retention, time::OffsetDateTime::now_utc()).await {
             Ok(dropped) => tracing::debug!(dropped, "dropped expired usage buckets"),

@@ -6,7 +6,7 @@
 //! of 10 000 keys (1 000 owners of 10 keys each) that each verified every hour: 7.2 M
 //! key-hour rows, 300 000 key-day rows, 720 000 owner-hour rows, the 7-day and 30-day
 //! rows of keys and owners, the application's hour, day and minute rows, and 20 tags'
-//! hour rows, and the minute rows of the last three minutes for every key and owner, which
+//! hour rows, and the minute rows of the last seven minutes for every key and owner, which
 //! the roll-up has not added to the coarser rows yet (reads add them). It is written by SQL (a generated series
 //! and sums of it), not by flushes, to build in a minute; the bench reports how long.
 //!
@@ -68,12 +68,12 @@ fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
         // The application's minutes over the last 48 hours of the month.
         format!("INSERT INTO keypal_counts ({columns}) SELECT 60, 'app', namespace, '', '', bucket + m.n * 60, valid / 60, 0, 0, 0, 0, rate_limited / 60, 0 \
                  FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 3600 AND scope = 'app' AND tag = '' AND bucket >= $START + {}", (HOURS - 48) * 3600),
-        // The month's last three minutes are not rolled up yet (as in a running service, where
-        // the roll-up trails by two to three minutes): every key's and owner's minute rows,
+        // The month's last seven minutes are not rolled up yet (as in a running service, where
+        // the roll-up runs every five minutes, two minutes behind): every key's and owner's minute rows,
         // which reads add to the coarser rows.
-        format!("INSERT INTO keypal_counts ({columns}) SELECT 60, scope, namespace, subject, '', $END - 180 + m.n * 60, 1, 0, 0, 0, 0, 0, 0 \
-                 FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 86400 AND scope IN ('key', 'owner') AND bucket = $END - 86400 AND m.n < 3"),
-        "UPDATE keypal_rollup SET rolled_until = $END - 180".to_owned(),
+        format!("INSERT INTO keypal_counts ({columns}) SELECT 60, scope, namespace, subject, '', $END - 420 + m.n * 60, 1, 0, 0, 0, 0, 0, 0 \
+                 FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 86400 AND scope IN ('key', 'owner') AND bucket = $END - 86400 AND m.n < 7"),
+        "UPDATE keypal_rollup SET rolled_until = $END - 420".to_owned(),
     ]
     .into_iter()
     .map(|sql| sql.replace("$START", &START.to_string()).replace("$END", &(START + HOURS * 3600).to_string()))
@@ -277,4 +277,63 @@ fn top_10_owners_30_days_per_hour(bencher: Bencher, dialect: &str) {
 fn top_10_keys_one_hour(bencher: Bencher, dialect: &str) {
     let query = AnalyticsQuery::new(Some(APP), at(START), at(START + 3600), Granularity::Hour).group_by(GroupBy::Key);
     run(bencher, dialect, query, 10);
+}
+
+/// A fresh SQLite store (a file under `target/`) for the write benches, apart from the
+/// read fixture so that rolling up does not change what the reads find.
+static WRITES: LazyLock<SqlStore> = LazyLock::new(|| {
+    RUNTIME.block_on(async {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("keypal-usage-writes-bench");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench directory");
+        SqlStore::connect(&format!("sqlite://{}", dir.join("bench.db").display())).await.expect("sqlite")
+    })
+});
+
+/// The next minute the write benches count in (each sample its own, after the last).
+static NEXT_MINUTE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// One minute of 10 000 keys (each with its own owner) verified with three tags each, as
+/// the load benchmark sends them: what one flush of an ended minute writes (80 000 minute rows).
+fn one_minute_of_10_000_keys() -> (Vec<keypal_sql::UsageDelta>, i64) {
+    use keypal::{Action, AuditContext, Code, Event, EventSink, Tags};
+    let base = OffsetDateTime::now_utc().unix_timestamp() / 60 * 60 + 3_600;
+    let minute = base + 60 * NEXT_MINUTE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = keypal_sql::UsageCounter::new();
+    for i in 0..KEYS {
+        let mut event = Event::new(Action::Verified, at(minute), AuditContext::default());
+        event.key_id = Some(KeyId(uuid::Uuid::from_u128(0x7000_8000_0000_0000_0000 + i as u128)));
+        event.namespace = Some(APP.to_owned());
+        event.owner_id = Some(format!("user-{i}"));
+        event.code = Some(Code::Valid);
+        let tags = [format!("GET /v1/endpoint-{}", i % 20), format!("region-{}", i % 4), format!("plan-{}", i % 3)];
+        event.tags = Tags::new(tags).expect("tags");
+        counter.record(&event);
+    }
+    (counter.take(), minute)
+}
+
+/// Writing one ended minute of 10 000 keys × 3 tags (80 000 minute rows, one transaction).
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn write_one_minute_of_10_000_keys_sqlite(bencher: Bencher) {
+    bencher.with_inputs(|| one_minute_of_10_000_keys().0).bench_local_values(|deltas| {
+        RUNTIME.block_on(WRITES.record_usage(&deltas)).expect("record");
+    });
+}
+
+/// Rolling one such minute up into the hour, day, 7- and 30-day rows.
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn roll_up_one_minute_of_10_000_keys_sqlite(bencher: Bencher) {
+    bencher
+        .with_inputs(|| {
+            let (deltas, minute) = one_minute_of_10_000_keys();
+            RUNTIME.block_on(WRITES.record_usage(&deltas)).expect("record");
+            // Everything before this minute rolled up, so the sample rolls this minute only.
+            RUNTIME.block_on(WRITES.roll_up_usage(at(minute + 120))).expect("roll up before");
+            minute
+        })
+        .bench_local_values(|minute| {
+            let rolled = RUNTIME.block_on(WRITES.roll_up_usage(at(minute + 180))).expect("roll up");
+            assert_eq!(rolled, 1);
+        });
 }

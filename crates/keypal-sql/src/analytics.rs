@@ -3,7 +3,7 @@
 //!
 //! Every read touches one scope's rows at one granularity, through the table's primary
 //! key `(span, scope, namespace, subject, tag, bucket)`, plus the minute rows not rolled
-//! up yet (the last two or three minutes, see [`DialectStore::roll_up_usage`]): an
+//! up yet (the last few minutes: the server rolls up every five minutes, see [`DialectStore::roll_up_usage`]): an
 //! application's hourly counts over 30 days are about 720 rows, whatever its number of
 //! keys. Ranking the top keys or owners of an application scans its day, 7-day or 30-day
 //! rows over the range (the partial index `keypal_counts_ranks`) and its recent minute
