@@ -318,7 +318,9 @@ impl<D: Dialect> DialectStore<D> {
     ///
     /// Grouped by key or owner, the groups are the `limit` keys or owners with the most
     /// verifications in the coarse buckets the range touches ([`ranking_span`]: UTC
-    /// days, or 7-day or 30-day periods from the Unix epoch; ties by id); grouped by
+    /// days, or 7-day or 30-day periods from the Unix epoch; ties by id), as rolled up
+    /// (a few minutes behind; with the minutes not rolled up yet when the rolled-up
+    /// counts name fewer than `limit`), each group's buckets exact; grouped by
     /// tag, the `limit` tags with the most verifications in the range.
     pub async fn analytics(&self, query: &AnalyticsQuery) -> Result<Vec<AnalyticsBucket>, AnalyticsError> {
         query.check()?;
@@ -350,7 +352,7 @@ impl<D: Dialect> DialectStore<D> {
                     q.push(" AND tag <> ''");
                 };
                 let mut top = QueryBuilder::<D>::new("SELECT tag FROM ");
-                push_counts(&mut top, span, from, to, &tags, false);
+                push_counts(&mut top, span, from, to, &tags, Recent::Subject);
                 top.push(" GROUP BY tag ORDER BY SUM(").push(TOTAL).push(") DESC, tag LIMIT ").push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
@@ -372,10 +374,20 @@ impl<D: Dialect> DialectStore<D> {
                     q.push("scope = ").push_arg(scope).push(" AND namespace = ").push_arg(namespace.clone());
                     q.push(" AND tag = ").push_arg(tag.clone());
                 };
-                let mut top = QueryBuilder::<D>::new("SELECT subject FROM ");
-                push_counts(&mut top, rank, bucket_start(query.since, rank), to, &ranked, true);
-                top.push(" GROUP BY subject ORDER BY SUM(").push(TOTAL).push(") DESC, subject LIMIT ").push_arg(limit);
-                let groups = self.strings(top).await?;
+                // On the rolled-up counts (a few minutes behind, over ranges of a day or more);
+                // with the minutes not rolled up yet only if they name fewer than `limit`,
+                // as in a deployment's first minutes, since those rows cost most to read.
+                let mut groups = Vec::new();
+                for recent in [Recent::Skip, Recent::AcrossSubjects] {
+                    let mut top = QueryBuilder::<D>::new("SELECT subject FROM ");
+                    push_counts(&mut top, rank, bucket_start(query.since, rank), to, &ranked, recent);
+                    top.push(" GROUP BY subject ORDER BY SUM(").push(TOTAL).push(") DESC, subject LIMIT ");
+                    top.push_arg(limit);
+                    groups = self.strings(top).await?;
+                    if groups.len() == usize::try_from(limit).unwrap_or(usize::MAX) {
+                        break;
+                    }
+                }
                 if groups.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -390,7 +402,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
         q.push(group).push(", ").push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, from, to, &*filter, false);
+        push_counts(&mut q, span, from, to, &*filter, Recent::Subject);
         q.push(" GROUP BY bucket");
         if query.group_by.is_some() {
             q.push(", ").push(group).push(" ORDER BY bucket, ").push(group);
@@ -475,28 +487,40 @@ type Filter<D> = Box<dyn Fn(&mut QueryBuilder<D>) + Send + Sync>;
 /// Every verification of a row: the seven counters added.
 const TOTAL: &str = "valid + revoked + disabled + expired + insufficient_scope + rate_limited + usage_exceeded";
 
+/// Which minute rows not rolled up yet a read adds (see [`push_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recent {
+    /// Those of the subject the filter names (found by primary key).
+    Subject,
+    /// Those of every subject the filter leaves open (found by their age:
+    /// [`crate::dialect::Seam::RECENT_MINUTES`]).
+    AcrossSubjects,
+    /// None: only rolled-up counts (a ranking's first, cheap pass).
+    Skip,
+}
+
 /// Appends, as the `FROM` item `counts` (columns `subject, tag, bucket` and the seven
 /// counters), the rows behind buckets `span` seconds wide starting in `[from, to)`: the
 /// rows of that width (which hold every minute rolled up) and, wider than a minute, the
-/// minute rows not rolled up yet, each moved to the start of its `span` bucket. `filter`
-/// appends the conditions on scope, namespace, subject and tag, for both parts; when
-/// they leave the subject open (`across_subjects`), the recent minutes are found through
-/// their age ([`crate::dialect::Seam::RECENT_MINUTES`]).
+/// minute rows not rolled up yet (as `recent` says), each moved to the start of its
+/// `span` bucket. `filter` appends the conditions on scope, namespace, subject and tag,
+/// for both parts.
 pub(crate) fn push_counts<D: Dialect>(
     q: &mut QueryBuilder<D>,
     span: i64,
     from: i64,
     to: i64,
     filter: &dyn Fn(&mut QueryBuilder<D>),
-    across_subjects: bool,
+    recent: Recent,
 ) {
     q.push("(SELECT subject, tag, bucket, ").push(COUNTERS).push(" FROM keypal_counts WHERE span = ");
     q.push_arg(span).push(" AND ");
     filter(q);
     q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
-    if span > 60 {
+    if span > 60 && recent != Recent::Skip {
         q.push(" UNION ALL SELECT subject, tag, (bucket / ").push(span).push(") * ").push(span).push(", ");
-        q.push(COUNTERS).push(" FROM keypal_counts").push(if across_subjects { D::RECENT_MINUTES } else { "" });
+        q.push(COUNTERS).push(" FROM keypal_counts");
+        q.push(if recent == Recent::AcrossSubjects { D::RECENT_MINUTES } else { "" });
         q.push(" WHERE span = 60 AND ");
         filter(q);
         q.push(" AND bucket >= (SELECT rolled_until FROM keypal_rollup) AND bucket >= ").push_arg(from);

@@ -43,7 +43,7 @@ use sqlx::QueryBuilder;
 use time::OffsetDateTime;
 
 use crate::DialectStore;
-use crate::analytics::{end_of, push_counts};
+use crate::analytics::{Recent, end_of, push_counts};
 use crate::codec::{backend, corrupt, to_i64, to_u64};
 use crate::dialect::{Arg, Dialect, PushArg};
 
@@ -554,7 +554,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
         q.push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, bucket_start(since, span), end_of(until), &filter, false);
+        push_counts(&mut q, span, bucket_start(since, span), end_of(until), &filter, Recent::Subject);
         q.push(" GROUP BY bucket ORDER BY bucket");
         let rows = self.fetch_all(q.build()).await?;
         rows.iter()
@@ -584,7 +584,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT ");
         q.push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, false);
+        push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, Recent::Subject);
         let rows = self.fetch_all(q.build()).await?;
         rows.first().map_or(Ok(UsageCounts::default()), |row| counts_of::<D>(row, 0))
     }
