@@ -35,8 +35,8 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use keypal::{Action, Code, Event, EventSink, KeyId, StoreError};
 use sqlx::QueryBuilder;
@@ -231,24 +231,76 @@ struct Counted {
     namespace: Option<String>,
     owner_id: Option<String>,
     counts: UsageCounts,
-    tags: Vec<(String, UsageCounts)>,
+    /// Per tag, the tag being one of [`Pending::tags`] (compared by address).
+    tags: Vec<(Arc<str>, UsageCounts)>,
 }
 
 impl Counted {
-    fn add_tagged(&mut self, tag: &str, counts: &UsageCounts) {
-        match self.tags.iter_mut().find(|(t, _)| t == tag) {
-            Some((_, c)) => c.merge(counts),
-            None => self.tags.push((tag.to_owned(), *counts)),
+    fn add_tagged(&mut self, tag: Arc<str>, code: impl FnOnce(&mut UsageCounts)) {
+        match self.tags.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &tag)) {
+            Some((_, counts)) => code(counts),
+            None => {
+                let mut counts = UsageCounts::default();
+                code(&mut counts);
+                self.tags.push((tag, counts));
+            }
         }
     }
 }
 
-/// Counts waiting to be written, by (key, minute in Unix seconds).
-type Pending = HashMap<(KeyId, i64), Counted>;
+/// Counts waiting to be written.
+#[derive(Debug, Default)]
+struct Pending {
+    /// By (key, minute in Unix seconds).
+    counted: HashMap<(KeyId, i64), Counted>,
+    /// Every tag counted, once: a verification's tags are looked up here (one hash
+    /// each) and then found in its key's minute by address, instead of compared as
+    /// text against every tag that key was seen with.
+    tags: HashSet<Arc<str>>,
+}
+
+impl Pending {
+    /// Counted since the last take, in minutes that pass `taken`, as deltas to write.
+    /// Tags no longer counted anywhere are forgotten.
+    fn take(&mut self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
+        let (out, kept) = std::mem::take(&mut self.counted).into_iter().partition(|((_, minute), _)| taken(*minute));
+        self.counted = kept;
+        let deltas = deltas_of(out);
+        self.tags.retain(|tag| Arc::strong_count(tag) > 1);
+        deltas
+    }
+}
+
+/// `key_id`'s counts in `minute`, made on first use.
+fn counted_in<'a>(
+    counted: &'a mut HashMap<(KeyId, i64), Counted>,
+    key_id: KeyId,
+    minute: i64,
+    namespace: &Option<String>,
+    owner_id: &Option<String>,
+) -> &'a mut Counted {
+    counted.entry((key_id, minute)).or_insert_with(|| Counted {
+        namespace: namespace.clone(),
+        owner_id: owner_id.clone(),
+        ..Counted::default()
+    })
+}
+
+/// Interns `tag` in `tags`.
+fn interned(tags: &mut HashSet<Arc<str>>, tag: &str) -> Arc<str> {
+    match tags.get(tag) {
+        Some(known) => known.clone(),
+        None => {
+            let tag: Arc<str> = Arc::from(tag);
+            tags.insert(tag.clone());
+            tag
+        }
+    }
+}
 
 /// Pending counts as deltas to write.
-fn deltas_of(pending: Pending) -> Vec<UsageDelta> {
-    pending
+fn deltas_of(counted: HashMap<(KeyId, i64), Counted>) -> Vec<UsageDelta> {
+    counted
         .into_iter()
         .filter_map(|((key_id, minute), counted)| {
             let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
@@ -258,7 +310,7 @@ fn deltas_of(pending: Pending) -> Vec<UsageDelta> {
                 owner_id: counted.owner_id,
                 minute,
                 counts: counted.counts,
-                tags: counted.tags,
+                tags: counted.tags.into_iter().map(|(tag, counts)| (tag.to_string(), counts)).collect(),
             })
         })
         .collect()
@@ -280,7 +332,7 @@ impl UsageCounter {
     /// Everything counted since the last take, for `record_usage`. A failed write can
     /// hand the deltas back with [`UsageCounter::restore`].
     pub fn take(&self) -> Vec<UsageDelta> {
-        deltas_of(std::mem::take(&mut *self.lock()))
+        self.lock().take(|_| true)
     }
 
     /// What was counted in the minutes that ended before `now`'s minute, for
@@ -306,28 +358,19 @@ impl UsageCounter {
     /// ```
     pub fn take_closed(&self, now: OffsetDateTime) -> Vec<UsageDelta> {
         let open = bucket_start(now, 60);
-        let closed: Pending = {
-            let mut pending = self.lock();
-            let (closed, current) =
-                std::mem::take(&mut *pending).into_iter().partition(|((_, minute), _)| *minute < open);
-            *pending = current;
-            closed
-        };
-        deltas_of(closed)
+        self.lock().take(|minute| minute < open)
     }
 
     /// Puts deltas back (after a failed write), merged with what was counted since.
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
         let mut pending = self.lock();
+        let Pending { counted, tags } = &mut *pending;
         for delta in deltas {
-            let entry = pending.entry((delta.key_id, bucket_start(delta.minute, 60))).or_insert_with(|| Counted {
-                namespace: delta.namespace.clone(),
-                owner_id: delta.owner_id.clone(),
-                ..Counted::default()
-            });
+            let minute = bucket_start(delta.minute, 60);
+            let entry = counted_in(counted, delta.key_id, minute, &delta.namespace, &delta.owner_id);
             entry.counts.merge(&delta.counts);
             for (tag, counts) in &delta.tags {
-                entry.add_tagged(tag, counts);
+                entry.add_tagged(interned(tags, tag), |c| c.merge(counts));
             }
         }
     }
@@ -343,21 +386,11 @@ impl EventSink for UsageCounter {
             return;
         };
         let mut pending = self.lock();
-        let entry = pending.entry((key_id, bucket_start(event.at, 60))).or_insert_with(|| Counted {
-            namespace: event.namespace.clone(),
-            owner_id: event.owner_id.clone(),
-            ..Counted::default()
-        });
+        let Pending { counted, tags } = &mut *pending;
+        let entry = counted_in(counted, key_id, bucket_start(event.at, 60), &event.namespace, &event.owner_id);
         entry.counts.add(code);
         for tag in event.tags.iter() {
-            match entry.tags.iter_mut().find(|(t, _)| t == tag) {
-                Some((_, counts)) => counts.add(code),
-                None => {
-                    let mut counts = UsageCounts::default();
-                    counts.add(code);
-                    entry.tags.push((tag.clone(), counts));
-                }
-            }
+            entry.add_tagged(interned(tags, tag), |c| c.add(code));
         }
     }
 }
@@ -587,5 +620,57 @@ impl<D: Dialect> DialectStore<D> {
         push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, Recent::Subject);
         let rows = self.fetch_all(q.build()).await?;
         rows.first().map_or(Ok(UsageCounts::default()), |row| counts_of::<D>(row, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keypal::{AuditContext, Tags};
+
+    use super::*;
+
+    fn verified(key: u128, at: i64, code: Code, tags: &[&str]) -> Event {
+        let at = OffsetDateTime::from_unix_timestamp(at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut event = Event::new(Action::Verified, at, AuditContext::default());
+        event.key_id = Some(KeyId(uuid::Uuid::from_u128(key)));
+        event.owner_id = Some(format!("owner-{key}"));
+        event.code = Some(code);
+        event.tags = Tags::new(tags.iter().map(|t| t.to_string())).unwrap_or_default();
+        event
+    }
+
+    fn tagged(delta: &UsageDelta, tag: &str) -> Option<UsageCounts> {
+        delta.tags.iter().find(|(t, _)| t == tag).map(|(_, counts)| *counts)
+    }
+
+    #[test]
+    fn each_tag_is_counted_under_its_key_and_minute_and_forgotten_once_written() {
+        let counter = UsageCounter::new();
+        // The same tags arrive as new strings with every verification.
+        counter.record(&verified(1, 60, Code::Valid, &["region-1", "plan-a"]));
+        counter.record(&verified(1, 61, Code::RateLimited, &["plan-a"]));
+        counter.record(&verified(2, 62, Code::Valid, &["plan-a"]));
+        counter.record(&verified(1, 120, Code::Valid, &["plan-a"]));
+
+        let closed =
+            counter.take_closed(OffsetDateTime::from_unix_timestamp(125).unwrap_or(OffsetDateTime::UNIX_EPOCH));
+        assert_eq!(closed.len(), 2, "keys 1 and 2 in the minute at 60; the minute at 120 is open");
+        let Some(first) = closed.iter().find(|d| d.key_id.0 == uuid::Uuid::from_u128(1)) else {
+            panic!("key 1's minute is missing")
+        };
+        assert_eq!((first.counts.valid, first.counts.rate_limited), (1, 1));
+        assert_eq!(tagged(first, "plan-a").map(|c| (c.valid, c.rate_limited)), Some((1, 1)));
+        assert_eq!(tagged(first, "region-1").map(|c| (c.valid, c.rate_limited)), Some((1, 0)));
+        assert_eq!(first.tags.len(), 2);
+        assert_eq!(counter.lock().tags.len(), 1, "only the open minute's tag is still held");
+
+        // A failed write is put back and merged with what was counted since.
+        counter.restore(closed);
+        counter.record(&verified(2, 63, Code::Valid, &["plan-a"]));
+        let all = counter.take();
+        let second = all.iter().find(|d| d.key_id.0 == uuid::Uuid::from_u128(2) && bucket_start(d.minute, 60) == 60);
+        assert_eq!(second.and_then(|d| tagged(d, "plan-a")).map(|c| c.valid), Some(2));
+        assert_eq!(all.len(), 3);
+        assert!(counter.lock().tags.is_empty(), "nothing pending, no tag held");
     }
 }
