@@ -23,6 +23,7 @@ on_both!(
     failed_deliveries_are_retried_and_listed,
     an_endpoint_failing_for_three_days_is_disabled,
     expiry_and_credit_events_fire_once_per_key,
+    an_operator_lowering_credits_fires_the_credit_events_once,
 );
 
 /// One request a receiver got.
@@ -540,6 +541,44 @@ async fn expiry_and_credit_events_fire_once_per_key(db: Db) {
     assert_eq!(of("key.credits_exhausted")["data"]["key"]["id"], credits["id"]);
     assert_eq!(of("key.rate_limited")["data"]["key"]["id"], limited["id"]);
     assert_eq!(receiver.of_type("key.rate_limited").len(), 1);
+    server.stop().await;
+}
+
+/// Credits set or decremented by an operator (`POST /v1/keys/{id}/credits`, `PATCH`)
+/// fire `key.credits_low` and `key.credits_exhausted` as verifications finding them
+/// would, once each; an increment above the threshold fires nothing.
+async fn an_operator_lowering_credits_fires_the_credit_events_once(db: Db) {
+    let server = server(db).await;
+    let receiver = Receiver::start().await;
+    create_webhook(&server, json!({"url": receiver.url, "events": ["key.credits_low", "key.credits_exhausted"]})).await;
+    let (app, _) = server.create_app(json!({"name": "A", "label": "a", "credits_low_threshold": 5})).await;
+    let (_, key) = server.create_key(app["id"].as_str().unwrap(), json!({"remaining": 20})).await;
+    let id = key["id"].as_str().unwrap();
+    let credits = |body: Value| {
+        let server = &server;
+        async move {
+            let response =
+                server.admin(Method::POST, &format!("/v1/keys/{id}/credits")).json(&body).send().await.unwrap();
+            let (status, key) = json_of(response).await;
+            assert_eq!(status, StatusCode::OK, "{key}");
+            key["remaining"].clone()
+        }
+    };
+    assert_eq!(credits(json!({"op": "increment", "amount": 5})).await, 25);
+    assert_eq!(credits(json!({"op": "decrement", "amount": 22})).await, 3);
+    assert_eq!(credits(json!({"op": "decrement", "amount": 1})).await, 2, "low once, not at every change");
+    let patched =
+        server.admin(Method::PATCH, &format!("/v1/keys/{id}")).json(&json!({"remaining": 0})).send().await.unwrap();
+    assert_eq!(json_of(patched).await.1["remaining"], 0);
+    let got = receiver.wait_for(20, |got| got.len() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kinds: Vec<Value> = receiver.received().iter().map(|r| r.json()["type"].clone()).collect();
+    assert_eq!(kinds.len(), 2, "each once: {kinds:?}");
+    let of = |kind: &str| got.iter().find(|r| r.json()["type"] == kind).unwrap().json();
+    assert_eq!(of("key.credits_low")["data"]["key"]["id"], key["id"]);
+    assert_eq!(of("key.credits_low")["data"]["threshold"], "5");
+    assert_eq!(of("key.credits_low")["data"]["key"]["remaining"], 3);
+    assert_eq!(of("key.credits_exhausted")["data"]["key"]["remaining"], 0);
     server.stop().await;
 }
 

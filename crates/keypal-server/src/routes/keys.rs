@@ -99,6 +99,7 @@ pub async fn update_key(
     }
     patch.expires_at = request.expires_at;
     patch.tier = request.tier;
+    let credits_changed = request.remaining.is_some();
     if let Some(remaining) = request.remaining {
         patch.remaining = Some(remaining.map(check_credits).transpose()?);
     }
@@ -114,6 +115,9 @@ pub async fn update_key(
         Some(true) if !record.enabled => record = keys.enable(&id).await?,
         Some(false) if record.enabled => record = keys.disable(&id).await?,
         _ => {}
+    }
+    if credits_changed {
+        crate::webhooks::scan::fire_credits(state, &runtime.app, &record).await;
     }
     Ok(record)
 }
@@ -154,7 +158,9 @@ pub async fn change_credits(
     if record.is_revoked_at(OffsetDateTime::now_utc()) {
         return Err(keypal::Error::AlreadyRevoked(id).into());
     }
-    Ok(manager(&runtime, context).adjust_credits(&id, request.op()).await?)
+    let record = manager(&runtime, context).adjust_credits(&id, request.op()).await?;
+    crate::webhooks::scan::fire_credits(state, &runtime.app, &record).await;
+    Ok(record)
 }
 
 /// Replaces a key with a new one (same owner, scopes, tier, metadata); the old key stops

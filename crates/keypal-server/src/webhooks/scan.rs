@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keypal::{Code, KeyId, Verification};
+use keypal::{Code, KeyId, KeyRecord, Verification};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -128,22 +128,17 @@ impl Signals {
     /// comparisons unless one of these holds; never waits.
     pub fn observe(&self, app: &App, verification: &Verification, window: Option<Duration>) {
         let Some(record) = verification.record() else { return };
-        let period =
-            || verification.refill_at().map_or_else(|| "once".to_owned(), |at| at.unix_timestamp().to_string());
-        let (kind, threshold) = match verification.code() {
+        let event = match verification.code() {
             Code::RateLimited => {
                 let window = window.map_or(60, |w| w.as_secs().max(1));
                 let index = OffsetDateTime::now_utc().unix_timestamp().unsigned_abs() / window;
-                ("key.rate_limited", format!("{window}s:{index}"))
+                Some(("key.rate_limited", format!("{window}s:{index}")))
             }
-            Code::UsageExceeded => ("key.credits_exhausted", format!("0:{}", period())),
-            Code::Valid => match (verification.remaining(), app.credits_low_threshold) {
-                (Some(0), _) => ("key.credits_exhausted", format!("0:{}", period())),
-                (Some(left), Some(low)) if left < low => ("key.credits_low", format!("{low}:{}", period())),
-                _ => return,
-            },
-            _ => return,
+            Code::UsageExceeded => credits_event(Some(0), None, verification.refill_at()),
+            Code::Valid => credits_event(verification.remaining(), app.credits_low_threshold, verification.refill_at()),
+            _ => None,
         };
+        let Some((kind, threshold)) = event else { return };
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(&(record.id, kind)) == Some(&threshold) {
@@ -160,6 +155,43 @@ impl Signals {
     }
 }
 
+/// The credits event a key with `remaining` credits calls for, with its threshold
+/// text (`<threshold>:<period>`): `key.credits_exhausted` at 0, `key.credits_low`
+/// below the application's `low` threshold. The period is the next refill (`once`
+/// without a refill), so each fires once per refill period.
+fn credits_event(
+    remaining: Option<u64>,
+    low: Option<u64>,
+    refill_at: Option<OffsetDateTime>,
+) -> Option<(&'static str, String)> {
+    let period = || refill_at.map_or_else(|| "once".to_owned(), |at| at.unix_timestamp().to_string());
+    match (remaining?, low) {
+        (0, _) => Some(("key.credits_exhausted", format!("0:{}", period()))),
+        (left, Some(low)) if left < low => Some(("key.credits_low", format!("{low}:{}", period()))),
+        _ => None,
+    }
+}
+
+/// Fires `key.credits_low` or `key.credits_exhausted` for a key whose credits an
+/// operator has just set or decremented (`POST /v1/keys/{id}/credits`, `PATCH`, the CLI),
+/// once per threshold and refill period, as a verification finding them so would. Written
+/// at once, not through the signals' queue: the CLI runs no background task. A failure is
+/// logged; the change of credits stands.
+pub async fn fire_credits(state: &State, app: &App, record: &KeyRecord) {
+    let now = OffsetDateTime::now_utc();
+    if let Some((kind, threshold)) = credits_event(record.remaining, app.credits_low_threshold, record.refill_at(now)) {
+        fire(state, kind, &threshold, record).await;
+    }
+}
+
+/// Writes one event for `record`, once per key, `kind` and `threshold` across instances.
+async fn fire(state: &State, kind: &str, threshold: &str, record: &KeyRecord) {
+    let details = json!({ "threshold": threshold.split(':').next().unwrap_or_default() });
+    if let Err(e) = state.store.fire_once(kind, threshold, record, Some(details)).await {
+        tracing::warn!(error = %e, "writing a webhook event failed");
+    }
+}
+
 /// Writes the signals' events (each once per key and threshold) until the task is aborted.
 pub async fn run_signals(state: Arc<State>, mut receiver: SignalReceiver) {
     while let Some(signal) = receiver.recv().await {
@@ -171,10 +203,6 @@ pub async fn run_signals(state: Arc<State>, mut receiver: SignalReceiver) {
                 continue;
             }
         };
-        let threshold = signal.threshold.split(':').next().unwrap_or_default().to_owned();
-        let details = json!({ "threshold": threshold });
-        if let Err(e) = state.store.fire_once(signal.kind, &signal.threshold, &record, Some(details)).await {
-            tracing::warn!(error = %e, "writing a webhook event failed");
-        }
+        fire(&state, signal.kind, &signal.threshold, &record).await;
     }
 }
