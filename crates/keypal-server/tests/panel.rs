@@ -411,6 +411,29 @@ async fn posts_from_other_origins_are_refused() {
     panel.server.stop().await;
 }
 
+/// The new-application form sets `credits_low_threshold` (the level of the
+/// `key.credits_low` event); a threshold that is not a whole number of at least one
+/// credit is refused next to its field, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_form_sets_the_credits_low_threshold() {
+    let panel = Panel::start().await;
+    for bad in ["0", "many", "-3"] {
+        let fields = [("csrf", panel.csrf.as_str()), ("name", "A"), ("label", "a"), ("credits_low_threshold", bad)];
+        let response = panel.post("/admin/apps", &fields).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            response.text().await.unwrap().contains("id=\"credits-low-error\""),
+            "{bad}: the error is by its field"
+        );
+    }
+    assert_eq!(panel.app_count().await, 0);
+    let fields = [("csrf", panel.csrf.as_str()), ("name", "A"), ("label", "a"), ("credits_low_threshold", " 25 ")];
+    assert_eq!(panel.post("/admin/apps", &fields).send().await.unwrap().status(), StatusCode::OK);
+    let (_, list) = common::json_of(panel.server.admin(Method::GET, "/v1/apps").send().await.unwrap()).await;
+    assert_eq!(list["apps"][0]["credits_low_threshold"], 25, "{list}");
+    panel.server.stop().await;
+}
+
 /// Editing a key's name keeps its expiry to the microsecond: the form shows only the
 /// date, and a date left as it was is not sent back (it would mean midnight). A date
 /// changed in the form is sent.

@@ -48,6 +48,8 @@ pub struct AppForm {
     #[serde(default)]
     max_active_keys_per_owner: String,
     #[serde(default)]
+    credits_low_threshold: String,
+    #[serde(default)]
     tiers: String,
     #[serde(default)]
     default_tier: String,
@@ -66,8 +68,17 @@ impl CarriesCsrf for AppForm {
 }
 
 /// The fields of the form, which the API's refusals may name.
-const APP_FIELDS: [&str; 8] =
-    ["name", "label", "template", "hash", "max_active_keys_per_owner", "tiers", "default_tier", "default_metadata"];
+const APP_FIELDS: [&str; 9] = [
+    "name",
+    "label",
+    "template",
+    "hash",
+    "max_active_keys_per_owner",
+    "credits_low_threshold",
+    "tiers",
+    "default_tier",
+    "default_metadata",
+];
 
 impl AppForm {
     /// An empty form, with the API's default hash.
@@ -85,6 +96,11 @@ impl AppForm {
             "max_active_keys_per_owner",
             &self.max_active_keys_per_owner,
             "a whole number from 1 to 100000",
+        );
+        let credits_low_threshold = self.errors.whole_number(
+            "credits_low_threshold",
+            &self.credits_low_threshold,
+            "a whole number of credits, at least 1",
         );
         let mut tiers = BTreeMap::new();
         for line in self.tiers.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -116,7 +132,7 @@ impl AppForm {
             default_tier: optional(&self.default_tier),
             max_active_keys_per_owner: max,
             recoverable: Some(self.recoverable()),
-            credits_low_threshold: None,
+            credits_low_threshold,
         })
     }
 }

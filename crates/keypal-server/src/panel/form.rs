@@ -62,7 +62,7 @@ impl FormErrors {
 
     /// The whole number typed in `field` (`None` when blank); `message` next to it when
     /// it is not one.
-    pub fn whole_number(&mut self, field: &str, text: &str, message: &str) -> Option<u32> {
+    pub fn whole_number<T: std::str::FromStr>(&mut self, field: &str, text: &str, message: &str) -> Option<T> {
         match text.trim() {
             "" => None,
             number => number.parse().map_err(|_| self.set(field, message)).ok(),
@@ -92,10 +92,10 @@ mod tests {
     #[test]
     fn typed_text_becomes_values_or_errors_next_to_its_field() {
         let mut errors = FormErrors::default();
-        assert_eq!(errors.whole_number("days", " 30 ", "a number"), Some(30));
-        assert_eq!(errors.whole_number("days", "  ", "a number"), None);
+        assert_eq!(errors.whole_number::<u32>("days", " 30 ", "a number"), Some(30));
+        assert_eq!(errors.whole_number::<u32>("days", "  ", "a number"), None);
         assert!(errors.is_empty(), "blank is not an error");
-        assert_eq!(errors.whole_number("days", "-1", "a number"), None);
+        assert_eq!(errors.whole_number::<u32>("days", "-1", "a number"), None);
         assert_eq!(errors.error("days"), "a number");
         assert_eq!(errors.json("metadata", "{\"a\": 1}"), Some(serde_json::json!({"a": 1})));
         assert_eq!(errors.json("metadata", "{"), None);
