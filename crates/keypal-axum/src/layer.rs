@@ -181,6 +181,21 @@ impl<V: Verifier> ApiKeyLayer<V> {
         self.change(|s| s.options.cost = cost)
     }
 
+    /// Tags counted with every verification of this layer (an API's name, a region:
+    /// see [`keypal::Tags`]), for the usage analytics of `keypal serve` or an
+    /// [`keypal::EventSink`]; none by default.
+    ///
+    /// ```
+    /// # let keys = keypal::KeyManager::builder().store(keypal::MemoryStore::new()).build()?;
+    /// let tags = keypal::Tags::new(["api:billing", "region:eu"]).expect("valid tags");
+    /// let layer = keypal_axum::ApiKeyLayer::new(keys).tags(tags);
+    /// # let _ = layer;
+    /// # Ok::<(), keypal::Error>(())
+    /// ```
+    pub fn tags(self, tags: keypal::Tags) -> Self {
+        self.change(|s| s.options.tags = tags)
+    }
+
     /// Scopes every key must grant, checked in the verification itself (before the
     /// rate limit and credits are counted). For one route, use [`crate::RequireScopes`].
     pub fn scopes<I, S>(self, scopes: I) -> Self

@@ -182,6 +182,7 @@ impl RemoteVerifier {
             client_secret: self.inner.client_secret.expose(),
             scopes: &options.scopes,
             cost: options.cost,
+            tags: &options.tags,
         })
         .map_err(VerifierError::InvalidAnswer)?;
         let request = Request::builder()
@@ -260,6 +261,8 @@ struct Ask<'a> {
     client_secret: &'a str,
     scopes: &'a [String],
     cost: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
 }
 
 /// The verdict of `POST /v1/verify` (the fields used here).

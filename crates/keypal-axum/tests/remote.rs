@@ -61,6 +61,35 @@ async fn the_remote_verifier_answers_as_the_in_process_one() {
     assert_eq!(body["error"]["code"], "REVOKED");
 }
 
+/// The layer's tags reach `keypal serve` with each verification it asks for, and are
+/// counted there: the usage analytics answer by tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layers_tags_are_counted_by_the_service() {
+    let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
+    let remote =
+        RemoteVerifier::new(&keypal.base, &keypal.service_key, keypal.client_secret.clone()).cache(Duration::ZERO);
+    let tags = keypal::Tags::new(["api:billing", "region:eu"]).unwrap();
+    let base = serve(
+        Router::new()
+            .route("/me", get(|key: VerifiedKey| async move { key.owner_id().unwrap_or("").to_owned() }))
+            .layer(ApiKeyLayer::new(remote).tags(tags)),
+    )
+    .await;
+    let (key, _) = keypal.create_key(json!({"owner_id": "acme"})).await;
+    for _ in 0..3 {
+        assert_eq!(call(&base, "/me", &key).await.0, StatusCode::OK);
+    }
+    let path = |tag: &str| format!("/v1/analytics/verifications?app_id={}&tag={tag}&granularity=minute", keypal.app_id);
+    for tag in ["api:billing", "region:eu"] {
+        let (status, body) = keypal.admin(Method::GET, &path(tag), json!(null)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let valid: u64 = body["buckets"].as_array().unwrap().iter().filter_map(|b| b["counts"]["VALID"].as_u64()).sum();
+        assert_eq!(valid, 3, "{tag}: {body}");
+    }
+    let (_, body) = keypal.admin(Method::GET, &path("api:other"), json!(null)).await;
+    assert_eq!(body["buckets"], json!([]), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_credits_come_back_as_headers_and_429s() {
     let keypal = KeypalServe::start(json!({"name": "Billing", "label": "billing"})).await;
