@@ -326,7 +326,8 @@ async fn webhooks_are_managed_and_bad_input_is_refused(db: Db) {
     // Without a session or token: 401.
     assert_eq!(server.anon(Method::GET, "/v1/webhooks").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
 
-    // The test event, signed with the secret; a rotated secret signs what follows.
+    // The test event, signed with the secret; after a rotation both secrets sign for a
+    // day (the receiver moves to the new one at its pace), each verifying alone.
     let sent = json_of(server.admin(Method::POST, &format!("{path}/test")).send().await.unwrap()).await;
     assert_eq!(sent.0, StatusCode::ACCEPTED, "{}", sent.1);
     let got = receiver.wait_for(10, |got| got.len() == 1).await;
@@ -337,8 +338,25 @@ async fn webhooks_are_managed_and_bad_input_is_refused(db: Db) {
     let new_secret = rotated.1["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
     server.admin(Method::POST, &format!("{path}/test")).send().await.unwrap();
+    let until = time::OffsetDateTime::parse(
+        rotated.1["previous_secret_until"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let overlap = until - time::OffsetDateTime::now_utc();
+    assert!(overlap > time::Duration::hours(23) && overlap <= time::Duration::hours(24), "{overlap}");
     let got = receiver.wait_for(10, |got| got.len() == 2).await;
-    assert!(signed_by(&new_secret, &got[1]) && !signed_by(&secret, &got[1]), "signed with the new secret only");
+    assert!(signed_by(&new_secret, &got[1]) && signed_by(&secret, &got[1]), "signed with both secrets");
+    assert_eq!(got[1].headers["webhook-signature"].split(' ').count(), 2);
+    assert!(!signed_by("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &got[1]), "and no other");
+    verify_with_reference_library(&secret, &got[1..]);
+    verify_with_reference_library(&new_secret, &got[1..]);
+    // A second rotation: the first secret stops signing, the one before it signs beside the newest.
+    let newest = json_of(server.admin(Method::POST, &format!("{path}/secret")).send().await.unwrap()).await;
+    let newest = newest.1["secret"].as_str().unwrap().to_owned();
+    server.admin(Method::POST, &format!("{path}/test")).send().await.unwrap();
+    let got = receiver.wait_for(10, |got| got.len() == 3).await;
+    assert!(signed_by(&newest, &got[2]) && signed_by(&new_secret, &got[2]) && !signed_by(&secret, &got[2]));
 
     // Deleted: 404 after, and for ids that name nothing.
     assert_eq!(server.admin(Method::DELETE, &path).send().await.unwrap().status(), StatusCode::NO_CONTENT);

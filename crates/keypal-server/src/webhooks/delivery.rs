@@ -230,8 +230,10 @@ impl<'a> From<&'a Delivery> for Message<'a> {
     }
 }
 
-/// One attempt of `message` to `webhook` signed with `key`: the result to record.
-pub async fn attempt(client: &Client, webhook: &Webhook, key: &[u8], message: Message<'_>) -> Attempt {
+/// One attempt of `message` to `webhook`, with a signature by each of `keys` (space
+/// separated, as the specification allows; receivers accept any one they know): the
+/// result to record.
+pub async fn attempt(client: &Client, webhook: &Webhook, keys: &[impl AsRef<[u8]>], message: Message<'_>) -> Attempt {
     let attempts = message.attempts.saturating_add(1);
     let failed = |status: Option<u16>, excerpt: String| Attempt::Failed {
         status,
@@ -240,7 +242,11 @@ pub async fn attempt(client: &Client, webhook: &Webhook, key: &[u8], message: Me
     };
     let id = message.event_id.to_string();
     let timestamp = OffsetDateTime::now_utc().unix_timestamp();
-    let signature = signing::signature(key, &id, timestamp, message.body.as_bytes());
+    let signature = keys
+        .iter()
+        .map(|key| signing::signature(key.as_ref(), &id, timestamp, message.body.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ");
     let headers = [
         ("content-type", "application/json".to_owned()),
         ("user-agent", concat!("keypal-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
@@ -269,8 +275,8 @@ async fn deliver(state: Arc<State>, client: Client, delivery: Delivery) {
         Some(webhook) if !webhook.enabled && delivery.event_type != super::TEST_EVENT => {
             Attempt::Failed { status: None, excerpt: "the webhook is disabled".into(), retry_at: None }
         }
-        Some(webhook) => match webhook.signing_key(&state) {
-            Ok(key) => attempt(&client, webhook, &key, Message::from(&delivery)).await,
+        Some(webhook) => match webhook.signing_keys(&state) {
+            Ok(keys) => attempt(&client, webhook, &keys, Message::from(&delivery)).await,
             Err(_) => {
                 Attempt::Failed { status: None, excerpt: "the webhook secret cannot be opened".into(), retry_at: None }
             }
@@ -352,10 +358,12 @@ mod tests {
             disabled_reason: None,
             disabled_at: None,
             secret: String::new(),
+            previous_secret: None,
+            previous_secret_until: None,
             created_at: OffsetDateTime::now_utc(),
         };
         let message = Message { event_id: Uuid::now_v7(), body: "{}", attempts: 0 };
-        let result = attempt(&Client::new(false).unwrap(), &webhook, b"key", message).await;
+        let result = attempt(&Client::new(false).unwrap(), &webhook, &[b"key"], message).await;
         match result {
             Attempt::Failed { status: None, excerpt, retry_at: Some(_) } => {
                 assert!(excerpt.contains("refused"), "{excerpt}")

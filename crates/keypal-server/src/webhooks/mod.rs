@@ -136,6 +136,13 @@ pub struct Webhook {
     pub disabled_at: Option<OffsetDateTime>,
     /// The signing secret, sealed under the master key.
     pub secret: String,
+    /// The secret before the last rotation, sealed: it signs too until
+    /// `previous_secret_until`, so receivers can move to the new one at their pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    /// Until when the previous secret signs.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub previous_secret_until: Option<OffsetDateTime>,
     /// When it was made.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -169,11 +176,21 @@ impl Webhook {
         format!("webhook:{id}")
     }
 
-    /// Its signing key, unsealed.
-    pub fn signing_key(&self, state: &State) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
-        let secret =
-            state.secrets.open(&Self::secret_context(self.id), &self.secret).map_err(|e| ApiError::internal(&e))?;
-        signing::key_of(&secret).ok_or_else(|| ApiError::internal(&"a stored webhook secret is not one"))
+    /// Its signing keys, unsealed: the secret's, then the previous secret's while that
+    /// still signs ([`SECRET_OVERLAP`] after a rotation).
+    pub fn signing_keys(&self, state: &State) -> Result<Vec<zeroize::Zeroizing<Vec<u8>>>, ApiError> {
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|_| self.previous_secret_until.is_some_and(|until| until > OffsetDateTime::now_utc()));
+        std::iter::once(&self.secret)
+            .chain(previous)
+            .map(|sealed| {
+                let secret =
+                    state.secrets.open(&Self::secret_context(self.id), sealed).map_err(|e| ApiError::internal(&e))?;
+                signing::key_of(&secret).ok_or_else(|| ApiError::internal(&"a stored webhook secret is not one"))
+            })
+            .collect()
     }
 }
 
@@ -280,12 +297,20 @@ pub struct CreatedWebhook {
     pub secret: String,
 }
 
+/// How long the secret before a rotation keeps signing beside the new one.
+pub const SECRET_OVERLAP: time::Duration = time::Duration::hours(24);
+
 /// `POST /v1/webhooks/{id}/secret`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookSecret {
-    /// The new signing secret: shown once; the old one stops signing at once.
+    /// The new signing secret: shown once. Deliveries carry a signature by each secret
+    /// until `previous_secret_until`, then by the new one only.
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     pub secret: String,
+    /// Until when the secret before this rotation also signs (24 hours).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub previous_secret_until: OffsetDateTime,
 }
 
 /// `GET /v1/webhooks`.
@@ -530,6 +555,8 @@ pub async fn create(state: &State, request: NewWebhook, context: AuditContext) -
         disabled_reason: None,
         disabled_at: None,
         secret: sealed,
+        previous_secret: None,
+        previous_secret_until: None,
         created_at: OffsetDateTime::now_utc(),
     };
     let event = event(Action::WebhookCreated, context, &webhook, json!({ "events": webhook.events }));
@@ -590,12 +617,15 @@ pub async fn delete(state: &State, id: Uuid, context: AuditContext) -> Result<()
 pub async fn rotate_secret(state: &State, id: Uuid, context: AuditContext) -> Result<WebhookSecret, ApiError> {
     let mut webhook = find(state, id).await?;
     let secret = signing::new_secret().map_err(|e| ApiError::internal(&e))?;
-    webhook.secret = state.secrets.seal(&Webhook::secret_context(id), &secret).map_err(|e| ApiError::internal(&e))?;
+    let sealed = state.secrets.seal(&Webhook::secret_context(id), &secret).map_err(|e| ApiError::internal(&e))?;
+    let until = OffsetDateTime::now_utc() + SECRET_OVERLAP;
+    webhook.previous_secret = Some(std::mem::replace(&mut webhook.secret, sealed));
+    webhook.previous_secret_until = Some(until);
     let event = event(Action::WebhookSecretRotated, context, &webhook, json!({}));
     if !state.store.update_object(KIND, &id.to_string(), &body_of(&webhook)?, Some(&event)).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(WebhookSecret { secret: secret.to_string() })
+    Ok(WebhookSecret { secret: secret.to_string(), previous_secret_until: until })
 }
 
 /// Queues a `webhook.test` event to this webhook (sent within a second or two, enabled or not).
