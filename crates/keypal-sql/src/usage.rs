@@ -259,18 +259,6 @@ struct Pending {
     tags: HashSet<Arc<str>>,
 }
 
-impl Pending {
-    /// Counted since the last take, in minutes that pass `taken`, as deltas to write.
-    /// Tags no longer counted anywhere are forgotten.
-    fn take(&mut self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
-        let (out, kept) = std::mem::take(&mut self.counted).into_iter().partition(|((_, minute), _)| taken(*minute));
-        self.counted = kept;
-        let deltas = deltas_of(out);
-        self.tags.retain(|tag| Arc::strong_count(tag) > 1);
-        deltas
-    }
-}
-
 /// `key_id`'s counts in `minute`, made on first use.
 fn counted_in<'a>(
     counted: &'a mut HashMap<(KeyId, i64), Counted>,
@@ -332,7 +320,7 @@ impl UsageCounter {
     /// Everything counted since the last take, for `record_usage`. A failed write can
     /// hand the deltas back with [`UsageCounter::restore`].
     pub fn take(&self) -> Vec<UsageDelta> {
-        self.lock().take(|_| true)
+        self.take_where(|_| true)
     }
 
     /// What was counted in the minutes that ended before `now`'s minute, for
@@ -358,7 +346,23 @@ impl UsageCounter {
     /// ```
     pub fn take_closed(&self, now: OffsetDateTime) -> Vec<UsageDelta> {
         let open = bucket_start(now, 60);
-        self.lock().take(|minute| minute < open)
+        self.take_where(|minute| minute < open)
+    }
+
+    /// What was counted in the minutes that pass `taken`, as deltas (made after the
+    /// lock is released: verifications do not wait for them); then the tags no longer
+    /// counted anywhere are forgotten.
+    fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
+        let out: HashMap<(KeyId, i64), Counted> = {
+            let mut pending = self.lock();
+            let (out, kept) =
+                std::mem::take(&mut pending.counted).into_iter().partition(|((_, minute), _)| taken(*minute));
+            pending.counted = kept;
+            out
+        };
+        let deltas = deltas_of(out);
+        self.lock().tags.retain(|tag| Arc::strong_count(tag) > 1);
+        deltas
     }
 
     /// Puts deltas back (after a failed write), merged with what was counted since.
