@@ -511,9 +511,17 @@ async fn expiry_and_credit_events_fire_once_per_key(db: Db) {
     let server = server(db).await;
     let receiver = Receiver::start().await;
     let events = json!(["key.expiring", "key.credits_low", "key.credits_exhausted", "key.rate_limited"]);
+    // `key.rate_limited` fires once per key and window of its limit (an hour here),
+    // counted from the epoch: start well inside one so the test cannot span two.
+    let into_hour = time::OffsetDateTime::now_utc().unix_timestamp().rem_euclid(3600);
+    if into_hour > 3600 - 90 {
+        tokio::time::sleep(Duration::from_secs((3601 - into_hour).unsigned_abs())).await;
+    }
     create_webhook(&server, json!({"url": receiver.url, "events": events})).await;
     let (app, client_secret) = server
-        .create_app(json!({"name": "A", "label": "a", "credits_low_threshold": 3, "tiers": {"free": {"rate_limit": "2/minute"}}}))
+        .create_app(
+            json!({"name": "A", "label": "a", "credits_low_threshold": 3, "tiers": {"free": {"rate_limit": "2/hour"}}}),
+        )
         .await;
     let app_id = app["id"].as_str().unwrap();
     assert_eq!(app["credits_low_threshold"], 3);
