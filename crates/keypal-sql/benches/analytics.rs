@@ -2,7 +2,7 @@
 //! 30 days of hour buckets, on SQLite (a file under `target/`) and the benches'
 //! PostgreSQL (schema `keypal_analytics_bench`, recreated per run).
 //!
-//! The fixture is what a month of flushes leaves in `keypal_counts` for one application
+//! The fixture is what a month of flushes leaves in `keypal_counts` and `keypal_minutes` for one application
 //! of 10 000 keys (1 000 owners of 10 keys each) that each verified every hour: 7.2 M
 //! key-hour rows, 300 000 key-day rows, 720 000 owner-hour rows, the 7-day and 30-day
 //! rows of keys and owners, the application's hour, day and minute rows, and 20 tags'
@@ -44,6 +44,7 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
     let sums = "SUM(valid), SUM(revoked), SUM(disabled), SUM(expired), SUM(insufficient_scope), SUM(rate_limited), SUM(usage_exceeded)";
     let columns = "span, scope, namespace, subject, tag, bucket, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded";
+    let minute_columns = "bucket, scope, namespace, subject, tag, valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded";
     let key_hours = "FROM keypal_counts WHERE span = 3600 AND scope = 'key'";
     let from_counts = "FROM keypal_counts c";
     vec![
@@ -66,12 +67,12 @@ fn fill(key_rows: &str, sixty: &str) -> Vec<String> {
                  UNION ALL SELECT 10 UNION ALL SELECT 11 UNION ALL SELECT 12 UNION ALL SELECT 13 UNION ALL SELECT 14 UNION ALL SELECT 15 UNION ALL SELECT 16 UNION ALL SELECT 17 UNION ALL SELECT 18 UNION ALL SELECT 19) t \
                  WHERE span = 3600 AND scope = 'app' AND tag = ''"),
         // The application's minutes over the last 48 hours of the month.
-        format!("INSERT INTO keypal_counts ({columns}) SELECT 60, 'app', namespace, '', '', bucket + m.n * 60, valid / 60, 0, 0, 0, 0, rate_limited / 60, 0 \
+        format!("INSERT INTO keypal_minutes ({minute_columns}) SELECT bucket + m.n * 60, 'app', namespace, '', '', valid / 60, 0, 0, 0, 0, rate_limited / 60, 0 \
                  FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 3600 AND scope = 'app' AND tag = '' AND bucket >= $START + {}", (HOURS - 48) * 3600),
         // The month's last seven minutes are not rolled up yet (as in a running service, where
         // the roll-up runs every five minutes, two minutes behind): every key's and owner's minute rows,
         // which reads add to the coarser rows.
-        format!("INSERT INTO keypal_counts ({columns}) SELECT 60, scope, namespace, subject, '', $END - 420 + m.n * 60, 1, 0, 0, 0, 0, 0, 0 \
+        format!("INSERT INTO keypal_minutes ({minute_columns}) SELECT $END - 420 + m.n * 60, scope, namespace, subject, '', 1, 0, 0, 0, 0, 0, 0 \
                  FROM keypal_counts CROSS JOIN {sixty} m WHERE span = 86400 AND scope IN ('key', 'owner') AND bucket = $END - 86400 AND m.n < 7"),
         "UPDATE keypal_rollup SET rolled_until = $END - 420".to_owned(),
     ]

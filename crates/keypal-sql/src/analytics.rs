@@ -1,13 +1,16 @@
 //! Usage analytics: reading the counts a [`UsageCounter`](crate::UsageCounter) flushed
-//! (`keypal_counts`, migration 5), and dropping expired minute and hour rows.
+//! (`keypal_minutes`, migration 8, and the coarser rows of `keypal_counts`, migration 5),
+//! and dropping expired minute and hour rows.
 //!
-//! Every read touches one scope's rows at one granularity, through the table's primary
-//! key `(span, scope, namespace, subject, tag, bucket)`, plus the minute rows not rolled
-//! up yet (the last few minutes: the server rolls up every five minutes, see [`DialectStore::roll_up_usage`]): an
+//! Every read touches one scope's rows at one granularity: hour and wider rows through
+//! `keypal_counts`' primary key `(span, scope, namespace, subject, tag, bucket)` (an
 //! application's hourly counts over 30 days are about 720 rows, whatever its number of
-//! keys. Ranking the top keys or owners of an application scans its day, 7-day or 30-day
-//! rows over the range (the partial index `keypal_counts_ranks`) and its recent minute
-//! rows, then reads the buckets of the chosen few by primary key.
+//! keys), minute rows one probe per minute of `keypal_minutes`' key `(bucket, scope,
+//! namespace, subject, tag)`. Reads of hours and wider add the minute rows not rolled up
+//! yet (the last few minutes: the server rolls up every five minutes, see
+//! [`DialectStore::roll_up_usage`]). Ranking the top keys or owners of an application
+//! scans its day, 7-day or 30-day rows over the range (the partial index
+//! `keypal_counts_ranks`), then reads the buckets of the chosen few by primary key.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -352,7 +355,7 @@ impl<D: Dialect> DialectStore<D> {
                     q.push(" AND tag <> ''");
                 };
                 let mut top = QueryBuilder::<D>::new("SELECT tag FROM ");
-                push_counts(&mut top, span, from, to, &tags, Recent::Subject);
+                push_counts(&mut top, span, from, to, &tags, Recent::Add);
                 top.push(" GROUP BY tag ORDER BY SUM(").push(TOTAL).push(") DESC, tag LIMIT ").push_arg(limit);
                 let groups = self.strings(top).await?;
                 if groups.is_empty() {
@@ -378,7 +381,7 @@ impl<D: Dialect> DialectStore<D> {
                 // with the minutes not rolled up yet only if they name fewer than `limit`,
                 // as in a deployment's first minutes, since those rows cost most to read.
                 let mut groups = Vec::new();
-                for recent in [Recent::Skip, Recent::AcrossSubjects] {
+                for recent in [Recent::Skip, Recent::Add] {
                     let mut top = QueryBuilder::<D>::new("SELECT subject FROM ");
                     push_counts(&mut top, rank, bucket_start(query.since, rank), to, &ranked, recent);
                     top.push(" GROUP BY subject ORDER BY SUM(").push(TOTAL).push(") DESC, subject LIMIT ");
@@ -402,7 +405,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
         q.push(group).push(", ").push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, from, to, &*filter, Recent::Subject);
+        push_counts(&mut q, span, from, to, &*filter, Recent::Add);
         q.push(" GROUP BY bucket");
         if query.group_by.is_some() {
             q.push(", ").push(group).push(" ORDER BY bucket, ").push(group);
@@ -446,11 +449,16 @@ impl<D: Dialect> DialectStore<D> {
         let mut tx = self.write().await?;
         let mut deleted = 0;
         for (span, cutoff) in cutoffs {
-            let mut q = QueryBuilder::<D>::new("DELETE FROM keypal_counts WHERE span = ");
-            q.push_arg(span).push(" AND bucket < ").push_arg(cutoff);
-            if span == 60 {
-                q.push(" AND bucket < (SELECT rolled_until FROM keypal_rollup)");
-            }
+            let mut q = if span == 60 {
+                QueryBuilder::<D>::new(
+                    "DELETE FROM keypal_minutes WHERE bucket < (SELECT rolled_until FROM keypal_rollup)",
+                )
+            } else {
+                let mut q = QueryBuilder::<D>::new("DELETE FROM keypal_counts WHERE span = ");
+                q.push_arg(span);
+                q
+            };
+            q.push(" AND bucket < ").push_arg(cutoff);
             let done = q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
             deleted += D::rows_affected(&done);
         }
@@ -487,24 +495,26 @@ type Filter<D> = Box<dyn Fn(&mut QueryBuilder<D>) + Send + Sync>;
 /// Every verification of a row: the seven counters added.
 const TOTAL: &str = "valid + revoked + disabled + expired + insufficient_scope + rate_limited + usage_exceeded";
 
-/// Which minute rows not rolled up yet a read adds (see [`push_counts`]).
+/// Whether a read of buckets wider than a minute adds the minute rows not rolled up yet
+/// (see [`push_counts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recent {
-    /// Those of the subject the filter names (found by primary key).
-    Subject,
-    /// Those of every subject the filter leaves open (found by their age:
-    /// [`crate::dialect::Seam::RECENT_MINUTES`]).
-    AcrossSubjects,
-    /// None: only rolled-up counts (a ranking's first, cheap pass).
+    /// Adds them: the read is exact.
+    Add,
+    /// Only rolled-up counts (a ranking's first, cheap pass).
     Skip,
 }
 
 /// Appends, as the `FROM` item `counts` (columns `subject, tag, bucket` and the seven
-/// counters), the rows behind buckets `span` seconds wide starting in `[from, to)`: the
-/// rows of that width (which hold every minute rolled up) and, wider than a minute, the
-/// minute rows not rolled up yet (as `recent` says), each moved to the start of its
-/// `span` bucket. `filter` appends the conditions on scope, namespace, subject and tag,
-/// for both parts.
+/// counters), the rows behind buckets `span` seconds wide starting in `[from, to)`.
+/// For a minute read, the minute rows of the range. Wider, the `keypal_counts` rows of
+/// that width (which hold every minute rolled up) and, unless `recent` skips them, the
+/// minute rows not rolled up yet, each moved to the start of its `span` bucket.
+/// `filter` appends the conditions on scope, namespace, subject and tag.
+///
+/// `keypal_minutes` is keyed by the minute first, so the minutes are listed (a
+/// recursive query, up to the newest minute written) and each is looked up by that key
+/// with the filter: one short probe per minute, however many other keys were counted in it.
 pub(crate) fn push_counts<D: Dialect>(
     q: &mut QueryBuilder<D>,
     span: i64,
@@ -513,18 +523,33 @@ pub(crate) fn push_counts<D: Dialect>(
     filter: &dyn Fn(&mut QueryBuilder<D>),
     recent: Recent,
 ) {
-    q.push("(SELECT subject, tag, bucket, ").push(COUNTERS).push(" FROM keypal_counts WHERE span = ");
-    q.push_arg(span).push(" AND ");
-    filter(q);
-    q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
-    if span > 60 && recent != Recent::Skip {
-        q.push(" UNION ALL SELECT subject, tag, (bucket / ").push(span).push(") * ").push(span).push(", ");
-        q.push(COUNTERS).push(" FROM keypal_counts");
-        q.push(if recent == Recent::AcrossSubjects { D::RECENT_MINUTES } else { "" });
-        q.push(" WHERE span = 60 AND ");
+    q.push("(");
+    if span > 60 {
+        q.push("SELECT subject, tag, bucket, ").push(COUNTERS).push(" FROM keypal_counts WHERE span = ");
+        q.push_arg(span).push(" AND ");
         filter(q);
-        q.push(" AND bucket >= (SELECT rolled_until FROM keypal_rollup) AND bucket >= ").push_arg(from);
-        q.push(" AND (bucket / ").push(span).push(") * ").push(span).push(" < ").push_arg(to);
+        q.push(" AND bucket >= ").push_arg(from).push(" AND bucket < ").push_arg(to);
+        if recent == Recent::Skip {
+            q.push(") counts");
+            return;
+        }
+        q.push(" UNION ALL ");
     }
-    q.push(") counts");
+    // The minutes whose `span` bucket starts before `to`.
+    let end = if span > 60 { to.div_euclid(span) * span + if to.rem_euclid(span) > 0 { span } else { 0 } } else { to };
+    q.push("SELECT subject, tag, (bucket / ").push(span).push(") * ").push(span).push(" AS bucket, ");
+    q.push(COUNTERS).push(" FROM (WITH RECURSIVE minutes(minute) AS (SELECT minute FROM (SELECT ");
+    if span > 60 {
+        // Not rolled up yet: from `rolled_until` on.
+        q.push("CASE WHEN rolled_until > ").push_arg(from).push(" THEN rolled_until ELSE ").push_arg(from);
+        q.push(" END AS minute FROM keypal_rollup");
+    } else {
+        q.push_arg(from).push(" AS minute");
+    }
+    q.push(") first WHERE minute < ").push_arg(end).push(" AND minute <= (SELECT MAX(bucket) FROM keypal_minutes)");
+    q.push(" UNION ALL SELECT minute + 60 FROM minutes WHERE minute + 60 < ").push_arg(end);
+    q.push(" AND minute + 60 <= (SELECT MAX(bucket) FROM keypal_minutes)) SELECT subject, tag, bucket, ");
+    q.push(COUNTERS).push(" FROM minutes CROSS JOIN keypal_minutes WHERE bucket = minute AND ");
+    filter(q);
+    q.push(") recent) counts");
 }

@@ -161,12 +161,6 @@ mod seam {
         /// nothing on SQLite.
         const LOCK_EXCLUSIVE: &'static str;
 
-        /// Follows `FROM keypal_counts` where a read of recent minute rows across many
-        /// subjects must go through the `(span, bucket)` index: SQLite's
-        /// ` INDEXED BY keypal_counts_age` (its planner, without statistics, prefers the
-        /// primary key's longer prefix); nothing on PostgreSQL, whose planner knows.
-        const RECENT_MINUTES: &'static str;
-
         /// Applies keypal's migrations of this dialect that are not applied yet.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::migrate::MigrateError>> + Send;
 

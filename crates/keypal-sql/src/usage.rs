@@ -4,14 +4,15 @@
 //! A [`UsageCounter`] is an [`EventSink`]: give it to a manager, and flush what it
 //! counted to the store now and then (the server writes each closed minute a few
 //! seconds after it ends, and everything before a read and on shutdown). A flush adds
-//! each key's counts to the `keypal_counts` minute rows of the key, its owner and its
-//! application, for all its verifications and for each of their tags (migration 5;
-//! [`crate::AnalyticsQuery`] reads them). Only minute rows: that is what keeps counting
-//! cheap. [`DialectStore::roll_up_usage`] later adds closed minutes into the hour and
-//! day rows (and, for keys and owners, the 7- and 30-day rows that rank them over long
-//! ranges), once each, and reads add the minutes not rolled up yet, so every read is
-//! exact at once. [`DialectStore::prune_usage`] rolls up first, then drops expired
-//! minute and hour rows without losing a count.
+//! each key's counts to the minute rows (`keypal_minutes`, migration 8) of the key, its
+//! owner and its application, for all its verifications and for each of their tags
+//! ([`crate::AnalyticsQuery`] reads them). Only minute rows, keyed by the minute first so
+//! that one flush's rows go in side by side: that is what keeps counting cheap.
+//! [`DialectStore::roll_up_usage`] later adds closed minutes into the hour and day rows
+//! of `keypal_counts` (and, for keys and owners, the 7- and 30-day rows that rank them
+//! over long ranges), once each, and reads add the minutes not rolled up yet, so every
+//! read is exact at once. [`DialectStore::prune_usage`] rolls up first, then drops
+//! expired minute and hour rows without losing a count.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -425,22 +426,31 @@ const ROLLUP_DELAY: i64 = 120;
 /// The seven counters, in [`UsageCounts::by_code`] order.
 pub(crate) const COUNTERS: &str = "valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded";
 
-/// Ends an insert into `keypal_counts AS c`: adds to a row that is already there.
-const ADD_TO_EXISTING: &str = " ON CONFLICT (span, scope, namespace, subject, tag, bucket) DO UPDATE SET \
+/// Ends an insert into `keypal_counts AS c` or `keypal_minutes AS c` after its
+/// conflict target: adds to a row that is already there.
+const ADD_TO_EXISTING: &str = " DO UPDATE SET \
      valid = c.valid + excluded.valid, revoked = c.revoked + excluded.revoked, \
      disabled = c.disabled + excluded.disabled, expired = c.expired + excluded.expired, \
      insufficient_scope = c.insufficient_scope + excluded.insufficient_scope, \
      rate_limited = c.rate_limited + excluded.rate_limited, usage_exceeded = c.usage_exceeded + excluded.usage_exceeded";
 
-/// One row of `keypal_counts`: (span, scope, namespace, subject, tag, bucket).
-type RowKey = (i64, &'static str, String, String, String, i64);
+/// The primary key of `keypal_counts` (the hour and wider rows).
+const COUNTS_KEY: &str = "(span, scope, namespace, subject, tag, bucket)";
+
+/// The primary key of `keypal_minutes` (migration 8): the minute first, so that a
+/// flush's rows go in side by side at the end of the table.
+const MINUTES_KEY: &str = "(bucket, scope, namespace, subject, tag)";
+
+/// One row a flush adds to: (span, bucket, scope, namespace, subject, tag). In this
+/// order, a flush's minute rows (span 60) come first, in `keypal_minutes`' key order.
+type RowKey = (i64, i64, &'static str, String, String, String);
 
 /// Rows per upsert statement (13 parameters each: under SQLite's 32 766).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// The rows a flush adds to, merged (in primary-key order, which is also the order
-/// concurrent flushes take their row locks in, so they cannot deadlock): the minute
-/// rows, and for a minute before `rolled_until` (already rolled up) every width.
+/// The rows a flush adds to, merged and sorted (which is also the order concurrent
+/// flushes take their row locks in, so they cannot deadlock): the minute rows, and for
+/// a minute before `rolled_until` (already rolled up) every width.
 fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCounts> {
     let mut rows: BTreeMap<RowKey, UsageCounts> = BTreeMap::new();
     for delta in deltas {
@@ -453,7 +463,7 @@ fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCo
             let mut add = |scope: &'static str, subject: &str| {
                 for span in spans_of(scope).take(if late { usize::MAX } else { 1 }) {
                     let bucket = minute.div_euclid(span) * span;
-                    rows.entry((span, scope, namespace.clone(), subject.to_owned(), tag.to_owned(), bucket))
+                    rows.entry((span, bucket, scope, namespace.clone(), subject.to_owned(), tag.to_owned()))
                         .or_default()
                         .merge(counts);
                 }
@@ -466,6 +476,41 @@ fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCo
         }
     }
     rows
+}
+
+/// Adds `rows` (all minute rows, or all wider ones) to `keypal_minutes` or
+/// `keypal_counts`, in batched upserts.
+async fn upsert<D: Dialect>(
+    tx: &mut sqlx::Transaction<'static, D>,
+    rows: &[(RowKey, UsageCounts)],
+    minutes: bool,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<D>::new(if minutes {
+            "INSERT INTO keypal_minutes AS c (bucket, scope, namespace, subject, tag, "
+        } else {
+            "INSERT INTO keypal_counts AS c (span, bucket, scope, namespace, subject, tag, "
+        });
+        q.push(COUNTERS).push(") VALUES ");
+        for (i, ((span, bucket, scope, namespace, subject, tag), counts)) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            if !minutes {
+                q.push_arg(*span).push(", ");
+            }
+            q.push_arg(*bucket).push(", ");
+            q.push_arg(*scope).push(", ");
+            q.push_arg(namespace.clone()).push(", ");
+            q.push_arg(subject.clone()).push(", ");
+            q.push_arg(tag.clone());
+            for (_, n) in counts.by_code() {
+                q.push(", ").push_arg(to_i64("count", n)?);
+            }
+            q.push(")");
+        }
+        q.push(" ON CONFLICT ").push(if minutes { MINUTES_KEY } else { COUNTS_KEY }).push(ADD_TO_EXISTING);
+        q.build().execute(D::executor(tx)).await.map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Reads how far the roll-up has gone (`keypal_rollup.rolled_until`), locking it with `lock`.
@@ -510,27 +555,9 @@ impl<D: Dialect> DialectStore<D> {
         // Shared: flushes run side by side, and a roll-up waits for them (and they for it).
         let rolled_until = rolled_until::<D>(&mut tx, D::LOCK_SHARED).await?;
         let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas, rolled_until).into_iter().collect();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<D>::new(
-                "INSERT INTO keypal_counts AS c (span, scope, namespace, subject, tag, bucket, ",
-            );
-            q.push(COUNTERS).push(") VALUES ");
-            for (i, ((span, scope, namespace, subject, tag, bucket), counts)) in chunk.iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.push_arg(*span).push(", ");
-                q.push_arg(*scope).push(", ");
-                q.push_arg(namespace.clone()).push(", ");
-                q.push_arg(subject.clone()).push(", ");
-                q.push_arg(tag.clone()).push(", ");
-                q.push_arg(*bucket);
-                for (_, n) in counts.by_code() {
-                    q.push(", ").push_arg(to_i64("count", n)?);
-                }
-                q.push(")");
-            }
-            q.push(ADD_TO_EXISTING);
-            q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
-        }
+        let wider = rows.partition_point(|((span, ..), _)| *span == 60);
+        upsert(&mut tx, &rows[..wider], true).await?;
+        upsert(&mut tx, &rows[wider..], false).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -555,13 +582,13 @@ impl<D: Dialect> DialectStore<D> {
             );
             q.push(COUNTERS).push(") SELECT ").push(span).push(", scope, namespace, subject, tag, (bucket / ");
             q.push(span).push(") * ").push(span).push(", ").push(SUMS);
-            q.push(" FROM keypal_counts WHERE span = 60 AND bucket >= ").push_arg(from);
+            q.push(" FROM keypal_minutes WHERE bucket >= ").push_arg(from);
             q.push(" AND bucket < ").push_arg(until);
             if !spans_of("app").any(|s| s == span) {
                 q.push(" AND scope <> 'app'");
             }
             q.push(" GROUP BY scope, namespace, subject, tag, (bucket / ").push(span).push(") * ").push(span);
-            q.push(ADD_TO_EXISTING);
+            q.push(" ON CONFLICT ").push(COUNTS_KEY).push(ADD_TO_EXISTING);
             q.build().execute(D::executor(&mut tx)).await.map_err(backend)?;
         }
         sqlx::query("UPDATE keypal_rollup SET rolled_until = $1 WHERE id = 1")
@@ -591,7 +618,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT bucket, ");
         q.push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, bucket_start(since, span), end_of(until), &filter, Recent::Subject);
+        push_counts(&mut q, span, bucket_start(since, span), end_of(until), &filter, Recent::Add);
         q.push(" GROUP BY bucket ORDER BY bucket");
         let rows = self.fetch_all(q.build()).await?;
         rows.iter()
@@ -621,7 +648,7 @@ impl<D: Dialect> DialectStore<D> {
         };
         let mut q = QueryBuilder::<D>::new("SELECT ");
         q.push(SUMS).push(" FROM ");
-        push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, Recent::Subject);
+        push_counts(&mut q, span, bucket_start(minute_of(since)?, span), end_of(until), &filter, Recent::Add);
         let rows = self.fetch_all(q.build()).await?;
         rows.first().map_or(Ok(UsageCounts::default()), |row| counts_of::<D>(row, 0))
     }

@@ -257,8 +257,7 @@ async fn usage_is_one_row_per_key_per_minute_and_reads_back_per_hour() {
         }
         store.record_usage(&counter.take()).await.expect("flush 3");
 
-        let rows =
-            scalar(&store, "SELECT COUNT(*) FROM keypal_counts WHERE span = 60 AND scope = 'key' AND tag = ''").await;
+        let rows = scalar(&store, "SELECT COUNT(*) FROM keypal_minutes WHERE scope = 'key' AND tag = ''").await;
         assert!((2..=4).contains(&rows), "{dialect}: one row per key per minute, not per request: {rows} rows");
         let now = OffsetDateTime::now_utc();
         let day = now - time::Duration::hours(24);

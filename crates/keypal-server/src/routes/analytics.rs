@@ -2,7 +2,7 @@
 //! `GET /v1/owners/{owner_id}/usage` (an application's backend, by its client secret).
 //!
 //! Both first write the counts pending in memory (unless that was done in the last few
-//! seconds: [`crate::state::READ_FRESHNESS`]), then read keypal-sql's `keypal_counts`:
+//! seconds: [`crate::state::READ_FRESHNESS`]), then read keypal-sql's `keypal_minutes` and `keypal_counts`:
 //! per minute (kept 48 hours by default), per hour (90 days) or per day (kept), for an
 //! application, one owner or one key, for all verifications or one tag.
 

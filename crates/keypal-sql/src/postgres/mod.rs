@@ -50,6 +50,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (5, "analytics", include_str!("migrations/0005_analytics.sql")),
     (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
     (7, "usage roll-up", include_str!("migrations/0007_usage_rollup.sql")),
+    (8, "usage minutes", include_str!("migrations/0008_usage_minutes.sql")),
 ];
 
 /// The verify path's lookups: one index probe each (see the EXPLAIN tests).
@@ -119,7 +120,6 @@ impl Seam for Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const LOCK_SHARED: &'static str = " FOR SHARE";
     const LOCK_EXCLUSIVE: &'static str = " FOR UPDATE";
-    const RECENT_MINUTES: &'static str = "";
 
     async fn migrate(pool: &Pool<Postgres>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await

@@ -58,6 +58,7 @@ pub(crate) const MIGRATIONS: &[Source] = &[
     (5, "analytics", include_str!("migrations/0005_analytics.sql")),
     (6, "webhooks", include_str!("migrations/0006_webhooks.sql")),
     (7, "usage roll-up", include_str!("migrations/0007_usage_rollup.sql")),
+    (8, "usage minutes", include_str!("migrations/0008_usage_minutes.sql")),
 ];
 
 /// The verify path's lookup by digest: one index probe (see the EXPLAIN tests).
@@ -130,7 +131,6 @@ impl Seam for Sqlite {
     const SKIP_LOCKED: &'static str = "";
     const LOCK_SHARED: &'static str = "";
     const LOCK_EXCLUSIVE: &'static str = "";
-    const RECENT_MINUTES: &'static str = " INDEXED BY keypal_counts_age";
 
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), sqlx::migrate::MigrateError> {
         migrator(MIGRATIONS).run(pool).await
