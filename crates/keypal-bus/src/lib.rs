@@ -175,6 +175,9 @@ impl EventSink for BusSink {
             self.state.wake.notify_one();
         }
     }
+
+    /// A verification changes nothing other instances hold: nothing to announce.
+    fn record_verification(&self, _verified: &keypal::VerificationEvent<'_>) {}
 }
 
 /// The publishing task: takes queued announcements in batches and sends each batch,

@@ -39,7 +39,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use keypal::{Action, Code, Event, EventSink, KeyId, StoreError};
+use foldhash::fast::RandomState;
+use keypal::{Action, Code, Event, EventSink, KeyId, StoreError, Tags, VerificationEvent};
 use sqlx::QueryBuilder;
 use time::OffsetDateTime;
 
@@ -249,20 +250,24 @@ impl Counted {
     }
 }
 
+/// What is counted per (key, minute in Unix seconds). Hashed with foldhash (randomly
+/// seeded, several times faster than the standard library's SipHash on these short
+/// keys): it is looked up on every verification.
+type CountedMap = HashMap<(KeyId, i64), Counted, RandomState>;
+
 /// Counts waiting to be written.
 #[derive(Debug, Default)]
 struct Pending {
-    /// By (key, minute in Unix seconds).
-    counted: HashMap<(KeyId, i64), Counted>,
+    counted: CountedMap,
     /// Every tag counted, once: a verification's tags are looked up here (one hash
     /// each) and then found in its key's minute by address, instead of compared as
     /// text against every tag that key was seen with.
-    tags: HashSet<Arc<str>>,
+    tags: HashSet<Arc<str>, RandomState>,
 }
 
 /// `key_id`'s counts in `minute`, made on first use.
 fn counted_in<'a>(
-    counted: &'a mut HashMap<(KeyId, i64), Counted>,
+    counted: &'a mut CountedMap,
     key_id: KeyId,
     minute: i64,
     namespace: &Option<String>,
@@ -276,7 +281,7 @@ fn counted_in<'a>(
 }
 
 /// Interns `tag` in `tags`.
-fn interned(tags: &mut HashSet<Arc<str>>, tag: &str) -> Arc<str> {
+fn interned(tags: &mut HashSet<Arc<str>, RandomState>, tag: &str) -> Arc<str> {
     match tags.get(tag) {
         Some(known) => known.clone(),
         None => {
@@ -288,7 +293,7 @@ fn interned(tags: &mut HashSet<Arc<str>>, tag: &str) -> Arc<str> {
 }
 
 /// Pending counts as deltas to write.
-fn deltas_of(counted: HashMap<(KeyId, i64), Counted>) -> Vec<UsageDelta> {
+fn deltas_of(counted: CountedMap) -> Vec<UsageDelta> {
     counted
         .into_iter()
         .filter_map(|((key_id, minute), counted)| {
@@ -354,7 +359,7 @@ impl UsageCounter {
     /// lock is released: verifications do not wait for them); then the tags no longer
     /// counted anywhere are forgotten.
     fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
-        let out: HashMap<(KeyId, i64), Counted> = {
+        let out: CountedMap = {
             let mut pending = self.lock();
             let (out, kept) =
                 std::mem::take(&mut pending.counted).into_iter().partition(|((_, minute), _)| taken(*minute));
@@ -385,17 +390,39 @@ impl UsageCounter {
     }
 }
 
-impl EventSink for UsageCounter {
-    fn record(&self, event: &Event) {
-        let (Action::Verified, Some(key_id), Some(code)) = (event.action, event.key_id, event.code) else {
-            return;
-        };
+impl UsageCounter {
+    /// Counts one verification of `key_id` at `at`.
+    fn count(
+        &self,
+        key_id: KeyId,
+        at: OffsetDateTime,
+        namespace: &Option<String>,
+        owner_id: &Option<String>,
+        code: Code,
+        verification_tags: &Tags,
+    ) {
         let mut pending = self.lock();
         let Pending { counted, tags } = &mut *pending;
-        let entry = counted_in(counted, key_id, bucket_start(event.at, 60), &event.namespace, &event.owner_id);
+        let entry = counted_in(counted, key_id, bucket_start(at, 60), namespace, owner_id);
         entry.counts.add(code);
-        for tag in event.tags.iter() {
+        for tag in verification_tags.iter() {
             entry.add_tagged(interned(tags, tag), |c| c.add(code));
+        }
+    }
+}
+
+impl EventSink for UsageCounter {
+    fn record(&self, event: &Event) {
+        if let (Action::Verified, Some(key_id), Some(code)) = (event.action, event.key_id, event.code) {
+            self.count(key_id, event.at, &event.namespace, &event.owner_id, code, &event.tags);
+        }
+    }
+
+    /// Counts the verification from the verify path's own data: no event is made.
+    fn record_verification(&self, verified: &VerificationEvent<'_>) {
+        if let Some(record) = verified.verification.record() {
+            let code = verified.verification.code();
+            self.count(record.id, verified.at, &record.namespace, &record.owner_id, code, verified.tags);
         }
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::record::KeyId;
 use crate::tags::Tags;
-use crate::verification::Code;
+use crate::verification::{Code, Verification};
 
 /// What happened: to a key, or, for the `app_*` and `*_rotated` secrets actions that
 /// `keypal serve` records, to an application or the service's secrets.
@@ -247,11 +247,108 @@ impl Event {
 pub trait EventSink: Send + Sync + 'static {
     /// Receives one event.
     fn record(&self, event: &Event);
+
+    /// Receives one verification, borrowed from the verify path. The default makes its
+    /// `verified` [`Event`] ([`VerificationEvent::to_event`]) and hands it to
+    /// [`EventSink::record`]; a sink that sees every verification (usage counting) or
+    /// none (change announcements) overrides it to skip making the event.
+    ///
+    /// ```
+    /// use keypal::{Code, Event, EventSink, KeyManager, MemoryStore, NewKey, VerificationEvent};
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    ///
+    /// #[derive(Default)]
+    /// struct ValidCount(AtomicU64);
+    /// impl EventSink for ValidCount {
+    ///     fn record(&self, _event: &Event) {}
+    ///     fn record_verification(&self, verified: &VerificationEvent<'_>) {
+    ///         if verified.verification.code() == Code::Valid {
+    ///             self.0.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let counter = Arc::new(ValidCount::default());
+    /// let keys = KeyManager::builder().store(Arc::new(MemoryStore::new())).event_sink(counter.clone()).build()?;
+    /// let created = keys.create(NewKey::new()).await?;
+    /// keys.verify(created.key.expose()).await?;
+    /// assert_eq!(counter.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn record_verification(&self, verified: &VerificationEvent<'_>) {
+        self.record(&verified.to_event());
+    }
 }
 
 impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
     fn record(&self, event: &Event) {
         T::record(self, event);
+    }
+
+    fn record_verification(&self, verified: &VerificationEvent<'_>) {
+        T::record_verification(self, verified);
+    }
+}
+
+/// One verification as the verify path hands it to [`EventSink::record_verification`]:
+/// borrowed, so a sink reads what it needs without an [`Event`] being made.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct VerificationEvent<'a> {
+    /// When.
+    pub at: OffsetDateTime,
+    /// The result, with the key's record once its hash matched.
+    pub verification: &'a Verification,
+    /// The verification's tags ([`crate::VerifyOptions::tags`]).
+    pub tags: &'a Tags,
+    /// Who asked, and from where.
+    pub context: &'a AuditContext,
+}
+
+impl<'a> VerificationEvent<'a> {
+    /// A verification at `at`, by `context`, with `tags`.
+    pub fn new(at: OffsetDateTime, verification: &'a Verification, tags: &'a Tags, context: &'a AuditContext) -> Self {
+        Self { at, verification, tags, context }
+    }
+
+    /// Its `verified` event: the code, the tags, and the key's id, namespace and owner
+    /// when the key was found.
+    ///
+    /// ```
+    /// use keypal::{Action, Code, Event, EventSink, KeyManager, MemoryStore, NewKey};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// // A sink that only implements `record` gets each verification as this event.
+    /// #[derive(Default)]
+    /// struct Log(Mutex<Vec<Event>>);
+    /// impl EventSink for Log {
+    ///     fn record(&self, event: &Event) { self.0.lock().unwrap().push(event.clone()); }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let log = Arc::new(Log::default());
+    /// let keys = KeyManager::builder().store(Arc::new(MemoryStore::new())).event_sink(log.clone()).build()?;
+    /// let created = keys.create(NewKey::new().owner_id("user_1")).await?;
+    /// keys.verify(created.key.expose()).await?;
+    /// let events = log.0.lock().unwrap();
+    /// let verified = events.iter().find(|e| e.action == Action::Verified).unwrap();
+    /// assert_eq!((verified.code, verified.key_id), (Some(Code::Valid), Some(created.record.id)));
+    /// assert_eq!(verified.owner_id.as_deref(), Some("user_1"));
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn to_event(&self) -> Event {
+        let mut event = Event::new(Action::Verified, self.at, self.context.clone());
+        event.code = Some(self.verification.code());
+        event.tags = self.tags.clone();
+        if let Some(record) = self.verification.record() {
+            event.key_id = Some(record.id);
+            event.namespace.clone_from(&record.namespace);
+            event.owner_id.clone_from(&record.owner_id);
+        }
+        event
     }
 }
 

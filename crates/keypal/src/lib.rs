@@ -63,7 +63,7 @@ mod verification;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheMode, Config, ConfigError, ConfigProblem, HashAlgorithm};
 pub use error::Error;
-pub use event::{Action, AuditContext, AuditQuery, Event, EventSink};
+pub use event::{Action, AuditContext, AuditQuery, Event, EventSink, VerificationEvent};
 pub use format::{Encoding, Formatter, ParsedKey, Template};
 pub use hash::{Hasher, Hashing};
 pub use invalidation::{InvalidInvalidation, Invalidation};

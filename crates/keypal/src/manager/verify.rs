@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::{Format, KeyManager, Limiter, LookupStrategy};
 use crate::clock::Clock;
-use crate::event::{Action, Event};
+use crate::event::VerificationEvent;
 use crate::format::ParsedKey;
 use crate::hash::sha256;
 use crate::ratelimit::RateLimitStatus;
@@ -114,17 +114,12 @@ impl<S: Store> KeyManager<S> {
         Ok(verification)
     }
 
-    /// Records the `Verified` event of a verification, with its tags (shared, not copied).
+    /// Hands the verification, with its tags (borrowed, not copied), to the sinks.
     fn emit_verified(&self, verification: &Verification, tags: &Tags) {
-        let mut event = Event::new(Action::Verified, self.inner.clock.now(), (*self.context).clone());
-        event.code = Some(verification.code());
-        event.tags = tags.clone();
-        if let Some(record) = verification.record() {
-            event.key_id = Some(record.id);
-            event.namespace.clone_from(&record.namespace);
-            event.owner_id.clone_from(&record.owner_id);
+        let verified = VerificationEvent::new(self.inner.clock.now(), verification, tags, &self.context);
+        for sink in &self.inner.sinks {
+            sink.record_verification(&verified);
         }
-        self.emit(&event);
     }
 
     /// The first accepted format the key parses under.
