@@ -294,24 +294,53 @@ static WRITES: LazyLock<SqlStore> = LazyLock::new(|| {
 /// The next minute the write benches count in (each sample its own, after the last).
 static NEXT_MINUTE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// One minute of 10 000 keys (each with its own owner) verified with three tags each, as
-/// the load benchmark sends them: what one flush of an ended minute writes (80 000 minute rows).
+/// One verification of each of 10 000 keys (each with its own owner) in `minute`, with
+/// three tags each, as the load benchmark sends them.
+fn verifications_of_10_000_keys(minute: i64) -> Vec<keypal::Event> {
+    use keypal::{Action, AuditContext, Code, Event, Tags};
+    (0..KEYS)
+        .map(|i| {
+            let mut event = Event::new(Action::Verified, at(minute), AuditContext::default());
+            event.key_id = Some(KeyId(uuid::Uuid::from_u128(0x7000_8000_0000_0000_0000 + i as u128)));
+            event.namespace = Some(APP.to_owned());
+            event.owner_id = Some(format!("user-{i}"));
+            event.code = Some(Code::Valid);
+            let tags = [format!("GET /v1/endpoint-{}", i % 20), format!("region-{}", i % 4), format!("plan-{}", i % 3)];
+            event.tags = Tags::new(tags).expect("tags");
+            event
+        })
+        .collect()
+}
+
+/// One minute of those verifications, counted: what one flush of an ended minute
+/// writes (80 000 minute rows).
 fn one_minute_of_10_000_keys() -> (Vec<keypal_sql::UsageDelta>, i64) {
-    use keypal::{Action, AuditContext, Code, Event, EventSink, Tags};
+    use keypal::EventSink;
     let base = OffsetDateTime::now_utc().unix_timestamp() / 60 * 60 + 3_600;
     let minute = base + 60 * NEXT_MINUTE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counter = keypal_sql::UsageCounter::new();
-    for i in 0..KEYS {
-        let mut event = Event::new(Action::Verified, at(minute), AuditContext::default());
-        event.key_id = Some(KeyId(uuid::Uuid::from_u128(0x7000_8000_0000_0000_0000 + i as u128)));
-        event.namespace = Some(APP.to_owned());
-        event.owner_id = Some(format!("user-{i}"));
-        event.code = Some(Code::Valid);
-        let tags = [format!("GET /v1/endpoint-{}", i % 20), format!("region-{}", i % 4), format!("plan-{}", i % 3)];
-        event.tags = Tags::new(tags).expect("tags");
+    for event in verifications_of_10_000_keys(minute) {
         counter.record(&event);
     }
     (counter.take(), minute)
+}
+
+/// Counting one verification with three tags (what the verify path adds per request),
+/// the counter already holding this minute of 10 000 keys: each sample counts one more
+/// verification of every key, in turn.
+#[divan::bench(sample_count = 20, sample_size = 1)]
+fn count_10_000_verifications_of_10_000_keys(bencher: Bencher) {
+    use keypal::EventSink;
+    let events = verifications_of_10_000_keys(START);
+    let counter = keypal_sql::UsageCounter::new();
+    for event in &events {
+        counter.record(event);
+    }
+    bencher.bench_local(|| {
+        for event in &events {
+            counter.record(divan::black_box(event));
+        }
+    });
 }
 
 /// Writing one ended minute of 10 000 keys × 3 tags (80 000 minute rows, one transaction).

@@ -451,7 +451,7 @@ impl<D: Dialect> DialectStore<D> {
         for (span, cutoff) in cutoffs {
             let mut q = if span == 60 {
                 QueryBuilder::<D>::new(
-                    "DELETE FROM keypal_minutes WHERE bucket < (SELECT rolled_until FROM keypal_rollup)",
+                    "DELETE FROM keypal_minutes WHERE bucket < (SELECT rolled_until FROM keypal_rollup WHERE id = 1)",
                 )
             } else {
                 let mut q = QueryBuilder::<D>::new("DELETE FROM keypal_counts WHERE span = ");
@@ -540,9 +540,11 @@ pub(crate) fn push_counts<D: Dialect>(
     q.push("SELECT subject, tag, (bucket / ").push(span).push(") * ").push(span).push(" AS bucket, ");
     q.push(COUNTERS).push(" FROM (WITH RECURSIVE minutes(minute) AS (SELECT minute FROM (SELECT ");
     if span > 60 {
-        // Not rolled up yet: from `rolled_until` on.
+        // Not rolled up yet: from `rolled_until` on. (`WHERE id = 1`: PostgreSQL then
+        // knows the list starts from one row, and probes each minute by key instead of
+        // hashing a scan of the whole table.)
         q.push("CASE WHEN rolled_until > ").push_arg(from).push(" THEN rolled_until ELSE ").push_arg(from);
-        q.push(" END AS minute FROM keypal_rollup");
+        q.push(" END AS minute FROM keypal_rollup WHERE id = 1");
     } else {
         q.push_arg(from).push(" AS minute");
     }
