@@ -158,7 +158,7 @@ static POSTGRES: LazyLock<SqlStore> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         tx.commit().await.expect("commit");
-        sqlx::query("VACUUM ANALYZE keypal_counts").execute(s.pool()).await.expect("vacuum");
+        sqlx::query("VACUUM ANALYZE keypal_counts, keypal_minutes").execute(s.pool()).await.expect("vacuum");
         report("postgres", &store, started).await;
         store
     })
