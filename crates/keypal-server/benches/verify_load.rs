@@ -37,7 +37,8 @@
 //!   verify: one server counting usage, each request with three tags (an endpoint of 20,
 //!   a region of 4, a plan of 3), and one server with `usage_counting = false` and no tags,
 //!   each with its own SQLite file and `KEYPAL_BENCH_KEYS` keys, measured in alternating
-//!   slices like the endpoints above. The target: counting costs at most 5% of throughput.
+//!   slices like the endpoints above. The target: counting costs at most 5% of throughput
+//!   (over all the slices); each round's on / off is printed too, to show the machine's noise.
 //! - `KEYPAL_BENCH_WEBHOOK` (0): with 1, a webhook wanting every event exists during the
 //!   load (made after the keys), so each verification is looked at for the webhooks'
 //!   credit and rate-limit events: compare a run with 0 and one with 1.
@@ -401,6 +402,8 @@ async fn worker(
 
 struct PhaseResult {
     name: &'static str,
+    /// Each slice's throughput, in requests a second, in the order measured.
+    slices: Vec<f64>,
     connections: usize,
     requests: usize,
     seconds: f64,
@@ -468,11 +471,13 @@ async fn run_slice(
         first_failure = first_failure.or(result.first_failure);
         finished = finished.max(result.finished.unwrap_or(until));
     }
+    let seconds = finished.duration_since(measure_from).as_secs_f64();
     PhaseResult {
         name: workload.name,
+        slices: vec![all.len() as f64 / seconds],
         connections,
         requests: all.len(),
-        seconds: finished.duration_since(measure_from).as_secs_f64(),
+        seconds,
         sorted: all,
         failures,
         first_failure,
@@ -500,6 +505,7 @@ async fn run_pair(
             *total = Some(match total.take() {
                 None => slice,
                 Some(mut sum) => {
+                    sum.slices.extend_from_slice(&slice.slices);
                     sum.requests += slice.requests;
                     sum.seconds += slice.seconds;
                     sum.sorted.extend_from_slice(&slice.sorted);
@@ -915,7 +921,16 @@ fn compare_usage(settings: &Settings, smoke: bool) {
         print_table(&[&without, &with]);
         let ratio = with.throughput() / without.throughput();
         let met = ratio >= TARGET_USAGE_RATIO && with.failures == 0 && without.failures == 0;
+        // Each round's slices side by side: how much the machine's other work moved them.
+        let mut rounds: Vec<f64> = with.slices.iter().zip(&without.slices).map(|(on, off)| on / off).collect();
+        let listed: Vec<String> = rounds.iter().map(|r| format!("{r:.3}")).collect();
+        rounds.sort_by(f64::total_cmp);
         println!();
+        println!(
+            "  each round, on / off: {} (median {:.3})",
+            listed.join(", "),
+            rounds.get(rounds.len() / 2).copied().unwrap_or(f64::NAN)
+        );
         println!(
             "  throughput with counting and tags / without: {ratio:.3} (target >= {TARGET_USAGE_RATIO:.2}): {}",
             if met { "met" } else { "NOT met" }

@@ -71,13 +71,10 @@ impl Tags {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut list = Vec::new();
-        for (index, tag) in tags.into_iter().enumerate() {
-            let tag = tag.into();
-            if !Self::is_valid(&tag) {
-                return Err(InvalidTags::Invalid { index });
-            }
-            list.push(tag);
+        // From a `Vec<String>` (a request's tags), this reuses its allocation.
+        let mut list: Vec<String> = tags.into_iter().map(Into::into).collect();
+        if let Some(index) = list.iter().position(|tag| !Self::is_valid(tag)) {
+            return Err(InvalidTags::Invalid { index });
         }
         if list.len() > Self::MAX_COUNT {
             return Err(InvalidTags::TooMany { count: list.len() });
@@ -94,6 +91,10 @@ impl Tags {
     /// assert!(!keypal::Tags::is_valid("tab\there"));
     /// ```
     pub fn is_valid(tag: &str) -> bool {
+        if tag.is_ascii() {
+            // One byte a character; the ASCII control characters are below 0x20 and 0x7f.
+            return (1..=Self::MAX_LENGTH).contains(&tag.len()) && !tag.bytes().any(|b| b.is_ascii_control());
+        }
         let count = tag.chars().count();
         (1..=Self::MAX_LENGTH).contains(&count) && !tag.chars().any(char::is_control)
     }
