@@ -1,6 +1,7 @@
 //! Usage analytics on both databases: counts per key, owner, application and tag at
 //! each granularity, the groupings, pruning expired rows without losing a count (run
-//! twice), and migration 5 moving the per-minute counts of migration 2.
+//! twice), rankings over rolled-up and recent minutes, and migration 5 moving the
+//! per-minute counts of migration 2.
 
 // Test helpers assert by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -472,4 +473,45 @@ async fn migration_5_moves_the_per_minute_counts_of_migration_2() {
     old.close().await;
     let new = PostgresStore::connect_with(url, &options).await.expect("reconnect migrates to 5");
     check(SqlStore::Postgres(new), key).await;
+}
+
+/// A verification of `key` (of `app_p`, owned by `owner`) at `at`.
+fn verified_by(key: KeyId, owner: &str, at: OffsetDateTime) -> Event {
+    let mut event = verified_at(key, at, Code::Valid);
+    event.owner_id = Some(owner.to_owned());
+    event
+}
+
+#[tokio::test]
+async fn a_ranking_reads_the_minutes_not_rolled_up_only_when_the_rolled_up_counts_name_too_few() {
+    for store in both().await {
+        let dialect = store.dialect();
+        let counter = UsageCounter::new();
+        let now = OffsetDateTime::now_utc();
+        let (a, b, newcomer) = (KeyId::new(), KeyId::new(), KeyId::new());
+        // `a` and `b` verified ten minutes from now (rolled up below), the newcomer more
+        // often twenty minutes from now (not rolled up yet).
+        for (key, owner, later, n) in [(a, "ua", 10, 5), (b, "ub", 10, 3), (newcomer, "un", 20, 9)] {
+            for _ in 0..n {
+                counter.record(&verified_by(key, owner, now + Duration::minutes(later)));
+            }
+        }
+        store.record_usage(&counter.take()).await.expect("flush");
+        assert!(store.roll_up_usage(now + Duration::minutes(15)).await.expect("roll up") > 0, "{dialect}");
+
+        let day =
+            AnalyticsQuery::new(Some("app_p"), now - Duration::days(1), now + Duration::days(1), Granularity::Hour);
+        let top = |limit: u32| day.clone().group_by(GroupBy::Key).limit(limit);
+        let (a, b, newcomer) = (a.to_string(), b.to_string(), newcomer.to_string());
+        // The rolled-up counts name as many keys as asked for: the ranking stops there,
+        // a few minutes behind; the buckets of the keys it names are exact.
+        assert_eq!(groups(&store, &top(2)).await, [(a.clone(), 5), (b.clone(), 3)], "{dialect}");
+        // They name fewer: the minutes not rolled up yet are ranked too.
+        assert_eq!(groups(&store, &top(3)).await, [(newcomer.clone(), 9), (a.clone(), 5), (b.clone(), 3)], "{dialect}");
+        // Once rolled up, the newcomer ranks first at any limit; owners rank alike.
+        store.roll_up_usage(now + Duration::minutes(25)).await.expect("roll up the newcomer");
+        assert_eq!(groups(&store, &top(2)).await, [(newcomer, 9), (a, 5)], "{dialect}");
+        let owners = day.group_by(GroupBy::Owner).limit(1);
+        assert_eq!(groups(&store, &owners).await, [("un".to_owned(), 9)], "{dialect}");
+    }
 }
