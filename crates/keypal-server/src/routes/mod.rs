@@ -43,7 +43,7 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(time_limit))
-        .layer(axum::middleware::map_response(close_after_unread_body))
+        .layer(axum::middleware::from_fn(close_after_unread_body))
         // Spans carry the request headers (at debug level): credentials show as `Sensitive`.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().include_headers(true)))
         // Marks credentials as sensitive so no layer (tracing included) ever prints them.
@@ -67,17 +67,84 @@ async fn time_limit(request: axum::extract::Request, next: axum::middleware::Nex
     }
 }
 
+/// The largest body, as its `Content-Length` declares it, whose rest is read (and
+/// dropped) before it is refused as too large (see [`close_after_unread_body`]).
+const DRAINED_UP_TO: u64 = 4 * 1024 * 1024;
+/// How long reading that rest may take.
+const DRAINED_FOR: Duration = Duration::from_secs(5);
+
 /// A request refused before its body was read whole (too large, too slow) leaves the
 /// rest of the body on the connection, which then cannot carry another request: the
 /// answer says `Connection: close`, or an HTTP/1.1 client reuses the connection and its
 /// next request fails. (HTTP/2 has no such header; the server drops it there.)
-async fn close_after_unread_body(response: Response) -> Response {
-    let mut response = match response.status() {
-        StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => response,
-        _ => return response,
+///
+/// Closing a connection with unread data makes the system reset it, and a client still
+/// sending then sees the reset (a broken pipe) instead of the answer. So the rest of a
+/// body refused as too large is read first, when its `Content-Length` declares at most
+/// [`DRAINED_UP_TO`] bytes and it arrives within [`DRAINED_FOR`]: such a client gets
+/// its 413 `PAYLOAD_TOO_LARGE`. (A body declared larger, or of unknown length, is not
+/// waited for.)
+async fn close_after_unread_body(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (mut response, kept) = match declared {
+        Some(length) if length > MAX_BODY as u64 && length <= DRAINED_UP_TO => {
+            // The handler reads the body through `Rest`; what it leaves stays in `rest`.
+            let (parts, body) = request.into_parts();
+            let rest = Arc::new(std::sync::Mutex::new(Some(body)));
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::new(Rest(rest.clone())));
+            let response = next.run(request).await;
+            (response, Some(rest))
+        }
+        _ => (next.run(request).await, None),
     };
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            let unread = kept.and_then(|rest| rest.lock().unwrap_or_else(|e| e.into_inner()).take());
+            if let Some(unread) = unread {
+                drain(unread).await;
+            }
+        }
+        StatusCode::REQUEST_TIMEOUT => {}
+        _ => return response,
+    }
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// A request body read through a shared slot, so that what the handler leaves unread
+/// can be taken back (see [`close_after_unread_body`]).
+struct Rest(Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl axum::body::HttpBody for Rest {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+/// Reads and drops the rest of a refused body: at most [`DRAINED_UP_TO`] bytes, for at
+/// most [`DRAINED_FOR`].
+async fn drain(mut rest: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let reading = async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = rest.frame().await {
+            read += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if read > DRAINED_UP_TO {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAINED_FOR, reading).await;
 }
 
 async fn not_found() -> ApiError {
