@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keypal::{Code, KeyId, PlainKey, RateLimitStatus, VerifyOptions};
+use keypal::{Code, KeyId, PlainKey, RateLimitStatus, Tags, VerifyOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -261,8 +261,8 @@ struct Ask<'a> {
     client_secret: &'a str,
     scopes: &'a [String],
     cost: u64,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tags: &'a [String],
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    tags: &'a Tags,
 }
 
 /// The verdict of `POST /v1/verify` (the fields used here).

@@ -36,11 +36,12 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use foldhash::fast::RandomState;
 use keypal::{Action, Code, Event, EventSink, KeyId, StoreError, Tags, VerificationEvent};
+use smallvec::SmallVec;
 use sqlx::QueryBuilder;
 use time::OffsetDateTime;
 
@@ -124,16 +125,9 @@ impl UsageCounts {
     }
 
     fn slot(&mut self, code: Code) -> Option<&mut u64> {
-        match code {
-            Code::Valid => Some(&mut self.valid),
-            Code::Revoked => Some(&mut self.revoked),
-            Code::Disabled => Some(&mut self.disabled),
-            Code::Expired => Some(&mut self.expired),
-            Code::InsufficientScope => Some(&mut self.insufficient_scope),
-            Code::RateLimited => Some(&mut self.rate_limited),
-            Code::UsageExceeded => Some(&mut self.usage_exceeded),
-            _ => None,
-        }
+        let index = code_index(code)?;
+        let UsageCounts { valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded } = self;
+        [valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded].into_iter().nth(index)
     }
 }
 
@@ -227,24 +221,62 @@ pub(crate) fn bucket_start(at: OffsetDateTime, seconds: i64) -> i64 {
     at.unix_timestamp().div_euclid(seconds) * seconds
 }
 
-/// What was counted for one key in one minute.
+/// One minute's counts by code, in [`UsageCounts::by_code`] order, 32 bits each (no key
+/// verifies four billion times in a minute): half the memory of a [`UsageCounts`], so
+/// that a key's minute, its tags included, sits in a few neighbouring cache lines.
+type MinuteCounts = [u32; 7];
+
+/// The index of `code` in [`MinuteCounts`], for the codes that name a key.
+fn code_index(code: Code) -> Option<usize> {
+    match code {
+        Code::Valid => Some(0),
+        Code::Revoked => Some(1),
+        Code::Disabled => Some(2),
+        Code::Expired => Some(3),
+        Code::InsufficientScope => Some(4),
+        Code::RateLimited => Some(5),
+        Code::UsageExceeded => Some(6),
+        _ => None,
+    }
+}
+
+/// `counts` as [`UsageCounts`].
+fn widened(counts: &MinuteCounts) -> UsageCounts {
+    let [valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded] = counts.map(u64::from);
+    UsageCounts { valid, revoked, disabled, expired, insufficient_scope, rate_limited, usage_exceeded }
+}
+
+/// Adds `more` to `counts` (saturating: a count past 32 bits stays at its maximum).
+fn add_to(counts: &mut MinuteCounts, more: &UsageCounts) {
+    for (slot, (_, n)) in counts.iter_mut().zip(more.by_code()) {
+        *slot = u32::try_from(u64::from(*slot).saturating_add(n)).unwrap_or(u32::MAX);
+    }
+}
+
+/// The id of an interned tag (its place in [`Interned::names`]).
+type TagId = u32;
+
+/// What was counted for one key in one minute. Laid out in this order (`repr(C)`) so
+/// that what a verification touches (the counts and the tags, three of them inline)
+/// comes first and the namespace and owner, read only when written, last.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct Counted {
+    counts: MinuteCounts,
+    /// Per tag, by id.
+    tags: SmallVec<[(TagId, MinuteCounts); 3]>,
     namespace: Option<String>,
     owner_id: Option<String>,
-    counts: UsageCounts,
-    /// Per tag, the tag being one of [`Pending::tags`] (compared by address).
-    tags: Vec<(Arc<str>, UsageCounts)>,
 }
 
 impl Counted {
-    fn add_tagged(&mut self, tag: Arc<str>, code: impl FnOnce(&mut UsageCounts)) {
-        match self.tags.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &tag)) {
-            Some((_, counts)) => code(counts),
+    fn tag(&mut self, id: TagId) -> &mut MinuteCounts {
+        match self.tags.iter().position(|(t, _)| *t == id) {
+            Some(at) => &mut self.tags[at].1,
             None => {
-                let mut counts = UsageCounts::default();
-                code(&mut counts);
-                self.tags.push((tag, counts));
+                self.tags.push((id, MinuteCounts::default()));
+                let last = self.tags.len() - 1;
+                &mut self.tags[last].1
             }
         }
     }
@@ -255,14 +287,48 @@ impl Counted {
 /// keys): it is looked up on every verification.
 type CountedMap = HashMap<(KeyId, i64), Counted, RandomState>;
 
+/// Every tag counted, once, by id: a verification's tags are looked up here (one hash
+/// each) and then found in its key's minute by id.
+#[derive(Debug, Default)]
+struct Interned {
+    ids: HashMap<Arc<str>, TagId, RandomState>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interned {
+    /// Past this many tags, a take forgets those no longer counted anywhere.
+    const KEPT: usize = 1_024;
+
+    fn id(&mut self, tag: &str) -> TagId {
+        if let Some(id) = self.ids.get(tag) {
+            return *id;
+        }
+        let id = TagId::try_from(self.names.len()).unwrap_or(TagId::MAX);
+        let tag: Arc<str> = Arc::from(tag);
+        self.names.push(tag.clone());
+        self.ids.insert(tag, id);
+        id
+    }
+
+    /// Keeps only the tags `counted` uses, renumbered.
+    fn keep_only_used_by(&mut self, counted: &mut CountedMap) {
+        let old = std::mem::take(self);
+        let mut renumbered: HashMap<TagId, TagId, RandomState> = HashMap::default();
+        for entry in counted.values_mut() {
+            for (id, _) in &mut entry.tags {
+                *id = *renumbered
+                    .entry(*id)
+                    .or_insert_with(|| self.id(old.names.get(*id as usize).map_or("", |name| &**name)));
+            }
+        }
+    }
+}
+
 /// Counts waiting to be written.
 #[derive(Debug, Default)]
 struct Pending {
     counted: CountedMap,
-    /// Every tag counted, once: a verification's tags are looked up here (one hash
-    /// each) and then found in its key's minute by address, instead of compared as
-    /// text against every tag that key was seen with.
-    tags: HashSet<Arc<str>, RandomState>,
+    tags: Interned,
 }
 
 /// `key_id`'s counts in `minute`, made on first use.
@@ -280,31 +346,23 @@ fn counted_in<'a>(
     })
 }
 
-/// Interns `tag` in `tags`.
-fn interned(tags: &mut HashSet<Arc<str>, RandomState>, tag: &str) -> Arc<str> {
-    match tags.get(tag) {
-        Some(known) => known.clone(),
-        None => {
-            let tag: Arc<str> = Arc::from(tag);
-            tags.insert(tag.clone());
-            tag
-        }
-    }
-}
-
-/// Pending counts as deltas to write.
-fn deltas_of(counted: CountedMap) -> Vec<UsageDelta> {
+/// Pending counts as deltas to write, their tags named from `names`.
+fn deltas_of(counted: CountedMap, names: &[Arc<str>]) -> Vec<UsageDelta> {
     counted
         .into_iter()
         .filter_map(|((key_id, minute), counted)| {
             let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
+            let tags = counted
+                .tags
+                .iter()
+                .filter_map(|(id, counts)| names.get(*id as usize).map(|name| (name.to_string(), widened(counts))));
             Some(UsageDelta {
                 key_id,
+                minute,
+                counts: widened(&counted.counts),
+                tags: tags.collect(),
                 namespace: counted.namespace,
                 owner_id: counted.owner_id,
-                minute,
-                counts: counted.counts,
-                tags: counted.tags.into_iter().map(|(tag, counts)| (tag.to_string(), counts)).collect(),
             })
         })
         .collect()
@@ -356,19 +414,25 @@ impl UsageCounter {
     }
 
     /// What was counted in the minutes that pass `taken`, as deltas (made after the
-    /// lock is released: verifications do not wait for them); then the tags no longer
-    /// counted anywhere are forgotten.
+    /// lock is released: verifications do not wait for them). When nothing is left, or
+    /// more than [`Interned::KEPT`] tags are known, the tags no longer counted are
+    /// forgotten.
     fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
-        let out: CountedMap = {
+        let (out, names) = {
             let mut pending = self.lock();
-            let (out, kept) =
-                std::mem::take(&mut pending.counted).into_iter().partition(|((_, minute), _)| taken(*minute));
-            pending.counted = kept;
-            out
+            let Pending { counted, tags } = &mut *pending;
+            let (out, mut kept): (CountedMap, CountedMap) =
+                std::mem::take(counted).into_iter().partition(|((_, minute), _)| taken(*minute));
+            let names = tags.names.clone();
+            if kept.is_empty() {
+                *tags = Interned::default();
+            } else if tags.names.len() > Interned::KEPT {
+                tags.keep_only_used_by(&mut kept);
+            }
+            *counted = kept;
+            (out, names)
         };
-        let deltas = deltas_of(out);
-        self.lock().tags.retain(|tag| Arc::strong_count(tag) > 1);
-        deltas
+        deltas_of(out, &names)
     }
 
     /// Puts deltas back (after a failed write), merged with what was counted since.
@@ -378,9 +442,9 @@ impl UsageCounter {
         for delta in deltas {
             let minute = bucket_start(delta.minute, 60);
             let entry = counted_in(counted, delta.key_id, minute, &delta.namespace, &delta.owner_id);
-            entry.counts.merge(&delta.counts);
+            add_to(&mut entry.counts, &delta.counts);
             for (tag, counts) in &delta.tags {
-                entry.add_tagged(interned(tags, tag), |c| c.merge(counts));
+                add_to(entry.tag(tags.id(tag)), counts);
             }
         }
     }
@@ -401,12 +465,14 @@ impl UsageCounter {
         code: Code,
         verification_tags: &Tags,
     ) {
+        let Some(index) = code_index(code) else { return };
         let mut pending = self.lock();
         let Pending { counted, tags } = &mut *pending;
         let entry = counted_in(counted, key_id, bucket_start(at, 60), namespace, owner_id);
-        entry.counts.add(code);
+        entry.counts[index] = entry.counts[index].saturating_add(1);
         for tag in verification_tags.iter() {
-            entry.add_tagged(interned(tags, tag), |c| c.add(code));
+            let counts = entry.tag(tags.id(tag));
+            counts[index] = counts[index].saturating_add(1);
         }
     }
 }
@@ -720,7 +786,6 @@ mod tests {
         assert_eq!(tagged(first, "plan-a").map(|c| (c.valid, c.rate_limited)), Some((1, 1)));
         assert_eq!(tagged(first, "region-1").map(|c| (c.valid, c.rate_limited)), Some((1, 0)));
         assert_eq!(first.tags.len(), 2);
-        assert_eq!(counter.lock().tags.len(), 1, "only the open minute's tag is still held");
 
         // A failed write is put back and merged with what was counted since.
         counter.restore(closed);
@@ -729,6 +794,29 @@ mod tests {
         let second = all.iter().find(|d| d.key_id.0 == uuid::Uuid::from_u128(2) && bucket_start(d.minute, 60) == 60);
         assert_eq!(second.and_then(|d| tagged(d, "plan-a")).map(|c| c.valid), Some(2));
         assert_eq!(all.len(), 3);
-        assert!(counter.lock().tags.is_empty(), "nothing pending, no tag held");
+        assert!(counter.lock().tags.names.is_empty(), "nothing pending, no tag held");
+    }
+
+    #[test]
+    fn past_its_limit_the_counter_forgets_the_tags_no_longer_counted() {
+        let counter = UsageCounter::new();
+        for n in 0..=Interned::KEPT {
+            counter.record(&verified(1, 60, Code::Valid, &[&format!("closed-{n}")]));
+        }
+        counter.record(&verified(2, 120, Code::Valid, &["open", "closed-7"]));
+        let at = |s| OffsetDateTime::from_unix_timestamp(s).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+
+        let closed = counter.take_closed(at(125));
+        assert_eq!(closed.iter().map(|d| d.tags.len()).sum::<usize>(), Interned::KEPT + 1, "every tag written");
+        let mut held: Vec<String> = counter.lock().tags.names.iter().map(|t| t.to_string()).collect();
+        held.sort();
+        assert_eq!(held, ["closed-7", "open"], "only the open minute's tags are still held");
+
+        // The open minute's counts kept their tags through the renumbering.
+        counter.record(&verified(2, 121, Code::RateLimited, &["open"]));
+        let open = counter.take();
+        assert_eq!(open.len(), 1);
+        assert_eq!(tagged(&open[0], "open").map(|c| (c.valid, c.rate_limited)), Some((1, 1)));
+        assert_eq!(tagged(&open[0], "closed-7").map(|c| (c.valid, c.rate_limited)), Some((1, 0)));
     }
 }

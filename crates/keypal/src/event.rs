@@ -207,7 +207,7 @@ pub struct Event {
     /// Anything else worth keeping (never key material).
     pub details: Option<Value>,
     /// For `verified` events: the tags of the verification ([`crate::VerifyOptions::tags`]).
-    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
 }
 

@@ -7,27 +7,56 @@
 //! no newlines, tabs or NUL). Then duplicates are dropped and the tags sorted, so
 //! `["b", "a", "a"]` counts once under `a` and once under `b`.
 //!
-//! No tags cost nothing (no allocation); tags are shared, so handing them to an
-//! [`crate::Event`] copies a pointer.
+//! No tags cost nothing (no allocation); a list costs one allocation, its tags side by
+//! side in one shared string, so handing them to an [`crate::Event`] copies a pointer.
+//! Read from JSON, tags without escapes are checked where they lie in the input and
+//! copied once, into that string.
 //!
 //! ```
 //! use keypal::Tags;
 //! let tags = Tags::new(["GET /v1/orders", "eu-west", "GET /v1/orders"])?;
-//! assert_eq!(tags.as_slice(), ["GET /v1/orders", "eu-west"]);
+//! assert_eq!(tags.to_vec(), ["GET /v1/orders", "eu-west"]);
 //! assert!(Tags::new(["line\nbreak"]).is_err());
 //! assert!(Tags::default().is_empty());
 //! # Ok::<(), keypal::InvalidTags>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
-use std::ops::Deref;
 use std::sync::Arc;
 
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Checked, deduplicated, sorted verification tags (see the [module](self)).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Tags(Option<Arc<[String]>>);
+pub struct Tags(Option<Arc<str>>);
+
+/// What separates the tags in a [`Tags`]' string: a control character, so in no tag.
+const SEPARATOR: &str = "\n";
+
+/// How long a list of tags is joined on the stack (longer ones, in a string first).
+const JOINED_ON_STACK: usize = 256;
+
+/// `tags` side by side in one shared string, [`SEPARATOR`] between them: one allocation.
+fn joined(tags: &[&str]) -> Option<Arc<str>> {
+    let length = tags.iter().map(|tag| tag.len() + SEPARATOR.len()).sum::<usize>().checked_sub(SEPARATOR.len())?;
+    if length > JOINED_ON_STACK {
+        return Some(Arc::from(tags.join(SEPARATOR)));
+    }
+    let mut bytes = [0u8; JOINED_ON_STACK];
+    let mut end = 0;
+    for tag in tags {
+        if end > 0 {
+            bytes[end..end + SEPARATOR.len()].copy_from_slice(SEPARATOR.as_bytes());
+            end += SEPARATOR.len();
+        }
+        bytes[end..end + tag.len()].copy_from_slice(tag.as_bytes());
+        end += tag.len();
+    }
+    // Whole tags and ASCII separators: valid UTF-8, so this borrows and never replaces.
+    Some(Arc::from(&*String::from_utf8_lossy(&bytes[..end])))
+}
 
 /// Why tags were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,19 +98,58 @@ impl Tags {
     pub fn new<I, S>(tags: I) -> Result<Self, InvalidTags>
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<str>,
     {
-        // From a `Vec<String>` (a request's tags), this reuses its allocation.
-        let mut list: Vec<String> = tags.into_iter().map(Into::into).collect();
-        if let Some(index) = list.iter().position(|tag| !Self::is_valid(tag)) {
-            return Err(InvalidTags::Invalid { index });
+        // Every tag is checked (the first invalid one is reported, wherever it is), and
+        // the first `MAX_COUNT` are kept, on the stack.
+        let mut kept: [Option<S>; Self::MAX_COUNT] = std::array::from_fn(|_| None);
+        let mut count = 0;
+        for (index, tag) in tags.into_iter().enumerate() {
+            if !Self::is_valid(tag.as_ref()) {
+                return Err(InvalidTags::Invalid { index });
+            }
+            if let Some(slot) = kept.get_mut(index) {
+                *slot = Some(tag);
+            }
+            count = index + 1;
         }
-        if list.len() > Self::MAX_COUNT {
-            return Err(InvalidTags::TooMany { count: list.len() });
+        if count > Self::MAX_COUNT {
+            return Err(InvalidTags::TooMany { count });
         }
+        let mut list = [""; Self::MAX_COUNT];
+        for (slot, tag) in list.iter_mut().zip(kept.iter().flatten()) {
+            *slot = tag.as_ref();
+        }
+        let list = &mut list[..count];
         list.sort_unstable();
-        list.dedup();
-        Ok(if list.is_empty() { Tags(None) } else { Tags(Some(list.into())) })
+        let mut previous = None;
+        let mut distinct = [""; Self::MAX_COUNT];
+        let mut count = 0;
+        for tag in list.iter().filter(|tag| previous.replace(**tag) != Some(**tag)) {
+            distinct[count] = tag;
+            count += 1;
+        }
+        Ok(Tags(joined(&distinct[..count])))
+    }
+
+    /// Reads a JSON list of tags, telling a list that is not valid tags (the inner
+    /// `Err`) from input that is not a list of strings (the outer one). Tags without
+    /// escapes are checked where they lie in the input: no string is made per tag.
+    ///
+    /// ```
+    /// use keypal::{InvalidTags, Tags};
+    /// let mut json = serde_json::Deserializer::from_str(r#"["b", "a", "b"]"#);
+    /// assert_eq!(Tags::deserialize_checked(&mut json)?, Tags::new(["a", "b"]));
+    /// let mut json = serde_json::Deserializer::from_str(r#"["ok", ""]"#);
+    /// assert_eq!(Tags::deserialize_checked(&mut json)?, Err(InvalidTags::Invalid { index: 1 }));
+    /// let mut json = serde_json::Deserializer::from_str("[1]");
+    /// assert!(Tags::deserialize_checked(&mut json).is_err());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn deserialize_checked<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Self, InvalidTags>, D::Error> {
+        deserializer.deserialize_seq(TagsVisitor)
     }
 
     /// Whether `tag` is a valid tag: 1 to [`Tags::MAX_LENGTH`] characters, none a control character.
@@ -100,35 +168,107 @@ impl Tags {
     }
 
     /// The tags, sorted.
-    pub fn as_slice(&self) -> &[String] {
-        self.0.as_deref().unwrap_or(&[])
+    ///
+    /// ```
+    /// let tags = keypal::Tags::new(["plan:pro", "GET /orders"])?;
+    /// assert_eq!(tags.iter().collect::<Vec<_>>(), ["GET /orders", "plan:pro"]);
+    /// # Ok::<(), keypal::InvalidTags>(())
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.0.as_deref().into_iter().flat_map(|text| text.split(SEPARATOR))
     }
-}
 
-impl Deref for Tags {
-    type Target = [String];
+    /// How many tags.
+    pub fn len(&self) -> usize {
+        self.0.as_deref().map_or(0, |text| text.matches(SEPARATOR).count() + 1)
+    }
 
-    fn deref(&self) -> &[String] {
-        self.as_slice()
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The tags, sorted, as strings of their own.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
     }
 }
 
 impl fmt::Debug for Tags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl Serialize for Tags {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_slice().serialize(serializer)
+        serializer.collect_seq(self.iter())
     }
 }
 
 impl<'de> Deserialize<'de> for Tags {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let list = Vec::<String>::deserialize(deserializer)?;
-        Tags::new(list).map_err(serde::de::Error::custom)
+        Tags::deserialize_checked(deserializer)?.map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads a list of tags for [`Tags::deserialize_checked`].
+struct TagsVisitor;
+
+impl<'de> Visitor<'de> for TagsVisitor {
+    type Value = Result<Tags, InvalidTags>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of tags")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut failed = None;
+        let elements = std::iter::from_fn(|| match seq.next_element::<Text<'de>>() {
+            Ok(next) => next.map(|text| text.0),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let tags = Tags::new(elements);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // What an invalid tag left unread, so the input goes on after the list.
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(tags)
+    }
+}
+
+/// One tag as read: borrowed from the input when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tag (a string)")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text)))
     }
 }
 
@@ -155,5 +295,20 @@ mod tests {
         let tags = Tags::new(["b", "a"]).unwrap_or_default();
         assert_eq!(serde_json::to_string(&tags).ok().as_deref(), Some(r#"["a","b"]"#));
         assert!(serde_json::from_str::<Tags>(r#"["", "a"]"#).is_err());
+        assert!(serde_json::from_str::<Tags>(r#"["a", 1]"#).is_err());
+        // Escaped tags are read too, and an invalid tag in a list leaves the rest readable.
+        let read: Result<(Tags, u8), _> = serde_json::from_str(r#"[["a\u00e9", "a\u00e9", "b"], 1]"#);
+        assert_eq!(read.ok().map(|(t, n)| (t.to_vec(), n)), Some((vec!["aé".to_owned(), "b".to_owned()], 1)));
+        let mut json_checked = serde_json::Deserializer::from_str(r#"["", "a", "b"]"#);
+        assert!(matches!(Tags::deserialize_checked(&mut json_checked), Ok(Err(InvalidTags::Invalid { index: 0 }))));
+        assert!(json_checked.end().is_ok(), "the list is read to its end");
+    }
+
+    #[test]
+    fn the_longest_tags_fit() {
+        let longest: Vec<String> = (0..Tags::MAX_COUNT).map(|i| format!("{i}{}", "😀".repeat(63))).collect();
+        let tags = Tags::new(&longest).unwrap_or_default();
+        assert_eq!(tags.len(), Tags::MAX_COUNT);
+        assert_eq!(tags.to_vec(), longest);
     }
 }

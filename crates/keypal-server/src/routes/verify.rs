@@ -37,13 +37,24 @@ pub struct VerifyRequest {
     /// verification in usage analytics. At most 10, each 1-64 characters without
     /// control characters; duplicates count once.
     #[schema(value_type = Option<crate::schema::Tags>)]
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<RequestTags>,
+}
+
+/// A request's list of tags as read, valid or not ([`Tags::deserialize_checked`]):
+/// input that is not a list of strings is a JSON error, an invalid tag a 400 naming it.
+#[derive(Debug)]
+pub struct RequestTags(Result<Tags, InvalidTags>);
+
+impl<'de> Deserialize<'de> for RequestTags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Tags::deserialize_checked(deserializer).map(RequestTags)
+    }
 }
 
 /// The request's tags, checked (400 `INVALID_INPUT` naming the tag at fault).
-pub fn check_tags(tags: Option<Vec<String>>) -> Result<Tags, ApiError> {
-    let Some(tags) = tags else { return Ok(Tags::none()) };
-    Tags::new(tags).map_err(|e| match e {
+pub fn check_tags(tags: Option<RequestTags>) -> Result<Tags, ApiError> {
+    let Some(RequestTags(tags)) = tags else { return Ok(Tags::none()) };
+    tags.map_err(|e| match e {
         InvalidTags::TooMany { .. } => {
             ApiError::invalid("tags", format!("at most {} tags are allowed", Tags::MAX_COUNT))
         }
