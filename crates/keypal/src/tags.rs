@@ -36,7 +36,7 @@ pub struct Tags(Option<Arc<str>>);
 /// (and one byte: splitting on it is a byte search).
 const SEPARATOR: u8 = b'\n';
 
-/// How long a list of tags is joined on the stack (longer ones, in a string first).
+/// How long a list of tags is joined on the stack (a longer one, in a vector first).
 const JOINED_ON_STACK: usize = 256;
 
 /// `tags` side by side in one shared string, [`SEPARATOR`] between them: one allocation.
