@@ -798,6 +798,17 @@ mod tests {
     }
 
     #[test]
+    fn a_minute_counts_each_code_where_usage_counts_keeps_it() {
+        for (index, (code, _)) in UsageCounts::default().by_code().into_iter().enumerate() {
+            assert_eq!(code_index(code), Some(index), "{code:?}");
+            let mut counts = MinuteCounts::default();
+            counts[index] = 1;
+            assert_eq!(widened(&counts).get(code), 1, "{code:?}");
+        }
+        assert_eq!(code_index(Code::NotFound), None);
+    }
+
+    #[test]
     fn past_its_limit_the_counter_forgets_the_tags_no_longer_counted() {
         let counter = UsageCounter::new();
         for n in 0..=Interned::KEPT {

@@ -39,20 +39,23 @@ const SEPARATOR: u8 = b'\n';
 /// How long a list of tags is joined on the stack (a longer one, in a vector first).
 const JOINED_ON_STACK: usize = 256;
 
-/// `tags` side by side in one shared string, [`SEPARATOR`] between them: one allocation.
+/// The sorted `tags` side by side in one shared string, each once, [`SEPARATOR`]
+/// between them: one allocation.
 fn joined(tags: &[&str]) -> Option<Arc<str>> {
-    let length = tags.iter().map(|tag| tag.len() + 1).sum::<usize>().checked_sub(1)?;
+    // At most this long (a repeated tag is written once).
+    let most = tags.iter().map(|tag| tag.len() + 1).sum::<usize>().checked_sub(1)?;
     let mut on_stack = [0u8; JOINED_ON_STACK];
     let mut on_heap = Vec::new();
-    let bytes = match on_stack.get_mut(..length) {
+    let bytes = match on_stack.get_mut(..most) {
         Some(bytes) => bytes,
         None => {
-            on_heap.resize(length, 0);
+            on_heap.resize(most, 0);
             &mut on_heap[..]
         }
     };
     let mut end = 0;
-    for tag in tags {
+    let mut previous = None;
+    for tag in tags.iter().filter(|tag| previous.replace(**tag) != Some(**tag)) {
         if end > 0 {
             bytes[end] = SEPARATOR;
             end += 1;
@@ -61,7 +64,7 @@ fn joined(tags: &[&str]) -> Option<Arc<str>> {
         end += tag.len();
     }
     // Whole tags and ASCII separators: valid UTF-8, so this borrows and never replaces.
-    Some(Arc::from(&*String::from_utf8_lossy(bytes)))
+    Some(Arc::from(&*String::from_utf8_lossy(&bytes[..end])))
 }
 
 /// Why tags were refused.
@@ -128,14 +131,7 @@ impl Tags {
         }
         let list = &mut list[..count];
         list.sort_unstable();
-        let mut previous = None;
-        let mut distinct = [""; Self::MAX_COUNT];
-        let mut count = 0;
-        for tag in list.iter().filter(|tag| previous.replace(**tag) != Some(**tag)) {
-            distinct[count] = tag;
-            count += 1;
-        }
-        Ok(Tags(joined(&distinct[..count])))
+        Ok(Tags(joined(list)))
     }
 
     /// Reads a JSON list of tags, telling a list that is not valid tags (the inner
@@ -316,5 +312,9 @@ mod tests {
         let tags = Tags::new(&longest).unwrap_or_default();
         assert_eq!(tags.len(), Tags::MAX_COUNT);
         assert_eq!(tags.to_vec(), longest);
+        // A long list (joined off the stack) drops its duplicates too.
+        let mut repeated = longest[..Tags::MAX_COUNT - 1].to_vec();
+        repeated.push(longest[0].clone());
+        assert_eq!(Tags::new(&repeated).map(|t| t.to_vec()), Ok(longest[..Tags::MAX_COUNT - 1].to_vec()));
     }
 }
