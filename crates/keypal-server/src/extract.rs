@@ -173,9 +173,16 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
 
 /// A JSON object (arrays, strings, numbers and `null` are refused: serde would otherwise
 /// take an array for a struct).
+///
+/// Read once without tracking where the reader is; only a body that fails is read again
+/// through axum's reader, which tracks the path (allocating each field's name) so the
+/// error can name the field at fault. Both read the same JSON the same way.
 fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | None => Ok(axum::Json::<T>::from_bytes(body)?.0),
+        Some(b'{') | None => match serde_json::from_slice(body) {
+            Ok(value) => Ok(value),
+            Err(_) => Ok(axum::Json::<T>::from_bytes(body)?.0),
+        },
         Some(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", "the body must be a JSON object")),
     }
 }
@@ -200,4 +207,42 @@ fn unsupported_media_type() -> ApiError {
         "UNSUPPORTED_MEDIA_TYPE",
         "send a JSON body with Content-Type: application/json",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        limits: Vec<u32>,
+    }
+
+    fn message(body: &str) -> (String, String) {
+        match json_object::<Body>(body.as_bytes()) {
+            Ok(read) => panic!("{body} was read: {read:?}"),
+            Err(e) => (e.code.to_owned(), e.message.clone()),
+        }
+    }
+
+    #[test]
+    fn a_body_that_fits_is_read_and_one_that_does_not_names_the_field_at_fault() {
+        let read = json_object::<Body>(br#" {"name": "a", "limits": [1, 2]} "#).map(|b| (b.name, b.limits));
+        assert_eq!(read.ok(), Some(("a".to_owned(), vec![1, 2])));
+
+        let (code, text) = message(r#"{"name": "a", "limits": [1, "two"]}"#);
+        assert_eq!(code, "INVALID_JSON");
+        assert!(text.contains("limits[1]"), "{text}");
+        let (code, text) = message(r#"{"name": "a", "extra": 1}"#);
+        assert_eq!(code, "INVALID_JSON");
+        assert!(text.contains("extra"), "{text}");
+        let (code, text) = message(r#"{"name": "a"} trailing"#);
+        assert_eq!(code, "INVALID_JSON");
+        assert!(text.contains("trailing characters"), "{text}");
+        assert_eq!(message("[1]").0, "INVALID_JSON");
+        assert_eq!(message("").0, "INVALID_JSON");
+    }
 }

@@ -63,8 +63,9 @@ fn joined(tags: &[&str]) -> Option<Arc<str>> {
         bytes[end..end + tag.len()].copy_from_slice(tag.as_bytes());
         end += tag.len();
     }
-    // Whole tags and ASCII separators: valid UTF-8, so this borrows and never replaces.
-    Some(Arc::from(&*String::from_utf8_lossy(&bytes[..end])))
+    // Whole tags and ASCII separators: valid UTF-8, so this never replaces anything.
+    let text = &bytes[..end];
+    Some(std::str::from_utf8(text).map_or_else(|_| Arc::from(&*String::from_utf8_lossy(text)), Arc::from))
 }
 
 /// Why tags were refused.
@@ -161,9 +162,10 @@ impl Tags {
     /// assert!(!keypal::Tags::is_valid("tab\there"));
     /// ```
     pub fn is_valid(tag: &str) -> bool {
-        if tag.is_ascii() {
-            // One byte a character; the ASCII control characters are below 0x20 and 0x7f.
-            return (1..=Self::MAX_LENGTH).contains(&tag.len()) && !tag.bytes().any(|b| b.is_ascii_control());
+        // Printable ASCII (0x20 to 0x7e: the ASCII control characters are below 0x20 and
+        // 0x7f), one pass: one byte a character.
+        if tag.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return (1..=Self::MAX_LENGTH).contains(&tag.len());
         }
         let count = tag.chars().count();
         (1..=Self::MAX_LENGTH).contains(&count) && !tag.chars().any(char::is_control)
