@@ -282,10 +282,25 @@ impl Counted {
     }
 }
 
-/// What is counted per (key, minute in Unix seconds). Hashed with foldhash (randomly
-/// seeded, several times faster than the standard library's SipHash on these short
-/// keys): it is looked up on every verification.
-type CountedMap = HashMap<(KeyId, i64), Counted, RandomState>;
+/// What is counted per key in one minute. Hashed with foldhash (randomly seeded,
+/// several times faster than the standard library's SipHash on these short keys): it
+/// is looked up on every verification.
+type CountedMap = HashMap<KeyId, Counted, RandomState>;
+
+/// Counted minutes, each a map, by minute start (Unix seconds), oldest first: the
+/// current minute and, until a take writes it, the one before (and any later minute a
+/// restore put back).
+type Minutes = Vec<(i64, CountedMap)>;
+
+/// The counts of `minute`, made on first use (a search among a few minutes: a
+/// verification is almost always in the newest).
+fn minute_in(minutes: &mut Minutes, minute: i64) -> &mut CountedMap {
+    let at = minutes.partition_point(|(start, _)| *start < minute);
+    if minutes.get(at).is_none_or(|(start, _)| *start != minute) {
+        minutes.insert(at, (minute, CountedMap::default()));
+    }
+    &mut minutes[at].1
+}
 
 /// Every tag counted, once, by id: a verification's tags are looked up here (one hash
 /// each) and then found in its key's minute by id.
@@ -310,11 +325,11 @@ impl Interned {
         id
     }
 
-    /// Keeps only the tags `counted` uses, renumbered.
-    fn keep_only_used_by(&mut self, counted: &mut CountedMap) {
+    /// Keeps only the tags `minutes` use, renumbered.
+    fn keep_only_used_by(&mut self, minutes: &mut Minutes) {
         let old = std::mem::take(self);
         let mut renumbered: HashMap<TagId, TagId, RandomState> = HashMap::default();
-        for entry in counted.values_mut() {
+        for entry in minutes.iter_mut().flat_map(|(_, counted)| counted.values_mut()) {
             for (id, _) in &mut entry.tags {
                 *id = *renumbered
                     .entry(*id)
@@ -324,22 +339,23 @@ impl Interned {
     }
 }
 
-/// Counts waiting to be written.
+/// Counts waiting to be written. A take moves whole minutes out: the lock is held for
+/// a few moves, whatever the number of keys counted.
 #[derive(Debug, Default)]
 struct Pending {
-    counted: CountedMap,
+    minutes: Minutes,
     tags: Interned,
 }
 
 /// `key_id`'s counts in `minute`, made on first use.
 fn counted_in<'a>(
-    counted: &'a mut CountedMap,
+    minutes: &'a mut Minutes,
     key_id: KeyId,
     minute: i64,
     namespace: &Option<String>,
     owner_id: &Option<String>,
 ) -> &'a mut Counted {
-    counted.entry((key_id, minute)).or_insert_with(|| Counted {
+    minute_in(minutes, minute).entry(key_id).or_insert_with(|| Counted {
         namespace: namespace.clone(),
         owner_id: owner_id.clone(),
         ..Counted::default()
@@ -347,10 +363,11 @@ fn counted_in<'a>(
 }
 
 /// Pending counts as deltas to write, their tags named from `names`.
-fn deltas_of(counted: CountedMap, names: &[Arc<str>]) -> Vec<UsageDelta> {
-    counted
+fn deltas_of(minutes: Minutes, names: &[Arc<str>]) -> Vec<UsageDelta> {
+    minutes
         .into_iter()
-        .filter_map(|((key_id, minute), counted)| {
+        .flat_map(|(minute, counted)| counted.into_iter().map(move |(key_id, counted)| (key_id, minute, counted)))
+        .filter_map(|(key_id, minute, counted)| {
             let minute = OffsetDateTime::from_unix_timestamp(minute).ok()?;
             let tags = counted
                 .tags
@@ -414,22 +431,22 @@ impl UsageCounter {
     }
 
     /// What was counted in the minutes that pass `taken`, as deltas (made after the
-    /// lock is released: verifications do not wait for them). When nothing is left, or
-    /// more than [`Interned::KEPT`] tags are known, the tags no longer counted are
-    /// forgotten.
+    /// lock is released: verifications wait only for whole minutes to be moved). When
+    /// nothing is left, or more than [`Interned::KEPT`] tags are known, the tags no
+    /// longer counted are forgotten.
     fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
         let (out, names) = {
             let mut pending = self.lock();
-            let Pending { counted, tags } = &mut *pending;
-            let (out, mut kept): (CountedMap, CountedMap) =
-                std::mem::take(counted).into_iter().partition(|((_, minute), _)| taken(*minute));
+            let Pending { minutes, tags } = &mut *pending;
+            let (out, mut kept): (Minutes, Minutes) =
+                std::mem::take(minutes).into_iter().partition(|(minute, _)| taken(*minute));
             let names = tags.names.clone();
             if kept.is_empty() {
                 *tags = Interned::default();
             } else if tags.names.len() > Interned::KEPT {
                 tags.keep_only_used_by(&mut kept);
             }
-            *counted = kept;
+            *minutes = kept;
             (out, names)
         };
         deltas_of(out, &names)
@@ -438,10 +455,10 @@ impl UsageCounter {
     /// Puts deltas back (after a failed write), merged with what was counted since.
     pub fn restore(&self, deltas: Vec<UsageDelta>) {
         let mut pending = self.lock();
-        let Pending { counted, tags } = &mut *pending;
+        let Pending { minutes, tags } = &mut *pending;
         for delta in deltas {
             let minute = bucket_start(delta.minute, 60);
-            let entry = counted_in(counted, delta.key_id, minute, &delta.namespace, &delta.owner_id);
+            let entry = counted_in(minutes, delta.key_id, minute, &delta.namespace, &delta.owner_id);
             add_to(&mut entry.counts, &delta.counts);
             for (tag, counts) in &delta.tags {
                 add_to(entry.tag(tags.id(tag)), counts);
@@ -467,8 +484,8 @@ impl UsageCounter {
     ) {
         let Some(index) = code_index(code) else { return };
         let mut pending = self.lock();
-        let Pending { counted, tags } = &mut *pending;
-        let entry = counted_in(counted, key_id, bucket_start(at, 60), namespace, owner_id);
+        let Pending { minutes, tags } = &mut *pending;
+        let entry = counted_in(minutes, key_id, bucket_start(at, 60), namespace, owner_id);
         entry.counts[index] = entry.counts[index].saturating_add(1);
         for tag in verification_tags.iter() {
             let counts = entry.tag(tags.id(tag));
@@ -541,11 +558,26 @@ type RowKey = (i64, i64, &'static str, String, String, String);
 /// Rows per upsert statement (13 parameters each: under SQLite's 32 766).
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// How many deltas a flush merges into its rows before letting the runtime's other
+/// tasks run: a flush of 10 000 keys is tens of milliseconds of work, which would
+/// otherwise hold up the verifications waiting on the same worker thread.
+const DELTAS_PER_TURN: usize = 500;
+
 /// The rows a flush adds to, merged and sorted (which is also the order concurrent
 /// flushes take their row locks in, so they cannot deadlock): the minute rows, and for
-/// a minute before `rolled_until` (already rolled up) every width.
-fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCounts> {
+/// a minute before `rolled_until` (already rolled up) every width. Merged
+/// [`DELTAS_PER_TURN`] deltas at a time, yielding between.
+async fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCounts> {
     let mut rows: BTreeMap<RowKey, UsageCounts> = BTreeMap::new();
+    for turn in deltas.chunks(DELTAS_PER_TURN) {
+        add_rows(&mut rows, turn, rolled_until);
+        tokio::task::yield_now().await;
+    }
+    rows
+}
+
+/// Adds the rows of `deltas` to `rows` (see [`rows_of`]).
+fn add_rows(rows: &mut BTreeMap<RowKey, UsageCounts>, deltas: &[UsageDelta], rolled_until: i64) {
     for delta in deltas {
         let namespace = delta.namespace.clone().unwrap_or_default();
         let key = delta.key_id.0.to_string();
@@ -568,7 +600,6 @@ fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCo
             add("app", "");
         }
     }
-    rows
 }
 
 /// Adds `rows` (all minute rows, or all wider ones) to `keypal_minutes` or
@@ -647,7 +678,7 @@ impl<D: Dialect> DialectStore<D> {
         let mut tx = self.write().await?;
         // Shared: flushes run side by side, and a roll-up waits for them (and they for it).
         let rolled_until = rolled_until::<D>(&mut tx, D::LOCK_SHARED).await?;
-        let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas, rolled_until).into_iter().collect();
+        let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas, rolled_until).await.into_iter().collect();
         let wider = rows.partition_point(|((span, ..), _)| *span == 60);
         upsert(&mut tx, &rows[..wider], true).await?;
         upsert(&mut tx, &rows[wider..], false).await?;
@@ -795,6 +826,26 @@ mod tests {
         assert_eq!(second.and_then(|d| tagged(d, "plan-a")).map(|c| c.valid), Some(2));
         assert_eq!(all.len(), 3);
         assert!(counter.lock().tags.names.is_empty(), "nothing pending, no tag held");
+    }
+
+    #[test]
+    fn a_verification_late_for_its_minute_is_counted_in_that_minute() {
+        let counter = UsageCounter::new();
+        let at = |s| OffsetDateTime::from_unix_timestamp(s).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        counter.record(&verified(1, 185, Code::Valid, &[]));
+        // A slow request of the minute before, and one of two minutes before, answered after it.
+        counter.record(&verified(1, 179, Code::Valid, &[]));
+        counter.record(&verified(1, 61, Code::Valid, &[]));
+        counter.record(&verified(2, 120, Code::Valid, &[]));
+        let minutes = |deltas: &[UsageDelta]| {
+            let mut minutes: Vec<(u128, i64, u64)> =
+                deltas.iter().map(|d| (d.key_id.0.as_u128(), d.minute.unix_timestamp(), d.counts.valid)).collect();
+            minutes.sort_unstable();
+            minutes
+        };
+        assert_eq!(minutes(&counter.take_closed(at(150))), [(1, 60, 1)]);
+        assert_eq!(minutes(&counter.take_closed(at(190))), [(1, 120, 1), (2, 120, 1)]);
+        assert_eq!(minutes(&counter.take()), [(1, 180, 1)]);
     }
 
     #[test]
