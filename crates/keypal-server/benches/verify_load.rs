@@ -39,6 +39,10 @@
 //!   each with its own SQLite file and `KEYPAL_BENCH_KEYS` keys, measured in alternating
 //!   slices like the endpoints above. The target: counting costs at most 5% of throughput
 //!   (over all the slices); each round's on / off is printed too, to show the machine's noise.
+//!   On a shared machine, short slices (`KEYPAL_BENCH_SECS=180 KEYPAL_BENCH_ROUNDS=90`: 2 s
+//!   each) keep the two servers' slices close in time, so the other guests' swings weigh
+//!   on both more evenly; slices shorter than the cache's lifetime make both servers
+//!   re-read each key about twice as often per verification as in a steady state.
 //! - `KEYPAL_BENCH_WEBHOOK` (0): with 1, a webhook wanting every event exists during the
 //!   load (made after the keys), so each verification is looked at for the webhooks'
 //!   credit and rate-limit events: compare a run with 0 and one with 1.
