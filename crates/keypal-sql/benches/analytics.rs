@@ -343,6 +343,27 @@ fn count_10_000_verifications_of_10_000_keys(bencher: Bencher) {
     });
 }
 
+/// The same on two threads at once, each counting every key in turn from its own
+/// starting point, into one counter (as a server's two worker threads do): what the
+/// threads cost each other.
+#[divan::bench(sample_count = 20, sample_size = 1, threads = 2)]
+fn count_10_000_verifications_of_10_000_keys_on_2_threads(bencher: Bencher) {
+    use keypal::EventSink;
+    static NEXT_START: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let events = verifications_of_10_000_keys(START);
+    let counter = keypal_sql::UsageCounter::new();
+    for event in &events {
+        counter.record(event);
+    }
+    bencher.bench(|| {
+        let start = NEXT_START.fetch_add(5_003, std::sync::atomic::Ordering::Relaxed) % events.len();
+        let (later, earlier) = events.split_at(start);
+        for event in earlier.iter().chain(later) {
+            counter.record(divan::black_box(event));
+        }
+    });
+}
+
 /// Writing one ended minute of 10 000 keys × 3 tags (80 000 minute rows, one transaction).
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn write_one_minute_of_10_000_keys_sqlite(bencher: Bencher) {

@@ -385,11 +385,66 @@ fn deltas_of(minutes: Minutes, names: &[Arc<str>]) -> Vec<UsageDelta> {
         .collect()
 }
 
+/// Deltas of the same key and minute, counted on different threads, as one.
+fn merged(deltas: Vec<UsageDelta>) -> Vec<UsageDelta> {
+    let mut places: HashMap<(KeyId, i64), usize, RandomState> = HashMap::default();
+    let mut out: Vec<UsageDelta> = Vec::with_capacity(deltas.len());
+    for delta in deltas {
+        match places.entry((delta.key_id, delta.minute.unix_timestamp())) {
+            std::collections::hash_map::Entry::Occupied(place) => out[*place.get()].add(delta),
+            std::collections::hash_map::Entry::Vacant(place) => {
+                place.insert(out.len());
+                out.push(delta);
+            }
+        }
+    }
+    out
+}
+
+impl UsageDelta {
+    /// Adds `other`'s counts (of the same key and minute) to these.
+    fn add(&mut self, other: UsageDelta) {
+        self.counts.merge(&other.counts);
+        for (tag, counts) in other.tags {
+            match self.tags.iter_mut().find(|(mine, _)| *mine == tag) {
+                Some((_, mine)) => mine.merge(&counts),
+                None => self.tags.push((tag, counts)),
+            }
+        }
+    }
+}
+
+/// The pending counts of the threads that count into one [`Shard`]. Aligned to its own
+/// cache lines, so that threads counting into neighbouring shards do not share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Pending>);
+
+/// Gives each thread that counts its place among the shards, in the order they first count.
+static NEXT_THREAD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's place among the shards (see [`NEXT_THREAD`]).
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// An [`EventSink`] counting verifications per key per minute (and per tag), in
 /// memory, until [`UsageCounter::take`].
-#[derive(Debug, Default)]
+///
+/// Each thread counts into its own shard (four per core; threads past that share), so
+/// the threads verifying side by side neither wait on one lock nor pass one map's
+/// memory between their cores on every verification. A take gathers every shard and
+/// merges what two threads counted for the same key and minute.
+#[derive(Debug)]
 pub struct UsageCounter {
-    pending: Mutex<Pending>,
+    shards: Box<[Shard]>,
+}
+
+impl Default for UsageCounter {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self { shards: (0..cores.saturating_mul(4).clamp(1, 256)).map(|_| Shard::default()).collect() }
+    }
 }
 
 impl UsageCounter {
@@ -430,13 +485,26 @@ impl UsageCounter {
         self.take_where(|minute| minute < open)
     }
 
-    /// What was counted in the minutes that pass `taken`, as deltas (made after the
+    /// What every shard counted in the minutes that pass `taken`, as deltas, one per
+    /// key and minute.
+    fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
+        let mut deltas = Vec::new();
+        let mut shards_taken_from = 0;
+        for shard in &self.shards {
+            let taken = Self::take_from(shard, &taken);
+            shards_taken_from += usize::from(!taken.is_empty());
+            deltas.extend(taken);
+        }
+        if shards_taken_from > 1 { merged(deltas) } else { deltas }
+    }
+
+    /// What `shard` counted in the minutes that pass `taken`, as deltas (made after its
     /// lock is released: verifications wait only for whole minutes to be moved). When
     /// nothing is left, or more than [`Interned::KEPT`] tags are known, the tags no
     /// longer counted are forgotten.
-    fn take_where(&self, taken: impl Fn(i64) -> bool) -> Vec<UsageDelta> {
+    fn take_from(shard: &Shard, taken: &impl Fn(i64) -> bool) -> Vec<UsageDelta> {
         let (out, names) = {
-            let mut pending = self.lock();
+            let mut pending = shard.0.lock().unwrap_or_else(|e| e.into_inner());
             let Pending { minutes, tags } = &mut *pending;
             let (out, mut kept): (Minutes, Minutes) =
                 std::mem::take(minutes).into_iter().partition(|(minute, _)| taken(*minute));
@@ -466,8 +534,10 @@ impl UsageCounter {
         }
     }
 
+    /// This thread's shard, locked.
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        let shard = THREAD.with(|thread| *thread) % self.shards.len();
+        self.shards[shard].0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -846,6 +916,30 @@ mod tests {
         assert_eq!(minutes(&counter.take_closed(at(150))), [(1, 60, 1)]);
         assert_eq!(minutes(&counter.take_closed(at(190))), [(1, 120, 1), (2, 120, 1)]);
         assert_eq!(minutes(&counter.take()), [(1, 180, 1)]);
+    }
+
+    #[test]
+    fn what_several_threads_count_for_one_key_and_minute_is_taken_as_one_delta() {
+        let counter = UsageCounter::new();
+        std::thread::scope(|threads| {
+            for _ in 0..4 {
+                threads.spawn(|| {
+                    for _ in 0..100 {
+                        counter.record(&verified(1, 60, Code::Valid, &["plan-a"]));
+                    }
+                    counter.record(&verified(1, 61, Code::RateLimited, &["region-1"]));
+                    counter.record(&verified(2, 62, Code::Valid, &[]));
+                });
+            }
+        });
+        let mut taken = counter.take();
+        taken.sort_by_key(|d| d.key_id.0);
+        assert_eq!(taken.len(), 2, "one delta per key and minute: {taken:?}");
+        assert_eq!((taken[0].counts.valid, taken[0].counts.rate_limited), (400, 4));
+        assert_eq!(tagged(&taken[0], "plan-a").map(|c| c.valid), Some(400));
+        assert_eq!(tagged(&taken[0], "region-1").map(|c| c.rate_limited), Some(4));
+        assert_eq!((taken[1].counts.valid, taken[1].tags.len()), (4, 0));
+        assert!(counter.take().is_empty());
     }
 
     #[test]
