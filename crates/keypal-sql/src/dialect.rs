@@ -125,6 +125,7 @@ mod seam {
         + for<'a> Bind<&'a str>
         + Bind<String>
         + Bind<Option<String>>
+        + Bind<std::sync::Arc<str>>
         + Bind<Uuid>
         + Bind<Option<Uuid>>
         + Bind<Timestamp>

@@ -36,7 +36,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use foldhash::fast::RandomState;
@@ -623,51 +623,94 @@ const MINUTES_KEY: &str = "(bucket, scope, namespace, subject, tag)";
 
 /// One row a flush adds to: (span, bucket, scope, namespace, subject, tag). In this
 /// order, a flush's minute rows (span 60) come first, in `keypal_minutes`' key order.
-type RowKey = (i64, i64, &'static str, String, String, String);
+/// The text is shared ([`Texts`]): a row costs no allocation of its own, and binds its
+/// text to a statement without copying it.
+type RowKey = (i64, i64, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
+
+/// The order of [`RowKey`]s, comparing shared text by address first (text from one
+/// [`Texts`] is equal exactly when it is the same allocation, so most comparisons of
+/// the namespace, scope and tag need no byte comparison).
+fn row_order(a: &RowKey, b: &RowKey) -> std::cmp::Ordering {
+    let text = |x: &Arc<str>, y: &Arc<str>| if Arc::ptr_eq(x, y) { std::cmp::Ordering::Equal } else { x.cmp(y) };
+    (a.0, a.1)
+        .cmp(&(b.0, b.1))
+        .then_with(|| text(&a.2, &b.2))
+        .then_with(|| text(&a.3, &b.3))
+        .then_with(|| text(&a.4, &b.4))
+        .then_with(|| text(&a.5, &b.5))
+}
+
+/// The text of one flush's rows, each distinct string allocated once.
+#[derive(Default)]
+struct Texts(std::collections::HashSet<Arc<str>, RandomState>);
+
+impl Texts {
+    fn of(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
 
 /// Rows per upsert statement (13 parameters each: under SQLite's 32 766).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// How many deltas a flush merges into its rows before letting the runtime's other
-/// tasks run: a flush of 10 000 keys is tens of milliseconds of work, which would
-/// otherwise hold up the verifications waiting on the same worker thread.
+/// How many deltas a flush turns into rows before letting the runtime's other tasks
+/// run: a flush of 10 000 keys is tens of milliseconds of work, which would otherwise
+/// hold up the verifications waiting on the same worker thread.
 const DELTAS_PER_TURN: usize = 500;
 
 /// The rows a flush adds to, merged and sorted (which is also the order concurrent
 /// flushes take their row locks in, so they cannot deadlock): the minute rows, and for
-/// a minute before `rolled_until` (already rolled up) every width. Merged
+/// a minute before `rolled_until` (already rolled up) every width. Made
 /// [`DELTAS_PER_TURN`] deltas at a time, yielding between.
-async fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> BTreeMap<RowKey, UsageCounts> {
-    let mut rows: BTreeMap<RowKey, UsageCounts> = BTreeMap::new();
+async fn rows_of(deltas: &[UsageDelta], rolled_until: i64) -> Vec<(RowKey, UsageCounts)> {
+    let mut texts = Texts::default();
+    let mut rows: Vec<(RowKey, UsageCounts)> = Vec::new();
     for turn in deltas.chunks(DELTAS_PER_TURN) {
-        add_rows(&mut rows, turn, rolled_until);
+        add_rows(&mut rows, &mut texts, turn, rolled_until);
         tokio::task::yield_now().await;
     }
-    rows
+    rows.sort_unstable_by(|a, b| row_order(&a.0, &b.0));
+    tokio::task::yield_now().await;
+    let mut merged: Vec<(RowKey, UsageCounts)> = Vec::with_capacity(rows.len());
+    for (key, counts) in rows {
+        match merged.last_mut() {
+            Some((last, sum)) if row_order(last, &key).is_eq() => sum.merge(&counts),
+            _ => merged.push((key, counts)),
+        }
+    }
+    merged
 }
 
-/// Adds the rows of `deltas` to `rows` (see [`rows_of`]).
-fn add_rows(rows: &mut BTreeMap<RowKey, UsageCounts>, deltas: &[UsageDelta], rolled_until: i64) {
+/// Adds the rows of `deltas` to `rows`, unmerged (see [`rows_of`]).
+fn add_rows(rows: &mut Vec<(RowKey, UsageCounts)>, texts: &mut Texts, deltas: &[UsageDelta], rolled_until: i64) {
+    let [key_scope, owner_scope, app_scope, none] = ["key", "owner", "app", ""].map(|text| texts.of(text));
+    let mut key_id = uuid::Uuid::encode_buffer();
     for delta in deltas {
-        let namespace = delta.namespace.clone().unwrap_or_default();
-        let key = delta.key_id.0.to_string();
+        let namespace = texts.of(delta.namespace.as_deref().unwrap_or_default());
+        // A key's id is in no other delta of the flush: not worth looking up.
+        let key: Arc<str> = Arc::from(&*delta.key_id.0.hyphenated().encode_lower(&mut key_id));
+        let owner = delta.owner_id.as_deref().map(|owner| texts.of(owner));
         let minute = bucket_start(delta.minute, 60);
         let late = minute < rolled_until;
-        let tagged = delta.tags.iter().map(|(tag, counts)| (tag.as_str(), counts));
-        for (tag, counts) in std::iter::once(("", &delta.counts)).chain(tagged) {
-            let mut add = |scope: &'static str, subject: &str| {
+        let tagged = delta.tags.iter().map(|(tag, counts)| (texts.of(tag), counts));
+        for (tag, counts) in std::iter::once((none.clone(), &delta.counts)).chain(tagged) {
+            let mut add = |scope: &Arc<str>, subject: &Arc<str>| {
                 for span in spans_of(scope).take(if late { usize::MAX } else { 1 }) {
                     let bucket = minute.div_euclid(span) * span;
-                    rows.entry((span, bucket, scope, namespace.clone(), subject.to_owned(), tag.to_owned()))
-                        .or_default()
-                        .merge(counts);
+                    let row = (span, bucket, scope.clone(), namespace.clone(), subject.clone(), tag.clone());
+                    rows.push((row, *counts));
                 }
             };
-            add("key", &key);
-            if let Some(owner) = &delta.owner_id {
-                add("owner", owner);
+            add(&key_scope, &key);
+            if let Some(owner) = &owner {
+                add(&owner_scope, owner);
             }
-            add("app", "");
+            add(&app_scope, &none);
         }
     }
 }
@@ -692,7 +735,7 @@ async fn upsert<D: Dialect>(
                 q.push_arg(*span).push(", ");
             }
             q.push_arg(*bucket).push(", ");
-            q.push_arg(*scope).push(", ");
+            q.push_arg(scope.clone()).push(", ");
             q.push_arg(namespace.clone()).push(", ");
             q.push_arg(subject.clone()).push(", ");
             q.push_arg(tag.clone());
@@ -748,7 +791,7 @@ impl<D: Dialect> DialectStore<D> {
         let mut tx = self.write().await?;
         // Shared: flushes run side by side, and a roll-up waits for them (and they for it).
         let rolled_until = rolled_until::<D>(&mut tx, D::LOCK_SHARED).await?;
-        let rows: Vec<(RowKey, UsageCounts)> = rows_of(deltas, rolled_until).await.into_iter().collect();
+        let rows = rows_of(deltas, rolled_until).await;
         let wider = rows.partition_point(|((span, ..), _)| *span == 60);
         upsert(&mut tx, &rows[..wider], true).await?;
         upsert(&mut tx, &rows[wider..], false).await?;
