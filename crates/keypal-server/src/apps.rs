@@ -403,9 +403,10 @@ impl App {
         for sink in &parts.sinks {
             builder = builder.event_sink_arc(sink.clone());
         }
-        if let Some(limiter) = &parts.limiter {
-            builder = builder.rate_limiter(limiter.clone());
-        }
+        builder = match &parts.limiter {
+            Some(shared) => builder.rate_limiter(shared.clone()),
+            None => builder.local_rate_limiter(parts.local_limiter.clone()),
+        };
         if self.recoverable {
             builder = builder.key_sealer(crate::keys::Sealer(parts.secrets.clone()));
         }

@@ -50,6 +50,10 @@ pub struct ManagerParts {
     pub sinks: Vec<Arc<dyn keypal::EventSink>>,
     /// The rate limiter shared by every instance (Redis), if configured.
     pub limiter: Option<keypal_redis::RedisRateLimiter>,
+    /// Without Redis, the in-process rate limiter every application's manager counts
+    /// in: one for the server's life, so a manager rebuilt when its application changes
+    /// (here or, announced, on another instance) keeps each key's window.
+    pub local_limiter: Arc<keypal::GcraLimiter>,
     /// The verified-result cache of every application's manager.
     pub cache: keypal::config::CacheConfig,
     /// Where slow hashes run (none: on the calling thread).
@@ -239,6 +243,7 @@ impl State {
             secrets: secrets.clone(),
             sinks,
             limiter: shared.limiter.clone(),
+            local_limiter: Arc::default(),
             cache: shared.cache,
             offload: shared.hash_pool.clone(),
         };

@@ -453,6 +453,13 @@ async fn tiers_rate_limit_and_credits_show_in_the_verdict(db: Db) {
     let third = server.verify(&key, &secret, json!({})).await;
     assert_eq!((third["valid"].as_bool(), third["code"].as_str()), (Some(false), Some("RATE_LIMITED")), "{third}");
     assert!(third["message"].is_string());
+    // A change to the application rebuilds its manager (here at once, and again when
+    // the bus brings the announcement back): the key's window goes on, not a new one.
+    let url = format!("/v1/apps/{app_id}");
+    let renamed = server.admin(Method::PATCH, &url).json(&json!({"name": "Tiered, renamed"})).send().await.unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
+    let after_change = server.verify(&key, &secret, json!({})).await;
+    assert_eq!(after_change["code"], "RATE_LIMITED", "{after_change}");
 
     let (pro, _) = server.create_key(app_id, json!({"tier": "pro", "remaining": 2})).await;
     assert!(pro.starts_with("kota_pro_"));

@@ -12,7 +12,7 @@ use crate::format::{Encoding, Formatter};
 use crate::hash::{Argon2Params, Hasher, Hashing};
 use crate::last_used::LastUsed;
 use crate::offload::{Inline, Offload};
-use crate::ratelimit::{DynRateLimiter, GcraLimiter};
+use crate::ratelimit::GcraLimiter;
 use crate::store::Store;
 use crate::tier::Tier;
 use crate::{ConfigError, Error};
@@ -46,7 +46,7 @@ pub struct KeyManagerBuilder<S> {
     legacy_formatters: Vec<Arc<dyn Formatter>>,
     hasher: Option<Arc<dyn Hasher>>,
     accepted_hashers: Vec<Arc<dyn Hasher>>,
-    limiter: Option<Arc<dyn DynRateLimiter>>,
+    limiter: Option<Limiter>,
     sinks: Vec<Arc<dyn EventSink>>,
     sealer: Option<Arc<dyn crate::KeySealer>>,
     offload: Arc<dyn Offload>,
@@ -263,7 +263,35 @@ impl<S> KeyManagerBuilder<S> {
 
     /// A rate limiter shared with other instances (default: in-process GCRA).
     pub fn rate_limiter(mut self, limiter: impl crate::RateLimiter) -> Self {
-        self.limiter = Some(Arc::new(limiter));
+        self.limiter = Some(Limiter::Shared(Arc::new(limiter)));
+        self
+    }
+
+    /// The in-process rate limiter to count in (default: a new one for this manager).
+    /// Managers given the same one share each key's rate-limit state, so a manager
+    /// rebuilt after a configuration change carries on where the old one was, instead
+    /// of letting every key start a fresh window. The limit comes from each key's
+    /// record or tier, as always; the limiter only remembers the requests.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keypal::{GcraLimiter, KeyManager, MemoryStore, NewKey, RateLimit};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = Arc::new(MemoryStore::new());
+    /// let limiter = Arc::new(GcraLimiter::new());
+    /// let build = || KeyManager::builder().store(store.clone()).local_rate_limiter(limiter.clone()).build();
+    /// let before = build()?;
+    /// let created = before.create(NewKey::new().rate_limit(RateLimit::per_hour(1))).await?;
+    /// assert!(before.verify(created.key.expose()).await?.is_valid());
+    ///
+    /// let rebuilt = build()?;
+    /// assert!(!rebuilt.verify(created.key.expose()).await?.is_valid(), "still limited");
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn local_rate_limiter(mut self, limiter: Arc<GcraLimiter>) -> Self {
+        self.limiter = Some(Limiter::Local(limiter));
         self
     }
 
@@ -373,10 +401,7 @@ impl<S: Store> KeyManagerBuilder<S> {
             CacheMode::On => true,
             CacheMode::Off => false,
         };
-        let limiter = match self.limiter {
-            Some(shared) => Limiter::Shared(shared),
-            None => Limiter::Local(GcraLimiter::new()),
-        };
+        let limiter = self.limiter.unwrap_or_else(|| Limiter::Local(Arc::default()));
         let inner = Inner {
             store: self.store,
             formats,

@@ -92,7 +92,7 @@ pub(crate) struct Format {
 }
 
 pub(crate) enum Limiter {
-    Local(GcraLimiter),
+    Local(Arc<GcraLimiter>),
     Shared(Arc<dyn DynRateLimiter>),
 }
 
