@@ -64,6 +64,28 @@ pub struct ManagerParts {
 /// pending count unless that was done this recently ([`State::flush_for_read`]).
 pub const READ_FRESHNESS: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often a retired manager's `last_used_at` notes are written while requests still hold it.
+const RETIRED_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes the `last_used_at` times a replaced manager noted, now and then again while
+/// requests that began before the replacement still hold it (the background flusher
+/// only sees the installed managers): until the last of them is done.
+fn retire(runtime: Arc<AppRuntime>) {
+    let Ok(tokio) = tokio::runtime::Handle::try_current() else { return };
+    tokio.spawn(async move {
+        loop {
+            // Held by this task alone, nothing can note a use in it any more.
+            let last = Arc::strong_count(&runtime) == 1;
+            match runtime.keys.flush_last_used().await {
+                Ok(()) if last => return,
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, app = %runtime.app.id, "writing a replaced manager's last_used_at failed; will retry"),
+            }
+            tokio::time::sleep(RETIRED_FLUSH_EVERY).await;
+        }
+    });
+}
+
 /// The shared state of one server.
 pub struct State {
     /// The database.
@@ -385,14 +407,21 @@ impl State {
     }
 
     /// Makes an application (and its client secret digest, when given) visible to requests.
+    /// The `last_used_at` times noted by the manager it replaces, if any, are still
+    /// written, also those of requests that were under way.
     pub fn install(&self, runtime: AppRuntime, secret_digest: Option<String>) {
         let id = runtime.app.id;
-        let mut apps = write(&self.apps);
-        if let Some(digest) = secret_digest {
-            apps.by_secret.retain(|_, app| *app != id);
-            apps.by_secret.insert(digest, id);
+        let replaced = {
+            let mut apps = write(&self.apps);
+            if let Some(digest) = secret_digest {
+                apps.by_secret.retain(|_, app| *app != id);
+                apps.by_secret.insert(digest, id);
+            }
+            apps.by_id.insert(id, Arc::new(runtime))
+        };
+        if let Some(replaced) = replaced {
+            retire(replaced);
         }
-        apps.by_id.insert(id, Arc::new(runtime));
     }
 
     /// Forgets an application.

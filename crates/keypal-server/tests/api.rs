@@ -807,6 +807,14 @@ async fn graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything(db: 
     let (key, record) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
     assert_eq!(record["last_used_at"], Value::Null);
     assert_eq!(server.verify(&key, &secret, json!({})).await["code"], "VALID");
+    // A second key's use waits for the next batched write, and then a change to the
+    // application rebuilds its manager: the use noted by the one before is written
+    // all the same.
+    let (second_key, second) = server.create_key(app["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!(server.verify(&second_key, &secret, json!({})).await["code"], "VALID");
+    let url = format!("/v1/apps/{}", app["id"].as_str().unwrap());
+    let renamed = server.admin(Method::PATCH, &url).json(&json!({"name": "A, renamed"})).send().await.unwrap();
+    assert_eq!(renamed.status(), StatusCode::OK);
     let (admin_password, service_key) = (server.admin_password.clone(), server.service_key.clone());
     server.stop().await;
 
@@ -822,6 +830,9 @@ async fn graceful_shutdown_flushes_last_used_and_a_restart_keeps_everything(db: 
     let url = format!("/v1/keys/{}", record["id"].as_str().unwrap());
     let (_, after) = json_of(restarted.admin(Method::GET, &url).send().await.unwrap()).await;
     assert!(after["last_used_at"].is_string(), "the shutdown flushed last_used_at: {after}");
+    let url = format!("/v1/keys/{}", second["id"].as_str().unwrap());
+    let (_, after) = json_of(restarted.admin(Method::GET, &url).send().await.unwrap()).await;
+    assert!(after["last_used_at"].is_string(), "the rebuilt manager's predecessor wrote its notes: {after}");
     assert_eq!(
         restarted.verify(&key, &secret, json!({})).await["code"],
         "VALID",
