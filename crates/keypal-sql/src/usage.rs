@@ -542,11 +542,11 @@ impl UsageCounter {
 }
 
 impl UsageCounter {
-    /// Counts one verification of `key_id` at `at`.
+    /// Counts one verification of `key_id` in the minute starting at `minute` (Unix seconds).
     fn count(
         &self,
         key_id: KeyId,
-        at: OffsetDateTime,
+        minute: i64,
         namespace: &Option<String>,
         owner_id: &Option<String>,
         code: Code,
@@ -555,7 +555,7 @@ impl UsageCounter {
         let Some(index) = code_index(code) else { return };
         let mut pending = self.lock();
         let Pending { minutes, tags } = &mut *pending;
-        let entry = counted_in(minutes, key_id, bucket_start(at, 60), namespace, owner_id);
+        let entry = counted_in(minutes, key_id, minute, namespace, owner_id);
         entry.counts[index] = entry.counts[index].saturating_add(1);
         for tag in verification_tags.iter() {
             let counts = entry.tag(tags.id(tag));
@@ -567,15 +567,17 @@ impl UsageCounter {
 impl EventSink for UsageCounter {
     fn record(&self, event: &Event) {
         if let (Action::Verified, Some(key_id), Some(code)) = (event.action, event.key_id, event.code) {
-            self.count(key_id, event.at, &event.namespace, &event.owner_id, code, &event.tags);
+            self.count(key_id, bucket_start(event.at, 60), &event.namespace, &event.owner_id, code, &event.tags);
         }
     }
 
-    /// Counts the verification from the verify path's own data: no event is made.
+    /// Counts the verification from the verify path's own data: no event is made, and
+    /// the minute comes from the coarse second (no precise clock read).
     fn record_verification(&self, verified: &VerificationEvent<'_>) {
         if let Some(record) = verified.verification.record() {
             let code = verified.verification.code();
-            self.count(record.id, verified.at, &record.namespace, &record.owner_id, code, verified.tags);
+            let minute = verified.unix_second.div_euclid(60) * 60;
+            self.count(record.id, minute, &record.namespace, &record.owner_id, code, verified.tags);
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::record::KeyId;
 use crate::tags::Tags;
 use crate::verification::{Code, Verification};
@@ -294,23 +295,54 @@ impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
 
 /// One verification as the verify path hands it to [`EventSink::record_verification`]:
 /// borrowed, so a sink reads what it needs without an [`Event`] being made.
+///
+/// Its time comes two ways. [`unix_second`](Self::unix_second) is read from the
+/// clock's cheap coarse reading ([`Clock::coarse_unix_seconds`]) and is enough to
+/// place the verification in a minute or an hour; [`at`](Self::at) reads the precise
+/// time, only for a sink that asks. Reading the precise clock on every verification
+/// costs more than a sink that counts per minute needs.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct VerificationEvent<'a> {
-    /// When.
-    pub at: OffsetDateTime,
+    /// The Unix second of the verification, read coarsely: it may lag the precise time
+    /// by the operating system's clock tick (a few milliseconds).
+    pub unix_second: i64,
     /// The result, with the key's record once its hash matched.
     pub verification: &'a Verification,
     /// The verification's tags ([`crate::VerifyOptions::tags`]).
     pub tags: &'a Tags,
     /// Who asked, and from where.
     pub context: &'a AuditContext,
+    /// Where [`at`](Self::at) reads the time.
+    clock: &'a dyn Clock,
 }
 
 impl<'a> VerificationEvent<'a> {
-    /// A verification at `at`, by `context`, with `tags`.
-    pub fn new(at: OffsetDateTime, verification: &'a Verification, tags: &'a Tags, context: &'a AuditContext) -> Self {
-        Self { at, verification, tags, context }
+    /// A verification now, on `clock`, by `context`, with `tags`.
+    ///
+    /// ```
+    /// use keypal::{AuditContext, Clock, KeyManager, ManualClock, MemoryStore, Tags, VerificationEvent};
+    /// use std::{sync::Arc, time::Duration};
+    /// # pollster::block_on(async {
+    /// let clock = Arc::new(ManualClock::new(time::macros::datetime!(2025-01-01 0:00:30.5 UTC)));
+    /// let keys = KeyManager::builder().store(MemoryStore::new()).clock(clock.clone()).build()?;
+    /// let verification = keys.verify("not a key").await?;
+    /// let (tags, context) = (Tags::default(), AuditContext::default());
+    ///
+    /// let verified = VerificationEvent::new(&*clock, &verification, &tags, &context);
+    /// assert_eq!(verified.unix_second, 1_735_689_630);
+    /// clock.advance(Duration::from_millis(1));
+    /// assert_eq!(verified.at(), clock.now()); // read when asked
+    /// # Ok::<(), keypal::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn new(clock: &'a dyn Clock, verification: &'a Verification, tags: &'a Tags, context: &'a AuditContext) -> Self {
+        Self { unix_second: clock.coarse_unix_seconds(), verification, tags, context, clock }
+    }
+
+    /// The precise time, truncated to microseconds: read from the clock when asked.
+    pub fn at(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// Its `verified` event: the code, the tags, and the key's id, namespace and owner
@@ -340,7 +372,7 @@ impl<'a> VerificationEvent<'a> {
     /// # }).unwrap();
     /// ```
     pub fn to_event(&self) -> Event {
-        let mut event = Event::new(Action::Verified, self.at, self.context.clone());
+        let mut event = Event::new(Action::Verified, self.at(), self.context.clone());
         event.code = Some(self.verification.code());
         event.tags = self.tags.clone();
         if let Some(record) = self.verification.record() {

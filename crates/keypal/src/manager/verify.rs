@@ -116,7 +116,7 @@ impl<S: Store> KeyManager<S> {
 
     /// Hands the verification, with its tags (borrowed, not copied), to the sinks.
     fn emit_verified(&self, verification: &Verification, tags: &Tags) {
-        let verified = VerificationEvent::new(self.inner.clock.now(), verification, tags, &self.context);
+        let verified = VerificationEvent::new(&*self.inner.clock, verification, tags, &self.context);
         for sink in &self.inner.sinks {
             sink.record_verification(&verified);
         }
