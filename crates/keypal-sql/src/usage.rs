@@ -969,6 +969,35 @@ mod tests {
         assert_eq!(minutes(&counter.take()), [(1, 180, 1)]);
     }
 
+    /// The verify path hands the counter its verifications directly: each lands in the
+    /// minute of the manager's clock when it was verified.
+    #[tokio::test]
+    async fn a_managers_verifications_are_counted_in_the_minute_of_its_clock() -> Result<(), keypal::Error> {
+        let clock = Arc::new(keypal::ManualClock::new(time::macros::datetime!(2025-01-01 0:00:59.999 UTC)));
+        let counter = Arc::new(UsageCounter::new());
+        let keys = keypal::KeyManager::builder()
+            .store(keypal::MemoryStore::new())
+            .clock(clock.clone())
+            .event_sink(counter.clone())
+            .build()?;
+        let created = keys.create(keypal::NewKey::new().owner_id("owner-1")).await?;
+        let options = keypal::VerifyOptions::new().tags(Tags::new(["GET /v1/orders"]).unwrap_or_default());
+        keys.verify_with(created.key.expose(), &options).await?;
+        clock.advance(std::time::Duration::from_millis(1));
+        keys.verify_with(created.key.expose(), &options).await?;
+        keys.verify_with(created.key.expose(), &options).await?;
+
+        let mut taken = counter.take();
+        taken.sort_by_key(|d| d.minute);
+        let minutes: Vec<(i64, u64, Option<u64>)> = taken
+            .iter()
+            .map(|d| (d.minute.unix_timestamp() % 3_600, d.counts.valid, tagged(d, "GET /v1/orders").map(|c| c.valid)))
+            .collect();
+        assert_eq!(minutes, [(0, 1, Some(1)), (60, 2, Some(2))]);
+        assert!(taken.iter().all(|d| d.owner_id.as_deref() == Some("owner-1") && d.key_id == created.record.id));
+        Ok(())
+    }
+
     #[test]
     fn what_several_threads_count_for_one_key_and_minute_is_taken_as_one_delta() {
         let counter = UsageCounter::new();

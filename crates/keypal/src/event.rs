@@ -336,7 +336,12 @@ impl<'a> VerificationEvent<'a> {
     /// # Ok::<(), keypal::Error>(())
     /// # }).unwrap();
     /// ```
-    pub fn new(clock: &'a dyn Clock, verification: &'a Verification, tags: &'a Tags, context: &'a AuditContext) -> Self {
+    pub fn new(
+        clock: &'a dyn Clock,
+        verification: &'a Verification,
+        tags: &'a Tags,
+        context: &'a AuditContext,
+    ) -> Self {
         Self { unix_second: clock.coarse_unix_seconds(), verification, tags, context, clock }
     }
 
