@@ -218,7 +218,12 @@ impl Granularity {
 
 /// The start of the bucket `at` falls in, in seconds since the Unix epoch.
 pub(crate) fn bucket_start(at: OffsetDateTime, seconds: i64) -> i64 {
-    at.unix_timestamp().div_euclid(seconds) * seconds
+    bucket_of_second(at.unix_timestamp(), seconds)
+}
+
+/// The start of the bucket the Unix second `second` falls in.
+fn bucket_of_second(second: i64, seconds: i64) -> i64 {
+    second.div_euclid(seconds) * seconds
 }
 
 /// One minute's counts by code, in [`UsageCounts::by_code`] order, 32 bits each (no key
@@ -542,11 +547,11 @@ impl UsageCounter {
 }
 
 impl UsageCounter {
-    /// Counts one verification of `key_id` in the minute starting at `minute` (Unix seconds).
+    /// Counts one verification of `key_id` at the Unix second `second`, in its minute.
     fn count(
         &self,
         key_id: KeyId,
-        minute: i64,
+        second: i64,
         namespace: &Option<String>,
         owner_id: &Option<String>,
         code: Code,
@@ -555,7 +560,7 @@ impl UsageCounter {
         let Some(index) = code_index(code) else { return };
         let mut pending = self.lock();
         let Pending { minutes, tags } = &mut *pending;
-        let entry = counted_in(minutes, key_id, minute, namespace, owner_id);
+        let entry = counted_in(minutes, key_id, bucket_of_second(second, 60), namespace, owner_id);
         entry.counts[index] = entry.counts[index].saturating_add(1);
         for tag in verification_tags.iter() {
             let counts = entry.tag(tags.id(tag));
@@ -567,7 +572,7 @@ impl UsageCounter {
 impl EventSink for UsageCounter {
     fn record(&self, event: &Event) {
         if let (Action::Verified, Some(key_id), Some(code)) = (event.action, event.key_id, event.code) {
-            self.count(key_id, bucket_start(event.at, 60), &event.namespace, &event.owner_id, code, &event.tags);
+            self.count(key_id, event.at.unix_timestamp(), &event.namespace, &event.owner_id, code, &event.tags);
         }
     }
 
@@ -576,8 +581,7 @@ impl EventSink for UsageCounter {
     fn record_verification(&self, verified: &VerificationEvent<'_>) {
         if let Some(record) = verified.verification.record() {
             let code = verified.verification.code();
-            let minute = verified.unix_second.div_euclid(60) * 60;
-            self.count(record.id, minute, &record.namespace, &record.owner_id, code, verified.tags);
+            self.count(record.id, verified.unix_second, &record.namespace, &record.owner_id, code, verified.tags);
         }
     }
 }
